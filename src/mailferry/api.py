@@ -1,0 +1,442 @@
+"""The use cases: check, plan, migrate, verify, report. The CLI (and later a web console) call these.
+
+Each takes a loaded :class:`~mailferry.config.model.Project` and returns plain data (dicts and
+lists, JSON-ready) plus an exit code; none of them prints. Secrets are resolved here, just
+before connecting, and never leave the :class:`~mailferry.connectors.imap.Login` objects.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from mailferry.config.model import AccountConfig, Project, ServerConfig
+from mailferry.connectors.imap import Endpoint, ImapStore, Login
+from mailferry.connectors.wrappers import RetryPolicy
+from mailferry.engine.migrate import AccountJob, AccountStats, Connection, Engine, Options, Reporter
+from mailferry.engine.verify_run import verify_account
+from mailferry.errors import ExitCode, MailferryError, UsageError
+from mailferry.formats.folders import Rules
+from mailferry.plan.planner import Adopt, Delete, Forget, Policy, Rebase, SetFlags, Skip
+from mailferry.state.ledger import SqliteLedger
+
+# The worse outcome wins when accounts end differently.
+_SEVERITY = [
+    ExitCode.OK,
+    ExitCode.FINDINGS,
+    ExitCode.SOURCE_CHANGED,
+    ExitCode.TEMPFAIL,
+    ExitCode.AUTH,
+    ExitCode.CONFIG,
+    ExitCode.INTERNAL,
+]
+
+
+def worst(codes: Sequence[int]) -> int:
+    rank = {int(c): i for i, c in enumerate(_SEVERITY)}
+    return max(codes, key=lambda c: rank.get(c, len(_SEVERITY)), default=0)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    data: dict[str, Any]
+    exit_code: int
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _endpoint(s: ServerConfig) -> Endpoint:
+    return Endpoint(
+        host=s.host,
+        port=s.port,
+        security=s.security,
+        verify_certificates=s.verify_certificates,
+        ca_file=str(s.ca_file) if s.ca_file else None,
+        timeout=s.timeout,
+    )
+
+
+def _login(project: Project, server: ServerConfig, user: str, ref: Any) -> Login:
+    if ref is not None:
+        return Login(user=user, password=ref.resolve(project.base_dir))
+    if server.admin is None:  # the loader refuses such a project; defensive
+        raise MailferryError(f"{user}: no password reference and no admin login", hint="fix the project file")
+    return Login(
+        user=user,
+        password=server.admin.password.resolve(project.base_dir),
+        admin=server.admin.user,
+        method=server.admin.method,
+        master_separator=server.admin.master_separator,
+    )
+
+
+def select_accounts(project: Project, names: Sequence[str] | None) -> list[AccountConfig]:
+    if not names:
+        return list(project.accounts)
+    by = {a.source_user: a for a in project.accounts}
+    unknown = [n for n in names if n not in by]
+    if unknown:
+        raise UsageError(
+            f"unknown account(s): {', '.join(unknown)}", hint="use source user names from the accounts CSV"
+        )
+    return [by[n] for n in names]
+
+
+def jobs(project: Project, accounts: Sequence[AccountConfig]) -> list[AccountJob]:
+    src, tgt = _endpoint(project.source), _endpoint(project.target)
+    return [
+        AccountJob(
+            source_user=a.source_user,
+            target_user=a.target_user,
+            source=Connection(src, _login(project, project.source, a.source_user, a.source_password)),
+            target=Connection(tgt, _login(project, project.target, a.target_user, a.target_password)),
+            exclude_folders=a.exclude_folders,
+        )
+        for a in accounts
+    ]
+
+
+def options(project: Project, *, full: bool = False) -> Options:
+    f, m, p = project.folders, project.messages, project.performance
+
+    def day(d: Any) -> datetime | None:
+        return datetime(d.year, d.month, d.day, tzinfo=UTC) if d else None
+
+    return Options(
+        rules=Rules(
+            include=f.include,
+            exclude=f.exclude,
+            rename=tuple((r.pattern, r.replacement) for r in f.renames),
+            separator_substitute=f.separator_substitute,
+        ),
+        policy=Policy(
+            since=day(m.since),
+            before=day(m.before),
+            min_size=m.min_size,
+            max_size=m.max_size,
+            propagate_deletions=m.propagate_deletions,
+            sync_flags=m.sync_flags,
+        ),
+        subscriptions=f.subscriptions,
+        connections_per_account=p.connections_per_account,
+        batch_messages=p.batch_messages,
+        batch_bytes=p.batch_bytes,
+        retry=RetryPolicy(attempts=max(1, p.retries)),
+        full=full,
+    )
+
+
+def open_ledger(project: Project) -> SqliteLedger:
+    return SqliteLedger(project.ledger_path)
+
+
+def _parallel(n: int, fn: Callable[[AccountJob], Any], items: Sequence[AccountJob]) -> list[Any]:
+    with ThreadPoolExecutor(max_workers=max(1, n), thread_name_prefix="account") as pool:
+        return list(pool.map(fn, items))
+
+
+# -- check --------------------------------------------------------------------------------------
+
+CAPS_THAT_MATTER = (
+    "UIDPLUS",
+    "MULTIAPPEND",
+    "LITERAL+",
+    "CONDSTORE",
+    "QRESYNC",
+    "SPECIAL-USE",
+    "NAMESPACE",
+    "UTF8=ACCEPT",
+    "QUOTA",
+    "APPENDLIMIT",
+)
+
+
+def _caps(caps: frozenset[str]) -> dict[str, bool]:
+    return {c: any(x == c or x.startswith(c + "=") for x in caps) for c in CAPS_THAT_MATTER}
+
+
+def check(project: Project, names: Sequence[str] | None = None) -> Result:
+    accs = select_accounts(project, names)
+    js = jobs(project, accs)
+
+    def one(job: AccountJob) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "account": job.source_user,
+            "target_user": job.target_user,
+            "problems": [],
+            "warnings": [],
+        }
+        for role, conn, readonly in (("source", job.source, True), ("target", job.target, False)):
+            try:
+                st = ImapStore(conn.endpoint, conn.login, readonly=readonly, label=f"{job.source_user} ({role})")
+            except MailferryError as e:
+                out[role] = {"ok": False, "error": str(e)}
+                out["problems"].append(str(e))
+                out.setdefault("exit_code", int(e.exit_code))
+                continue
+            try:
+                info = st.info()
+                folders = st.list_folders()
+                side: dict[str, Any] = {
+                    "ok": True,
+                    "tls": conn.endpoint.security,
+                    "capabilities": _caps(info.capabilities),
+                    "namespace": {"prefix": info.namespace.prefix, "separator": info.namespace.delimiter},
+                    "folders": len(folders),
+                    "appendlimit": info.appendlimit,
+                    "quota_used_kb": info.quota_used_kb,
+                    "quota_limit_kb": info.quota_limit_kb,
+                }
+                if role == "source":
+                    msgs = size = 0
+                    sizes: list[int] = []
+                    keywords: set[str] = set()
+                    for f in folders:
+                        if not f.selectable:
+                            continue
+                        for m in st.inventory(f.name):
+                            msgs += 1
+                            size += m.size
+                            sizes.append(m.size)
+                            keywords.update(x for x in m.flags if not x.startswith("\\"))
+                    side.update(messages=msgs, bytes=size)
+                    out["_sizes"], out["_keywords"] = sizes, keywords
+                else:
+                    st.select_status("INBOX")
+                    side["permanent_flags"] = list(st.permanent_flags.get("INBOX", ()))
+                out[role] = side
+            except MailferryError as e:
+                out[role] = {"ok": False, "error": str(e)}
+                out["problems"].append(str(e))
+                out.setdefault("exit_code", int(e.exit_code))
+            finally:
+                st.close()
+        s, t = out.get("source", {}), out.get("target", {})
+        if s.get("ok") and t.get("ok"):
+            limit = t.get("appendlimit")
+            if limit:
+                over = [x for x in out["_sizes"] if x > limit]
+                if over:
+                    out["warnings"].append(f"{len(over)} messages are larger than the target's APPENDLIMIT {limit}")
+            if t.get("quota_limit_kb") is not None:
+                free_kb = t["quota_limit_kb"] - (t.get("quota_used_kb") or 0)
+                if s["bytes"] / 1024 > free_kb:
+                    out["warnings"].append(
+                        f"the source holds {s['bytes'] // 1024} KiB, the target quota leaves {free_kb} KiB"
+                    )
+            perm = {p.lower() for p in t.get("permanent_flags", [])}
+            if perm and "\\*" not in perm:
+                lost = sorted(k for k in out["_keywords"] if k.lower() not in perm)
+                if lost:
+                    out["warnings"].append(f"keywords the target can't store: {', '.join(lost)}")
+            for cap in ("UIDPLUS", "MULTIAPPEND"):
+                if not t["capabilities"][cap]:
+                    out["warnings"].append(f"the target lacks {cap}: slower and less exact bookkeeping")
+        out.pop("_sizes", None)
+        out.pop("_keywords", None)
+        out["ready"] = not out["problems"]
+        return out
+
+    rows = _parallel(project.performance.accounts_in_parallel, one, js)
+    code = worst(
+        [r.get("exit_code", 0 if r["ready"] else 1) for r in rows] + [1 if any(r["warnings"] for r in rows) else 0]
+    )
+    return Result({"accounts": rows}, code)
+
+
+# -- plan ---------------------------------------------------------------------------------------
+
+
+def plan(project: Project, names: Sequence[str] | None = None) -> Result:
+    accs = select_accounts(project, names)
+    ledger = open_ledger(project)
+    try:
+        engine = Engine(ledger, options(project))
+
+        def one(job: AccountJob) -> dict[str, Any]:
+            try:
+                plans, _ = engine.plan_account(job)
+            except MailferryError as e:
+                return {"account": job.source_user, "error": str(e), "exit_code": int(e.exit_code)}
+            folders = []
+            for p in plans:
+                skips = [
+                    {
+                        "uid": a.meta.uid,
+                        "message_id": a.meta.message_id,
+                        "subject": a.meta.subject,
+                        "size": a.meta.size,
+                        "reason": a.reason,
+                        "finding": a.finding,
+                    }
+                    for a in p.actions
+                    if isinstance(a, Skip)
+                ]
+                folders.append(
+                    {
+                        "source": p.source_folder,
+                        "target": p.target_folder,
+                        "rule": p.rule,
+                        "notes": p.notes,
+                        "copy": len(p.copies),
+                        "bytes": p.bytes_to_copy,
+                        "already_on_target": sum(1 for a in p.actions if isinstance(a, Adopt)),
+                        "flag_updates": sum(1 for a in p.actions if isinstance(a, SetFlags)),
+                        "deletions": sum(1 for a in p.actions if isinstance(a, Delete)),
+                        "rematch": sum(1 for a in p.actions if isinstance(a, Rebase)),
+                        "interrupted_to_recopy": sum(1 for a in p.actions if isinstance(a, Forget)),
+                        "skips": skips,
+                    }
+                )
+            return {
+                "account": job.source_user,
+                "target_user": job.target_user,
+                "messages": sum(f["copy"] for f in folders),
+                "bytes": sum(f["bytes"] for f in folders),
+                "folders": folders,
+            }
+
+        rows = _parallel(project.performance.accounts_in_parallel, one, jobs(project, accs))
+    finally:
+        ledger.close()
+    code = worst([r.get("exit_code", 0) for r in rows])
+    return Result({"accounts": rows, "copy": sum(r.get("messages", 0) for r in rows)}, code)
+
+
+# -- migrate ------------------------------------------------------------------------------------
+
+
+def migrate(
+    project: Project, names: Sequence[str] | None = None, *, reporter: Reporter | None = None, full: bool = False
+) -> Result:
+    accs = select_accounts(project, names)
+    js = jobs(project, accs)  # resolves secrets: a missing one fails here, before any change
+    ledger = open_ledger(project)
+    try:
+        ledger.acquire("migrate")
+        run_id = ledger.start_run("migrate", _now())
+        engine = Engine(ledger, options(project, full=full), reporter)
+        t0 = time.monotonic()
+        stats: list[AccountStats] = _parallel(
+            project.performance.accounts_in_parallel, lambda j: engine.migrate_account(j, run_id), js
+        )
+        codes = []
+        for s in stats:
+            if s.exit_code:
+                codes.append(s.exit_code)
+            elif s.source_changed:
+                codes.append(int(ExitCode.SOURCE_CHANGED))
+            elif s.findings:
+                codes.append(int(ExitCode.FINDINGS))
+            else:
+                codes.append(0)
+        code = worst(codes)
+        summary = {
+            "run": run_id,
+            "seconds": round(time.monotonic() - t0, 3),
+            "copied": sum(s.copied for s in stats),
+            "bytes": sum(s.bytes for s in stats),
+            "matched": sum(s.matched for s in stats),
+            "skipped": sum(s.skipped for s in stats),
+            "refused": sum(s.refused for s in stats),
+            "flag_updates": sum(s.flag_updates for s in stats),
+            "deleted": sum(s.deleted for s in stats),
+            "accounts": [s.as_dict() for s in stats],
+            "findings": [_finding(f) for f in ledger.findings(run_id)],
+            "exit_code": code,
+        }
+        ledger.finish_run(run_id, _now(), code, {k: v for k, v in summary.items() if k != "findings"})
+        _write_report(project, f"migrate-{run_id}", summary)
+        return Result(summary, code)
+    finally:
+        ledger.close()
+
+
+def _finding(f: Any) -> dict[str, Any]:
+    return {
+        "account": f.account,
+        "folder": f.folder,
+        "uid": f.uid,
+        "kind": f.kind,
+        "message": f.message,
+        "details": f.details,
+    }
+
+
+def _write_report(project: Project, name: str, data: dict[str, Any]) -> None:
+    import json
+    import os
+
+    project.reports_dir.mkdir(parents=True, exist_ok=True)
+    path = project.reports_dir / f"{name}.json"
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True, default=str)
+
+
+# -- verify -------------------------------------------------------------------------------------
+
+
+def verify(project: Project, names: Sequence[str] | None = None, *, deep: bool = False) -> Result:
+    accs = select_accounts(project, names)
+    ledger = open_ledger(project)
+    try:
+        engine = Engine(ledger, options(project))
+
+        def one(job: AccountJob) -> dict[str, Any]:
+            try:
+                verdicts = verify_account(engine, job, deep=deep)
+            except MailferryError as e:
+                return {"account": job.source_user, "error": str(e), "exit_code": int(e.exit_code), "clean": False}
+            return {
+                "account": job.source_user,
+                "target_user": job.target_user,
+                "clean": all(v.clean for v in verdicts),
+                "folders": [
+                    {
+                        "source": v.folder,
+                        "target": v.target_folder,
+                        "source_messages": v.source_messages,
+                        "target_messages": v.target_messages,
+                        "source_bytes": v.source_bytes,
+                        "target_bytes": v.target_bytes,
+                        "excluded": v.excluded,
+                        "clean": v.clean,
+                        "discrepancies": [d.as_dict() for d in v.discrepancies],
+                    }
+                    for v in verdicts
+                ],
+            }
+
+        rows = _parallel(project.performance.accounts_in_parallel, one, jobs(project, accs))
+    finally:
+        ledger.close()
+    codes = [r.get("exit_code", 0 if r["clean"] else int(ExitCode.FINDINGS)) for r in rows]
+    data = {"deep": deep, "clean": all(r["clean"] for r in rows), "accounts": rows}
+    _write_report(project, "verify-deep" if deep else "verify", data)
+    return Result(data, worst(codes))
+
+
+# -- report -------------------------------------------------------------------------------------
+
+
+def report(project: Project, run: int | None = None) -> Result:
+    if not project.ledger_path.exists():
+        return Result({"runs": [], "accounts": [], "findings": []}, 0)
+    ledger = open_ledger(project)
+    try:
+        runs = [r for r in ledger.runs() if run is None or r["id"] == run]
+        per_account = ledger.account_runs(run)
+        findings = [dict(_finding(f), run=None) for f in ledger.findings(run)]
+        return Result(
+            {"runs": runs, "accounts": per_account, "findings": findings, "ledger": ledger.counts()},
+            0,
+        )
+    finally:
+        ledger.close()

@@ -1,0 +1,106 @@
+"""``mailferry demo``: the whole job between two throwaway local Dovecot servers.
+
+Source: Courier-style (``INBOX.`` prefix, ``.`` separator, no special-use flags: Sent Items,
+Deleted Items... by name). Target: ``/`` separator, no prefix, RFC 6154 special-use folders.
+Both use a master (admin) login, so the project needs no user passwords.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+from rich.console import Console
+
+USERS = {"alice": "alicepw", "bob": "bobpw", "carol": "carolpw", "dave": "davepw"}
+
+
+def run_demo(workdir: Path) -> int:
+    from mailferry import api
+    from mailferry.cli import render
+    from mailferry.config.load import load_project
+    from mailferry.config.template import render_project
+    from mailferry.sandbox.sample import mailbox
+    from mailferry.sandbox.servers import DovecotServer, seed_messages
+
+    c = Console(highlight=False)
+    workdir = workdir.resolve()
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    c.rule("1. two throwaway IMAP servers on 127.0.0.1")
+    src = DovecotServer.start(workdir / "source-server", style="dotted", users=USERS, special_use=False)
+    tgt = DovecotServer.start(workdir / "target-server", style="slash", users=USERS, special_use=True)
+    try:
+        c.print(f"source: Dovecot on 127.0.0.1:{src.port} (INBOX. prefix, '.' separator, no SPECIAL-USE)")
+        c.print(f"target: Dovecot on 127.0.0.1:{tgt.port} ('/' separator, special-use Sent/Drafts/Trash/Junk/Archive)")
+        c.rule("2. seed a sample organization on the source")
+        total = 0
+        for user, pw in USERS.items():
+            by_folder: dict[tuple[str, ...], list[object]] = defaultdict(list)
+            for m in mailbox(user):
+                by_folder[m.folder].append(m)
+            from mailferry.sandbox.sample import FOLDERS
+
+            for path in FOLDERS:
+                name = "INBOX" if path == ("INBOX",) else "INBOX." + ".".join(p.replace(".", "_") for p in path)
+                msgs = by_folder.get(path, [])
+                seed_messages(
+                    src.host,
+                    src.port,
+                    user,
+                    pw,
+                    name,
+                    [m.body for m in msgs],  # type: ignore[attr-defined]
+                    per_message_flags=[m.flags for m in msgs],  # type: ignore[attr-defined]
+                    internaldates=[m.internaldate for m in msgs],  # type: ignore[attr-defined]
+                )
+                total += len(msgs)
+        c.print(f"{len(USERS)} accounts, {total} messages")
+        c.rule("3. mailferry init")
+        (workdir / "accounts.csv").write_text(
+            "source_user,target_user\n" + "".join(f"{u},{u}\n" for u in USERS), encoding="utf-8"
+        )
+        os.environ["MAILFERRY_DEMO_SOURCE_ADMIN"] = "adminpw"
+        os.environ["MAILFERRY_DEMO_TARGET_ADMIN"] = "adminpw"
+        project_path = workdir / "demo.toml"
+        project_path.write_text(
+            render_project(
+                name="demo",
+                source_url=f"imap://127.0.0.1:{src.port}",
+                target_url=f"imap://127.0.0.1:{tgt.port}",
+                accounts_csv="accounts.csv",
+                source_admin="admin",
+                source_admin_password="env:MAILFERRY_DEMO_SOURCE_ADMIN",
+                target_admin="admin",
+                target_admin_password="env:MAILFERRY_DEMO_TARGET_ADMIN",
+                ledger=None,
+            ),
+            encoding="utf-8",
+        )
+        c.print(f"wrote {project_path}")
+        project = load_project(project_path)
+        c.rule("4. mailferry check")
+        render.check(api.check(project).data)
+        c.rule("5. mailferry plan (dry run)")
+        render.plan(api.plan(project, ["alice"]).data)
+        c.rule("6. mailferry migrate")
+        r = api.migrate(project)
+        render.migrate(r.data)
+        c.rule("7. mailferry migrate again: a delta pass copies nothing")
+        r2 = api.migrate(project)
+        c.print(f"second pass copied {r2.data['copied']} messages in {r2.data['seconds']:.2f} s")
+        c.rule("8. mailferry verify --deep")
+        v = api.verify(project, deep=True)
+        render.verify(v.data)
+        c.rule("9. mailferry report")
+        render.report(api.report(project).data)
+        ok = v.data["clean"] and r2.data["copied"] == 0
+        c.print(f"\nproject, ledger and reports are in {workdir}")
+        c.print("demo finished: " + ("verification CLEAN" if ok else "PROBLEMS (see above)"))
+        return 0 if ok else 1
+    finally:
+        src.stop()
+        tgt.stop()

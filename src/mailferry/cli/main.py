@@ -1,0 +1,220 @@
+"""The command line: argv + environment -> exit code. Only this package reads argv or the terminal.
+
+Imports of the heavier parts (rich, the engine) happen inside the commands so that a no-op
+delta pass starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+
+from mailferry.errors import EXIT_CODE_HELP, ConfigError, ExitCode, MailferryError
+
+HELP = f"""mailferry: move whole mailboxes between IMAP servers, exactly once, verifiably.
+
+Typical flow: init -> check -> plan -> migrate (again and again as delta passes) -> verify --deep.
+
+{EXIT_CODE_HELP}
+"""
+
+app = typer.Typer(
+    help=HELP,
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+ProjectArg = Annotated[Path, typer.Argument(help="the project file (TOML) written by 'mailferry init'")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
+AccountOpt = Annotated[list[str] | None, typer.Option("--account", "-a", help="only this source account (repeatable)")]
+
+
+class Exit(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+def _load(project: Path) -> Any:
+    from mailferry.config.load import load_project
+
+    return load_project(project)
+
+
+def _emit(data: dict[str, Any], as_json: bool, human: Any) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    else:
+        human(data)
+
+
+@app.command()
+def init(
+    project: ProjectArg,
+    source: Annotated[
+        str, typer.Option(help="source server: imaps://host:993, imap+starttls://host:143, imap://host:143")
+    ],
+    target: Annotated[str, typer.Option(help="target server URL, same forms")],
+    accounts: Annotated[
+        str, typer.Option(help="accounts CSV: source_user,target_user[,source_password,target_password]")
+    ],
+    source_admin: Annotated[str | None, typer.Option(help="admin login used for every source mailbox")] = None,
+    source_admin_password: Annotated[
+        str | None, typer.Option(help="its password reference: env:NAME or file:PATH")
+    ] = None,
+    target_admin: Annotated[str | None, typer.Option(help="admin login used for every target mailbox")] = None,
+    target_admin_password: Annotated[
+        str | None, typer.Option(help="its password reference: env:NAME or file:PATH")
+    ] = None,
+    ledger: Annotated[str | None, typer.Option(help="ledger path (default: next to the project file)")] = None,
+    force: Annotated[bool, typer.Option(help="overwrite an existing project file")] = False,
+) -> None:
+    """Write a commented project file to start from."""
+    from mailferry.config.template import render_project
+    from mailferry.errors import UsageError
+
+    if project.exists() and not force:
+        raise UsageError(f"{project} exists already", hint="choose another name or pass --force")
+    text = render_project(
+        name=project.stem,
+        source_url=source,
+        target_url=target,
+        accounts_csv=accounts,
+        source_admin=source_admin,
+        source_admin_password=source_admin_password,
+        target_admin=target_admin,
+        target_admin_password=target_admin_password,
+        ledger=ledger,
+    )
+    project.write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {project}: review it, then run 'mailferry check {project}'")
+
+
+@app.command()
+def check(project: ProjectArg, account: AccountOpt = None, as_json: JsonOpt = False) -> None:
+    """Readiness of every account: connect, TLS, login, capabilities, sizes, quota, what won't survive."""
+    from mailferry import api
+    from mailferry.cli import render
+
+    r = api.check(_load(project), account)
+    _emit(r.data, as_json, render.check)
+    raise Exit(r.exit_code)
+
+
+@app.command()
+def plan(project: ProjectArg, account: AccountOpt = None, as_json: JsonOpt = False) -> None:
+    """The dry run: folder map, messages and bytes to copy, every skip with its reason. Writes nothing."""
+    from mailferry import api
+    from mailferry.cli import render
+
+    r = api.plan(_load(project), account)
+    _emit(r.data, as_json, render.plan)
+    raise Exit(r.exit_code)
+
+
+@app.command()
+def migrate(
+    project: ProjectArg,
+    account: AccountOpt = None,
+    as_json: JsonOpt = False,
+    full: Annotated[bool, typer.Option("--full", help="re-examine every folder, ignoring the fast path")] = False,
+) -> None:
+    """Copy what is new or changed since the last pass (every run is a delta pass)."""
+    from mailferry import api
+    from mailferry.cli import progress, render
+
+    proj = _load(project)
+    reporter = progress.make_reporter(quiet=as_json)
+    with reporter:
+        r = api.migrate(proj, account, reporter=reporter, full=full)
+    _emit(r.data, as_json, render.migrate)
+    raise Exit(r.exit_code)
+
+
+@app.command()
+def verify(
+    project: ProjectArg,
+    account: AccountOpt = None,
+    as_json: JsonOpt = False,
+    deep: Annotated[bool, typer.Option("--deep", help="also compare SHA-256 of every full message")] = False,
+) -> None:
+    """Compare source and target per folder and per message; list exactly what is missing, extra or altered."""
+    from mailferry import api
+    from mailferry.cli import render
+
+    r = api.verify(_load(project), account, deep=deep)
+    _emit(r.data, as_json, render.verify)
+    raise Exit(r.exit_code)
+
+
+@app.command()
+def report(
+    project: ProjectArg,
+    as_json: JsonOpt = False,
+    run: Annotated[int | None, typer.Option(help="only this run number")] = None,
+) -> None:
+    """What each run did, per account: copied, skipped, refused and why, durations and rates."""
+    from mailferry import api
+    from mailferry.cli import render
+
+    r = api.report(_load(project), run)
+    _emit(r.data, as_json, render.report)
+    raise Exit(r.exit_code)
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option(help="where the throwaway servers and the project live")] = Path("demo-run"),
+) -> None:
+    """Start two throwaway local Dovecot servers, seed a sample organization, migrate, verify, report."""
+    from mailferry.cli.demo import run_demo
+
+    raise Exit(run_demo(workdir))
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Entry point: returns (and exits with) the documented exit code."""
+    code = main(argv)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        app(args=argv, prog_name="mailferry", standalone_mode=False)
+        return 0
+    except Exit as e:
+        return e.code
+    except click.exceptions.Exit as e:
+        return int(e.exit_code)
+    except click.exceptions.Abort:
+        sys.stderr.write("interrupted\n")
+        return int(ExitCode.TEMPFAIL)
+    except click.UsageError as e:
+        sys.stderr.write(f"mailferry: {e.format_message()}\n(see 'mailferry --help')\n")
+        return int(ExitCode.USAGE)
+    except ConfigError as e:
+        sys.stderr.write("mailferry: the project has problems:\n")
+        for p in e.problems:
+            sys.stderr.write(f"  - {p}\n")
+        sys.stderr.write(f"next step: {e.hint}\n")
+        return int(e.exit_code)
+    except MailferryError as e:
+        sys.stderr.write(f"mailferry: {e.message}\n")
+        if e.hint:
+            sys.stderr.write(f"next step: {e.hint}\n")
+        return int(e.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted: run the same command again to resume\n")
+        return int(ExitCode.TEMPFAIL)
+    except Exception:
+        traceback.print_exc()
+        sys.stderr.write("mailferry: internal error (a bug): please report the traceback above\n")
+        return int(ExitCode.INTERNAL)

@@ -1,0 +1,200 @@
+"""Readable terminal output for people (``--json`` gives the same data for machines)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _console() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def check(data: dict[str, Any]) -> None:
+    c = _console()
+    for a in data["accounts"]:
+        state = "ready" if a["ready"] else "NOT READY"
+        c.print(f"[bold]{a['account']}[/bold] -> {a['target_user']}: {state}")
+        for role in ("source", "target"):
+            s = a.get(role, {})
+            if not s.get("ok"):
+                c.print(f"  {role}: [red]{s.get('error', 'not checked')}[/red]")
+                continue
+            caps = s["capabilities"]
+            have = ", ".join(k for k, v in caps.items() if v) or "-"
+            lack = ", ".join(k for k, v in caps.items() if not v) or "-"
+            ns = s["namespace"]
+            line = (
+                f"  {role}: {s['tls']}; namespace {ns['prefix']!r} separator {ns['separator']!r}; "
+                f"{s['folders']} folders"
+            )
+            if role == "source":
+                line += f", {s['messages']} messages, {human_bytes(s['bytes'])}"
+            if s.get("quota_limit_kb") is not None:
+                line += f"; quota {s['quota_used_kb']}/{s['quota_limit_kb']} KiB"
+            c.print(line)
+            c.print(f"    has: {have}")
+            c.print(f"    lacks: {lack}")
+        for w in a["warnings"]:
+            c.print(f"  [yellow]warning:[/yellow] {w}")
+
+
+def plan(data: dict[str, Any]) -> None:
+    c = _console()
+    for a in data["accounts"]:
+        if "error" in a:
+            c.print(f"[bold]{a['account']}[/bold]: [red]{a['error']}[/red]")
+            continue
+        t = Table(
+            title=f"{a['account']} -> {a['target_user']}: {a['messages']} messages, {human_bytes(a['bytes'])} to copy"
+        )
+        for col in ("source folder", "target folder", "rule", "copy", "bytes", "on target", "flags", "skips"):
+            t.add_column(col)
+        for f in a["folders"]:
+            t.add_row(
+                f["source"],
+                f["target"] or "(skipped)",
+                f["rule"],
+                str(f["copy"]),
+                human_bytes(f["bytes"]),
+                str(f["already_on_target"]),
+                str(f["flag_updates"]),
+                str(len(f["skips"])),
+            )
+        c.print(t)
+        for f in a["folders"]:
+            for n in f["notes"]:
+                c.print(f"  note: {f['source']}: {n}")
+            for s in f["skips"]:
+                c.print(f"  skip: {f['source']} UID {s['uid']} {s['message_id']}: {s['reason']}")
+    c.print(f"total to copy: {data['copy']} messages")
+
+
+def migrate(data: dict[str, Any]) -> None:
+    c = _console()
+    t = Table(title=f"run {data['run']}: {data['seconds']:.1f} s")
+    for col in (
+        "account",
+        "status",
+        "copied",
+        "bytes",
+        "already there",
+        "skipped",
+        "refused",
+        "flags",
+        "deleted",
+        "seconds",
+        "rate",
+    ):
+        t.add_column(col)
+    for a in data["accounts"]:
+        rate = f"{a['copied'] / a['seconds']:.0f} msg/s" if a["seconds"] else "-"
+        t.add_row(
+            a["account"],
+            a["status"] + (" (source changed)" if a["source_changed"] else ""),
+            str(a["copied"]),
+            human_bytes(a["bytes"]),
+            str(a["matched"]),
+            str(a["skipped"]),
+            str(a["refused"]),
+            str(a["flag_updates"]),
+            str(a["deleted"]),
+            f"{a['seconds']:.1f}",
+            rate,
+        )
+    c.print(t)
+    for f in data["findings"]:
+        c.print(f"  [yellow]{f['kind']}[/yellow]: {f['message']}")
+    for a in data["accounts"]:
+        if a["error"]:
+            c.print(f"  [red]{a['account']} failed[/red]: {a['error']}")
+
+
+def verify(data: dict[str, Any]) -> None:
+    c = _console()
+    for a in data["accounts"]:
+        if "error" in a:
+            c.print(f"[bold]{a['account']}[/bold]: [red]{a['error']}[/red]")
+            continue
+        verdict = "clean" if a["clean"] else "DIFFERENCES"
+        c.print(f"[bold]{a['account']}[/bold] -> {a['target_user']}: {verdict}")
+        for f in a["folders"]:
+            mark = "ok" if f["clean"] else "!!"
+            c.print(
+                f"  {mark} {f['source']} -> {f['target']}: source {f['source_messages']} msgs "
+                f"{human_bytes(f['source_bytes'])}, target {f['target_messages']} msgs {human_bytes(f['target_bytes'])}"
+                + (f", {f['excluded']} excluded by policy" if f["excluded"] else "")
+            )
+            for d in f["discrepancies"]:
+                c.print(
+                    f"     {d['kind']}: UID {d['uid']} (target UID {d['target_uid']}) "
+                    f"{d['message_id'] or '(no Message-ID)'} "
+                    f"{d['date']!r} {d['subject']!r} {d['size']} bytes {d['detail']}"
+                )
+    c.print(
+        ("verification (deep, SHA-256): " if data["deep"] else "verification: ")
+        + ("CLEAN" if data["clean"] else "DIFFERENCES FOUND")
+    )
+
+
+def report(data: dict[str, Any]) -> None:
+    c = _console()
+    t = Table(title="runs")
+    for col in ("run", "command", "started", "finished", "exit", "copied", "bytes", "seconds"):
+        t.add_column(col)
+    for r in data["runs"]:
+        s = r["summary"] or {}
+        t.add_row(
+            str(r["id"]),
+            r["command"],
+            r["started_at"],
+            r["finished_at"] or "(interrupted)",
+            str(r["exit_code"]),
+            str(s.get("copied", "")),
+            human_bytes(s.get("bytes", 0)),
+            str(s.get("seconds", "")),
+        )
+    c.print(t)
+    t = Table(title="accounts per run")
+    for col in (
+        "run",
+        "account",
+        "target",
+        "status",
+        "copied",
+        "bytes",
+        "already there",
+        "skipped",
+        "refused",
+        "seconds",
+        "rate",
+    ):
+        t.add_column(col)
+    for a in data["accounts"]:
+        rate = f"{a['bytes'] / a['seconds'] / 1e6:.1f} MB/s" if a["seconds"] else "-"
+        t.add_row(
+            str(a["run_id"]),
+            a["account"],
+            a["target_user"],
+            a["status"],
+            str(a["copied"]),
+            human_bytes(a["bytes"]),
+            str(a["matched"]),
+            str(a["skipped"]),
+            str(a["refused"]),
+            f"{a['seconds']:.1f}",
+            rate,
+        )
+    c.print(t)
+    for f in data["findings"]:
+        c.print(f"  {f['kind']}: {f['message']}")

@@ -1,0 +1,808 @@
+"""Load and check a project file: every problem reported at once, each with its file and line.
+
+A problem reads ``"<file>:<line>: <key path>: <what is wrong>"``, e.g.
+``project.toml:14: source.port: must be an integer between 1 and 65535, got "abc"``. Elements of
+arrays of tables are numbered from 0: ``accounts.override[1].skip``. A key that is missing is
+reported at the line of its table's header; a missing table has no line.
+
+tomllib gives no positions, so :class:`LineIndex` finds them by reading the text again: table
+headers (each ``[[array]]`` occurrence counted) and ``key =`` lines within them. It understands
+what a hand-written project file holds (comments, dotted keys, quoted keys, multi-line arrays and
+strings); for anything more exotic it falls back to the nearest enclosing key or header.
+
+Secrets: the values of password keys are never repeated in a problem; the loader does not read
+the secrets themselves (see :func:`check_secrets`, which does, for ``mailferry check``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import date, datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import cast
+
+from mailferry.config.accounts import read_accounts_csv
+from mailferry.config.model import (
+    ADMIN_METHODS,
+    DATE_HELP,
+    SECURITY_CHOICES,
+    SIZE_HELP,
+    AccountConfig,
+    AdminLogin,
+    AdminMethod,
+    FolderRename,
+    FolderRules,
+    MessageRules,
+    Performance,
+    Project,
+    Security,
+    ServerConfig,
+    default_port,
+    is_loopback,
+    parse_date,
+    parse_size,
+)
+from mailferry.config.secrets import REFERENCE_HELP, SecretRef, file_mode_warning, parse_secret_ref
+from mailferry.errors import ConfigError
+
+KeyPath = tuple[str | int, ...]
+
+_SERVER_KEYS = (
+    "host",
+    "port",
+    "security",
+    "verify_certificates",
+    "ca_file",
+    "allow_plaintext_login",
+    "timeout",
+    "max_connections",
+    "admin",
+)
+_ADMIN_KEYS = ("user", "password", "method", "master_separator")
+
+#: Every table of the project file and its keys (``[[...]]`` tables by their header name).
+KNOWN_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "": ("project", "source", "target", "accounts", "folders", "messages", "performance"),
+        "project": ("name", "ledger", "reports"),
+        "source": _SERVER_KEYS,
+        "source.admin": _ADMIN_KEYS,
+        "target": _SERVER_KEYS,
+        "target.admin": _ADMIN_KEYS,
+        "accounts": ("csv", "override"),
+        "accounts.override": (
+            "source_user",
+            "target_user",
+            "source_password",
+            "target_password",
+            "exclude_folders",
+            "skip",
+        ),
+        "folders": ("include", "exclude", "separator_substitute", "subscriptions", "rename"),
+        "folders.rename": ("pattern", "replacement"),
+        "messages": ("since", "before", "max_size", "min_size", "propagate_deletions", "sync_flags"),
+        "performance": (
+            "accounts_in_parallel",
+            "connections_per_account",
+            "batch_messages",
+            "batch_bytes",
+            "retries",
+        ),
+    }
+)
+
+_SECRET_HELP = f"must be a reference string ({REFERENCE_HELP.split(': ', 1)[1]})"
+
+
+def load_project(path: Path) -> Project:
+    """Read, check and type the project file at ``path`` and the accounts CSV it names.
+
+    Raises :class:`ConfigError` holding every problem found. Touches no server and reads no secret.
+    """
+    path = Path(path).absolute()
+    label = path.name
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([f"{label}: the project file {path} does not exist"]) from None
+    except OSError as error:
+        raise ConfigError([f"{label}: cannot read the project file {path}: {error.strerror}"]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ConfigError([f"{label}:{line}: not UTF-8 text (TOML files are UTF-8)"]) from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError([_syntax_problem(label, text, error)]) from None
+    return _ProjectReader(path, label, text).read(document)
+
+
+def _syntax_problem(label: str, text: str, error: tomllib.TOMLDecodeError) -> str:
+    # tomllib's messages name the position and the kind of mistake, never the text itself.
+    message = str(error)
+    found = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
+    if found:
+        reason = message[: found.start()]
+        return f"{label}:{found.group(1)}: TOML syntax error: {reason} (column {found.group(2)})"
+    found = re.search(r"\s*\(at end of document\)$", message)
+    reason = message[: found.start()] if found else message
+    line = max(1, len(text.rstrip("\n").split("\n")))
+    return f"{label}:{line}: TOML syntax error: {reason} (at the end of the file)"
+
+
+def check_secrets(project: Project) -> tuple[list[str], list[str]]:
+    """Resolve every secret reference of ``project``: (problems, warnings). Values are discarded.
+
+    For ``mailferry check``: a problem for each reference that cannot be read, a warning for each
+    secret file open to its group or others. Reads the environment and secret files.
+    """
+    problems: list[str] = []
+    warnings: list[str] = []
+    refs: list[SecretRef] = []
+    for server in (project.source, project.target):
+        if server.admin is not None:
+            refs.append(server.admin.password)
+    for account in project.accounts:
+        refs.extend(r for r in (account.source_password, account.target_password) if r is not None)
+    seen: set[SecretRef] = set()
+    for ref in refs:
+        if ref in seen:
+            continue
+        seen.add(ref)
+        try:
+            ref.resolve(project.base_dir)
+        except ConfigError as error:
+            problems.extend(error.problems)
+            continue
+        file_path = ref.file_path(project.base_dir)
+        warning = file_mode_warning(file_path) if file_path is not None else None
+        if warning:
+            warnings.append(warning)
+    return problems, warnings
+
+
+# --- line numbers -------------------------------------------------------------------------------
+
+_KEY_PART = r"""(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|'[^']*')"""
+_DOTTED = rf"{_KEY_PART}(?:\s*\.\s*{_KEY_PART})*"
+_HEADER_LINE = re.compile(rf"\s*(\[\[|\[)\s*({_DOTTED})\s*(?:\]\]|\])\s*(?:#.*)?")
+_KEY_LINE = re.compile(rf"\s*({_DOTTED})\s*=(.*)")
+
+
+def _toml_lines(text: str) -> list[str]:
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
+def _split_key(dotted: str) -> tuple[str, ...]:
+    parts = re.findall(_KEY_PART, dotted)
+    return tuple(p[1:-1] if p[:1] in "\"'" else p for p in parts)
+
+
+def _scan_value(text: str, multiline: str | None, depth: int) -> tuple[str | None, int]:
+    """Follow a TOML value across a line: (open multi-line string delimiter, bracket depth)."""
+    i, n = 0, len(text)
+    while i < n:
+        if multiline:
+            end = text.find(multiline, i)
+            if end < 0:
+                return multiline, depth
+            i, multiline = end + 3, None
+            continue
+        char = text[i]
+        if char == "#":
+            break
+        if text.startswith('"""', i) or text.startswith("'''", i):
+            multiline = text[i : i + 3]
+            i += 3
+        elif char == '"':
+            i += 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+            i += 1
+        elif char == "'":
+            end = text.find("'", i + 1)
+            i = n if end < 0 else end + 1
+        else:
+            if char in "[{":
+                depth += 1
+            elif char in "]}":
+                depth -= 1
+            i += 1
+    return multiline, max(depth, 0)
+
+
+class LineIndex:
+    """Where tables and keys of a TOML text are: 1-based line numbers, found by scanning."""
+
+    def __init__(self, text: str) -> None:
+        self._headers: dict[tuple[str, ...], list[int]] = {}
+        self._keys: dict[tuple[tuple[str, ...], int, tuple[str, ...]], int] = {}
+        table: tuple[str, ...] = ()
+        occurrence = 0
+        multiline: str | None = None
+        depth = 0
+        # TOML lines end at \n or \r\n only (str.splitlines() would also split at form feeds).
+        for number, line in enumerate(_toml_lines(text), start=1):
+            if multiline or depth:
+                multiline, depth = _scan_value(line, multiline, depth)
+                continue
+            header = _HEADER_LINE.fullmatch(line)
+            if header:
+                table = _split_key(header.group(2))
+                lines = self._headers.setdefault(table, [])
+                lines.append(number)
+                occurrence = len(lines) - 1 if header.group(1) == "[[" else 0
+                continue
+            key = _KEY_LINE.fullmatch(line)
+            if key:
+                self._keys.setdefault((table, occurrence, _split_key(key.group(1))), number)
+                multiline, depth = _scan_value(key.group(2), None, 0)
+
+    def line_of(self, path: Sequence[str | int]) -> int | None:
+        """The line of the key at ``path`` (e.g. ``("accounts", "override", 1, "skip")``), else
+        of the nearest enclosing key or table header that is written in the text; None if none."""
+        for end in range(len(path), 0, -1):
+            sub = path[:end]
+            for split in range(end, -1, -1):
+                table = tuple(p for p in sub[:split] if isinstance(p, str))
+                occurrence = sub[split - 1] if split and isinstance(sub[split - 1], int) else 0
+                assert isinstance(occurrence, int)
+                key = tuple(p for p in sub[split:] if isinstance(p, str))
+                if not key:
+                    headers = self._headers.get(table, [])
+                    if occurrence < len(headers) and split == end:
+                        return headers[occurrence]
+                    continue
+                found = self._keys.get((table, occurrence, key))
+                if found is not None:
+                    return found
+        return None
+
+
+# --- reading values -----------------------------------------------------------------------------
+
+
+def dotted(path: Sequence[str | int]) -> str:
+    """``("accounts", "override", 1, "skip")`` -> ``"accounts.override[1].skip"``."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else part
+    return text
+
+
+def _show(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        shown = json.dumps(value, ensure_ascii=False)
+        return shown if len(shown) <= 80 else shown[:76] + '..."'
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, datetime):
+        return f"the date-time {value.isoformat()}"
+    if isinstance(value, date):
+        return f"the date {value.isoformat()}"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return type(value).__name__  # pragma: no cover - tomllib yields nothing else
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, str):
+        return "a string"
+    return _show(value) if isinstance(value, bool | int | float) else _show(value).removeprefix("the ")
+
+
+_MISSING = object()
+
+
+class _Reader:
+    """Typed reads of a parsed TOML document that record problems instead of raising."""
+
+    def __init__(self, label: str, text: str) -> None:
+        self.label = label
+        self.index = LineIndex(text)
+        self.problems: list[str] = []
+
+    def problem(self, path: KeyPath, message: str) -> None:
+        line = self.index.line_of(path)
+        where = f"{self.label}:{line}" if line is not None else self.label
+        self.problems.append(f"{where}: {dotted(path)}: {message}")
+
+    def check_keys(self, table: Mapping[str, object], path: KeyPath, schema: str) -> None:
+        allowed = KNOWN_KEYS[schema]
+        for key in table:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1)
+                what = "unknown table" if isinstance(table[key], dict) or schema == "" else "unknown key"
+                hint = f"; did you mean {_show(close[0])}?" if close else f"; known: {', '.join(allowed)}"
+                self.problem((*path, key), what + hint)
+
+    def table(
+        self, parent: Mapping[str, object], path: KeyPath, key: str, schema: str, *, required: bool = False
+    ) -> dict[str, object] | None:
+        value = parent.get(key, _MISSING)
+        if value is _MISSING:
+            if required:
+                self.problem((*path, key), f"missing table [{dotted((*path, key))}] (required)")
+            return None
+        if not isinstance(value, dict):
+            # The kind only, not the value: `admin = "..."` may well be a password.
+            self.problem((*path, key), f"must be a table [{dotted((*path, key))}], got {_kind(value)}")
+            return None
+        self.check_keys(value, (*path, key), schema)
+        return value
+
+    def tables(
+        self, parent: Mapping[str, object], path: KeyPath, key: str, schema: str
+    ) -> list[tuple[KeyPath, dict[str, object]]]:
+        value = parent.get(key, _MISSING)
+        if value is _MISSING:
+            return []
+        header = f"[[{dotted((*path, key))}]]"
+        if not isinstance(value, list):
+            self.problem((*path, key), f"must be an array of tables {header}, got {_kind(value)}")
+            return []
+        result: list[tuple[KeyPath, dict[str, object]]] = []
+        for i, item in enumerate(value):
+            if not isinstance(item, dict):
+                self.problem((*path, key, i), f"must be a table {header}, got {_kind(item)}")
+                continue
+            self.check_keys(item, (*path, key, i), schema)
+            result.append(((*path, key, i), item))
+        return result
+
+    def string(
+        self,
+        table: Mapping[str, object],
+        path: KeyPath,
+        key: str,
+        default: str | None = None,
+        *,
+        required: bool = False,
+        empty_ok: bool = False,
+    ) -> str | None:
+        value = table.get(key, _MISSING)
+        if value is _MISSING:
+            if required:
+                self.problem((*path, key), "missing (required)")
+            return default
+        if not isinstance(value, str):
+            self.problem((*path, key), f"must be a string, got {_show(value)}")
+            return None
+        if not empty_ok and value.strip() == "":
+            self.problem((*path, key), "must not be empty")
+            return None
+        return value
+
+    def boolean(self, table: Mapping[str, object], path: KeyPath, key: str, default: bool) -> bool:
+        value = table.get(key, default)
+        if not isinstance(value, bool):
+            self.problem((*path, key), f"must be true or false, got {_show(value)}")
+            return default
+        return value
+
+    def integer(
+        self,
+        table: Mapping[str, object],
+        path: KeyPath,
+        key: str,
+        default: int,
+        low: int,
+        high: int | None = None,
+    ) -> int | None:
+        value = table.get(key, default)
+        if isinstance(value, int) and not isinstance(value, bool) and low <= value <= (high or value):
+            return value
+        if high is None:
+            self.problem((*path, key), f"must be an integer of at least {low}, got {_show(value)}")
+        else:
+            self.problem((*path, key), f"must be an integer between {low} and {high}, got {_show(value)}")
+        return None
+
+    def number(self, table: Mapping[str, object], path: KeyPath, key: str, default: float) -> float | None:
+        value = table.get(key, default)
+        if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < float("inf"):
+            return float(value)
+        self.problem((*path, key), f"must be a number of seconds above 0, got {_show(value)}")
+        return None
+
+    def choice(
+        self, table: Mapping[str, object], path: KeyPath, key: str, choices: Sequence[str], default: str
+    ) -> str | None:
+        value = table.get(key, default)
+        if isinstance(value, str) and value in choices:
+            return value
+        close = difflib.get_close_matches(value, choices, n=1) if isinstance(value, str) else []
+        hint = f"; did you mean {_show(close[0])}?" if close else ""
+        listed = ", ".join(_show(c) for c in choices)
+        self.problem((*path, key), f"must be one of {listed}, got {_show(value)}{hint}")
+        return None
+
+    def regexes(self, table: Mapping[str, object], path: KeyPath, key: str) -> tuple[str, ...] | None:
+        value = table.get(key, [])
+        if not isinstance(value, list):
+            self.problem((*path, key), f"must be an array of regular expressions, got {_show(value)}")
+            return None
+        ok = True
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                self.problem((*path, key, i), f"must be a string (a regular expression), got {_show(item)}")
+                ok = False
+            elif self.regex((*path, key, i), item) is None:
+                ok = False
+        return tuple(cast(list[str], value)) if ok else None
+
+    def regex(self, path: KeyPath, pattern: str) -> re.Pattern[str] | None:
+        try:
+            return re.compile(pattern)
+        except re.error as error:
+            self.problem(path, f"invalid regular expression {_show(pattern)}: {error}")
+            return None
+
+    def size(self, table: Mapping[str, object], path: KeyPath, key: str, default: int | None) -> int | None:
+        value = table.get(key, _MISSING)
+        if value is _MISSING or value == "":
+            return default
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        if isinstance(value, str):
+            try:
+                return parse_size(value)
+            except ValueError:
+                pass
+        self.problem((*path, key), f"must be {SIZE_HELP}, got {_show(value)}")
+        return default
+
+    def day(self, table: Mapping[str, object], path: KeyPath, key: str) -> date | None:
+        value = table.get(key, _MISSING)
+        if value is _MISSING or value == "":
+            return None
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return value
+        if isinstance(value, str):
+            try:
+                return parse_date(value)
+            except ValueError:
+                pass
+        self.problem((*path, key), f"must be {DATE_HELP}, got {_show(value)}")
+        return None
+
+    def secret(
+        self, table: Mapping[str, object], path: KeyPath, key: str, *, required: bool = False
+    ) -> SecretRef | None:
+        """A password reference. The value is never shown: it may be a literal password."""
+        value = table.get(key, _MISSING)
+        if value is _MISSING:
+            if required:
+                self.problem((*path, key), f"missing (required): {REFERENCE_HELP}")
+            return None
+        if not isinstance(value, str):
+            self.problem((*path, key), _SECRET_HELP)
+            return None
+        try:
+            return parse_secret_ref(value)
+        except ValueError as error:
+            self.problem((*path, key), str(error))
+            return None
+
+
+# --- the project --------------------------------------------------------------------------------
+
+
+class _ProjectReader(_Reader):
+    def __init__(self, path: Path, label: str, text: str) -> None:
+        super().__init__(label, text)
+        self.path = path
+        self.base = path.parent
+
+    def local_path(self, text: str) -> Path:
+        candidate = Path(text)
+        return candidate if candidate.is_absolute() else self.base / candidate
+
+    def read(self, document: dict[str, object]) -> Project:
+        self.check_keys(document, (), "")
+        project = self.table(document, (), "project", "project", required=True)
+        name = self.string(project, ("project",), "name", required=True) if project is not None else None
+        project = project or {}
+        ledger = self.string(project, ("project",), "ledger", f"{self.path.stem}.ledger.sqlite")
+        reports = self.string(project, ("project",), "reports", "reports")
+
+        source = self.server(document, "source")
+        target = self.server(document, "target")
+        accounts = self.accounts(document, source, target)
+        folders = self.folders(document)
+        messages = self.messages(document)
+        performance = self.performance(document, target)
+
+        if self.problems:
+            raise ConfigError(self.problems)
+        assert name and ledger and reports and source and target and accounts is not None
+        assert folders and messages and performance
+        return Project(
+            path=self.path,
+            name=name,
+            ledger_path=self.local_path(ledger),
+            reports_dir=self.local_path(reports),
+            source=source,
+            target=target,
+            accounts=accounts,
+            folders=folders,
+            messages=messages,
+            performance=performance,
+        )
+
+    def server(self, document: Mapping[str, object], role: str) -> ServerConfig | None:
+        table = self.table(document, (), role, role, required=True)
+        if table is None:
+            return None
+        at: KeyPath = (role,)
+        before = len(self.problems)
+        host = self.host(table, at)
+        security = cast(Security | None, self.choice(table, at, "security", SECURITY_CHOICES, "tls"))
+        port = self.integer(table, at, "port", default_port(security or "tls"), 1, 65535)
+        verify = self.boolean(table, at, "verify_certificates", True)
+        ca_text = self.string(table, at, "ca_file", "", empty_ok=True)
+        ca_file = self.local_path(ca_text) if ca_text else None
+        if ca_file is not None and not ca_file.is_file():
+            self.problem((*at, "ca_file"), f"no such file: {ca_file}")
+        allow_plaintext = self.boolean(table, at, "allow_plaintext_login", False)
+        timeout = self.number(table, at, "timeout", 60.0)
+        max_connections = self.integer(table, at, "max_connections", 8, 1, 1000)
+        admin = self.admin(table, at)
+
+        if security == "none" and host is not None and not is_loopback(host) and not allow_plaintext:
+            self.problem(
+                (*at, "security"),
+                f'"none" would send passwords unencrypted to {host}, which is not a loopback address; '
+                'use "tls" or "starttls", or set allow_plaintext_login = true',
+            )
+        if len(self.problems) > before:
+            return None
+        assert host and security and port and timeout and max_connections
+        return ServerConfig(
+            host=host,
+            port=port,
+            security=security,
+            verify_certificates=verify,
+            ca_file=ca_file,
+            allow_plaintext_login=allow_plaintext,
+            timeout=timeout,
+            max_connections=max_connections,
+            admin=admin,
+        )
+
+    def host(self, table: Mapping[str, object], at: KeyPath) -> str | None:
+        host = self.string(table, at, "host", required=True)
+        if host is None:
+            return None
+        host = host.strip()
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        bad = any(c.isspace() or c in "/@" for c in host)
+        if not bad and ":" in host:
+            try:
+                ipaddress.IPv6Address(host)
+            except ValueError:
+                bad = True
+        if bad:
+            self.problem(
+                (*at, "host"),
+                f"must be a host name or IP address (no scheme, port or login), got {_show(host)}",
+            )
+            return None
+        return host
+
+    def admin(self, server: Mapping[str, object], at: KeyPath) -> AdminLogin | None:
+        role = str(at[0])
+        table = self.table(server, at, "admin", f"{role}.admin")
+        if table is None:
+            return None
+        at = (*at, "admin")
+        user = self.string(table, at, "user", required=True)
+        password = self.secret(table, at, "password", required=True)
+        method = cast(AdminMethod | None, self.choice(table, at, "method", ADMIN_METHODS, "sasl-authzid"))
+        separator = self.string(table, at, "master_separator", "*")
+        if user is None or password is None or method is None or separator is None:
+            return None
+        return AdminLogin(user=user, password=password, method=method, master_separator=separator)
+
+    def accounts(
+        self, document: Mapping[str, object], source: ServerConfig | None, target: ServerConfig | None
+    ) -> tuple[AccountConfig, ...] | None:
+        table = self.table(document, (), "accounts", "accounts", required=True)
+        if table is None:
+            return None
+        csv_name = self.string(table, ("accounts",), "csv", required=True)
+        overrides = self.tables(table, ("accounts",), "override", "accounts.override")
+        if csv_name is None:
+            return None
+        csv_path = self.local_path(csv_name)
+        if not csv_path.is_file():
+            self.problem(("accounts", "csv"), f"no such file: {csv_path}")
+            return None
+        rows, problems = read_accounts_csv(csv_path)
+        self.problems.extend(problems)
+        accounts = self.apply_overrides(rows, overrides, csv_path.name)
+        self.check_logins(accounts, document, csv_path.name)
+        return tuple(a for a, skip in accounts if not skip)
+
+    def apply_overrides(
+        self, rows: list[AccountConfig], overrides: list[tuple[KeyPath, dict[str, object]]], csv_label: str
+    ) -> list[tuple[AccountConfig, bool]]:
+        by_user = {row.source_user.casefold(): i for i, row in enumerate(rows)}
+        result: list[tuple[AccountConfig, bool]] = [(row, False) for row in rows]
+        overridden: dict[int, KeyPath] = {}
+        for at, table in overrides:
+            user = self.string(table, at, "source_user", required=True)
+            target_user = self.string(table, at, "target_user")
+            source_password = self.secret(table, at, "source_password")
+            target_password = self.secret(table, at, "target_password")
+            exclude = self.regexes(table, at, "exclude_folders")
+            skip = self.boolean(table, at, "skip", False)
+            if user is None:
+                continue
+            index = by_user.get(user.casefold())
+            if index is None:
+                self.problem((*at, "source_user"), f"no account {_show(user)} in {csv_label}")
+                continue
+            if index in overridden:
+                first = self.index.line_of(overridden[index])
+                self.problem((*at, "source_user"), f"{_show(user)} has another override (line {first})")
+                continue
+            overridden[index] = at
+            row = result[index][0]
+            result[index] = (
+                replace(
+                    row,
+                    target_user=target_user or row.target_user,
+                    source_password=source_password or row.source_password,
+                    target_password=target_password or row.target_password,
+                    exclude_folders=exclude or (),
+                ),
+                skip,
+            )
+        # An override may give two accounts the same target: report it at the override.
+        first_target: dict[str, int] = {}
+        for index, (account, skip) in enumerate(result):
+            if skip:
+                continue
+            key = account.target_user.casefold()
+            if key in first_target and (index in overridden or first_target[key] in overridden):
+                at = overridden.get(index) or overridden[first_target[key]]
+                self.problem(
+                    (*at, "target_user"),
+                    f"{_show(account.target_user)} would be the target of two accounts",
+                )
+            first_target.setdefault(key, index)
+        return result
+
+    def check_logins(
+        self, accounts: list[tuple[AccountConfig, bool]], document: Mapping[str, object], csv_label: str
+    ) -> None:
+        """Each account needs, on each side, its own password reference or the side's admin login."""
+        for role in ("source", "target"):
+            server = document.get(role)
+            if isinstance(server, dict) and "admin" in server:
+                continue
+            column = f"{role}_password"
+            lacking = [a for a, skip in accounts if not skip and getattr(a, column) is None]
+            active = [a for a, skip in accounts if not skip]
+            if lacking and len(lacking) == len(active) and len(lacking) > 3:
+                self.problem(
+                    (role, "admin"),
+                    f"none of the {len(lacking)} accounts in {csv_label} has a {column} reference and "
+                    f"there is no [{role}.admin] login: give one or the other",
+                )
+                continue
+            for account in lacking:
+                self.problems.append(
+                    f"{csv_label}:{account.line}: {column}: account {_show(account.source_user)} has no "
+                    f"{role} password reference and there is no [{role}.admin] login"
+                )
+
+    def folders(self, document: Mapping[str, object]) -> FolderRules | None:
+        table = self.table(document, (), "folders", "folders") or {}
+        at: KeyPath = ("folders",)
+        before = len(self.problems)
+        include = self.regexes(table, at, "include")
+        exclude = self.regexes(table, at, "exclude")
+        substitute = self.string(table, at, "separator_substitute", "_")
+        if substitute is not None and any(c in substitute for c in "/."):
+            self.problem((*at, "separator_substitute"), f'must not hold "/" or ".", got {_show(substitute)}')
+        subscriptions = self.boolean(table, at, "subscriptions", True)
+        renames: list[FolderRename] = []
+        for rename_at, rename in self.tables(table, at, "rename", "folders.rename"):
+            pattern = self.string(rename, rename_at, "pattern", required=True)
+            replacement = self.string(rename, rename_at, "replacement", required=True, empty_ok=True)
+            compiled = self.regex((*rename_at, "pattern"), pattern) if pattern is not None else None
+            if compiled is not None and replacement is not None:
+                self.check_replacement(compiled, replacement, (*rename_at, "replacement"))
+                renames.append(FolderRename(compiled.pattern, replacement))
+        if len(self.problems) > before:
+            return None
+        assert include is not None and exclude is not None and substitute is not None
+        return FolderRules(
+            include=include,
+            exclude=exclude,
+            separator_substitute=substitute,
+            subscriptions=subscriptions,
+            renames=tuple(renames),
+        )
+
+    def check_replacement(self, pattern: re.Pattern[str], replacement: str, at: KeyPath) -> None:
+        for ref in re.finditer(r"\\(?:g<([^>]*)>|(\d+))", replacement):
+            group = ref.group(1) if ref.group(1) is not None else ref.group(2)
+            known = int(group) <= pattern.groups if group.isdigit() else group in pattern.groupindex
+            if not known:
+                self.problem(at, f"refers to group {_show(group)}, which the pattern does not have")
+
+    def messages(self, document: Mapping[str, object]) -> MessageRules | None:
+        table = self.table(document, (), "messages", "messages") or {}
+        at: KeyPath = ("messages",)
+        before = len(self.problems)
+        since = self.day(table, at, "since")
+        until = self.day(table, at, "before")
+        max_size = self.size(table, at, "max_size", None)
+        min_size = self.size(table, at, "min_size", None)
+        propagate = self.boolean(table, at, "propagate_deletions", False)
+        sync_flags = self.boolean(table, at, "sync_flags", True)
+        if since and until and since >= until:
+            self.problem(
+                (*at, "before"), f"must be after since ({since.isoformat()}), got {until.isoformat()}"
+            )
+        if max_size is not None and min_size is not None and min_size > max_size:
+            self.problem((*at, "min_size"), f"must not be above max_size ({max_size} bytes), got {min_size}")
+        if len(self.problems) > before:
+            return None
+        return MessageRules(
+            since=since,
+            before=until,
+            max_size=max_size,
+            min_size=min_size,
+            propagate_deletions=propagate,
+            sync_flags=sync_flags,
+        )
+
+    def performance(self, document: Mapping[str, object], target: ServerConfig | None) -> Performance | None:
+        table = self.table(document, (), "performance", "performance") or {}
+        at: KeyPath = ("performance",)
+        before = len(self.problems)
+        accounts = self.integer(table, at, "accounts_in_parallel", 4, 1, 1000)
+        per_account = self.integer(table, at, "connections_per_account", 2, 1, 100)
+        batch = self.integer(table, at, "batch_messages", 100, 1, 100_000)
+        batch_bytes = self.size(table, at, "batch_bytes", 16_000_000)
+        retries = self.integer(table, at, "retries", 5, 0, 100)
+        if batch_bytes is not None and batch_bytes < 1:
+            self.problem((*at, "batch_bytes"), "must be at least 1 byte")
+        if per_account is not None and target is not None and per_account > target.max_connections:
+            self.problem(
+                (*at, "connections_per_account"),
+                f"must not be above target.max_connections ({target.max_connections}), got {per_account}",
+            )
+        if len(self.problems) > before:
+            return None
+        assert accounts and per_account and batch and batch_bytes and retries is not None
+        return Performance(
+            accounts_in_parallel=accounts,
+            connections_per_account=per_account,
+            batch_messages=batch,
+            batch_bytes=batch_bytes,
+            retries=retries,
+        )

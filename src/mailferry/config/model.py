@@ -1,0 +1,196 @@
+"""The typed configuration of a migration project, and the pure value parsers it uses.
+
+Values here are already checked: :func:`mailferry.config.load.load_project` builds them only when
+the whole project file is valid. Paths are absolute (resolved against the project folder).
+Regular expressions are kept as their source text; each has been compiled once to check it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal
+
+from mailferry.config.secrets import SecretRef
+
+Security = Literal["tls", "starttls", "none"]
+AdminMethod = Literal["sasl-authzid", "dovecot-master"]
+
+SECURITY_CHOICES: tuple[Security, ...] = ("tls", "starttls", "none")
+ADMIN_METHODS: tuple[AdminMethod, ...] = ("sasl-authzid", "dovecot-master")
+
+
+def default_port(security: Security) -> int:
+    """993 for implicit TLS (RFC 8314), 143 for STARTTLS and for no encryption."""
+    return 993 if security == "tls" else 143
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8 and ::1 (also written ``[::1]`` or IPv4-mapped)."""
+    name = host.strip().strip("[]").rstrip(".").lower()
+    if name == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+@dataclass(frozen=True, slots=True)
+class AdminLogin:
+    """One administrator login that opens every mailbox on a server.
+
+    ``sasl-authzid``: AUTHENTICATE PLAIN with authorization identity = the user (RFC 4616;
+    Dovecot master users and Cyrus admins). ``dovecot-master``: LOGIN ``user<sep>admin``.
+    """
+
+    user: str
+    password: SecretRef
+    method: AdminMethod = "sasl-authzid"
+    master_separator: str = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str
+    port: int
+    security: Security
+    verify_certificates: bool = True
+    ca_file: Path | None = None
+    allow_plaintext_login: bool = False
+    timeout: float = 60.0
+    max_connections: int = 8
+    admin: AdminLogin | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountConfig:
+    """One account to migrate. ``line`` is its line in the accounts CSV (0 when not from one).
+
+    A password reference, when present, is used instead of the side's admin login.
+    """
+
+    source_user: str
+    target_user: str
+    source_password: SecretRef | None = None
+    target_password: SecretRef | None = None
+    exclude_folders: tuple[str, ...] = ()
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FolderRename:
+    """``re.sub(pattern, replacement, path)`` on a canonical folder path."""
+
+    pattern: str
+    replacement: str
+
+
+@dataclass(frozen=True, slots=True)
+class FolderRules:
+    """Rules on canonical folder paths ("/" between levels, e.g. ``Projects/2024``).
+
+    ``include``/``exclude`` are searched (``re.search``); empty ``include`` means every folder.
+    ``renames`` apply in order and the first whose pattern matches wins.
+    """
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    separator_substitute: str = "_"
+    subscriptions: bool = True
+    renames: tuple[FolderRename, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRules:
+    """``since`` is inclusive, ``before`` exclusive (INTERNALDATE); sizes in bytes, inclusive."""
+
+    since: date | None = None
+    before: date | None = None
+    max_size: int | None = None
+    min_size: int | None = None
+    propagate_deletions: bool = False
+    sync_flags: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Performance:
+    accounts_in_parallel: int = 4
+    connections_per_account: int = 2
+    batch_messages: int = 100
+    batch_bytes: int = 16_000_000
+    retries: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    """A whole, valid project. ``accounts`` excludes those an override marks ``skip``."""
+
+    path: Path
+    name: str
+    ledger_path: Path
+    reports_dir: Path
+    source: ServerConfig
+    target: ServerConfig
+    accounts: tuple[AccountConfig, ...]
+    folders: FolderRules
+    messages: MessageRules
+    performance: Performance
+
+    @property
+    def base_dir(self) -> Path:
+        """The project folder: relative paths and ``file:`` references start here."""
+        return self.path.parent
+
+
+_SIZE_UNITS: Mapping[str, int] = MappingProxyType(
+    {
+        "": 1,
+        "b": 1,
+        "kb": 1000,
+        "mb": 1000**2,
+        "gb": 1000**3,
+        "tb": 1000**4,
+        "kib": 1024,
+        "mib": 1024**2,
+        "gib": 1024**3,
+        "tib": 1024**4,
+    }
+)
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*")
+SIZE_HELP = 'a size like "50 MB" (units B, KB, MB, GB: 1000-based; KiB, MiB, GiB: 1024-based)'
+DATE_HELP = 'a date like "2015-01-01"'
+
+
+def parse_size(text: str) -> int:
+    """``"50 MB"`` -> 50_000_000, ``"1.5 KiB"`` -> 1536, ``"100"`` -> 100 (bytes).
+
+    Units are case-insensitive; fractions of a byte are dropped. Raises ValueError.
+    """
+    match = _SIZE.fullmatch(text)
+    if match is None or match.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError(f"must be {SIZE_HELP}")
+    try:
+        amount = Decimal(match.group(1))
+    except InvalidOperation:  # pragma: no cover - the pattern admits only decimal numbers
+        raise ValueError(f"must be {SIZE_HELP}") from None
+    return int(amount * _SIZE_UNITS[match.group(2).lower()])
+
+
+def parse_date(text: str) -> date:
+    """``"2015-01-01"`` -> date(2015, 1, 1). Only the ISO calendar form YYYY-MM-DD."""
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
+        raise ValueError(f"must be {DATE_HELP}")
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"must be {DATE_HELP}") from None

@@ -1,0 +1,253 @@
+"""The commented project file that ``mailferry init`` writes, and server URLs.
+
+Server URLs: ``imaps://host[:port]`` (implicit TLS, default port 993),
+``imap+starttls://host[:port]`` (STARTTLS, 143) and ``imap://host[:port]`` (no encryption, 143).
+IPv6 addresses go in brackets: ``imaps://[2001:db8::1]``. A URL never carries a login.
+
+The rendered file documents every key and is accepted by ``load_project`` as it is, with one
+deliberate exception: an ``imap://`` URL to a host that is not loopback is written with
+``allow_plaintext_login = false``, so that loading it stops with a problem saying what to decide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from urllib.parse import urlsplit
+
+from mailferry.config.model import Security, default_port, is_loopback
+from mailferry.config.secrets import parse_secret_ref
+from mailferry.errors import UsageError
+
+_SCHEMES: Mapping[str, Security] = MappingProxyType(
+    {"imaps": "tls", "imap+starttls": "starttls", "imap": "none"}
+)
+_URL_HELP = "use imaps://host[:port] (TLS), imap+starttls://host[:port] or imap://host[:port] (unencrypted)"
+
+
+def parse_server_url(url: str) -> tuple[str, int, Security]:
+    """``"imaps://mail.example"`` -> ``("mail.example", 993, "tls")``. Raises :class:`UsageError`.
+
+    The URL is repeated in error messages only when it holds no ``@`` (which could start a login
+    and password pasted into it).
+    """
+    shown = f"server URL {url!r}" if "@" not in url else "server URL"
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as error:
+        raise UsageError(f"{shown}: {error}; {_URL_HELP}") from None
+    security = _SCHEMES.get(parts.scheme.lower())
+    if security is None:
+        what = f"unknown scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+        raise UsageError(f"{shown}: {what}; {_URL_HELP}")
+    if "@" in parts.netloc:
+        raise UsageError(
+            f"{shown}: must not hold a login or password; give the admin login with its own option "
+            "and its password as a reference (env:NAME or file:PATH)"
+        )
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise UsageError(f"{shown}: must be only scheme, host and port; {_URL_HELP}")
+    host = parts.hostname or ""
+    if host == "":
+        raise UsageError(f"{shown}: no host; {_URL_HELP}")
+    if ":" in host and "[" not in parts.netloc:
+        raise UsageError(f"{shown}: write an IPv6 address in brackets, e.g. imaps://[::1]:993")
+    if port == 0:
+        raise UsageError(f"{shown}: port must be between 1 and 65535")
+    return host, port if port is not None else default_port(security), security
+
+
+def _toml(text: str) -> str:
+    """A TOML basic string."""
+    out = ['"']
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    out.append('"')
+    return "".join(out)
+
+
+def _reference(option: str, text: str) -> str:
+    try:
+        return parse_secret_ref(text).ref
+    except ValueError as error:
+        raise UsageError(f"{option}: {error}") from None
+
+
+def _server(role: str, url: str, admin: str | None, admin_password: str | None) -> str:
+    host, port, security = parse_server_url(url)
+    if admin_password is not None and admin is None:
+        raise UsageError(f"{role} admin password given without a {role} admin login")
+    what = "copied from" if role == "source" else "copied to"
+    plain = ""
+    if security == "none" and not is_loopback(host):
+        plain = (
+            '# WARNING: security = "none" to a host that is not loopback sends passwords in clear.\n'
+            "# mailferry refuses this until you set allow_plaintext_login = true (prefer tls).\n"
+        )
+    if admin is not None:
+        password = _reference(
+            f"{role} admin password", admin_password or f"env:{role.upper()}_ADMIN_PASSWORD"
+        )
+        admin_lines = [f"[{role}.admin]", f"user = {_toml(admin)}", f"password = {_toml(password)}"]
+    else:
+        admin_lines = [
+            f"[{role}.admin]",
+            'user = "mailadmin"',
+            f'password = "env:{role.upper()}_ADMIN_PASSWORD"',
+        ]
+    prefix = "" if admin is not None else "# "
+    admin_block = (
+        f"{prefix}{admin_lines[0]}\n"
+        "# The admin's login name.\n"
+        f"{prefix}{admin_lines[1]}\n"
+        "# Its password, by reference: env:NAME or file:PATH.\n"
+        f"{prefix}{admin_lines[2]}\n"
+    )
+    comment = "" if admin is not None else "# "
+    return f"""\
+[{role}]
+# The server mail is {what}: a host name or IP address (no brackets, no port).
+host = {_toml(host)}
+# "tls": TLS from the first byte (usually port 993); "starttls": plain, then STARTTLS (usually
+# 143); "none": no encryption at all (only for a server on this machine or a lab).
+security = {_toml(security)}
+# Default: 993 for "tls", 143 otherwise.
+port = {port}
+# Check the server's certificate and host name. Turn off only for a throw-away lab server.
+verify_certificates = true
+# A PEM file of certificate authorities to trust (e.g. an internal CA); path relative to
+# this file. Empty: the system's trust store.
+ca_file = ""
+{plain}# Permit a password over an unencrypted connection to a host that is not loopback.
+allow_plaintext_login = false
+# Seconds to wait for each network operation before giving up on it.
+timeout = 60
+# At most this many connections to this server at once, all accounts together.
+max_connections = 8
+
+# One administrator login that opens every mailbox, so user passwords are not needed.
+# An account's own password reference (accounts CSV or override), when given, is used instead.
+{admin_block}\
+# "sasl-authzid": AUTHENTICATE PLAIN with an authorization identity (RFC 4616); Dovecot master
+# users and Cyrus admins. "dovecot-master": LOGIN user<master_separator>admin (Dovecot).
+{comment}method = "sasl-authzid"
+# Between user and admin name, for "dovecot-master" (Dovecot's auth_master_user_separator).
+{comment}master_separator = "*"
+"""
+
+
+def render_project(
+    *,
+    name: str,
+    source_url: str,
+    target_url: str,
+    accounts_csv: str,
+    source_admin: str | None,
+    source_admin_password: str | None,
+    target_admin: str | None,
+    target_admin_password: str | None,
+    ledger: str | None,
+) -> str:
+    """The text of a new, fully commented project file. Raises :class:`UsageError` on bad input.
+
+    Admin passwords are references (``env:NAME``/``file:PATH``); an admin without one gets
+    ``env:SOURCE_ADMIN_PASSWORD`` / ``env:TARGET_ADMIN_PASSWORD``.
+    """
+    if name.strip() == "":
+        raise UsageError("the project name must not be empty")
+    if accounts_csv.strip() == "":
+        raise UsageError("the accounts CSV path must not be empty")
+    source = _server("source", source_url, source_admin, source_admin_password)
+    target = _server("target", target_url, target_admin, target_admin_password)
+    ledger_line = (
+        f"ledger = {_toml(ledger)}"
+        if ledger
+        else '# ledger = "migration.ledger.sqlite"  # default: <this file name without .toml>.ledger.sqlite'
+    )
+    return f"""\
+# mailferry project file, written by `mailferry init`.
+#
+# Every key is described here; a line starting with "# key =" shows an optional key and its form.
+# Relative paths are relative to the folder of this file. Passwords never go in this file (nor
+# in the accounts CSV): write a reference instead, env:NAME (an environment variable) or
+# file:PATH (a file holding only the password; keep it private, chmod 600).
+# `mailferry check` reads this file and the accounts CSV and reports every problem at once.
+
+[project]
+# A name for this migration, shown in reports.
+name = {_toml(name)}
+# The ledger: what mailferry has copied, so that runs resume and never duplicate (SQLite).
+{ledger_line}
+# Folder for run reports.
+reports = "reports"
+
+{source}
+{target}
+[accounts]
+# The accounts to migrate, one a line, after a header row. Columns: source_user,target_user
+# and optionally source_password,target_password (each a reference env:NAME or file:PATH, or
+# empty). An empty target_user means the same name as source_user. Lines starting with # and
+# blank lines are ignored.
+csv = {_toml(accounts_csv)}
+
+# Settings for one account, matched by source_user; repeat the block for more accounts.
+# [[accounts.override]]
+# source_user = "bob"
+# target_user = "robert.smith"            # another name on the target
+# source_password = "file:secrets/bob"    # reference; instead of the CSV cell / admin login
+# target_password = "env:BOB_NEW"         # reference
+# exclude_folders = ["^Archive/2010$"]    # regular expressions, added to [folders] exclude
+# skip = false                            # true: leave this account out
+
+[folders]
+# Folder paths are canonical: "/" between levels whatever the server uses, e.g.
+# "Projects/2024", and "INBOX". Rules are regular expressions (Python syntax) searched in the path.
+# Only folders matching one of these; empty: every folder.
+include = []
+# Leave out folders matching one of these, e.g. ["^Junk$", "^Trash(/|$)"].
+exclude = []
+# Replaces, in a source folder name, a character that is the target's hierarchy separator.
+separator_substitute = "_"
+# Copy which folders each user is subscribed to.
+subscriptions = true
+
+# Rename folders on the target; applied in order, the first matching pattern wins. The
+# replacement may use \\1 or \\g<name> for the pattern's groups (literal 'strings' keep \\ as is).
+# [[folders.rename]]
+# pattern = '^Old Archive/(.*)$'
+# replacement = 'Archive/\\1'
+
+[messages]
+# Only messages whose INTERNALDATE is on or after this date (YYYY-MM-DD). Empty: no limit.
+since = ""
+# Only messages whose INTERNALDATE is before this date. Empty: no limit.
+before = ""
+# Skip (and report) messages larger than this. Units: B, KB, MB, GB (1000-based) and
+# KiB, MiB, GiB (1024-based), e.g. "50 MB". Empty: no limit.
+max_size = ""
+# Skip (and report) messages smaller than this. Empty: no limit.
+min_size = ""
+# Remove from the target the messages mailferry copied that the source no longer has.
+# Off by default: mailferry deletes nothing on the target unless told.
+propagate_deletions = false
+# Carry flag changes (\\Seen, \\Flagged, keywords) over on later passes.
+sync_flags = true
+
+[performance]
+# Accounts migrated at the same time.
+accounts_in_parallel = 4
+# Connections writing to the target for each account (at most target max_connections).
+connections_per_account = 2
+# At most this many messages per MULTIAPPEND (RFC 3502) command...
+batch_messages = 100
+# ...and at most this many bytes.
+batch_bytes = "16 MB"
+# Tries per failed operation, waiting twice as long each time (exponential backoff).
+retries = 5
+"""

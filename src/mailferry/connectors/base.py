@@ -1,0 +1,79 @@
+"""The store protocols: what the engine may ask of a mail server, and what each answer means.
+
+Terminology: see :mod:`mailferry.model.mail` (account, mailbox, folder, message, ItemRef,
+ItemKey). A *store* is one account's mailbox on one server, opened by a connector. Source and
+target are roles: any store can play either, but a source store is opened read-only.
+
+Contract (every implementation, the in-memory one and IMAP alike):
+
+- Folder names are decoded Unicode, full server names including the namespace prefix.
+- ``status`` never selects the folder for writing and never changes \\Recent or \\Seen.
+- ``inventory`` lists messages with UID > ``after_uid`` in ascending UID order, reading headers
+  only with ``BODY.PEEK``; it never marks anything read.
+- ``fetch`` yields (uid, exact bytes) for the UIDs asked that still exist, in the order asked;
+  UIDs that vanished are left out, not errors.
+- ``append`` adds messages in order and returns the new UIDs in the same order (None where the
+  server does not say, i.e. no UIDPLUS). It raises :class:`~mailferry.errors.ItemRefused` when the
+  server refuses the batch; callers narrow a refused batch down to the message by retrying singly.
+- Methods raise :class:`~mailferry.errors.TemporaryFailure` for connection trouble (the caller may
+  reconnect and retry), :class:`~mailferry.errors.AuthError` for a refused login.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Protocol
+
+from mailferry.model.mail import AppendItem, FolderInfo, FolderStatus, MessageMeta, ServerInfo
+
+
+class ReadStore(Protocol):
+    def info(self) -> ServerInfo:
+        """Capabilities, namespace, APPENDLIMIT and quota of this account."""
+        ...
+
+    def list_folders(self) -> list[FolderInfo]:
+        """Every folder, recursively, with special-use and subscription state."""
+        ...
+
+    def status(self, folder: str) -> FolderStatus:
+        """UIDVALIDITY, UIDNEXT, MESSAGES and HIGHESTMODSEQ (when the server has CONDSTORE)."""
+        ...
+
+    def inventory(self, folder: str, after_uid: int = 0) -> list[MessageMeta]:
+        """Metadata and ItemKey of each message with UID > after_uid."""
+        ...
+
+    def changed_flags(self, folder: str, since_modseq: int) -> dict[int, tuple[tuple[str, ...], int]]:
+        """UID -> (flags, modseq) for messages whose flags changed after since_modseq (CONDSTORE)."""
+        ...
+
+    def flags(self, folder: str) -> dict[int, tuple[str, ...]]:
+        """UID -> flags of every message (the fallback when the server has no CONDSTORE)."""
+        ...
+
+    def fetch(self, folder: str, uids: Sequence[int]) -> Iterator[tuple[int, bytes]]:
+        """Exact bytes of each message, streamed in batches."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class WriteStore(ReadStore, Protocol):
+    def create_folder(self, name: str, special_use: str | None = None) -> None:
+        """Create ``name`` (and missing parents). Creating an existing folder is not an error."""
+        ...
+
+    def subscribe(self, name: str) -> None: ...
+
+    def append(self, folder: str, items: Sequence[AppendItem]) -> list[int | None]:
+        """Append in one MULTIAPPEND where the server has it; see the module contract."""
+        ...
+
+    def store_flags(self, folder: str, changes: Iterable[tuple[int, tuple[str, ...]]]) -> None:
+        """Set the flags of each UID to exactly the given ones."""
+        ...
+
+    def expunge_uids(self, folder: str, uids: Sequence[int]) -> None:
+        """Remove these messages (used only for the opt-in propagation of source deletions)."""
+        ...

@@ -1,0 +1,520 @@
+"""IMAP connector: one account's mailbox on an IMAP server, as a :mod:`base` store.
+
+Built on IMAPClient (its MULTIAPPEND sends LITERAL+ literals without waiting for continuations).
+Folder names are passed to IMAPClient already encoded (``folder_encode=False``) so that odd names
+are decoded by :mod:`mailferry.formats.mutf7` and reported, not crashed on. Times are kept
+tz-aware (``normalise_times=False``) so INTERNALDATE survives exactly.
+
+A source store is opened read-only: folders are EXAMINEd and bodies fetched with ``BODY.PEEK``;
+the write methods refuse to run on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import imaplib
+import re
+import socket
+import ssl
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import imapclient
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
+
+from mailferry.errors import AuthError, ItemRefused, MailferryError, TemporaryFailure, TLSVerifyError
+from mailferry.formats import mutf7
+from mailferry.formats.folders import canonical_use
+from mailferry.formats.identity import IDENTITY_FIELDS, identity
+from mailferry.model.mail import AppendItem, FolderInfo, FolderStatus, MessageMeta, Namespace, ServerInfo
+
+Security = Literal["tls", "starttls", "none"]
+
+_HEADER_ITEM = b"BODY[HEADER.FIELDS (" + b" ".join(f.encode() for f in IDENTITY_FIELDS) + b")]"
+_FETCH_HEADER = "BODY.PEEK[HEADER.FIELDS (" + " ".join(IDENTITY_FIELDS) + ")]"
+_APPENDUID = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]", re.I)
+_THROTTLE = re.compile(rb"\[(UNAVAILABLE|LIMIT|INUSE|SERVERBUG)\]", re.I)
+_APPENDLIMIT = re.compile(r"^APPENDLIMIT=(\d+)$", re.I)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where and how to reach a server. Holds no secret."""
+
+    host: str
+    port: int
+    security: Security = "tls"
+    verify_certificates: bool = True
+    ca_file: str | None = None
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    """How to log in as ``user``. ``password`` is the resolved secret: never logged or shown.
+
+    ``admin`` set: log in as the admin for ``user`` — ``method`` ``sasl-authzid`` sends
+    AUTHENTICATE PLAIN with authorization identity ``user`` (RFC 4616, Dovecot master users and
+    Cyrus admins), ``dovecot-master`` sends ``LOGIN user*admin``.
+    """
+
+    user: str
+    password: str
+    admin: str | None = None
+    method: str = "sasl-authzid"
+    master_separator: str = "*"
+
+    def __repr__(self) -> str:  # never show the password
+        return f"Login(user={self.user!r}, admin={self.admin!r}, method={self.method!r})"
+
+
+def _uidset(text: bytes) -> list[int]:
+    out: list[int] = []
+    for part in text.split(b","):
+        if b":" in part:
+            a, b = (int(x) for x in part.split(b":"))
+            out.extend(range(a, b + 1) if a <= b else range(a, b - 1, -1))
+        else:
+            out.append(int(part))
+    return out
+
+
+def parse_appenduid(response: bytes | str) -> tuple[int, list[int]] | None:
+    """(UIDVALIDITY, UIDs) from an ``[APPENDUID ...]`` response code (RFC 4315), else None."""
+    raw = response.encode() if isinstance(response, str) else response
+    m = _APPENDUID.search(raw)
+    return (int(m.group(1)), _uidset(m.group(2))) if m else None
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _flag_str(f: object) -> str:
+    return f.decode("utf-8", "replace") if isinstance(f, bytes) else str(f)
+
+
+def uid_ranges(uids: Sequence[int]) -> str:
+    """Compact IMAP sequence set for ascending-sortable UIDs: 1:5,7,9:10."""
+    s = sorted(set(uids))
+    parts: list[str] = []
+    i = 0
+    while i < len(s):
+        j = i
+        while j + 1 < len(s) and s[j + 1] == s[j] + 1:
+            j += 1
+        parts.append(str(s[i]) if i == j else f"{s[i]}:{s[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
+class ImapStore:
+    """One account on one IMAP server. Not thread-safe: one store per thread/connection."""
+
+    def __init__(self, endpoint: Endpoint, login: Login, *, readonly: bool, label: str = "") -> None:
+        self.endpoint = endpoint
+        self._login = login
+        self.readonly = readonly
+        self.label = label or f"{login.user}@{endpoint.host}"
+        self._c: Any = None
+        self._selected: tuple[str, bool] | None = None
+        self._caps: frozenset[str] = frozenset()
+        self._utf8 = False
+        self._condstore = False
+        self.permanent_flags: dict[str, tuple[str, ...]] = {}
+        self.connect()
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=self.endpoint.ca_file or None)
+        if not self.endpoint.verify_certificates:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    def connect(self) -> None:
+        ep = self.endpoint
+        where = f"{ep.host}:{ep.port}"
+        try:
+            c = imapclient.IMAPClient(
+                ep.host,
+                port=ep.port,
+                ssl=ep.security == "tls",
+                ssl_context=self._ssl_context() if ep.security != "none" else None,
+                timeout=ep.timeout,
+            )
+            if ep.security == "starttls":
+                c.starttls(self._ssl_context())
+        except ssl.SSLCertVerificationError as e:
+            raise TLSVerifyError(
+                f"{self.label}: TLS certificate of {where} does not verify: {e.verify_message}"
+            ) from None
+        except ssl.SSLError as e:
+            raise TemporaryFailure(f"{self.label}: TLS with {where} failed: {e.reason}") from None
+        except socket.gaierror as e:
+            raise TemporaryFailure(
+                f"{self.label}: unknown host {ep.host}: {e.strerror}", hint="check the host name in the project file"
+            ) from None
+        except (OSError, IMAPClientError, imaplib.IMAP4.error) as e:
+            raise TemporaryFailure(f"{self.label}: cannot connect to {where}: {_safe(e)}") from None
+        c.folder_encode = False
+        c.normalise_times = False
+        self._c = c
+        self._authenticate()
+        self._selected = None
+        caps = {_text(x).upper() for x in c.capabilities()}
+        self._caps = frozenset(caps)
+        if "UTF8=ACCEPT" in caps:
+            try:
+                c.enable("UTF8=ACCEPT")
+                self._utf8 = True
+            except IMAPClientError:
+                self._utf8 = False
+        if "CONDSTORE" in caps or "QRESYNC" in caps:
+            with contextlib.suppress(IMAPClientError):  # Dovecot enables it on first use anyway
+                c.enable("CONDSTORE")
+            self._condstore = True
+
+    def _authenticate(self) -> None:
+        lg, c = self._login, self._c
+        who = f"{lg.user}" + (f" (as admin {lg.admin})" if lg.admin else "")
+        try:
+            if lg.admin is None:
+                c.login(lg.user, lg.password)
+            elif lg.method == "dovecot-master":
+                c.login(f"{lg.user}{lg.master_separator}{lg.admin}", lg.password)
+            else:
+                c.plain_login(identity=lg.admin, password=lg.password, authorization_identity=lg.user)
+        except LoginError as e:
+            self._drop()
+            raise AuthError(f"{self.label}: login refused for {who}: {_safe(e, lg.password)}") from None
+        except (OSError, IMAPClientError, imaplib.IMAP4.abort) as e:
+            self._drop()
+            raise TemporaryFailure(f"{self.label}: connection lost during login: {_safe(e, lg.password)}") from None
+
+    def _drop(self) -> None:
+        try:
+            if self._c is not None:
+                self._c.shutdown()
+        except Exception:  # noqa: S110 - already broken; nothing to save
+            pass
+        self._c = None
+        self._selected = None
+
+    def reconnect(self) -> None:
+        self._drop()
+        self.connect()
+
+    def close(self) -> None:
+        if self._c is None:
+            return
+        try:
+            self._c.logout()
+        except Exception:
+            self._drop()
+        self._c = None
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _wire(self, name: str) -> str:
+        """The folder name as sent on the wire (modified UTF-7 unless UTF8=ACCEPT is on)."""
+        return name if self._utf8 else mutf7.encode(name)
+
+    def _call(self, what: str, fn: Any, *args: Any, **kw: Any) -> Any:
+        """Run one IMAPClient call, turning its exceptions into ours."""
+        if self._c is None:
+            self.connect()
+        try:
+            return fn(*args, **kw)
+        except (IMAPClientAbortError, imaplib.IMAP4.abort, OSError, EOFError) as e:
+            self._drop()
+            raise TemporaryFailure(f"{self.label}: connection lost during {what}: {_safe(e)}") from None
+        except IMAPClientError as e:
+            msg = _safe(e)
+            if _THROTTLE.search(msg.encode()):
+                raise TemporaryFailure(f"{self.label}: server is throttling {what}: {msg}") from None
+            raise ServerRefused(f"{self.label}: {what}: {msg}") from None
+
+    def _select(self, folder: str, *, write: bool = False) -> dict[bytes, Any]:
+        if self._selected == (folder, write):
+            return {}
+        if write and self.readonly:
+            raise MailferryError(f"{self.label}: refusing to open {folder!r} for writing on the source")
+        resp: dict[bytes, Any] = self._call(
+            f"SELECT {folder}", self._c.select_folder, self._wire(folder), readonly=not write
+        )
+        self._selected = (folder, write)
+        pf = resp.get(b"PERMANENTFLAGS")
+        if pf is not None:
+            self.permanent_flags[folder] = tuple(_flag_str(f) for f in pf)
+        return resp
+
+    # -- ReadStore ----------------------------------------------------------------------------
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return self._caps
+
+    @property
+    def condstore(self) -> bool:
+        return self._condstore
+
+    def info(self) -> ServerInfo:
+        si = ServerInfo(capabilities=self._caps)
+        if "NAMESPACE" in self._caps:
+            ns = self._call("NAMESPACE", self._c.namespace)
+            if ns.personal:
+                prefix, delim = ns.personal[0]
+                si.namespace = Namespace(_decode_name(prefix, self._utf8), _text(delim) if delim else "/")
+        else:
+            folders = self._call("LIST", self._c.list_folders, "", "INBOX")
+            delim = _text(folders[0][1]) if folders and folders[0][1] else "/"
+            si.namespace = Namespace("", delim)
+        for cap in self._caps:
+            m = _APPENDLIMIT.match(cap)
+            if m:
+                si.appendlimit = int(m.group(1))
+        if "QUOTA" in self._caps:
+            try:
+                roots = self._call("GETQUOTAROOT", self._c.get_quota_root, "INBOX")
+                for q in roots[1]:
+                    if _text(q.resource).upper() == "STORAGE":
+                        si.quota_used_kb, si.quota_limit_kb = int(q.usage), int(q.limit)
+            except ServerRefused:
+                pass
+        return si
+
+    def list_folders(self) -> list[FolderInfo]:
+        c = self._c
+        rows: list[tuple[tuple[object, ...], object, object]]
+        subscribed: set[str] = set()
+        if "LIST-EXTENDED" in self._caps and "SPECIAL-USE" in self._caps:
+
+            def extended() -> Any:
+                typ, dat = c._imap._simple_command("LIST", '""', '"*"', "RETURN", "(SPECIAL-USE SUBSCRIBED)")
+                typ, dat = c._imap._untagged_response(typ, dat, "LIST")
+                if typ != "OK":
+                    raise IMAPClientError(f"LIST failed: {dat}")
+                return c._proc_folder_list(dat)
+
+            rows = self._call("LIST", extended)
+        else:
+            rows = self._call("LIST", c.list_folders)
+            subscribed = {self._name(r[2]) for r in self._call("LSUB", c.list_sub_folders)}
+        out: list[FolderInfo] = []
+        for flags, delim, raw in rows:
+            attrs = frozenset(_flag_str(f).lower() for f in flags)
+            use = next((u for u in (canonical_use(a) for a in attrs) if u), None)
+            name = self._name(raw)
+            out.append(
+                FolderInfo(
+                    name=name,
+                    delimiter=_text(delim) if delim else None,
+                    attributes=attrs,
+                    special_use=use,
+                    subscribed=("\\subscribed" in attrs) or name in subscribed,
+                )
+            )
+        return out
+
+    def _name(self, raw: object) -> str:
+        return _decode_name(raw, self._utf8)
+
+    def status(self, folder: str) -> FolderStatus:
+        what = ["MESSAGES", "UIDNEXT", "UIDVALIDITY"] + (["HIGHESTMODSEQ"] if self._condstore else [])
+        st = self._call(f"STATUS {folder}", self._c.folder_status, self._wire(folder), what)
+        hms = st.get(b"HIGHESTMODSEQ")
+        return FolderStatus(
+            uidvalidity=int(st[b"UIDVALIDITY"]),
+            uidnext=int(st[b"UIDNEXT"]),
+            messages=int(st[b"MESSAGES"]),
+            highestmodseq=int(hms) if hms is not None else None,
+        )
+
+    def select_status(self, folder: str, *, write: bool = False) -> None:
+        self._select(folder, write=write)
+
+    def inventory(self, folder: str, after_uid: int = 0, *, write: bool = False) -> list[MessageMeta]:
+        self._select(folder, write=write)
+        items = ["UID", "RFC822.SIZE", "INTERNALDATE", "FLAGS", _FETCH_HEADER]
+        if self._condstore:
+            items.append("MODSEQ")
+        data = self._call(f"FETCH {folder}", self._c.fetch, f"{after_uid + 1}:*", items)
+        out: list[MessageMeta] = []
+        for uid, d in data.items():
+            if uid <= after_uid:  # "N:*" always matches the highest UID (RFC 3501 6.4.8)
+                continue
+            size = int(d[b"RFC822.SIZE"])
+            hdr = d.get(_HEADER_ITEM) or next((v for k, v in d.items() if k.startswith(b"BODY[HEADER")), b"")
+            ident = identity(hdr or b"", size)
+            modseq = d.get(b"MODSEQ")
+            idate = d[b"INTERNALDATE"]
+            out.append(
+                MessageMeta(
+                    uid=int(uid),
+                    size=size,
+                    internaldate=idate if isinstance(idate, datetime) else datetime.fromisoformat(str(idate)),
+                    flags=tuple(_flag_str(f) for f in d[b"FLAGS"]),
+                    key=ident.key,
+                    message_id=ident.message_id,
+                    subject=ident.subject,
+                    date=ident.date,
+                    modseq=int(modseq[0]) if modseq else None,
+                )
+            )
+        out.sort(key=lambda m: m.uid)
+        return out
+
+    def uids(self, folder: str) -> list[int]:
+        self._select(folder)
+        return sorted(int(u) for u in self._call(f"SEARCH {folder}", self._c.search, "ALL"))
+
+    def changed_flags(self, folder: str, since_modseq: int) -> dict[int, tuple[tuple[str, ...], int]]:
+        self._select(folder)
+        data = self._call(
+            f"FETCH CHANGEDSINCE {folder}",
+            self._c.fetch,
+            "1:*",
+            ["UID", "FLAGS"],
+            modifiers=[f"CHANGEDSINCE {since_modseq}"],
+        )
+        return {
+            int(uid): (tuple(_flag_str(f) for f in d[b"FLAGS"]), int(d[b"MODSEQ"][0]) if d.get(b"MODSEQ") else 0)
+            for uid, d in data.items()
+        }
+
+    def flags(self, folder: str) -> dict[int, tuple[str, ...]]:
+        self._select(folder)
+        data = self._call(f"FETCH FLAGS {folder}", self._c.fetch, "1:*", ["UID", "FLAGS"])
+        return {int(uid): tuple(_flag_str(f) for f in d[b"FLAGS"]) for uid, d in data.items()}
+
+    def fetch(self, folder: str, uids: Sequence[int]) -> Iterator[tuple[int, bytes]]:
+        """Bodies of ``uids`` in the order given; one FETCH per call (callers batch)."""
+        if not uids:
+            return iter(())
+        self._select(folder)
+        data = self._call(f"FETCH BODY {folder}", self._c.fetch, uid_ranges(uids), ["BODY.PEEK[]"])
+        return ((u, data[u][b"BODY[]"]) for u in uids if u in data and b"BODY[]" in data[u])
+
+    # -- WriteStore ---------------------------------------------------------------------------
+
+    def _refuse_on_source(self, what: str) -> None:
+        if self.readonly:
+            raise MailferryError(f"{self.label}: refusing to {what} on the source (read-only)")
+
+    def create_folder(self, name: str, special_use: str | None = None) -> None:
+        self._refuse_on_source("create a folder")
+        wire = self._wire(name)
+        try:
+            if special_use and "CREATE-SPECIAL-USE" in self._caps:
+                c = self._c
+
+                def create_with_use() -> Any:
+                    typ, dat = c._imap._simple_command("CREATE", c._imap._quote(wire), f"(USE ({special_use}))")
+                    if typ != "OK":
+                        raise IMAPClientError(f"CREATE failed: {_text(dat[-1]) if dat else typ}")
+                    return typ
+
+                try:
+                    self._call(f"CREATE {name}", create_with_use)
+                    return
+                except ServerRefused:
+                    pass  # e.g. the server allows only one folder per use: create it plain below
+            self._call(f"CREATE {name}", self._c.create_folder, wire)
+        except ServerRefused as e:
+            if self._call("LIST", self._c.folder_exists, wire):
+                return
+            raise e
+
+    def subscribe(self, name: str) -> None:
+        self._refuse_on_source("subscribe")
+        self._call(f"SUBSCRIBE {name}", self._c.subscribe_folder, self._wire(name))
+
+    def append(self, folder: str, items: Sequence[AppendItem]) -> list[int | None]:
+        self._refuse_on_source("append")
+        if not items:
+            return []
+        wire = self._wire(folder)
+        if len(items) > 1 and "MULTIAPPEND" in self._caps:
+            msgs = [{"msg": it.body, "flags": it.flags, "date": it.internaldate} for it in items]
+            resp = self._append_call(folder, self._c.multiappend, wire, msgs)
+            uids = self._appenduids(resp, len(items))
+            return uids
+        out: list[int | None] = []
+        for it in items:
+            resp = self._append_call(folder, self._c.append, wire, it.body, it.flags, it.internaldate)
+            out.extend(self._appenduids(resp, 1))
+        return out
+
+    def _append_call(self, folder: str, fn: Any, *args: Any) -> Any:
+        try:
+            return self._call(f"APPEND {folder}", fn, *args)
+        except ServerRefused as e:
+            raise ItemRefused(e.message) from None
+
+    @staticmethod
+    def _appenduids(resp: Any, n: int) -> list[int | None]:
+        parsed = parse_appenduid(resp if isinstance(resp, bytes | str) else repr(resp))
+        if parsed is None or len(parsed[1]) != n:
+            return [None] * n
+        return list(parsed[1])
+
+    def store_flags(self, folder: str, changes: Iterable[tuple[int, tuple[str, ...]]]) -> None:
+        self._refuse_on_source("change flags")
+        self._select(folder, write=True)
+        by_flags: dict[tuple[str, ...], list[int]] = {}
+        for uid, fl in changes:
+            by_flags.setdefault(tuple(sorted(fl)), []).append(uid)
+        for fl, uids in by_flags.items():
+            self._call(f"STORE {folder}", self._c.set_flags, uid_ranges(uids), list(fl), silent=True)
+
+    def expunge_uids(self, folder: str, uids: Sequence[int]) -> None:
+        self._refuse_on_source("delete messages")
+        if not uids:
+            return
+        self._select(folder, write=True)
+        self._call(f"STORE {folder}", self._c.add_flags, uid_ranges(uids), [b"\\Deleted"], silent=True)
+        if "UIDPLUS" in self._caps:
+            self._call(f"UID EXPUNGE {folder}", self._c.uid_expunge, uid_ranges(uids))
+        else:
+            raise MailferryError(f"{self.label}: the target lacks UIDPLUS; deletions are not propagated safely")
+
+
+class ServerRefused(MailferryError):
+    """The server answered NO/BAD to a command (not a connection problem)."""
+
+    exit_code = TemporaryFailure.exit_code
+    fault = "server"
+
+
+def _decode_name(raw: object, utf8: bool) -> str:
+    if isinstance(raw, int):
+        return str(raw)
+    if isinstance(raw, bytes):
+        if utf8:
+            return raw.decode("utf-8", "replace")
+        try:
+            return mutf7.decode(raw)
+        except ValueError:
+            return raw.decode("utf-8", "replace")
+    text = str(raw)
+    if utf8:
+        return text
+    try:
+        return mutf7.decode(text)
+    except ValueError:
+        return text
+
+
+def _safe(e: BaseException, *secrets: str) -> str:
+    """The text of an exception with any secret removed (servers sometimes echo the command)."""
+    text = str(e)
+    for s in secrets:
+        if s:
+            text = text.replace(s, "***")
+    return text[:500]

@@ -1,0 +1,720 @@
+"""The engine: the only place that joins stores and the ledger.
+
+For each account: list the source, decide per folder whether anything can have changed (the
+ledger's per-folder state against STATUS), plan the folders that need work with
+:func:`mailferry.plan.planner.plan_folder`, and carry the plan out. Every write to the target is
+preceded by a recorded intent (``pending`` rows) and followed by the recorded fact (``copied``
+with the target UID from APPENDUID), so a crash at any moment is resolved on the next run by
+looking at the target: the intent either landed (adopt it) or not (copy again). Never a guess.
+
+Copying is a pipeline per folder: one reader fetches message bodies in batches from the source
+(bounded by count and bytes, so memory stays bounded whatever the message sizes) into a small
+queue; ``connections_per_account`` writers MULTIAPPEND them to the target in parallel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mailferry.connectors.imap import Endpoint, ImapStore, Login
+from mailferry.connectors.wrappers import RetryPolicy, retrying
+from mailferry.errors import ItemRefused, MailferryError, TemporaryFailure
+from mailferry.formats.folders import FolderMapping, Rules, Side, map_all
+from mailferry.model.mail import AppendItem, FolderInfo, FolderStatus, MessageMeta
+from mailferry.plan.planner import (
+    Adopt,
+    Copy,
+    Delete,
+    FolderPlan,
+    Forget,
+    Policy,
+    Rebase,
+    SetFlags,
+    Skip,
+    claimed_target_uids,
+    plan_folder,
+    storable_flags,
+)
+from mailferry.state.ledger import Finding, FolderState, MessageRecord, SqliteLedger
+
+
+class Reporter(Protocol):
+    """Progress goes through this; the engine never prints."""
+
+    def account_started(self, account: str) -> None: ...
+    def planned(self, account: str, messages: int, nbytes: int) -> None: ...
+    def copied(self, account: str, messages: int, nbytes: int) -> None: ...
+    def account_finished(self, account: str, stats: AccountStats) -> None: ...
+    def note(self, account: str, text: str) -> None: ...
+
+
+class NullReporter:
+    def account_started(self, account: str) -> None: ...
+    def planned(self, account: str, messages: int, nbytes: int) -> None: ...
+    def copied(self, account: str, messages: int, nbytes: int) -> None: ...
+    def account_finished(self, account: str, stats: AccountStats) -> None: ...
+    def note(self, account: str, text: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    endpoint: Endpoint
+    login: Login
+
+
+@dataclass(frozen=True, slots=True)
+class AccountJob:
+    source_user: str
+    target_user: str
+    source: Connection
+    target: Connection
+    exclude_folders: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    rules: Rules = Rules()
+    policy: Policy = Policy()
+    subscriptions: bool = True
+    connections_per_account: int = 2
+    batch_messages: int = 100
+    batch_bytes: int = 8_000_000
+    retry: RetryPolicy = RetryPolicy()
+    full: bool = False  # ignore the per-folder fast path: look at every folder afresh
+
+
+@dataclass(slots=True)
+class AccountStats:
+    account: str
+    target_user: str
+    status: str = "ok"  # ok | failed | skipped
+    copied: int = 0
+    bytes: int = 0
+    matched: int = 0
+    skipped: int = 0
+    refused: int = 0
+    flag_updates: int = 0
+    deleted: int = 0
+    folders: int = 0
+    folders_unchanged: int = 0
+    seconds: float = 0.0
+    error: str = ""
+    exit_code: int = 0
+    source_changed: bool = False
+    findings: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def open_store(side: Connection, *, readonly: bool, label: str, retry: RetryPolicy) -> ImapStore:
+    """Connect and log in, retrying temporary failures (not auth or TLS verification)."""
+    delays = retry.delays()
+    for attempt in range(len(delays) + 1):
+        try:
+            return ImapStore(side.endpoint, side.login, readonly=readonly, label=label)
+        except TemporaryFailure:
+            if attempt >= len(delays):
+                raise
+            time.sleep(delays[attempt])
+    raise AssertionError("unreachable")
+
+
+def side_of(info_prefix: str, delimiter: str, folders: Sequence[FolderInfo]) -> Side:
+    special: dict[str, str] = {}
+    for f in sorted(folders, key=lambda f: f.name):
+        if f.special_use and f.special_use not in special:
+            special[f.special_use] = f.name
+    return Side(prefix=info_prefix, delimiter=delimiter, special=special)
+
+
+class Engine:
+    def __init__(
+        self,
+        ledger: SqliteLedger,
+        options: Options,
+        reporter: Reporter | None = None,
+        now: Callable[[], str] | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.options = options
+        self.reporter: Reporter = reporter or NullReporter()
+        self._now = now or (lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+    # -- the account --------------------------------------------------------------------------
+
+    def migrate_account(self, job: AccountJob, run_id: int) -> AccountStats:
+        stats = AccountStats(job.source_user, job.target_user)
+        t0 = time.monotonic()
+        self.reporter.account_started(job.source_user)
+        run = _AccountRun(self, job, run_id, stats)
+        try:
+            run.run()
+        except MailferryError as e:
+            stats.status = "failed"
+            stats.error = e.message + (f" ({e.hint})" if e.hint else "")
+            stats.exit_code = int(e.exit_code)
+            run.finding("", None, "account-failed", stats.error, {})
+        finally:
+            run.close()
+            stats.seconds = round(time.monotonic() - t0, 3)
+            self.ledger.record_account_run(run_id, job.source_user, job.target_user, stats.as_dict())
+            self.reporter.account_finished(job.source_user, stats)
+        return stats
+
+    # -- planning only (the dry run) ----------------------------------------------------------
+
+    def plan_account(self, job: AccountJob) -> tuple[list[FolderPlan], list[FolderMapping]]:
+        run = _AccountRun(self, job, 0, AccountStats(job.source_user, job.target_user), dry_run=True)
+        try:
+            return run.plan_only()
+        finally:
+            run.close()
+
+
+@dataclass(slots=True)
+class _Batch:
+    items: list[tuple[MessageMeta, bytes]] = field(default_factory=list)
+
+
+class _AccountRun:
+    """One account's pass. Holds its connections; closed at the end."""
+
+    def __init__(self, engine: Engine, job: AccountJob, run_id: int, stats: AccountStats, *, dry_run: bool = False):
+        self.e = engine
+        self.job = job
+        self.run_id = run_id
+        self.stats = stats
+        self.dry_run = dry_run
+        self.opts = engine.options
+        self.ledger = engine.ledger
+        self.account = job.source_user
+        self.source: ImapStore | None = None
+        self.target: ImapStore | None = None
+        self.writers: list[ImapStore] = []
+        self._lock = threading.Lock()
+
+    # -- connections --------------------------------------------------------------------------
+
+    def _src(self) -> ImapStore:
+        if self.source is None:
+            self.source = open_store(
+                self.job.source, readonly=True, label=f"{self.account} (source)", retry=self.opts.retry
+            )
+        return self.source
+
+    def _tgt(self) -> ImapStore:
+        if self.target is None:
+            self.target = open_store(
+                self.job.target, readonly=self.dry_run, label=f"{self.job.target_user} (target)", retry=self.opts.retry
+            )
+        return self.target
+
+    def _writer(self, i: int) -> ImapStore:
+        while len(self.writers) <= i:
+            self.writers.append(
+                open_store(
+                    self.job.target, readonly=False, label=f"{self.job.target_user} (target)", retry=self.opts.retry
+                )
+            )
+        return self.writers[i]
+
+    def close(self) -> None:
+        for s in [self.source, self.target, *self.writers]:
+            if s is not None:
+                with contextlib.suppress(Exception):  # closing a broken connection
+                    s.close()
+
+    def _retry(self, store: ImapStore, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` with reconnects and backoff (idempotent operations only)."""
+        return retrying(
+            store,
+            functools.partial(fn, *args),
+            self.opts.retry,
+            on_retry=lambda t: self.e.reporter.note(self.account, t),
+        )
+
+    def finding(self, folder: str, uid: int | None, kind: str, message: str, details: dict[str, Any]) -> None:
+        self.stats.findings += 1
+        if not self.dry_run:
+            self.ledger.add_finding(self.run_id, Finding(self.account, folder, uid, kind, message, details))
+
+    # -- the pass -----------------------------------------------------------------------------
+
+    def _source_folders(self) -> list[FolderInfo]:
+        src = self._src()
+        folders: list[FolderInfo] = self._retry(src, src.list_folders)
+        return sorted(folders, key=lambda f: f.name)
+
+    def _fast_path(self, folders: list[FolderInfo]) -> tuple[dict[str, FolderStatus], bool]:
+        """STATUS of every selectable folder; True when the ledger says nothing can have changed."""
+        src = self._src()
+        statuses: dict[str, FolderStatus] = {}
+        for f in folders:
+            if f.selectable:
+                statuses[f.name] = self._retry(src, src.status, f.name)
+        if self.opts.full:
+            return statuses, False
+        known = {s.source_folder: s for s in self.ledger.folder_states(self.account)}
+        if set(known) != {f.name for f in folders} or self.ledger.has_pending(self.account):
+            return statuses, False
+        for name, st in statuses.items():
+            k = known[name]
+            if (k.uidvalidity, k.uidnext, k.messages) != (st.uidvalidity, st.uidnext, st.messages):
+                return statuses, False
+            if self.opts.policy.sync_flags and st.highestmodseq is not None and k.highestmodseq != st.highestmodseq:
+                return statuses, False
+            if self.opts.policy.sync_flags and st.highestmodseq is None:
+                return statuses, False  # without CONDSTORE flag changes are invisible to STATUS
+        return statuses, True
+
+    def _mappings(self, folders: list[FolderInfo]) -> list[FolderMapping]:
+        src, tgt = self._src(), self._tgt()
+        sinfo = self._retry(src, src.info)
+        tinfo = self._retry(tgt, tgt.info)
+        tfolders: list[FolderInfo] = self._retry(tgt, tgt.list_folders)
+        self._target_folders = {f.name for f in tfolders}
+        s_side = Side(prefix=sinfo.namespace.prefix, delimiter=sinfo.namespace.delimiter)
+        t_side = side_of(tinfo.namespace.prefix, tinfo.namespace.delimiter, tfolders)
+        rules = self.opts.rules
+        if self.job.exclude_folders:
+            rules = Rules(
+                include=rules.include,
+                exclude=rules.exclude + self.job.exclude_folders,
+                rename=rules.rename,
+                separator_substitute=rules.separator_substitute,
+            )
+        self.target_limit = tinfo.appendlimit
+        return map_all([(f.name, f.special_use) for f in folders], s_side, t_side, rules)
+
+    def plan_only(self) -> tuple[list[FolderPlan], list[FolderMapping]]:
+        folders = self._source_folders()
+        statuses, _ = self._fast_path(folders)
+        mappings = self._mappings(folders)
+        plans: list[FolderPlan] = []
+        by_name = {f.name: f for f in folders}
+        for m in mappings:
+            f = by_name[m.source]
+            if not f.selectable or m.target is None:
+                plans.append(FolderPlan(m.source, m.target, m.rule, 0, notes=list(m.notes)))
+                continue
+            plans.append(self._plan_folder(f, m, statuses[f.name]))
+        return plans, mappings
+
+    def run(self) -> None:
+        folders = self._source_folders()
+        if not folders:
+            raise MailferryError(
+                f"{self.account}: the source lists no folder at all",
+                hint="check the account; mailferry refuses to treat an empty listing as a mailbox",
+            )
+        statuses, unchanged = self._fast_path(folders)
+        if unchanged:
+            self.stats.folders = len(folders)
+            self.stats.folders_unchanged = len(folders)
+            return
+        mappings = self._mappings(folders)
+        by_name = {f.name: f for f in folders}
+        tgt = self._tgt()
+        # Create every target folder first (parents before children), then subscriptions.
+        for m in sorted((m for m in mappings if m.target), key=lambda m: (m.target or "").count("/")):
+            f = by_name[m.source]
+            for note in m.notes:
+                self.finding(m.source, None, "folder-name", f"{m.source!r} → {m.target!r}: {note}", {"rule": m.rule})
+            if m.target not in self._target_folders:
+                target_name = m.target or ""
+                self._retry(tgt, tgt.create_folder, target_name, f.special_use)
+                self._target_folders.add(target_name)
+            if self.opts.subscriptions and f.subscribed:
+                self._retry(tgt, tgt.subscribe, m.target or "")
+        for m in mappings:
+            if m.target is None:
+                continue
+            f = by_name[m.source]
+            self.stats.folders += 1
+            if not f.selectable:
+                self._save_noselect(m)
+                continue
+            self._run_folder(f, m, statuses[f.name])
+
+    def _save_noselect(self, m: FolderMapping) -> None:
+        self.ledger.save_folder_state(FolderState(self.account, m.source, m.target or "", 0, 0, 0, None, None))
+
+    # -- one folder ---------------------------------------------------------------------------
+
+    def _plan_folder(self, f: FolderInfo, m: FolderMapping, st: FolderStatus) -> FolderPlan:
+        src, tgt = self._src(), self._tgt()
+        target_folder = m.target or ""
+        state = self.ledger.folder_state(self.account, f.name)
+        records = self.ledger.messages(self.account, f.name)
+        pending = [r for r in records if r.state == "pending"]
+        refused = any(r.state == "refused" for r in records)
+        incremental = (
+            not self.opts.full
+            and state is not None
+            and state.uidvalidity == st.uidvalidity
+            and state.target_folder == target_folder
+            and not refused
+        )  # pending intents are all above the recorded UIDNEXT, so they stay incremental
+        after = state.uidnext - 1 if incremental and state is not None else 0
+        source_msgs: list[MessageMeta] = self._retry(src, lambda: src.inventory(f.name, after))
+        flags: dict[int, tuple[str, ...]] | None
+        if not incremental:
+            flags = {mm.uid: mm.flags for mm in source_msgs}
+        elif not self.opts.policy.sync_flags:
+            flags = None
+        elif src.condstore and state is not None and state.highestmodseq:
+            hms = state.highestmodseq
+            changed = self._retry(src, lambda: src.changed_flags(f.name, hms))
+            flags = {u: fl for u, (fl, _) in changed.items()}
+        else:
+            flags = self._retry(src, lambda: src.flags(f.name))
+        source_uids: set[int] | None = None
+        if self.opts.policy.propagate_deletions:
+            source_uids = set(self._retry(src, lambda: src.uids(f.name)))
+
+        # The target side: look at it only when matching is needed.
+        unclaimed: list[MessageMeta] = []
+        exists = target_folder in getattr(self, "_target_folders", set())
+        self._target_after = 0
+        if exists:
+            tstatus: FolderStatus = self._retry(tgt, lambda: tgt.status(target_folder))
+            self._target_after = tstatus.uidnext - 1
+            self._target_validity = tstatus.uidvalidity
+            first_pass = state is None and not records
+            if first_pass or pending or not incremental:
+                # An interrupted run's appends can only be above the UIDNEXT it recorded.
+                after_t = min(r.target_after_uid for r in pending) if pending and incremental else 0
+                tmsgs: list[MessageMeta] = self._retry(tgt, lambda: tgt.inventory(target_folder, after_t))
+                claimed = claimed_target_uids(records, target_folder, tstatus.uidvalidity)
+                unclaimed = [t for t in tmsgs if t.uid not in claimed]
+        else:
+            self._target_validity = 0
+        policy = self.opts.policy
+        if self.target_limit is not None and policy.target_size_limit is None:
+            policy = Policy(
+                since=policy.since,
+                before=policy.before,
+                min_size=policy.min_size,
+                max_size=policy.max_size,
+                target_size_limit=self.target_limit,
+                propagate_deletions=policy.propagate_deletions,
+                sync_flags=policy.sync_flags,
+            )
+        return plan_folder(
+            source_folder=f.name,
+            target_folder=target_folder,
+            rule=m.rule,
+            uidvalidity=st.uidvalidity,
+            source=source_msgs,
+            records=records,
+            target_unclaimed=unclaimed,
+            source_flags=flags,
+            source_uids=source_uids,
+            policy=policy,
+        )
+
+    def _run_folder(self, f: FolderInfo, m: FolderMapping, st: FolderStatus) -> None:
+        target_folder = m.target or ""
+        for _attempt in range(3):
+            plan = self._plan_folder(f, m, st)
+            uncertain = self._execute(plan, f.name, target_folder, st.uidvalidity)
+            if not uncertain:
+                break
+        else:
+            raise TemporaryFailure(
+                f"{self.account}: folder {f.name!r}: appends kept failing; nothing was lost or doubled",
+                hint="run migrate again later",
+            )
+        # Done: remember the source state we planned from, then see whether it moved meanwhile.
+        src = self._src()
+        self.ledger.save_folder_state(
+            FolderState(
+                self.account,
+                f.name,
+                target_folder,
+                st.uidvalidity,
+                st.uidnext,
+                st.messages,
+                st.highestmodseq,
+                self._target_validity or None,
+            )
+        )
+        after: FolderStatus = self._retry(src, lambda: src.status(f.name))
+        if (after.uidvalidity, after.uidnext, after.messages) != (st.uidvalidity, st.uidnext, st.messages) or (
+            after.highestmodseq != st.highestmodseq and self.opts.policy.sync_flags
+        ):
+            self.stats.source_changed = True
+            self.e.reporter.note(self.account, f"{f.name}: the source changed during the run")
+
+    def _execute(self, plan: FolderPlan, folder: str, target_folder: str, validity: int) -> bool:
+        """Carry out one folder's plan. True when some appends ended uncertain (re-plan)."""
+        tgt = self._tgt()
+        copies: list[Copy] = []
+        for a in plan.actions:
+            if isinstance(a, Forget):
+                self.ledger.forget(self.account, folder, [(a.uidvalidity, a.uid)])
+            elif isinstance(a, Rebase):
+                self.ledger.rebase(self.account, folder, [(a.old_uidvalidity, a.old_uid, validity, a.new_uid)])
+            elif isinstance(a, Adopt):
+                self.ledger.record_copied(
+                    self.account,
+                    folder,
+                    [
+                        MessageRecord(
+                            validity,
+                            a.meta.uid,
+                            a.meta.key,
+                            a.meta.size,
+                            "copied",
+                            "found",
+                            target_folder,
+                            self._target_validity or None,
+                            a.target_uid,
+                            0,
+                            a.meta.flags,
+                        )
+                    ],
+                    self.run_id,
+                )
+                self.stats.matched += 1
+            elif isinstance(a, Skip):
+                self.stats.skipped += 1
+                if a.finding:
+                    self.finding(
+                        folder,
+                        a.meta.uid,
+                        "skipped",
+                        _describe(self.account, folder, a.meta, a.reason),
+                        _details(a.meta),
+                    )
+            elif isinstance(a, Copy):
+                copies.append(a)
+        flag_changes = [a for a in plan.actions if isinstance(a, SetFlags)]
+        if flag_changes:
+            perm = self._permanent(target_folder)
+            changes = [(a.target_uid, storable_flags(a.flags, perm)[0]) for a in flag_changes]
+            self._retry(tgt, lambda: tgt.store_flags(target_folder, changes))
+            self.ledger.update_flags(self.account, folder, [(a.uidvalidity, a.uid, a.flags) for a in flag_changes])
+            self.stats.flag_updates += len(flag_changes)
+        deletes = [a for a in plan.actions if isinstance(a, Delete)]
+        if deletes:
+            self._retry(tgt, lambda: tgt.expunge_uids(target_folder, [a.target_uid for a in deletes]))
+            self.ledger.forget(self.account, folder, [(a.uidvalidity, a.uid) for a in deletes])
+            self.stats.deleted += len(deletes)
+        if not copies:
+            return False
+        self.e.reporter.planned(self.account, len(copies), sum(c.meta.size for c in copies))
+        return self._copy(folder, target_folder, validity, [c.meta for c in copies])
+
+    def _permanent(self, target_folder: str) -> tuple[str, ...] | None:
+        tgt = self._tgt()
+        if target_folder not in tgt.permanent_flags:
+            self._retry(tgt, lambda: tgt.select_status(target_folder, write=True))
+        return tgt.permanent_flags.get(target_folder)
+
+    def _batches(self, metas: list[MessageMeta]) -> Iterator[list[MessageMeta]]:
+        batch: list[MessageMeta] = []
+        size = 0
+        for mm in metas:
+            if batch and (len(batch) >= self.opts.batch_messages or size + mm.size > self.opts.batch_bytes):
+                yield batch
+                batch, size = [], 0
+            batch.append(mm)
+            size += mm.size
+        if batch:
+            yield batch
+
+    def _copy(self, folder: str, target_folder: str, validity: int, metas: list[MessageMeta]) -> bool:
+        src = self._src()
+        perm = self._permanent(target_folder)
+        nwriters = max(1, self.opts.connections_per_account)
+        q: queue.Queue[list[tuple[MessageMeta, bytes]] | None] = queue.Queue(maxsize=nwriters)
+        errors: list[BaseException] = []
+        uncertain = threading.Event()
+        dropped_keywords: dict[str, int] = {}
+
+        def reader() -> None:
+            try:
+                for batch in self._batches(metas):
+                    if errors:
+                        break
+                    uids = [mm.uid for mm in batch]
+                    bodies = dict(self._retry(src, lambda: list(src.fetch(folder, uids))))  # noqa: B023 - called at once
+                    items = [(mm, bodies[mm.uid]) for mm in batch if mm.uid in bodies]
+                    for mm in batch:
+                        if mm.uid not in bodies:
+                            self.e.reporter.note(self.account, f"{folder}: UID {mm.uid} vanished from the source")
+                    if items:
+                        q.put(items)
+            except BaseException as e:  # handed to the main thread
+                errors.append(e)
+            finally:
+                for _ in range(nwriters):
+                    q.put(None)
+
+        def writer(i: int) -> None:
+            try:
+                w = self._writer(i)
+                while True:
+                    items = q.get()
+                    if items is None:
+                        return
+                    if errors:
+                        continue
+                    self._append_batch(w, folder, target_folder, validity, items, perm, uncertain, dropped_keywords)
+            except BaseException as e:
+                errors.append(e)
+                while q.get() is not None:  # drain so the reader never blocks
+                    pass
+
+        threads = [threading.Thread(target=reader, name=f"read-{self.account}")]
+        threads += [
+            threading.Thread(target=writer, args=(i,), name=f"write-{self.account}-{i}") for i in range(nwriters)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for kw, n in sorted(dropped_keywords.items()):
+            self.finding(
+                folder,
+                None,
+                "keyword-dropped",
+                f"{self.account}: folder {folder!r}: the target can't store keyword {kw!r} "
+                f"({n} messages kept without it)",
+                {"keyword": kw, "messages": n},
+            )
+        if errors:
+            raise errors[0]
+        return uncertain.is_set()
+
+    def _append_batch(
+        self,
+        w: ImapStore,
+        folder: str,
+        target_folder: str,
+        validity: int,
+        items: list[tuple[MessageMeta, bytes]],
+        perm: tuple[str, ...] | None,
+        uncertain: threading.Event,
+        dropped_keywords: dict[str, int],
+    ) -> None:
+        after = self._target_after
+        pending = [
+            MessageRecord(validity, mm.uid, mm.key, mm.size, "pending", "", target_folder, None, None, after, mm.flags)
+            for mm, _ in items
+        ]
+        self.ledger.record_pending(self.account, folder, pending, self.run_id)
+        appends: list[AppendItem] = []
+        for mm, body in items:
+            keep, drop = storable_flags(mm.flags, perm)
+            for kw in drop:
+                with self._lock:
+                    dropped_keywords[kw] = dropped_keywords.get(kw, 0) + 1
+            appends.append(AppendItem(body, keep, mm.internaldate, mm.uid))
+        try:
+            uids = w.append(target_folder, appends)
+        except ItemRefused:
+            self._append_singly(w, folder, target_folder, validity, items, appends, uncertain)
+            return
+        except TemporaryFailure as e:
+            # The batch may or may not have landed: leave the intents pending; resolved by re-planning.
+            self.e.reporter.note(self.account, f"{folder}: {e.message}; will check the target and resume")
+            uncertain.set()
+            with contextlib.suppress(TemporaryFailure):
+                w.reconnect()
+            return
+        tv = self._target_validity or None
+        done = [
+            MessageRecord(
+                validity, mm.uid, mm.key, mm.size, "copied", "copied", target_folder, tv, uid, after, mm.flags
+            )
+            for (mm, _), uid in zip(items, uids, strict=True)
+        ]
+        self.ledger.record_copied(self.account, folder, done, self.run_id)
+        with self._lock:
+            self.stats.copied += len(done)
+            self.stats.bytes += sum(mm.size for mm, _ in items)
+        self.e.reporter.copied(self.account, len(done), sum(mm.size for mm, _ in items))
+
+    def _append_singly(
+        self,
+        w: ImapStore,
+        folder: str,
+        target_folder: str,
+        validity: int,
+        items: list[tuple[MessageMeta, bytes]],
+        appends: list[AppendItem],
+        uncertain: threading.Event,
+    ) -> None:
+        tv = self._target_validity or None
+        after = self._target_after
+        for (mm, _), it in zip(items, appends, strict=True):
+            try:
+                uid = w.append(target_folder, [it])[0]
+            except ItemRefused as e:
+                self.ledger.record_copied(
+                    self.account,
+                    folder,
+                    [
+                        MessageRecord(
+                            validity, mm.uid, mm.key, mm.size, "refused", "", target_folder, None, None, after, mm.flags
+                        )
+                    ],
+                    self.run_id,
+                )
+                with self._lock:
+                    self.stats.refused += 1
+                self.finding(
+                    folder,
+                    mm.uid,
+                    "refused",
+                    _describe(self.account, folder, mm, f"refused by the target: {e.message}"),
+                    _details(mm) | {"server": e.message},
+                )
+                continue
+            except TemporaryFailure:
+                uncertain.set()
+                with contextlib.suppress(TemporaryFailure):
+                    w.reconnect()
+                return
+            self.ledger.record_copied(
+                self.account,
+                folder,
+                [
+                    MessageRecord(
+                        validity, mm.uid, mm.key, mm.size, "copied", "copied", target_folder, tv, uid, after, mm.flags
+                    )
+                ],
+                self.run_id,
+            )
+            with self._lock:
+                self.stats.copied += 1
+                self.stats.bytes += mm.size
+            self.e.reporter.copied(self.account, 1, mm.size)
+
+
+def _describe(account: str, folder: str, m: MessageMeta, what: str) -> str:
+    subj = m.subject[:80]
+    return (
+        f"{account}: folder {folder!r}, UID {m.uid}, Message-ID {m.message_id or '(none)'}, "
+        f"subject {subj!r}, {m.size} bytes: {what}"
+    )
+
+
+def _details(m: MessageMeta) -> dict[str, Any]:
+    return {
+        "uid": m.uid,
+        "message_id": m.message_id,
+        "subject": m.subject,
+        "date": m.date,
+        "size": m.size,
+    }

@@ -1,0 +1,123 @@
+"""One error hierarchy: each error knows whose fault it is, its exit code and the operator's next step.
+
+Exit codes are an operations contract (after Dovecot dsync and sysexits.h):
+
+====  ==========================================================================
+code  meaning
+====  ==========================================================================
+0     done and clean
+1     finished with findings (items refused by the target or skipped)
+2     done, but the source changed during the run: run again before cut-over
+64    usage: the command line is wrong
+70    internal error: a bug in mailferry (a traceback is printed)
+75    temporary failure: a server was unreachable or throttling; retry later
+77    authentication failed
+78    configuration: the project file (or a file it names) is wrong
+====  ==========================================================================
+
+The messages of these exceptions are shown to operators and written to reports, so they must
+never contain a secret: code that builds them passes names and server words, never passwords.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FINDINGS = 1
+    SOURCE_CHANGED = 2
+    USAGE = 64
+    INTERNAL = 70
+    TEMPFAIL = 75
+    AUTH = 77
+    CONFIG = 78
+
+
+EXIT_CODE_HELP = """Exit codes:
+  0   done and clean
+  1   finished with findings (items refused or skipped: see the report)
+  2   done, but the source changed during the run (run again before cut-over)
+  64  usage error
+  70  internal error (a bug: please report the traceback)
+  75  temporary failure (server unreachable or throttling: retry later)
+  77  authentication failed
+  78  configuration error (the project file)"""
+
+
+class MailferryError(Exception):
+    """Base of every error mailferry raises on purpose.
+
+    ``fault`` says whose fault it is: ``"config"`` (the operator's files), ``"server"`` (a peer
+    did wrong or is unavailable), ``"usage"`` or ``"internal"``. ``hint`` is the operator's next step.
+    """
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+    fault: str = "internal"
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class UsageError(MailferryError):
+    exit_code = ExitCode.USAGE
+    fault = "usage"
+
+
+class ConfigError(MailferryError):
+    """The project file or a file it names is wrong. ``problems`` holds every problem found."""
+
+    exit_code = ExitCode.CONFIG
+    fault = "config"
+
+    def __init__(self, problems: list[str], *, hint: str = "fix the project file and run again") -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(problems) if problems else "configuration error", hint=hint)
+
+
+class ServerError(MailferryError):
+    """A server answered with something we cannot work with (the peer did wrong)."""
+
+    exit_code = ExitCode.TEMPFAIL
+    fault = "server"
+
+
+class TemporaryFailure(ServerError):
+    """Unreachable, dropped connection, time-out or throttling: retrying later may succeed."""
+
+    exit_code = ExitCode.TEMPFAIL
+
+
+class AuthError(ServerError):
+    exit_code = ExitCode.AUTH
+
+    def __init__(self, message: str, *, hint: str = "check the login name and the password reference") -> None:
+        super().__init__(message, hint=hint)
+
+
+class TLSVerifyError(ServerError):
+    """The server's certificate did not verify. A configuration matter, not a transient one."""
+
+    exit_code = ExitCode.CONFIG
+
+    def __init__(
+        self, message: str, *, hint: str = "give the server's CA with ca_file, or fix its certificate"
+    ) -> None:
+        super().__init__(message, hint=hint)
+
+
+class ItemRefused(ServerError):
+    """The target refused one item (too large, malformed, over quota). Becomes a finding."""
+
+
+class LockedError(MailferryError):
+    """Another mailferry run holds the project's ledger."""
+
+    exit_code = ExitCode.TEMPFAIL
+    fault = "usage"

@@ -1,0 +1,1184 @@
+"""Throw-away IMAP servers on 127.0.0.1 for tests, the demo and the benchmark.
+
+Terminology:
+
+- *instance*: one server process tree with its own directory (``base_dir``), ports, users and
+  mail. Several instances run side by side; nothing is shared with a system-wide server.
+- *style*: the namespace a Dovecot instance shows. ``"dotted"`` is Courier/Cyrus-like
+  (``INBOX.`` prefix, ``.`` separator, Maildir++ on disk); ``"slash"`` has an empty prefix and
+  ``/`` as separator (maildir ``LAYOUT=fs`` on disk, so folder names may contain dots).
+- *master user*: a Dovecot login that may act as any user, either ``LOGIN alice*admin pw`` or
+  SASL PLAIN with authorization identity ``alice`` and authentication identity ``admin``.
+
+Contracts:
+
+- ``start()`` returns only when the IMAP port answers ``* OK``; on failure it stops what it
+  started and raises :class:`SandboxError` with the tail of the server log.
+- ``stop()`` is idempotent and returns only when the process tree is gone and the ports are
+  closed. ``restart()`` keeps ports, users and mail.
+- Everything (config, sockets, state, logs, mail) lives under ``base_dir`` except, for long
+  paths, a short private run directory for UNIX sockets (their path is limited to 107 bytes).
+
+This module runs everything as the current user (root on CI machines). It is test tooling: it
+never touches the network beyond 127.0.0.1 and depends only on the stdlib, IMAPClient and the
+server binaries (see ``tests/servers/REQUIREMENTS.txt``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import grp
+import os
+import pwd
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Self
+
+HOST = "127.0.0.1"
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 10.0
+# sun_path is 108 bytes; keep generous headroom for Dovecot's and Cyrus's socket names.
+_MAX_SOCKET_DIR = 60
+
+__all__ = [
+    "HOST",
+    "CyrusServer",
+    "DovecotServer",
+    "SandboxError",
+    "TcpProxy",
+    "find_cyrus_imapd",
+    "free_port",
+    "seed_messages",
+    "wait_port_closed",
+    "wait_port_greeting",
+]
+
+
+class SandboxError(RuntimeError):
+    """A sandbox server could not be started or stopped; the message carries the log tail."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago (bind to port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _greeting(host: str, port: int, timeout: float) -> bytes:
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.settimeout(timeout)
+        data = b""
+        while b"\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+def wait_port_greeting(
+    port: int, *, host: str = HOST, timeout: float = START_TIMEOUT, alive: Process | None = None
+) -> None:
+    """Wait until ``host:port`` accepts a connection and greets with ``* OK``.
+
+    ``alive``, if given, is checked on every round so that a server that died early fails fast.
+    """
+    deadline = time.monotonic() + timeout
+    last: Exception | bytes | None = None
+    while time.monotonic() < deadline:
+        if alive is not None and alive.poll() is not None:
+            raise SandboxError(f"server process exited with code {alive.returncode} during start")
+        try:
+            greeting = _greeting(host, port, timeout=1.0)
+        except OSError as exc:
+            last = exc
+        else:
+            if greeting.startswith(b"* OK"):
+                return
+            last = greeting
+        time.sleep(0.02)
+    raise SandboxError(f"{host}:{port} did not greet with '* OK' within {timeout:.0f} s (last: {last!r})")
+
+
+def wait_port_closed(port: int, *, host: str = HOST, timeout: float = STOP_TIMEOUT) -> None:
+    """Wait until nothing accepts connections on ``host:port`` any more."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                pass
+        except OSError:
+            return
+        time.sleep(0.02)
+    raise SandboxError(f"{host}:{port} still accepts connections {timeout:.0f} s after stop")
+
+
+def _log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(text.splitlines()[-lines:]) or f"(empty log {path})"
+
+
+def _short_run_dir(preferred: Path, prefix: str) -> tuple[Path, bool]:
+    """Return a directory for UNIX sockets, and whether it is a private temp dir to remove."""
+    if len(str(preferred)) <= _MAX_SOCKET_DIR:
+        preferred.mkdir(parents=True, exist_ok=True)
+        return preferred, False
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp")), True
+
+
+Process = subprocess.Popen[bytes]
+
+
+def _terminate(proc: Process, timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM the whole process group (started with ``start_new_session``), then SIGKILL it.
+
+    Signalling the group, not just the master, matters for Dovecot: its master alone takes about
+    a second to wind its children down, the group goes in milliseconds.
+    """
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=timeout)
+    # Children that outlived their master (none expected) must not keep ports or files busy.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _make_tls_files(directory: Path, hostname: str) -> tuple[Path, Path, Path]:
+    """Create a private CA and a server certificate for ``hostname`` and 127.0.0.1.
+
+    Returns ``(ca_cert, server_cert, server_key)``. A separate CA (rather than one self-signed
+    leaf) keeps the chain valid under OpenSSL's strict X.509 checks (Python >= 3.13 default).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_cert = directory / "ca.key", directory / "ca.pem"
+    key, csr, cert = directory / "server.key", directory / "server.csr", directory / "server.pem"
+    ext = directory / "server.ext"
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    _run(["openssl", "req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca_cert),
+          "-days", "3650", "-subj", "/CN=mailferry sandbox CA",
+          "-addext", "basicConstraints=critical,CA:TRUE",
+          "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+    _run(["openssl", "req", "-new", *ec, "-keyout", str(key), "-out", str(csr),
+          "-subj", f"/CN={hostname}"])
+    ext.write_text(
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth\n"
+        f"subjectAltName=DNS:{hostname},IP:{HOST}\n"
+        "subjectKeyIdentifier=hash\n"
+        "authorityKeyIdentifier=keyid\n"
+    )
+    _run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key),
+          "-CAcreateserial", "-days", "3650", "-extfile", str(ext), "-out", str(cert)])
+    key.chmod(0o600)
+    return ca_cert, cert, key
+
+
+def _run(argv: Sequence[str], *, input_: bytes | None = None) -> None:
+    proc = subprocess.run(argv, input=input_, capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise SandboxError(
+            f"{' '.join(argv[:3])} ... failed ({proc.returncode}): "
+            f"{proc.stderr.decode(errors='replace').strip()}"
+        )
+
+
+# --------------------------------------------------------------------------- Dovecot
+
+DovecotStyle = Literal["dotted", "slash"]
+SPECIAL_USE_MAILBOXES: dict[str, str] = {
+    "Sent": "\\Sent",
+    "Drafts": "\\Drafts",
+    "Trash": "\\Trash",
+    "Junk": "\\Junk",
+    "Archive": "\\Archive",
+}
+
+
+class DovecotServer:
+    """A private Dovecot 2.3 IMAP server (``dovecot -F`` as our child process).
+
+    Decisions (why):
+
+    - ``style="dotted"``: Maildir++ (``mail_location = maildir:~/Maildir``), namespace prefix
+      ``INBOX.`` and separator ``.``, like Courier and old Cyrus: a ``.`` can't be in a name.
+    - ``style="slash"``: ``maildir:~/Maildir:LAYOUT=fs``, prefix empty, separator ``/``; one
+      directory per folder, so dots are allowed in names.
+    - Special-use folders are declared but not auto-created (``auto = no``): tests decide what
+      exists. With ``special_use=False`` none is declared, so LIST shows no special-use flags.
+    - The quota plugin (``count`` backend) is always loaded so QUOTA is advertised;
+      ``quota_mb`` sets ``quota_rule = *:storage=<n>M`` and ``max_message_size`` sets
+      ``quota_max_mail_size``, which makes APPEND of a larger message fail with a tagged NO.
+    - Master user (``master=("admin", "adminpw")``): a ``master = yes`` passdb, and
+      ``auth_master_user_separator = *``; both ``LOGIN alice*admin`` and SASL PLAIN with
+      authzid work.
+    - Everything runs as the current user (root on CI): ``default_internal_user``,
+      ``default_login_user`` and mail uid are that user; ``first_valid_uid = 0``.
+    """
+
+    host: str
+    port: int
+    tls_port: int | None
+    ca_file: Path | None
+    cert_hostname: str
+    base_dir: Path
+    config_path: Path
+    log_path: Path
+    users: dict[str, str]
+    master: tuple[str, str] | None
+
+    def __init__(
+        self,
+        base_dir: Path,
+        *,
+        style: DovecotStyle,
+        users: dict[str, str],
+        master: tuple[str, str] | None,
+        tls: bool,
+        special_use: bool,
+        port: int | None,
+        tls_port: int | None,
+        quota_mb: int | None,
+        max_message_size: int | None,
+        dovecot: str,
+    ) -> None:
+        if style not in ("dotted", "slash"):
+            raise ValueError(f"unknown style {style!r}")
+        self.host = HOST
+        self.base_dir = base_dir.resolve()
+        self.style = style
+        self.users = dict(users)
+        self.master = master
+        self.tls = tls
+        self.special_use = special_use
+        self.port = port or free_port()
+        self.tls_port = (tls_port or free_port()) if tls else None
+        self.quota_mb = quota_mb
+        self.max_message_size = max_message_size
+        self.dovecot = dovecot
+        self.cert_hostname = "localhost"
+        self.ca_file = None
+        self.config_path = self.base_dir / "dovecot.conf"
+        self.log_path = self.base_dir / "log" / "dovecot.log"
+        self._users_file = self.base_dir / "users.passwd"
+        self._master_file = self.base_dir / "master.passwd"
+        self._run_dir: Path | None = None
+        self._run_dir_is_temp = False
+        self._proc: Process | None = None
+
+    # ---- lifecycle
+
+    @classmethod
+    def start(
+        cls,
+        base_dir: Path,
+        *,
+        style: DovecotStyle,
+        users: dict[str, str],
+        master: tuple[str, str] | None = ("admin", "adminpw"),
+        tls: bool = False,
+        special_use: bool = True,
+        port: int | None = None,
+        tls_port: int | None = None,
+        quota_mb: int | None = None,
+        max_message_size: int | None = None,
+        dovecot: str | None = None,
+    ) -> DovecotServer:
+        """Write a config under ``base_dir``, start Dovecot and wait for its greeting."""
+        binary = dovecot or shutil.which("dovecot") or "/usr/sbin/dovecot"
+        if not Path(binary).exists():
+            raise SandboxError("dovecot binary not found (apt-get install dovecot-imapd)")
+        server = cls(
+            Path(base_dir), style=style, users=users, master=master, tls=tls,
+            special_use=special_use, port=port, tls_port=tls_port, quota_mb=quota_mb,
+            max_message_size=max_message_size, dovecot=binary,
+        )
+        server._prepare()
+        server._launch()
+        return server
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM to the master, which ends its children) and wait for it."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            _terminate(proc)
+            wait_port_closed(self.port)
+            if self.tls_port is not None:
+                wait_port_closed(self.tls_port)
+
+    def restart(self) -> None:
+        """Stop and start again on the same ports with the same data (to test reconnects)."""
+        self.stop()
+        self._launch()
+
+    def close(self) -> None:
+        """Stop the server and remove the private socket directory, if one was made."""
+        self.stop()
+        if self._run_dir_is_temp and self._run_dir is not None:
+            shutil.rmtree(self._run_dir, ignore_errors=True)
+            self._run_dir = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    # ---- users and mail
+
+    def add_user(self, name: str, password: str) -> None:
+        """Add a user to the running server; returns once the user can log in.
+
+        Dovecot re-reads a changed passwd-file at most once a second; a reload (SIGHUP) starts
+        fresh auth processes at once, and polling a LOGIN closes the remaining race.
+        """
+        _check_user(name, password)
+        self.users[name] = password
+        self._write_users()
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        self._proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + START_TIMEOUT
+        while not _can_login(self.port, name, password):
+            if time.monotonic() > deadline:
+                raise SandboxError(f"new user {name!r} still cannot log in to Dovecot on {self.port}")
+            time.sleep(0.05)
+
+    def home(self, user: str) -> Path:
+        return self.base_dir / "home" / user
+
+    def maildir(self, user: str) -> Path:
+        """The root maildir of ``user`` (the INBOX; other folders live inside it)."""
+        return self.home(user) / "Maildir"
+
+    def doveadm(self, *args: str) -> str:
+        """Run ``doveadm -c <config> ARGS`` and return its stdout (raises on failure)."""
+        proc = subprocess.run(
+            ["doveadm", "-c", str(self.config_path), *args], capture_output=True, check=False
+        )
+        if proc.returncode != 0:
+            raise SandboxError(f"doveadm {' '.join(args)}: {proc.stderr.decode(errors='replace')}")
+        return proc.stdout.decode(errors="replace")
+
+    @property
+    def separator(self) -> str:
+        return "." if self.style == "dotted" else "/"
+
+    @property
+    def prefix(self) -> str:
+        return "INBOX." if self.style == "dotted" else ""
+
+    def folder(self, *parts: str) -> str:
+        """The on-the-wire name of a personal folder, e.g. ``folder("Sent")`` -> ``INBOX.Sent``."""
+        return self.prefix + self.separator.join(parts)
+
+    # ---- internals
+
+    def _prepare(self) -> None:
+        for sub in ("home", "log", "state"):
+            (self.base_dir / sub).mkdir(parents=True, exist_ok=True)
+        self._run_dir, self._run_dir_is_temp = _short_run_dir(self.base_dir / "run", "mf-dovecot-")
+        for name, pw in self.users.items():
+            _check_user(name, pw)
+        self._write_users()
+        if self.master is not None:
+            _check_user(*self.master)
+            self._master_file.write_text(f"{self.master[0]}:{{PLAIN}}{self.master[1]}\n")
+            self._master_file.chmod(0o600)
+        cert = key = None
+        if self.tls:
+            ca, cert, key = _make_tls_files(self.base_dir / "tls", self.cert_hostname)
+            self.ca_file = ca
+        self.config_path.write_text(self._config(cert, key))
+
+    def _write_users(self) -> None:
+        # Mail is owned by an unprivileged uid (see _mail_owner; passwd-file also rejects UID 0,
+        # and without uid/gid fields it ignores the home field). The "/./" in the home makes
+        # Dovecot chroot to base_dir/home before dropping privileges, so that user needs no
+        # access to base_dir's ancestors (e.g. pytest's 0700 temp dirs).
+        uid, gid = _mail_owner()
+        lines = []
+        for name, pw in self.users.items():
+            home = self.home(name)
+            if not home.exists():
+                home.mkdir(parents=True)
+                os.chown(home, uid, gid)
+            lines.append(f"{name}:{{PLAIN}}{pw}:{uid}:{gid}::{self.base_dir / 'home'}/./{name}::\n")
+        tmp = self._users_file.with_suffix(".tmp")
+        tmp.write_text("".join(lines))
+        tmp.chmod(0o600)
+        tmp.replace(self._users_file)
+
+    def _config(self, cert: Path | None, key: Path | None) -> str:
+        me = pwd.getpwuid(os.getuid()).pw_name
+        mail_uid, mail_gid = _mail_owner()
+        if self.style == "dotted":
+            location, sep, prefix = "maildir:~/Maildir", ".", "INBOX."
+        else:
+            location, sep, prefix = "maildir:~/Maildir:LAYOUT=fs", "/", ""
+        mailboxes = ""
+        if self.special_use:
+            mailboxes = "".join(
+                f"  mailbox {name} {{\n    special_use = {flag}\n    auto = no\n  }}\n"
+                for name, flag in SPECIAL_USE_MAILBOXES.items()
+            )
+        master_passdb = ""
+        if self.master is not None:
+            # Checked first; "pass = yes" then still looks the target user up in the next passdb.
+            master_passdb = (
+                "passdb {\n  driver = passwd-file\n"
+                f"  args = scheme=PLAIN {self._master_file}\n  master = yes\n  pass = yes\n}}\n"
+            )
+        quota_rule = f"*:storage={self.quota_mb}M" if self.quota_mb is not None else "*:storage=0"
+        max_size = (
+            f"  quota_max_mail_size = {self.max_message_size}B\n"
+            if self.max_message_size is not None else ""
+        )
+        if self.tls:
+            ssl_conf = f"ssl = yes\nssl_cert = <{cert}\nssl_key = <{key}\nssl_min_protocol = TLSv1.2\n"
+            imaps = f"  inet_listener imaps {{\n    address = {HOST}\n    port = {self.tls_port}\n    ssl = yes\n  }}\n"
+        else:
+            ssl_conf = "ssl = no\n"
+            imaps = "  inet_listener imaps {\n    port = 0\n  }\n"
+        run_dir = self._run_dir
+        return f"""# Generated by mailferry.sandbox; throw-away test server. Do not edit.
+instance_name = mailferry-{self.port}
+base_dir = {run_dir}
+state_dir = {self.base_dir / "state"}
+log_path = {self.log_path}
+info_log_path = {self.log_path}
+debug_log_path = {self.log_path}
+protocols = imap
+listen = {HOST}
+shutdown_clients = yes
+default_internal_user = {me}
+default_internal_group = {grp.getgrgid(os.getgid()).gr_name}
+default_login_user = {_login_user()}
+first_valid_uid = 0
+first_valid_gid = 0
+mail_uid = {mail_uid}
+mail_gid = {mail_gid}
+valid_chroot_dirs = {self.base_dir / "home"}
+mail_location = {location}
+mail_plugins = $mail_plugins quota
+mail_max_userip_connections = 100
+imap_max_line_length = 256k
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_master_user_separator = *
+auth_cache_size = 0
+auth_failure_delay = 0
+# Trusted clients get no anvil auth penalty (2, 4, 8... s per failed login from one IP), which
+# would make tests that try wrong passwords on purpose crawl.
+login_trusted_networks = 127.0.0.0/8
+{ssl_conf}
+namespace inbox {{
+  inbox = yes
+  separator = {sep}
+  prefix = {prefix}
+{mailboxes}}}
+
+{master_passdb}passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN {self._users_file}
+}}
+userdb {{
+  driver = passwd-file
+  args = {self._users_file}
+}}
+
+protocol imap {{
+  mail_plugins = $mail_plugins imap_quota
+  mail_max_userip_connections = 100
+}}
+
+plugin {{
+  quota = count:User quota
+  quota_vsizes = yes
+  quota_rule = {quota_rule}
+{max_size}}}
+
+service imap-login {{
+  inet_listener imap {{
+    address = {HOST}
+    port = {self.port}
+  }}
+{imaps}  process_min_avail = 0
+}}
+service imap {{
+  process_limit = 256
+}}
+"""
+
+    def _launch(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        stderr = (self.base_dir / "log" / "dovecot.stderr").open("ab")
+        try:
+            self._proc = subprocess.Popen(
+                [self.dovecot, "-F", "-c", str(self.config_path)],
+                stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, start_new_session=True,
+            )
+        finally:
+            stderr.close()
+        try:
+            wait_port_greeting(self.port, alive=self._proc)
+            if self.tls_port is not None:
+                _wait_listening(self.tls_port, alive=self._proc)
+        except SandboxError as exc:
+            self.stop_quietly()
+            raise SandboxError(
+                f"Dovecot in {self.base_dir} did not start: {exc}\n"
+                f"--- {self.log_path}\n{_log_tail(self.log_path)}\n"
+                f"--- stderr\n{_log_tail(self.base_dir / 'log' / 'dovecot.stderr')}"
+            ) from None
+
+    def stop_quietly(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop()
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _can_login(port: int, user: str, password: str) -> bool:
+    from imapclient import IMAPClient
+    from imapclient.exceptions import LoginError
+
+    client = IMAPClient(HOST, port, ssl=False, timeout=5)
+    try:
+        client.login(user, password)
+    except LoginError:
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            client.logout()
+    return True
+
+
+def _wait_listening(port: int, *, alive: Process, timeout: float = START_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if alive.poll() is not None:
+            raise SandboxError(f"server process exited with code {alive.returncode} during start")
+        try:
+            with socket.create_connection((HOST, port), timeout=1.0):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise SandboxError(f"{HOST}:{port} not listening after {timeout:.0f} s")
+
+
+def _mail_owner() -> tuple[int, int]:
+    """The uid/gid that owns the mail: Dovecot's imap refuses root ("Mail access not allowed
+    for root"), so as root use the ``mail`` system user (always present on Debian)."""
+    if os.getuid() != 0:
+        return os.getuid(), os.getgid()
+    for candidate in ("mail", "nobody"):
+        with contextlib.suppress(KeyError):
+            entry = pwd.getpwnam(candidate)
+            return entry.pw_uid, entry.pw_gid
+    raise SandboxError("no unprivileged user to own the mail (mail or nobody)")
+
+
+def _login_user() -> str:
+    """Dovecot's login processes refuse to run as root ("This process must not be run as root").
+
+    They run chrooted in ``base_dir/login``, so an unprivileged user needs no access to the tree.
+    """
+    if os.getuid() != 0:
+        return pwd.getpwuid(os.getuid()).pw_name
+    for candidate in ("dovenull", "nobody"):
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(candidate).pw_name
+    raise SandboxError("no unprivileged user for Dovecot's login processes (dovenull or nobody)")
+
+
+def _check_user(name: str, password: str) -> None:
+    bad = set(":*\n\r\t /\\") & set(name) or set(":\n\r") & set(password)
+    if not name or bad:
+        raise ValueError(f"user name or password unusable in a passwd-file: {name!r}")
+
+
+# --------------------------------------------------------------------------- Cyrus
+
+CYRUS_BIN = Path("/usr/lib/cyrus/bin")
+CYRUS_IMAPD_ENV = "MAILFERRY_CYRUS_IMAPD"
+_CYRUS_IMAPD_CANDIDATES = (CYRUS_BIN / "imapd", Path("/opt/cyrus-imapd/usr/lib/cyrus/bin/imapd"))
+
+
+def find_cyrus_imapd(imapd: str | None = None) -> str | None:
+    """Locate a Cyrus ``imapd``: the argument, ``$MAILFERRY_CYRUS_IMAPD``, the Debian path, then
+    ``/opt/cyrus-imapd`` (the ``cyrus-imapd`` .deb extracted there, which keeps Dovecot
+    installed: the package conflicts with ``dovecot-imapd``). ``None`` if none, or if the rest
+    of Cyrus (``cyrus-common``: master, ctl_cyrusdb; ``sasl2-bin``: saslpasswd2) is missing."""
+    if not ((CYRUS_BIN / "master").exists() and shutil.which("saslpasswd2")):
+        return None
+    candidates: list[Path] = []
+    for given in (imapd, os.environ.get(CYRUS_IMAPD_ENV)):
+        if given:
+            candidates.append(Path(given))
+    candidates.extend(_CYRUS_IMAPD_CANDIDATES)
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            return str(path)
+    return None
+
+
+class CyrusServer:
+    """A private Cyrus IMAP 3.6 server (``master -D`` as our child process).
+
+    Namespace: ``INBOX/`` prefix with ``/`` separator (``unixhierarchysep: yes``,
+    ``altnamespace: no``); other users under ``user/``, shared folders at the root.
+    The admin (``admins:``) may log in as any user with SASL PLAIN and an authorization
+    identity (RFC 4616), e.g. ``plain_login(identity="cyrus", password="cyruspw",
+    authorization_identity="alice")``. Users are SASL users in a private sasldb; each is
+    logged in once at start, which autocreates its INBOX (and ``autocreate_folders``).
+
+    Cyrus refuses to run as root ("must run as the Cyrus user"): as root the server runs as the
+    ``cyrus`` system user (from ``cyrus-common``). If that user can't reach ``base_dir``
+    (e.g. under pytest's 0700 temp dirs), the data lives in a private dir under /tmp and
+    ``base_dir/data`` is a symlink to it; :meth:`close` removes it.
+
+    ``munge8bit: no`` and ``reject8bit: no``: 8-bit header bytes are stored as sent.
+    """
+
+    host: str
+    port: int
+    http_port: int | None
+    base_dir: Path
+    data_dir: Path
+    config_path: Path
+    users: dict[str, str]
+    admin: tuple[str, str]
+
+    def __init__(
+        self,
+        base_dir: Path,
+        *,
+        users: dict[str, str],
+        admin: tuple[str, str],
+        imap_port: int | None,
+        http_port: int | None,
+        imapd: str,
+        httpd: str | None,
+        autocreate_folders: Sequence[str],
+        max_message_size: int | None,
+    ) -> None:
+        self.host = HOST
+        self.base_dir = base_dir.resolve()
+        self.users = dict(users)
+        self.admin = admin
+        self.port = imap_port or free_port()
+        self.http_port = (http_port or free_port()) if httpd else None
+        self.imapd = imapd
+        self.httpd = httpd
+        self.autocreate_folders = tuple(autocreate_folders)
+        self.max_message_size = max_message_size
+        self.data_dir = self.base_dir / "data"
+        self.config_path = self.data_dir / "imapd.conf"
+        self._private_data: Path | None = None
+        self._proc: Process | None = None
+        self._owner = _cyrus_owner()
+
+    @classmethod
+    def start(
+        cls,
+        base_dir: Path,
+        *,
+        users: dict[str, str],
+        admin: tuple[str, str] = ("cyrus", "cyruspw"),
+        imap_port: int | None = None,
+        http_port: int | None = None,
+        imapd: str | None = None,
+        autocreate_folders: Sequence[str] = (),
+        max_message_size: int | None = None,
+    ) -> CyrusServer:
+        """Write a config under ``base_dir``, start Cyrus, wait for its greeting and log every
+        user in once (INBOX autocreation).
+
+        CalDAV/CardDAV (``httpd``, package ``cyrus-caldav``) is started too when its binary is
+        found next to ``imapd`` or in /usr/lib/cyrus/bin; ``http_port`` is ``None`` otherwise.
+        """
+        binary = find_cyrus_imapd(imapd)
+        if binary is None:
+            raise SandboxError(
+                "no Cyrus imapd: install cyrus-common + sasl2-bin and cyrus-imapd (or extract the "
+                f"cyrus-imapd .deb to /opt/cyrus-imapd), or set ${CYRUS_IMAPD_ENV}"
+            )
+        httpd = next(
+            (str(p) for p in (Path(binary).parent / "httpd", CYRUS_BIN / "httpd") if p.is_file()), None
+        )
+        if http_port is not None and httpd is None:
+            raise SandboxError("http_port given but no Cyrus httpd found (apt-get install cyrus-caldav)")
+        server = cls(
+            Path(base_dir), users=users, admin=admin, imap_port=imap_port, http_port=http_port,
+            imapd=binary, httpd=httpd, autocreate_folders=autocreate_folders,
+            max_message_size=max_message_size,
+        )
+        try:
+            server._prepare()
+            server._launch()
+            for name, pw in server.users.items():
+                server._first_login(name, pw)
+        except BaseException:
+            server.close()
+            raise
+        return server
+
+    # ---- lifecycle
+
+    def stop(self) -> None:
+        """Stop master and its children and wait for the ports to close."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            _terminate(proc)
+            wait_port_closed(self.port)
+            if self.http_port is not None:
+                wait_port_closed(self.http_port)
+
+    def restart(self) -> None:
+        """Stop and start again on the same ports with the same data."""
+        self.stop()
+        self._launch()
+
+    def close(self) -> None:
+        """Stop the server and remove the private data dir, if one was needed."""
+        self.stop()
+        if self._private_data is not None:
+            shutil.rmtree(self._private_data, ignore_errors=True)
+            self._private_data = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    separator = "/"
+    prefix = "INBOX/"
+
+    def folder(self, *parts: str) -> str:
+        """The on-the-wire name of a personal folder, e.g. ``folder("Sent")`` -> ``INBOX/Sent``."""
+        return self.prefix + self.separator.join(parts)
+
+    def add_user(self, name: str, password: str) -> None:
+        """Add a SASL user and create its INBOX by logging it in once."""
+        _check_user(name, password)
+        self.users[name] = password
+        self._saslpasswd(name, password)
+        if self.running:
+            self._first_login(name, password)
+
+    # ---- internals
+
+    def _prepare(self) -> None:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        uid, gid = self._owner
+        if self.data_dir.is_symlink() or self.data_dir.exists():
+            raise SandboxError(f"{self.data_dir} exists already: give each Cyrus a fresh base_dir")
+        if len(str(self.data_dir)) > _MAX_SOCKET_DIR or not _reachable(self.base_dir, uid, gid):
+            self._private_data = Path(tempfile.mkdtemp(prefix="mf-cyrus-", dir="/tmp"))
+            self.data_dir.symlink_to(self._private_data)
+            root = self._private_data
+        else:
+            self.data_dir.mkdir()
+            root = self.data_dir
+        # Paths inside the config are the real ones (short, reachable), not the symlink.
+        for sub in ("conf", "spool", "sieve", "run/socket", "run/proc", "run/lock", "log"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        (root / "imapd.conf").write_text(self._imapd_conf(root))
+        (root / "cyrus.conf").write_text(self._cyrus_conf(root))
+        self._saslpasswd(self.admin[0], self.admin[1])
+        for name, pw in self.users.items():
+            _check_user(name, pw)
+            self._saslpasswd(name, pw)
+        for path in [root, *root.rglob("*")]:
+            os.chown(path, uid, gid, follow_symlinks=False)
+
+    def _imapd_conf(self, root: Path) -> str:
+        user = pwd.getpwuid(self._owner[0]).pw_name
+        group = grp.getgrgid(self._owner[1]).gr_name
+        folders = "|".join(self.autocreate_folders)
+        size = f"maxmessagesize: {self.max_message_size}\n" if self.max_message_size else ""
+        return f"""# Generated by mailferry.sandbox; throw-away test server. Do not edit.
+configdirectory: {root}/conf
+partition-default: {root}/spool
+sievedir: {root}/sieve
+proc_path: {root}/run/proc
+mboxname_lockpath: {root}/run/lock
+lmtpsocket: {root}/run/socket/lmtp
+idlesocket: {root}/run/socket/idle
+notifysocket: {root}/run/socket/notify
+cyrus_user: {user}
+cyrus_group: {group}
+servername: localhost
+admins: {self.admin[0]}
+unixhierarchysep: yes
+altnamespace: no
+allowplaintext: yes
+sasl_pwcheck_method: auxprop
+sasl_auxprop_plugin: sasldb
+sasl_sasldb_path: {root}/sasldb2
+sasl_mech_list: PLAIN LOGIN
+# store 8-bit headers untouched instead of replacing the bytes with 'X' or refusing them
+munge8bit: no
+reject8bit: no
+# no 3 s pause after a failed login (tests try wrong credentials on purpose)
+failedloginpause: 0
+{size}specialusealways: yes
+annotation_allow_undefined: yes
+autocreate_quota: 0
+{"autocreate_inbox_folders: " + folders if folders else ""}
+autocreate_post: yes
+sharedprefix: Shared Folders
+httpmodules: caldav carddav freebusy
+caldav_allowscheduling: on
+caldav_create_default: yes
+caldav_create_sched: yes
+carddav_allowaddmember: yes
+syslog_prefix: mailferry-cyrus-{self.port}
+"""
+
+    def _cyrus_conf(self, root: Path) -> str:
+        conf = root / "imapd.conf"
+        http = ""
+        if self.httpd is not None:
+            http = f'  http cmd="{self.httpd} -C {conf}" listen="{HOST}:{self.http_port}" prefork=0 maxchild=20\n'
+        return f"""START {{
+  recover cmd="{CYRUS_BIN}/ctl_cyrusdb -C {conf} -r"
+}}
+SERVICES {{
+  imap cmd="{self.imapd} -C {conf}" listen="{HOST}:{self.port}" prefork=0 maxchild=50
+{http}}}
+EVENTS {{
+  checkpoint cmd="{CYRUS_BIN}/ctl_cyrusdb -C {conf} -c" period=30
+}}
+DAEMON {{
+}}
+"""
+
+    def _saslpasswd(self, name: str, password: str) -> None:
+        sasldb = self.data_dir / "sasldb2"
+        _run(["saslpasswd2", "-p", "-c", "-f", str(sasldb), "-u", "localhost", name],
+             input_=password.encode())
+        os.chown(sasldb, *self._owner)
+        sasldb.chmod(0o640)
+
+    def _launch(self) -> None:
+        root = self.data_dir.resolve()
+        argv = [str(CYRUS_BIN / "master"), "-D", "-C", str(root / "imapd.conf"),
+                "-M", str(root / "cyrus.conf"), "-p", str(root / "run" / "master.pid")]
+        uid, gid = self._owner
+        if os.getuid() == 0 and uid != 0:
+            # setpriv execs, so the Popen pid is master's. Starting master as root would also
+            # work (it drops privileges) but leaves root-owned files a later start can't replace.
+            argv = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups", *argv]
+        log = (root / "log" / "master.log").open("ab")
+        try:
+            self._proc = subprocess.Popen(
+                argv, cwd=root, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+            )
+        finally:
+            log.close()
+        try:
+            wait_port_greeting(self.port, alive=self._proc)
+            if self.http_port is not None:
+                _wait_listening(self.http_port, alive=self._proc)
+        except SandboxError as exc:
+            with contextlib.suppress(Exception):
+                self.stop()
+            raise SandboxError(
+                f"Cyrus in {self.base_dir} did not start: {exc}\n"
+                f"--- master.log (Cyrus itself logs to syslog)\n{_log_tail(root / 'log' / 'master.log')}"
+            ) from None
+
+    def _first_login(self, name: str, password: str) -> None:
+        if not _can_login(self.port, name, password):
+            raise SandboxError(f"Cyrus user {name!r} cannot log in on port {self.port}")
+
+
+def _cyrus_owner() -> tuple[int, int]:
+    if os.getuid() != 0:
+        return os.getuid(), os.getgid()
+    try:
+        entry = pwd.getpwnam("cyrus")
+    except KeyError:
+        raise SandboxError("no 'cyrus' system user (apt-get install cyrus-common)") from None
+    return entry.pw_uid, entry.pw_gid
+
+
+def _reachable(path: Path, uid: int, gid: int) -> bool:
+    """Whether ``uid`` can traverse every directory down to ``path`` (mode bits only)."""
+    try:
+        groups = {gid, *os.getgrouplist(pwd.getpwuid(uid).pw_name, gid)}
+    except KeyError:
+        groups = {gid}
+    for directory in [path, *path.parents]:
+        st = directory.stat()
+        if uid == 0 or st.st_uid == uid:
+            ok = bool(st.st_mode & 0o100)
+        elif st.st_gid in groups:
+            ok = bool(st.st_mode & 0o010)
+        else:
+            ok = bool(st.st_mode & 0o001)
+        if not ok:
+            return False
+    return True
+
+
+# --------------------------------------------------------------------------- TCP proxy
+
+
+class _Link:
+    """One proxied connection: the client socket, the upstream socket, byte budgets."""
+
+    def __init__(self, client: socket.socket, upstream: socket.socket, cut_after: int | None) -> None:
+        self.client = client
+        self.upstream = upstream
+        self.cut_after = cut_after
+        self.sent = {"up": 0, "down": 0}
+        self.closed = False
+        self.lock = threading.Lock()
+
+    def cut(self) -> None:
+        """Close both sides abruptly: SO_LINGER 0 makes close() send RST, not FIN."""
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+        for sock in (self.client, self.upstream):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+class TcpProxy:
+    """A TCP forwarder on 127.0.0.1 that can drop connections on demand (stdlib threads).
+
+    - :meth:`cut_all` resets every live connection, both sides, like a failing network.
+    - :meth:`set_cut_after_bytes` arms a byte budget for connections accepted afterwards: once
+      ``n`` bytes have passed in either direction (client->server or server->client, counted
+      separately), exactly those ``n`` bytes are delivered and the connection is cut.
+    """
+
+    host: str
+    port: int
+
+    def __init__(self, target_host: str, target_port: int, port: int | None = None) -> None:
+        self.host = HOST
+        self.target = (target_host, target_port)
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind((HOST, port or 0))
+        self._listener.listen(64)
+        self.port = self._listener.getsockname()[1]
+        self._links: set[_Link] = set()
+        self._lock = threading.Lock()
+        self._cut_after: int | None = None
+        self._stopping = threading.Event()
+        self.accepted = 0
+        self._thread = threading.Thread(target=self._accept_loop, name=f"proxy-{self.port}", daemon=True)
+
+    @classmethod
+    def start(cls, target_host: str, target_port: int, *, port: int | None = None) -> TcpProxy:
+        proxy = cls(target_host, target_port, port)
+        proxy._thread.start()
+        return proxy
+
+    def set_cut_after_bytes(self, n: int | None) -> None:
+        """Cut each connection accepted from now on after ``n`` bytes in one direction."""
+        if n is not None and n < 0:
+            raise ValueError("n must be >= 0 or None")
+        self._cut_after = n
+
+    def cut_all(self) -> int:
+        """Reset every live connection; return how many were cut."""
+        with self._lock:
+            links, self._links = list(self._links), set()
+        for link in links:
+            link.cut()
+        return len(links)
+
+    @property
+    def live_connections(self) -> int:
+        with self._lock:
+            return sum(1 for link in self._links if not link.closed)
+
+    def stop(self) -> None:
+        """Stop accepting, cut every connection and wait for the accept thread."""
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        self.cut_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _accept_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    client.close()
+                continue
+            link = _Link(client, upstream, self._cut_after)
+            with self._lock:
+                self._links.add(link)
+                self.accepted += 1
+            if link.cut_after == 0:
+                self._drop(link)
+                continue
+            for src, dst, direction in ((client, upstream, "up"), (upstream, client, "down")):
+                threading.Thread(
+                    target=self._pump, args=(link, src, dst, direction), daemon=True,
+                    name=f"proxy-{self.port}-{direction}",
+                ).start()
+
+    def _drop(self, link: _Link) -> None:
+        link.cut()
+        with self._lock:
+            self._links.discard(link)
+
+    def _pump(self, link: _Link, src: socket.socket, dst: socket.socket, direction: str) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                budget = link.cut_after
+                if budget is not None:
+                    allowed = budget - link.sent[direction]
+                    if len(data) >= allowed:
+                        dst.sendall(data[:allowed])
+                        break
+                dst.sendall(data)
+                link.sent[direction] += len(data)
+        except OSError:
+            pass
+        # One side ended (EOF, error or budget): end the whole connection, as a broken network
+        # would. A clean EOF from a peer is passed on as a reset too; tests only need "gone".
+        self._drop(link)
+
+
+# --------------------------------------------------------------------------- seeding
+
+
+def seed_messages(
+    host: str,
+    port: int,
+    user: str,
+    password: str,
+    folder: str,
+    messages: Sequence[bytes],
+    *,
+    flags: Sequence[str] = (),
+    per_message_flags: Sequence[Sequence[str]] | None = None,
+    internaldate: dt.datetime | None = None,
+    internaldates: Sequence[dt.datetime | None] | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> list[int]:
+    """APPEND ``messages`` byte for byte to ``folder`` (created if missing); return their UIDs.
+
+    ``flags``/``internaldate`` apply to every message; ``per_message_flags``/``internaldates``
+    (same length as ``messages``) override them one by one. Give aware datetimes: IMAPClient
+    reads naive ones as local time. UIDs come from APPENDUID (UIDPLUS; both sandbox servers
+    have it); an APPEND without APPENDUID contributes no UID.
+    """
+    from imapclient import IMAPClient
+
+    for name, given in (("per_message_flags", per_message_flags), ("internaldates", internaldates)):
+        if given is not None and len(given) != len(messages):
+            raise ValueError(f"{name} has {len(given)} entries for {len(messages)} messages")
+    client = IMAPClient(host, port, ssl=tls is not None, ssl_context=tls, timeout=30)
+    uids: list[int] = []
+    try:
+        client.login(user, password)
+        if not client.folder_exists(folder):
+            client.create_folder(folder)
+        for i, message in enumerate(messages):
+            msg_flags = per_message_flags[i] if per_message_flags is not None else flags
+            when = internaldates[i] if internaldates is not None else internaldate
+            response = client.append(folder, message, flags=tuple(msg_flags), msg_time=when)
+            uid = _appenduid(response)
+            if uid is not None:
+                uids.append(uid)
+    finally:
+        with contextlib.suppress(Exception):
+            client.logout()
+    return uids
+
+
+def _appenduid(response: object) -> int | None:
+    """The UID from ``[APPENDUID <validity> <uid>] ...`` (RFC 4315), if present."""
+    text = response.decode(errors="replace") if isinstance(response, bytes) else str(response)
+    if not text.startswith("[APPENDUID "):
+        return None
+    parts = text[1:].split("]", 1)[0].split()
+    if len(parts) != 3 or not parts[2].isdigit():
+        return None
+    return int(parts[2])
+
+
+def iter_ports(*servers: DovecotServer | CyrusServer) -> Iterable[int]:
+    """Every TCP port the given servers listen on (handy for assertions and cleanup)."""
+    for server in servers:
+        yield server.port
+        if isinstance(server, DovecotServer) and server.tls_port is not None:
+            yield server.tls_port
+        if isinstance(server, CyrusServer) and server.http_port is not None:
+            yield server.http_port

@@ -1,0 +1,472 @@
+"""The ledger: what mailferry has done, so every run is a delta pass and nothing is copied twice.
+
+One SQLite file per project (WAL, file mode 0600, versioned schema migrations). The engine is
+the only writer. The :class:`Ledger` protocol is what the engine needs; a server database can
+implement it later when migrations are spread over several machines.
+
+Records (never a secret, never message content):
+
+runs        one row per command run: when, what, how it ended, a JSON summary.
+folders     per account and source folder: the source state after the last complete pass
+            (UIDVALIDITY, UIDNEXT, MESSAGES, HIGHESTMODSEQ) and the target folder it maps to.
+            Equal state on the next run means nothing to do (dsync's tiny per-folder state).
+messages    per source message (account, folder, UIDVALIDITY, UID): its ItemKey, size, state
+            and where it went on the target (folder, UIDVALIDITY, UID), its last flags.
+            state ``pending``: the intent to append was recorded but the append not confirmed —
+            a crash left it; resolved on the next run by looking at the target.
+            state ``copied``: on the target (appended by us or found there already: ``how``).
+            state ``refused``: the target refused it (the reason is a finding).
+findings    everything a run reports: refused items, skips, names changed, keywords lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from mailferry.errors import LockedError
+
+SCHEMA_VERSION = 1
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        command TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        exit_code INTEGER,
+        summary TEXT
+    );
+    CREATE TABLE folders (
+        account TEXT NOT NULL,
+        source_folder TEXT NOT NULL,
+        target_folder TEXT NOT NULL,
+        uidvalidity INTEGER NOT NULL,
+        uidnext INTEGER NOT NULL,
+        messages INTEGER NOT NULL,
+        highestmodseq INTEGER,
+        target_uidvalidity INTEGER,
+        PRIMARY KEY (account, source_folder)
+    );
+    CREATE TABLE messages (
+        account TEXT NOT NULL,
+        source_folder TEXT NOT NULL,
+        uidvalidity INTEGER NOT NULL,
+        uid INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'copied', 'refused')),
+        how TEXT NOT NULL DEFAULT '',
+        target_folder TEXT NOT NULL,
+        target_uidvalidity INTEGER,
+        target_uid INTEGER,
+        target_after_uid INTEGER NOT NULL DEFAULT 0,
+        flags TEXT NOT NULL DEFAULT '',
+        run_id INTEGER,
+        PRIMARY KEY (account, source_folder, uidvalidity, uid)
+    );
+    CREATE INDEX messages_state ON messages (account, source_folder, state);
+    CREATE INDEX messages_target ON messages (account, target_folder, target_uid);
+    CREATE TABLE findings (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id INTEGER NOT NULL,
+        account TEXT NOT NULL,
+        folder TEXT NOT NULL DEFAULT '',
+        uid INTEGER,
+        kind TEXT NOT NULL,
+        message TEXT NOT NULL,
+        details TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX findings_run ON findings (run_id);
+    CREATE TABLE account_runs (
+        run_id INTEGER NOT NULL,
+        account TEXT NOT NULL,
+        target_user TEXT NOT NULL,
+        status TEXT NOT NULL,
+        copied INTEGER NOT NULL DEFAULT 0,
+        bytes INTEGER NOT NULL DEFAULT 0,
+        matched INTEGER NOT NULL DEFAULT 0,
+        skipped INTEGER NOT NULL DEFAULT 0,
+        refused INTEGER NOT NULL DEFAULT 0,
+        flag_updates INTEGER NOT NULL DEFAULT 0,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        seconds REAL NOT NULL DEFAULT 0,
+        error TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (run_id, account)
+    );
+    """,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FolderState:
+    account: str
+    source_folder: str
+    target_folder: str
+    uidvalidity: int
+    uidnext: int
+    messages: int
+    highestmodseq: int | None
+    target_uidvalidity: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    uidvalidity: int
+    uid: int
+    key: str
+    size: int
+    state: str
+    how: str
+    target_folder: str
+    target_uidvalidity: int | None
+    target_uid: int | None
+    target_after_uid: int
+    flags: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    account: str
+    folder: str
+    uid: int | None
+    kind: str
+    message: str
+    details: dict[str, Any]
+
+
+def encode_flags(flags: Iterable[str]) -> str:
+    return " ".join(sorted(flags))
+
+
+def decode_flags(text: str) -> tuple[str, ...]:
+    return tuple(text.split()) if text else ()
+
+
+class Ledger(Protocol):
+    def start_run(self, command: str, now: str) -> int: ...
+    def finish_run(self, run_id: int, now: str, exit_code: int, summary: dict[str, Any]) -> None: ...
+    def folder_state(self, account: str, source_folder: str) -> FolderState | None: ...
+    def folder_states(self, account: str) -> list[FolderState]: ...
+    def save_folder_state(self, state: FolderState) -> None: ...
+    def messages(self, account: str, source_folder: str) -> list[MessageRecord]: ...
+    def record_pending(self, account: str, source_folder: str, rows: Sequence[MessageRecord], run_id: int) -> None: ...
+    def record_copied(self, account: str, source_folder: str, rows: Sequence[MessageRecord], run_id: int) -> None: ...
+    def forget(self, account: str, source_folder: str, keys: Sequence[tuple[int, int]]) -> None: ...
+    def add_finding(self, run_id: int, f: Finding) -> None: ...
+    def findings(self, run_id: int | None = None, account: str | None = None) -> list[Finding]: ...
+    def close(self) -> None: ...
+
+
+class SqliteLedger:
+    """The SQLite ledger. Safe to share between threads (one connection behind a lock)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+            os.close(fd)
+        os.chmod(path, 0o600)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._lock = threading.RLock()
+        self._lockfile: IO[str] | None = None
+        self._migrate()
+        for extra in ("-wal", "-shm"):
+            p = Path(str(path) + extra)
+            if p.exists():
+                os.chmod(p, 0o600)
+
+    # -- schema -------------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self._tx() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise LockedError(
+                    f"the ledger {self.path} was written by a newer mailferry (schema {version})",
+                    hint="upgrade mailferry",
+                )
+            for v in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _split(_MIGRATIONS[v]):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version={v}")
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- exclusive use ------------------------------------------------------------------------
+
+    def acquire(self, what: str) -> None:
+        """Hold the project's run lock (a flock on ``LEDGER.lock``) until close()."""
+        import fcntl
+
+        lock_path = Path(str(self.path) + ".lock")
+        f = open(lock_path, "a+")  # noqa: SIM115 - held open for the run's lifetime
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip()
+            f.close()
+            raise LockedError(
+                f"another mailferry run is using this project ({holder or 'unknown process'})",
+                hint="wait for it to finish, or stop it; two runs on one project at once are refused",
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{what}, pid {os.getpid()}\n")
+        f.flush()
+        self._lockfile = f
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def start_run(self, command: str, now: str) -> int:
+        with self._tx() as db:
+            cur = db.execute("INSERT INTO runs (command, started_at) VALUES (?, ?)", (command, now))
+            return int(cur.lastrowid or 0)
+
+    def finish_run(self, run_id: int, now: str, exit_code: int, summary: dict[str, Any]) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE runs SET finished_at=?, exit_code=?, summary=? WHERE id=?",
+                (now, exit_code, json.dumps(summary, sort_keys=True), run_id),
+            )
+
+    def runs(self) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT id, command, started_at, finished_at, exit_code, summary FROM runs ORDER BY id"
+        ).fetchall()
+        return [
+            {
+                "id": r[0],
+                "command": r[1],
+                "started_at": r[2],
+                "finished_at": r[3],
+                "exit_code": r[4],
+                "summary": json.loads(r[5]) if r[5] else None,
+            }
+            for r in rows
+        ]
+
+    def record_account_run(self, run_id: int, account: str, target_user: str, stats: dict[str, Any]) -> None:
+        cols = (
+            "status",
+            "copied",
+            "bytes",
+            "matched",
+            "skipped",
+            "refused",
+            "flag_updates",
+            "deleted",
+            "seconds",
+            "error",
+        )
+        with self._tx() as db:
+            db.execute(
+                f"INSERT OR REPLACE INTO account_runs (run_id, account, target_user, {', '.join(cols)}) "
+                f"VALUES (?, ?, ?, {', '.join('?' for _ in cols)})",
+                (
+                    run_id,
+                    account,
+                    target_user,
+                    *(stats.get(c, 0 if c not in ("status", "error") else "") for c in cols),
+                ),
+            )
+
+    def account_runs(self, run_id: int | None = None) -> list[dict[str, Any]]:
+        q = (
+            "SELECT * FROM account_runs"
+            + (" WHERE run_id=?" if run_id is not None else "")
+            + " ORDER BY run_id, account"
+        )
+        cur = self._db.execute(q, (run_id,) if run_id is not None else ())
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+    # -- folders ------------------------------------------------------------------------------
+
+    def folder_state(self, account: str, source_folder: str) -> FolderState | None:
+        r = self._db.execute(
+            "SELECT account, source_folder, target_folder, uidvalidity, uidnext, messages, highestmodseq, "
+            "target_uidvalidity FROM folders WHERE account=? AND source_folder=?",
+            (account, source_folder),
+        ).fetchone()
+        return FolderState(*r) if r else None
+
+    def folder_states(self, account: str) -> list[FolderState]:
+        rows = self._db.execute(
+            "SELECT account, source_folder, target_folder, uidvalidity, uidnext, messages, highestmodseq, "
+            "target_uidvalidity FROM folders WHERE account=? ORDER BY source_folder",
+            (account,),
+        ).fetchall()
+        return [FolderState(*r) for r in rows]
+
+    def save_folder_state(self, s: FolderState) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO folders VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    s.account,
+                    s.source_folder,
+                    s.target_folder,
+                    s.uidvalidity,
+                    s.uidnext,
+                    s.messages,
+                    s.highestmodseq,
+                    s.target_uidvalidity,
+                ),
+            )
+
+    def invalidate_folder_state(self, account: str, source_folder: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM folders WHERE account=? AND source_folder=?", (account, source_folder))
+
+    # -- messages -----------------------------------------------------------------------------
+
+    def messages(self, account: str, source_folder: str) -> list[MessageRecord]:
+        rows = self._db.execute(
+            "SELECT uidvalidity, uid, key, size, state, how, target_folder, target_uidvalidity, target_uid, "
+            "target_after_uid, flags FROM messages WHERE account=? AND source_folder=? ORDER BY uidvalidity, uid",
+            (account, source_folder),
+        ).fetchall()
+        return [
+            MessageRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], decode_flags(r[10])) for r in rows
+        ]
+
+    def has_pending(self, account: str) -> set[str]:
+        rows = self._db.execute(
+            "SELECT DISTINCT source_folder FROM messages WHERE account=? AND state='pending'", (account,)
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def _upsert(
+        self, db: sqlite3.Connection, account: str, folder: str, rows: Sequence[MessageRecord], run_id: int
+    ) -> None:
+        db.executemany(
+            "INSERT OR REPLACE INTO messages (account, source_folder, uidvalidity, uid, key, size, state, how, "
+            "target_folder, target_uidvalidity, target_uid, target_after_uid, flags, run_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    account,
+                    folder,
+                    r.uidvalidity,
+                    r.uid,
+                    r.key,
+                    r.size,
+                    r.state,
+                    r.how,
+                    r.target_folder,
+                    r.target_uidvalidity,
+                    r.target_uid,
+                    r.target_after_uid,
+                    encode_flags(r.flags),
+                    run_id,
+                )
+                for r in rows
+            ],
+        )
+
+    def record_pending(self, account: str, source_folder: str, rows: Sequence[MessageRecord], run_id: int) -> None:
+        with self._tx() as db:
+            self._upsert(db, account, source_folder, rows, run_id)
+
+    def record_copied(self, account: str, source_folder: str, rows: Sequence[MessageRecord], run_id: int) -> None:
+        with self._tx() as db:
+            self._upsert(db, account, source_folder, rows, run_id)
+
+    def update_flags(
+        self, account: str, source_folder: str, changes: Sequence[tuple[int, int, tuple[str, ...]]]
+    ) -> None:
+        """(uidvalidity, uid, flags) after flags were carried to the target."""
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE messages SET flags=? WHERE account=? AND source_folder=? AND uidvalidity=? AND uid=?",
+                [(encode_flags(f), account, source_folder, v, u) for v, u, f in changes],
+            )
+
+    def forget(self, account: str, source_folder: str, keys: Sequence[tuple[int, int]]) -> None:
+        """Drop message rows (uidvalidity, uid): unresolved intents, deletions carried out."""
+        with self._tx() as db:
+            db.executemany(
+                "DELETE FROM messages WHERE account=? AND source_folder=? AND uidvalidity=? AND uid=?",
+                [(account, source_folder, v, u) for v, u in keys],
+            )
+
+    def rebase(self, account: str, source_folder: str, moves: Sequence[tuple[int, int, int, int]]) -> None:
+        """After a source UIDVALIDITY change: (old_validity, old_uid, new_validity, new_uid)."""
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE messages SET uidvalidity=?, uid=? "
+                "WHERE account=? AND source_folder=? AND uidvalidity=? AND uid=?",
+                [(nv, nu, account, source_folder, ov, ou) for ov, ou, nv, nu in moves],
+            )
+
+    def counts(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT state, COUNT(*) FROM messages GROUP BY state").fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+    # -- findings -----------------------------------------------------------------------------
+
+    def add_finding(self, run_id: int, f: Finding) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO findings (run_id, account, folder, uid, kind, message, details) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    f.account,
+                    f.folder,
+                    f.uid,
+                    f.kind,
+                    f.message,
+                    json.dumps(f.details, sort_keys=True, default=str),
+                ),
+            )
+
+    def findings(self, run_id: int | None = None, account: str | None = None) -> list[Finding]:
+        q = "SELECT account, folder, uid, kind, message, details FROM findings WHERE 1=1"
+        args: list[Any] = []
+        if run_id is not None:
+            q += " AND run_id=?"
+            args.append(run_id)
+        if account is not None:
+            q += " AND account=?"
+            args.append(account)
+        rows = self._db.execute(q + " ORDER BY id", args).fetchall()
+        return [Finding(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+        if self._lockfile is not None:
+            self._lockfile.close()
+            self._lockfile = None
+
+
+def _split(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]

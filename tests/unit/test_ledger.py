@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from mailferry.errors import ExitCode, LockedError
+from mailferry.state.ledger import SCHEMA_VERSION, Finding, FolderState, MessageRecord, SqliteLedger
+
+
+def test_new_ledger_is_private_and_versioned(tmp_path: Path) -> None:
+    led = SqliteLedger(tmp_path / "x.sqlite")
+    assert stat.S_IMODE(os.stat(tmp_path / "x.sqlite").st_mode) == 0o600
+    assert led.schema_version == SCHEMA_VERSION
+    assert sqlite3.connect(tmp_path / "x.sqlite").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    led.close()
+
+
+def test_reopening_keeps_data_and_schema(tmp_path: Path) -> None:
+    led = SqliteLedger(tmp_path / "x.sqlite")
+    led.save_folder_state(FolderState("alice", "INBOX", "INBOX", 7, 10, 9, 33, 5))
+    led.record_copied(
+        "alice", "INBOX", [MessageRecord(7, 1, "k", 10, "copied", "copied", "INBOX", 5, 3, 0, ("\\Seen",))], 1
+    )
+    led.close()
+    led = SqliteLedger(tmp_path / "x.sqlite")
+    assert led.folder_state("alice", "INBOX") == FolderState("alice", "INBOX", "INBOX", 7, 10, 9, 33, 5)
+    assert led.messages("alice", "INBOX")[0].flags == ("\\Seen",)
+    led.close()
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    SqliteLedger(tmp_path / "x.sqlite").close()
+    db = sqlite3.connect(tmp_path / "x.sqlite")
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(LockedError, match="newer mailferry"):
+        SqliteLedger(tmp_path / "x.sqlite")
+
+
+def test_second_run_on_the_same_project_is_refused(tmp_path: Path) -> None:
+    a = SqliteLedger(tmp_path / "x.sqlite")
+    a.acquire("migrate")
+    b = SqliteLedger(tmp_path / "x.sqlite")
+    with pytest.raises(LockedError) as e:
+        b.acquire("migrate")
+    assert "another mailferry run" in str(e.value) and e.value.exit_code == ExitCode.TEMPFAIL
+    a.close()
+    b.acquire("migrate")  # released with the first
+    b.close()
+
+
+def test_findings_round_trip(tmp_path: Path) -> None:
+    led = SqliteLedger(tmp_path / "x.sqlite")
+    run = led.start_run("migrate", "now")
+    led.add_finding(run, Finding("alice", "INBOX", 4, "refused", "too big", {"size": 9}))
+    assert led.findings(run) == [Finding("alice", "INBOX", 4, "refused", "too big", {"size": 9})]
+    led.close()
