@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections import defaultdict
 from pathlib import Path
 
 from rich.console import Console
@@ -22,8 +21,8 @@ def run_demo(workdir: Path) -> int:
     from mailferry.cli import render
     from mailferry.config.load import load_project
     from mailferry.config.template import render_project
-    from mailferry.sandbox.sample import mailbox
-    from mailferry.sandbox.servers import DovecotServer, seed_messages
+    from mailferry.sandbox.seed import seed_sample
+    from mailferry.sandbox.servers import DovecotServer
 
     c = Console(highlight=False)
     workdir = workdir.resolve()
@@ -37,27 +36,7 @@ def run_demo(workdir: Path) -> int:
         c.print(f"source: Dovecot on 127.0.0.1:{src.port} (INBOX. prefix, '.' separator, no SPECIAL-USE)")
         c.print(f"target: Dovecot on 127.0.0.1:{tgt.port} ('/' separator, special-use Sent/Drafts/Trash/Junk/Archive)")
         c.rule("2. seed a sample organization on the source")
-        total = 0
-        for user, pw in USERS.items():
-            by_folder: dict[tuple[str, ...], list[object]] = defaultdict(list)
-            for m in mailbox(user):
-                by_folder[m.folder].append(m)
-            from mailferry.sandbox.sample import FOLDERS
-
-            for path in FOLDERS:
-                name = "INBOX" if path == ("INBOX",) else "INBOX." + ".".join(p.replace(".", "_") for p in path)
-                msgs = by_folder.get(path, [])
-                seed_messages(
-                    src.host,
-                    src.port,
-                    user,
-                    pw,
-                    name,
-                    [m.body for m in msgs],  # type: ignore[attr-defined]
-                    per_message_flags=[m.flags for m in msgs],  # type: ignore[attr-defined]
-                    internaldates=[m.internaldate for m in msgs],  # type: ignore[attr-defined]
-                )
-                total += len(msgs)
+        total = sum(seed_sample(src, user, pw) for user, pw in USERS.items())
         c.print(f"{len(USERS)} accounts, {total} messages")
         c.rule("3. mailferry init")
         (workdir / "accounts.csv").write_text(

@@ -129,13 +129,18 @@ def migrate(
 ) -> None:
     """Copy what is new or changed since the last pass (every run is a delta pass)."""
     from mailferry import api
-    from mailferry.cli import progress, render
 
     proj = _load(project)
-    reporter = progress.make_reporter(quiet=as_json)
+    if as_json:  # machines: no live display, and no need to import rich (a no-op pass starts faster)
+        r = api.migrate(proj, account, full=full)
+        _emit(r.data, True, None)
+        raise Exit(r.exit_code)
+    from mailferry.cli import progress, render
+
+    reporter = progress.make_reporter(quiet=False)
     with reporter:
         r = api.migrate(proj, account, reporter=reporter, full=full)
-    _emit(r.data, as_json, render.migrate)
+    _emit(r.data, False, render.migrate)
     raise Exit(r.exit_code)
 
 

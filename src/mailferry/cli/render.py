@@ -9,7 +9,10 @@ from rich.table import Table
 
 
 def _console() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    c = Console(highlight=False, soft_wrap=True)
+    if not c.is_terminal:
+        c.width = 160  # logs and pipes: do not squeeze tables into 80 columns
+    return c
 
 
 def human_bytes(n: float) -> str:
@@ -58,13 +61,12 @@ def plan(data: dict[str, Any]) -> None:
         t = Table(
             title=f"{a['account']} -> {a['target_user']}: {a['messages']} messages, {human_bytes(a['bytes'])} to copy"
         )
-        for col in ("source folder", "target folder", "rule", "copy", "bytes", "on target", "flags", "skips"):
+        for col in ("source folder", "target folder", "copy", "bytes", "on target", "flags", "skips"):
             t.add_column(col)
         for f in a["folders"]:
             t.add_row(
                 f["source"],
                 f["target"] or "(skipped)",
-                f["rule"],
                 str(f["copy"]),
                 human_bytes(f["bytes"]),
                 str(f["already_on_target"]),
@@ -72,6 +74,8 @@ def plan(data: dict[str, Any]) -> None:
                 str(len(f["skips"])),
             )
         c.print(t)
+        for f in a["folders"]:
+            c.print(f"  {f['source']} -> {f['target'] or '(skipped)'}: {f['rule']}")
         for f in a["folders"]:
             for n in f["notes"]:
                 c.print(f"  note: {f['source']}: {n}")

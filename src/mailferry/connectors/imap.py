@@ -23,6 +23,9 @@ from typing import Any, Literal
 
 import imapclient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
+from imapclient.datetime_util import datetime_to_INTERNALDATE
+from imapclient.imapclient import _literal, seq_to_parenstr_upper
+from imapclient.response_parser import parse_fetch_response
 
 from mailferry.errors import AuthError, ItemRefused, MailferryError, TemporaryFailure, TLSVerifyError
 from mailferry.formats import mutf7
@@ -164,6 +167,10 @@ class ImapStore:
             raise TemporaryFailure(f"{self.label}: cannot connect to {where}: {_safe(e)}") from None
         c.folder_encode = False
         c.normalise_times = False
+        # imaplib writes a command in several small pieces (line, literal, rest): without
+        # TCP_NODELAY, Nagle's algorithm and delayed ACKs stall each one by ~40 ms.
+        with contextlib.suppress(OSError, AttributeError):
+            c._imap.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._c = c
         self._authenticate()
         self._selected = None
@@ -240,6 +247,28 @@ class ImapStore:
                 raise TemporaryFailure(f"{self.label}: server is throttling {what}: {msg}") from None
             raise ServerRefused(f"{self.label}: {what}: {msg}") from None
 
+    def _fetch(self, what: str, msgset: str, items: Sequence[str], modifiers: Sequence[str] = ()) -> dict[int, Any]:
+        """UID FETCH over a sequence set given as text (``1:*``, ``3:5,9``).
+
+        IMAPClient 4 drops every response whose UID was not listed one by one in the request,
+        which loses all of them for a range, so the command is issued here directly.
+        """
+        c = self._c
+
+        def run() -> dict[int, Any]:
+            args: list[Any] = ["UID", "FETCH", msgset.encode(), seq_to_parenstr_upper(list(items))]
+            if modifiers:
+                args.append(seq_to_parenstr_upper(list(modifiers)))
+            tag = c._imap._command(*args)
+            typ, data = c._imap._command_complete("FETCH", tag)
+            c._checkok("fetch", typ, data)
+            typ, data = c._imap._untagged_response(typ, data, "FETCH")
+            parsed: dict[int, Any] = parse_fetch_response(data, c.normalise_times, True)
+            return parsed
+
+        result: dict[int, Any] = self._call(what, run)
+        return result
+
     def _select(self, folder: str, *, write: bool = False) -> dict[bytes, Any]:
         if self._selected == (folder, write):
             return {}
@@ -250,7 +279,7 @@ class ImapStore:
         )
         self._selected = (folder, write)
         pf = resp.get(b"PERMANENTFLAGS")
-        if pf is not None:
+        if pf is not None and write:  # EXAMINE answers PERMANENTFLAGS () by definition
             self.permanent_flags[folder] = tuple(_flag_str(f) for f in pf)
         return resp
 
@@ -285,8 +314,8 @@ class ImapStore:
                 for q in roots[1]:
                     if _text(q.resource).upper() == "STORAGE":
                         si.quota_used_kb, si.quota_limit_kb = int(q.usage), int(q.limit)
-            except ServerRefused:
-                pass
+            except (ServerRefused, IndexError, ValueError):
+                pass  # no quota root (IMAPClient 3 trips over the empty answer): no quota to report
         return si
 
     def list_folders(self) -> list[FolderInfo]:
@@ -344,7 +373,7 @@ class ImapStore:
         items = ["UID", "RFC822.SIZE", "INTERNALDATE", "FLAGS", _FETCH_HEADER]
         if self._condstore:
             items.append("MODSEQ")
-        data = self._call(f"FETCH {folder}", self._c.fetch, f"{after_uid + 1}:*", items)
+        data = self._fetch(f"FETCH {folder}", f"{after_uid + 1}:*", items)
         out: list[MessageMeta] = []
         for uid, d in data.items():
             if uid <= after_uid:  # "N:*" always matches the highest UID (RFC 3501 6.4.8)
@@ -376,13 +405,7 @@ class ImapStore:
 
     def changed_flags(self, folder: str, since_modseq: int) -> dict[int, tuple[tuple[str, ...], int]]:
         self._select(folder)
-        data = self._call(
-            f"FETCH CHANGEDSINCE {folder}",
-            self._c.fetch,
-            "1:*",
-            ["UID", "FLAGS"],
-            modifiers=[f"CHANGEDSINCE {since_modseq}"],
-        )
+        data = self._fetch(f"FETCH CHANGEDSINCE {folder}", "1:*", ["UID", "FLAGS"], [f"CHANGEDSINCE {since_modseq}"])
         return {
             int(uid): (tuple(_flag_str(f) for f in d[b"FLAGS"]), int(d[b"MODSEQ"][0]) if d.get(b"MODSEQ") else 0)
             for uid, d in data.items()
@@ -390,7 +413,7 @@ class ImapStore:
 
     def flags(self, folder: str) -> dict[int, tuple[str, ...]]:
         self._select(folder)
-        data = self._call(f"FETCH FLAGS {folder}", self._c.fetch, "1:*", ["UID", "FLAGS"])
+        data = self._fetch(f"FETCH FLAGS {folder}", "1:*", ["UID", "FLAGS"])
         return {int(uid): tuple(_flag_str(f) for f in d[b"FLAGS"]) for uid, d in data.items()}
 
     def fetch(self, folder: str, uids: Sequence[int]) -> Iterator[tuple[int, bytes]]:
@@ -398,7 +421,7 @@ class ImapStore:
         if not uids:
             return iter(())
         self._select(folder)
-        data = self._call(f"FETCH BODY {folder}", self._c.fetch, uid_ranges(uids), ["BODY.PEEK[]"])
+        data = self._fetch(f"FETCH BODY {folder}", uid_ranges(uids), ["BODY.PEEK[]"])
         return ((u, data[u][b"BODY[]"]) for u in uids if u in data and b"BODY[]" in data[u])
 
     # -- WriteStore ---------------------------------------------------------------------------
@@ -440,16 +463,33 @@ class ImapStore:
         if not items:
             return []
         wire = self._wire(folder)
-        if len(items) > 1 and "MULTIAPPEND" in self._caps:
-            msgs = [{"msg": it.body, "flags": it.flags, "date": it.internaldate} for it in items]
-            resp = self._append_call(folder, self._c.multiappend, wire, msgs)
-            uids = self._appenduids(resp, len(items))
-            return uids
+        if "MULTIAPPEND" in self._caps:
+            return self._appenduids(self._append_call(folder, self._raw_append, wire, items), len(items))
         out: list[int | None] = []
         for it in items:
-            resp = self._append_call(folder, self._c.append, wire, it.body, it.flags, it.internaldate)
-            out.extend(self._appenduids(resp, 1))
+            out.extend(self._appenduids(self._append_call(folder, self._raw_append, wire, [it]), 1))
         return out
+
+    def _raw_append(self, wire: str, items: Sequence[AppendItem]) -> Any:
+        """APPEND (MULTIAPPEND, RFC 3502, when several): literals go LITERAL+ where the server has it.
+
+        IMAPClient's own multiappend wants IMAPClient to encode folder names itself; ours are
+        already on the wire form, so the command is built here from its pieces.
+        """
+        raw = wire.encode("utf-8")
+        if any(b > 0x7E or b < 0x20 for b in raw):
+            mailbox: bytes = raw  # 8-bit (UTF8=ACCEPT): IMAPClient sends it as a literal
+        else:
+            mailbox = b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+        args: list[bytes] = [mailbox]
+        for it in items:
+            args.append(b"(" + " ".join(it.flags).encode() + b")")
+            args.append(b'"' + datetime_to_INTERNALDATE(it.internaldate).encode() + b'"')
+            args.append(_literal(it.body))
+        typ, data = self._c._raw_command(b"APPEND", args, uid=False)
+        if typ != "OK":
+            raise IMAPClientError(f"APPEND failed: {_text(data[-1]) if data else typ}")
+        return data[-1] if data else b""
 
     def _append_call(self, folder: str, fn: Any, *args: Any) -> Any:
         try:

@@ -25,7 +25,8 @@ FOLDERS: tuple[tuple[str, ...], ...] = (
     ("Projects", "2025", "Q1"),
     ("Ärger & Ökonomie",),
     ("Empty",),
-    ("a/b test",),  # contains the target's separator: mapped visibly, never split
+    ("a/b test",),  # contains '/': on a '/' target it is mapped visibly, never split
+    ("v1.2 release",),  # contains '.': the same on a '.' target
 )
 
 

@@ -15,7 +15,8 @@ Contracts:
 - ``start()`` returns only when the IMAP port answers ``* OK``; on failure it stops what it
   started and raises :class:`SandboxError` with the tail of the server log.
 - ``stop()`` is idempotent and returns only when the process tree is gone and the ports are
-  closed. ``restart()`` keeps ports, users and mail.
+  closed. ``restart()`` keeps ports, users and mail. ``close()`` (also the context manager's
+  exit, and run at interpreter exit if forgotten) stops and removes private temp dirs.
 - Everything (config, sockets, state, logs, mail) lives under ``base_dir`` except, for long
   paths, a short private run directory for UNIX sockets (their path is limited to 107 bytes).
 
@@ -26,6 +27,7 @@ server binaries (see ``tests/servers/REQUIREMENTS.txt``).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as dt
 import grp
@@ -39,7 +41,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
@@ -47,6 +49,7 @@ from typing import Literal, Self
 HOST = "127.0.0.1"
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
+Process = subprocess.Popen[bytes]
 # sun_path is 108 bytes; keep generous headroom for Dovecot's and Cyrus's socket names.
 _MAX_SOCKET_DIR = 60
 
@@ -79,22 +82,49 @@ def free_port() -> int:
         return port
 
 
-def _greeting(host: str, port: int, timeout: float) -> bytes:
-    with socket.create_connection((host, port), timeout=timeout) as s:
-        s.settimeout(timeout)
-        data = b""
-        while b"\n" not in data:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        return data
+def _check_free(*ports: int | None) -> None:
+    """Fail fast and clearly on a taken port (Cyrus's master would just log it to syslog)."""
+    for port in ports:
+        if port is None:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((HOST, port))
+            except OSError as exc:
+                raise SandboxError(f"port {HOST}:{port} is not free: {exc.strerror}") from None
+
+
+def _greeting(host: str, port: int, timeout: float, tls: ssl.SSLContext | None = None) -> bytes:
+    with socket.create_connection((host, port), timeout=timeout) as raw:
+        sock = tls.wrap_socket(raw, server_hostname=host) if tls is not None else raw
+        with sock:
+            sock.settimeout(timeout)
+            data = b""
+            while b"\n" not in data:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    return data
+                data += chunk
+            # Log out rather than drop: a login process left with a half-closed (TLS) client
+            # ignores SIGTERM for a while, which would slow down the next stop().
+            with contextlib.suppress(OSError):
+                sock.sendall(b"z LOGOUT\r\n")
+                while sock.recv(4096):
+                    pass
+            return data
 
 
 def wait_port_greeting(
-    port: int, *, host: str = HOST, timeout: float = START_TIMEOUT, alive: Process | None = None
+    port: int,
+    *,
+    host: str = HOST,
+    timeout: float = START_TIMEOUT,
+    alive: Process | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
-    """Wait until ``host:port`` accepts a connection and greets with ``* OK``.
+    """Wait until ``host:port`` accepts a connection and greets with ``* OK`` (over TLS with
+    ``tls``).
 
     ``alive``, if given, is checked on every round so that a server that died early fails fast.
     """
@@ -104,7 +134,7 @@ def wait_port_greeting(
         if alive is not None and alive.poll() is not None:
             raise SandboxError(f"server process exited with code {alive.returncode} during start")
         try:
-            greeting = _greeting(host, port, timeout=1.0)
+            greeting = _greeting(host, port, timeout=1.0, tls=tls)
         except OSError as exc:
             last = exc
         else:
@@ -144,25 +174,26 @@ def _short_run_dir(preferred: Path, prefix: str) -> tuple[Path, bool]:
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp")), True
 
 
-Process = subprocess.Popen[bytes]
 
-
-def _terminate(proc: Process, timeout: float = STOP_TIMEOUT) -> None:
+def _terminate(proc: Process, grace: float = 0.5) -> None:
     """SIGTERM the whole process group (started with ``start_new_session``), then SIGKILL it.
 
     Signalling the group, not just the master, matters for Dovecot: its master alone takes about
-    a second to wind its children down, the group goes in milliseconds.
+    a second to wind its children down, the group goes in milliseconds. An imap-login process
+    with a client still in a TLS handshake ignores SIGTERM (master would wait ~6 s before
+    killing it), hence the short grace before SIGKILL. These are throw-away servers; maildir and the Dovecot and
+    Cyrus indexes survive a kill.
     """
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=timeout)
+            proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=timeout)
-    # Children that outlived their master (none expected) must not keep ports or files busy.
+            proc.wait(timeout=STOP_TIMEOUT)
+    # Children that outlived their master must not keep ports or files busy.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
 
@@ -236,8 +267,14 @@ class DovecotServer:
     - Master user (``master=("admin", "adminpw")``): a ``master = yes`` passdb, and
       ``auth_master_user_separator = *``; both ``LOGIN alice*admin`` and SASL PLAIN with
       authzid work.
-    - Everything runs as the current user (root on CI): ``default_internal_user``,
-      ``default_login_user`` and mail uid are that user; ``first_valid_uid = 0``.
+    - Users live in a passwd-file (``{PLAIN}`` passwords), mail under ``base_dir/home/USER``.
+    - Run as root (CI), the master and auth run as root, but Dovecot refuses root for two
+      roles: login processes run as ``dovenull`` (chrooted, so they need no access to
+      ``base_dir``) and mail is owned by the ``mail`` user; the imap process chroots to
+      ``base_dir/home`` first (``/./`` in the home), so ``base_dir`` may sit under a 0700 dir.
+      Run as another user, everything runs as that user.
+    - The per-IP auth penalty is switched off (see ``_disable_auth_penalty``); a failed login
+      still takes about 0.5 s.
     """
 
     host: str
@@ -317,18 +354,26 @@ class DovecotServer:
             special_use=special_use, port=port, tls_port=tls_port, quota_mb=quota_mb,
             max_message_size=max_message_size, dovecot=binary,
         )
-        server._prepare()
-        server._launch()
+        try:
+            server._prepare()
+            server._launch()
+        except BaseException:
+            server.close()
+            raise
+        # A script that dies of an exception or Ctrl-C must not leave servers holding ports.
+        atexit.register(server.close)
         return server
 
     def stop(self) -> None:
-        """Stop the server (SIGTERM to the master, which ends its children) and wait for it."""
+        """Stop the server (SIGTERM to its process group) and wait until its ports are closed."""
         proc, self._proc = self._proc, None
         if proc is not None:
+            was_running = proc.poll() is None
             _terminate(proc)
-            wait_port_closed(self.port)
-            if self.tls_port is not None:
-                wait_port_closed(self.tls_port)
+            if was_running:
+                wait_port_closed(self.port)
+                if self.tls_port is not None:
+                    wait_port_closed(self.tls_port)
 
     def restart(self) -> None:
         """Stop and start again on the same ports with the same data (to test reconnects)."""
@@ -337,6 +382,7 @@ class DovecotServer:
 
     def close(self) -> None:
         """Stop the server and remove the private socket directory, if one was made."""
+        atexit.unregister(self.close)
         self.stop()
         if self._run_dir_is_temp and self._run_dir is not None:
             shutil.rmtree(self._run_dir, ignore_errors=True)
@@ -490,17 +536,17 @@ mail_uid = {mail_uid}
 mail_gid = {mail_gid}
 valid_chroot_dirs = {self.base_dir / "home"}
 mail_location = {location}
-mail_plugins = $mail_plugins quota
+# listescape: names may hold the other style's separator ('/' under '.', '.' under '/'), as
+# on real servers, so the separator-clash mapping is exercised.
+mail_plugins = $mail_plugins quota listescape
 mail_max_userip_connections = 100
 imap_max_line_length = 256k
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_master_user_separator = *
 auth_cache_size = 0
+# A failed login is answered at the next 0.5 s tick of the failure queue, not after 2 s.
 auth_failure_delay = 0
-# Trusted clients get no anvil auth penalty (2, 4, 8... s per failed login from one IP), which
-# would make tests that try wrong passwords on purpose crawl.
-login_trusted_networks = 127.0.0.0/8
 {ssl_conf}
 namespace inbox {{
   inbox = yes
@@ -519,7 +565,6 @@ userdb {{
 
 protocol imap {{
   mail_plugins = $mail_plugins imap_quota
-  mail_max_userip_connections = 100
 }}
 
 plugin {{
@@ -541,6 +586,7 @@ service imap {{
 """
 
     def _launch(self) -> None:
+        _check_free(self.port, self.tls_port)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         stderr = (self.base_dir / "log" / "dovecot.stderr").open("ab")
         try:
@@ -551,24 +597,43 @@ service imap {{
         finally:
             stderr.close()
         try:
+            self._disable_auth_penalty()
             wait_port_greeting(self.port, alive=self._proc)
-            if self.tls_port is not None:
-                _wait_listening(self.tls_port, alive=self._proc)
+            if self.tls_port is not None and self.ca_file is not None:
+                # A full handshake: a half-open TLS client would keep an imap-login busy.
+                context = ssl.create_default_context(cafile=str(self.ca_file))
+                wait_port_greeting(self.tls_port, alive=self._proc, tls=context)
         except SandboxError as exc:
-            self.stop_quietly()
+            self._stop_quietly()
             raise SandboxError(
                 f"Dovecot in {self.base_dir} did not start: {exc}\n"
                 f"--- {self.log_path}\n{_log_tail(self.log_path)}\n"
                 f"--- stderr\n{_log_tail(self.base_dir / 'log' / 'dovecot.stderr')}"
             ) from None
 
-    def stop_quietly(self) -> None:
+    def _disable_auth_penalty(self) -> None:
+        """Turn off Dovecot's per-IP auth penalty (2, 4, 8, 15 s before each login after a
+        failed one, for ~30 s). Tests fail logins on purpose; all clients come from 127.0.0.1.
+
+        Dovecot 2.3 has no setting for it (``login_trusted_networks`` no longer exempts), but
+        the auth process disables the penalty when it can't reach the ``anvil-auth-penalty``
+        socket. The auth process starts with the first client, so removing the socket right
+        after master creates it, before we connect, is enough.
+        """
+        assert self._proc is not None and self._run_dir is not None
+        socket_path = self._run_dir / "anvil-auth-penalty"
+        deadline = time.monotonic() + START_TIMEOUT
+        while not socket_path.exists():
+            if self._proc.poll() is not None:
+                raise SandboxError(f"server process exited with code {self._proc.returncode} during start")
+            if time.monotonic() > deadline:
+                raise SandboxError(f"{socket_path} did not appear")
+            time.sleep(0.005)
+        socket_path.unlink()
+
+    def _stop_quietly(self) -> None:
         with contextlib.suppress(Exception):
             self.stop()
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _can_login(port: int, user: str, password: str) -> bool:
@@ -638,17 +703,16 @@ _CYRUS_IMAPD_CANDIDATES = (CYRUS_BIN / "imapd", Path("/opt/cyrus-imapd/usr/lib/c
 
 
 def find_cyrus_imapd(imapd: str | None = None) -> str | None:
-    """Locate a Cyrus ``imapd``: the argument, ``$MAILFERRY_CYRUS_IMAPD``, the Debian path, then
+    """Locate a Cyrus ``imapd``: the argument, else ``$MAILFERRY_CYRUS_IMAPD``, else the Debian path, then
     ``/opt/cyrus-imapd`` (the ``cyrus-imapd`` .deb extracted there, which keeps Dovecot
     installed: the package conflicts with ``dovecot-imapd``). ``None`` if none, or if the rest
     of Cyrus (``cyrus-common``: master, ctl_cyrusdb; ``sasl2-bin``: saslpasswd2) is missing."""
     if not ((CYRUS_BIN / "master").exists() and shutil.which("saslpasswd2")):
         return None
-    candidates: list[Path] = []
-    for given in (imapd, os.environ.get(CYRUS_IMAPD_ENV)):
-        if given:
-            candidates.append(Path(given))
-    candidates.extend(_CYRUS_IMAPD_CANDIDATES)
+    # An explicit choice (argument, then environment) is the only candidate: a typo must not
+    # silently fall back to another Cyrus.
+    given = imapd or os.environ.get(CYRUS_IMAPD_ENV)
+    candidates = [Path(given)] if given else list(_CYRUS_IMAPD_CANDIDATES)
     for path in candidates:
         if path.is_file() and os.access(path, os.X_OK):
             return str(path)
@@ -754,18 +818,21 @@ class CyrusServer:
         except BaseException:
             server.close()
             raise
+        atexit.register(server.close)
         return server
 
     # ---- lifecycle
 
     def stop(self) -> None:
-        """Stop master and its children and wait for the ports to close."""
+        """Stop master and its children and wait until the ports are closed."""
         proc, self._proc = self._proc, None
         if proc is not None:
+            was_running = proc.poll() is None
             _terminate(proc)
-            wait_port_closed(self.port)
-            if self.http_port is not None:
-                wait_port_closed(self.http_port)
+            if was_running:
+                wait_port_closed(self.port)
+                if self.http_port is not None:
+                    wait_port_closed(self.http_port)
 
     def restart(self) -> None:
         """Stop and start again on the same ports with the same data."""
@@ -774,6 +841,7 @@ class CyrusServer:
 
     def close(self) -> None:
         """Stop the server and remove the private data dir, if one was needed."""
+        atexit.unregister(self.close)
         self.stop()
         if self._private_data is not None:
             shutil.rmtree(self._private_data, ignore_errors=True)
@@ -902,6 +970,7 @@ DAEMON {{
         sasldb.chmod(0o640)
 
     def _launch(self) -> None:
+        _check_free(self.port, self.http_port)
         root = self.data_dir.resolve()
         argv = [str(CYRUS_BIN / "master"), "-D", "-C", str(root / "imapd.conf"),
                 "-M", str(root / "cyrus.conf"), "-p", str(root / "run" / "master.pid")]
@@ -1173,12 +1242,3 @@ def _appenduid(response: object) -> int | None:
         return None
     return int(parts[2])
 
-
-def iter_ports(*servers: DovecotServer | CyrusServer) -> Iterable[int]:
-    """Every TCP port the given servers listen on (handy for assertions and cleanup)."""
-    for server in servers:
-        yield server.port
-        if isinstance(server, DovecotServer) and server.tls_port is not None:
-            yield server.tls_port
-        if isinstance(server, CyrusServer) and server.http_port is not None:
-            yield server.http_port

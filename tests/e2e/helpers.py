@@ -1,0 +1,107 @@
+"""Shared pieces of the end-to-end tests: a project file between two sandbox servers, seeding,
+running the CLI in-process and reading what a server really holds."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Sequence
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from imapclient import IMAPClient
+
+from mailferry.cli.main import main
+from mailferry.sandbox.seed import seed_sample, server_name  # noqa: F401 - re-exported for the tests
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+def cli(*args: str) -> CliResult:
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def server_block(role: str, server: Any, *, admin: tuple[str, str] | None, env: str, port: int | None = None) -> str:
+    lines = [
+        f"[{role}]",
+        'host = "127.0.0.1"',
+        f"port = {port or server.port}",
+        'security = "none"',
+        "timeout = 20",
+    ]
+    if admin:
+        os.environ[env] = admin[1]
+        lines += [f"[{role}.admin]", f'user = "{admin[0]}"', f'password = "env:{env}"']
+    return "\n".join(lines) + "\n"
+
+
+def write_project(
+    tmp: Path,
+    source: Any,
+    target: Any,
+    users: Sequence[str] | dict[str, str],
+    *,
+    source_admin: tuple[str, str] | None = ("admin", "adminpw"),
+    target_admin: tuple[str, str] | None = ("admin", "adminpw"),
+    source_port: int | None = None,
+    target_port: int | None = None,
+    extra: str = "",
+    csv_text: str | None = None,
+) -> Path:
+    tmp.mkdir(parents=True, exist_ok=True)
+    tag = "".join(ch if ch.isalnum() else "_" for ch in tmp.name.upper())
+    if csv_text is None:
+        csv_text = "source_user,target_user\n" + "".join(f"{u},{u}\n" for u in users)
+    (tmp / "accounts.csv").write_text(csv_text)
+    text = (
+        '[project]\nname = "t"\n\n[accounts]\ncsv = "accounts.csv"\n\n'
+        + server_block("source", source, admin=source_admin, env=f"MF_{tag}_SRC", port=source_port)
+        + server_block("target", target, admin=target_admin, env=f"MF_{tag}_TGT", port=target_port)
+        + "\n[performance]\nretries = 4\n"
+        + extra
+    )
+    path = tmp / "project.toml"
+    path.write_text(text)
+    return path
+
+
+def holdings(server: Any, user: str, password: str) -> dict[str, list[tuple[bytes, tuple[bytes, ...]]]]:
+    """folder -> sorted (body, flags) of every message, read with BODY.PEEK."""
+    c = IMAPClient(server.host, server.port, ssl=False, timeout=30)
+    c.login(user, password)
+    out: dict[str, list[tuple[bytes, tuple[bytes, ...]]]] = {}
+    try:
+        for flags, _delim, name in c.list_folders():
+            if b"\\Noselect" in flags or b"\\NonExistent" in flags:
+                continue
+            c.select_folder(name, readonly=True)
+            data = c.fetch("1:*", ["BODY.PEEK[]", "FLAGS"]) if c.folder_status(name, ["MESSAGES"])[b"MESSAGES"] else {}
+            out[name] = sorted(
+                (d[b"BODY[]"], tuple(sorted(f for f in d[b"FLAGS"] if f != b"\\Recent"))) for d in data.values()
+            )
+    finally:
+        c.logout()
+    return out
+
+
+def folder_names(server: Any, user: str, password: str) -> dict[str, tuple[bytes, ...]]:
+    c = IMAPClient(server.host, server.port, ssl=False, timeout=30)
+    c.login(user, password)
+    try:
+        return {name: flags for flags, _d, name in c.list_folders()}
+    finally:
+        c.logout()
