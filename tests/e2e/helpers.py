@@ -89,7 +89,8 @@ def holdings(server: Any, user: str, password: str) -> dict[str, list[tuple[byte
             if b"\\Noselect" in flags or b"\\NonExistent" in flags:
                 continue
             c.select_folder(name, readonly=True)
-            data = c.fetch("1:*", ["BODY.PEEK[]", "FLAGS"]) if c.folder_status(name, ["MESSAGES"])[b"MESSAGES"] else {}
+            uids = c.search("ALL")
+            data = c.fetch(uids, ["BODY.PEEK[]", "FLAGS"]) if uids else {}
             out[name] = sorted(
                 (d[b"BODY[]"], tuple(sorted(f for f in d[b"FLAGS"] if f != b"\\Recent"))) for d in data.values()
             )

@@ -12,7 +12,6 @@ import traceback
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 
 from mailferry.errors import EXIT_CODE_HELP, ConfigError, ExitCode, MailferryError
@@ -185,6 +184,20 @@ def demo(
     raise Exit(run_demo(workdir))
 
 
+def _cli_exceptions() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """(usage errors, exits) of the argument parser: typer >= 0.26 vendors click as typer._click."""
+    usage: list[type[BaseException]] = []
+    exits: list[type[BaseException]] = [typer.Exit]
+    for mod in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            m = __import__(mod, fromlist=["UsageError"])
+        except ImportError:
+            continue
+        usage.append(m.UsageError)
+        exits.extend(getattr(m, name) for name in ("Exit",) if hasattr(m, name))
+    return tuple(usage), tuple(exits)
+
+
 def run(argv: list[str] | None = None) -> int:
     """Entry point: returns (and exits with) the documented exit code."""
     code = main(argv)
@@ -192,18 +205,16 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    usage_errors, exits = _cli_exceptions()
     try:
         app(args=argv, prog_name="mailferry", standalone_mode=False)
         return 0
     except Exit as e:
         return e.code
-    except click.exceptions.Exit as e:
-        return int(e.exit_code)
-    except click.exceptions.Abort:
-        sys.stderr.write("interrupted\n")
-        return int(ExitCode.TEMPFAIL)
-    except click.UsageError as e:
-        sys.stderr.write(f"mailferry: {e.format_message()}\n(see 'mailferry --help')\n")
+    except exits as e:
+        return int(getattr(e, "exit_code", 0))
+    except usage_errors as e:
+        sys.stderr.write(f"mailferry: {e.format_message()}\n(see 'mailferry --help')\n")  # type: ignore[attr-defined]
         return int(ExitCode.USAGE)
     except ConfigError as e:
         sys.stderr.write("mailferry: the project has problems:\n")

@@ -80,9 +80,7 @@ def parse_accounts_csv(text: str, *, label: str = "accounts.csv") -> tuple[list[
             continue
 
         if len(cells) != len(columns):
-            problems.append(
-                f"{label}:{number}: expected {len(columns)} fields ({','.join(columns)}), got {len(cells)}"
-            )
+            problems.append(f"{label}:{number}: expected {len(columns)} fields ({','.join(columns)}), got {len(cells)}")
             continue
         row = dict(zip(columns, cells, strict=True))
         source_user = row["source_user"]

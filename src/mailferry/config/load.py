@@ -764,9 +764,7 @@ class _ProjectReader(_Reader):
         propagate = self.boolean(table, at, "propagate_deletions", False)
         sync_flags = self.boolean(table, at, "sync_flags", True)
         if since and until and since >= until:
-            self.problem(
-                (*at, "before"), f"must be after since ({since.isoformat()}), got {until.isoformat()}"
-            )
+            self.problem((*at, "before"), f"must be after since ({since.isoformat()}), got {until.isoformat()}")
         if max_size is not None and min_size is not None and min_size > max_size:
             self.problem((*at, "min_size"), f"must not be above max_size ({max_size} bytes), got {min_size}")
         if len(self.problems) > before:

@@ -131,7 +131,6 @@ def file_mode_warning(path: Path) -> str | None:
         return None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         return (
-            f"secret file {path} is open to its group or others (mode {stat.S_IMODE(mode):04o}): "
-            f"run chmod 600 {path}"
+            f"secret file {path} is open to its group or others (mode {stat.S_IMODE(mode):04o}): run chmod 600 {path}"
         )
     return None

@@ -19,9 +19,7 @@ from mailferry.config.model import Security, default_port, is_loopback
 from mailferry.config.secrets import parse_secret_ref
 from mailferry.errors import UsageError
 
-_SCHEMES: Mapping[str, Security] = MappingProxyType(
-    {"imaps": "tls", "imap+starttls": "starttls", "imap": "none"}
-)
+_SCHEMES: Mapping[str, Security] = MappingProxyType({"imaps": "tls", "imap+starttls": "starttls", "imap": "none"})
 _URL_HELP = "use imaps://host[:port] (TLS), imap+starttls://host[:port] or imap://host[:port] (unencrypted)"
 
 
@@ -91,9 +89,7 @@ def _server(role: str, url: str, admin: str | None, admin_password: str | None) 
             "# mailferry refuses this until you set allow_plaintext_login = true (prefer tls).\n"
         )
     if admin is not None:
-        password = _reference(
-            f"{role} admin password", admin_password or f"env:{role.upper()}_ADMIN_PASSWORD"
-        )
+        password = _reference(f"{role} admin password", admin_password or f"env:{role.upper()}_ADMIN_PASSWORD")
         admin_lines = [f"[{role}.admin]", f"user = {_toml(admin)}", f"password = {_toml(password)}"]
     else:
         admin_lines = [

@@ -22,8 +22,8 @@ from datetime import datetime
 from typing import Any, Literal
 
 import imapclient
-from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 from imapclient.datetime_util import datetime_to_INTERNALDATE
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 from imapclient.imapclient import _literal, seq_to_parenstr_upper
 from imapclient.response_parser import parse_fetch_response
 
@@ -243,7 +243,9 @@ class ImapStore:
             raise TemporaryFailure(f"{self.label}: connection lost during {what}: {_safe(e)}") from None
         except IMAPClientError as e:
             msg = _safe(e)
-            if _THROTTLE.search(msg.encode()):
+            code = _THROTTLE.search(msg.encode())
+            # On APPEND, [LIMIT] is the server refusing this message (Dovecot: too large), not load.
+            if code and not (what.startswith("APPEND") and code.group(1).upper() == b"LIMIT"):
                 raise TemporaryFailure(f"{self.label}: server is throttling {what}: {msg}") from None
             raise ServerRefused(f"{self.label}: {what}: {msg}") from None
 

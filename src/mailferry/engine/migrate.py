@@ -241,8 +241,12 @@ class _AccountRun:
             on_retry=lambda t: self.e.reporter.note(self.account, t),
         )
 
-    def finding(self, folder: str, uid: int | None, kind: str, message: str, details: dict[str, Any]) -> None:
-        self.stats.findings += 1
+    def finding(
+        self, folder: str, uid: int | None, kind: str, message: str, details: dict[str, Any], *, notice: bool = False
+    ) -> None:
+        """Record a finding; a ``notice`` (e.g. a folder renamed visibly) is reported but loses nothing."""
+        if not notice:
+            self.stats.findings += 1
         if not self.dry_run:
             self.ledger.add_finding(self.run_id, Finding(self.account, folder, uid, kind, message, details))
 
@@ -327,7 +331,9 @@ class _AccountRun:
         for m in sorted((m for m in mappings if m.target), key=lambda m: (m.target or "").count("/")):
             f = by_name[m.source]
             for note in m.notes:
-                self.finding(m.source, None, "folder-name", f"{m.source!r} → {m.target!r}: {note}", {"rule": m.rule})
+                self.finding(
+                    m.source, None, "folder-name", f"{m.source!r} → {m.target!r}: {note}", {"rule": m.rule}, notice=True
+                )
             if m.target not in self._target_folders:
                 target_name = m.target or ""
                 self._retry(tgt, tgt.create_folder, target_name, f.special_use)

@@ -181,6 +181,7 @@ def plan_folder(
 
     # Unclaimed target copies by key, lowest UID first (deterministic).
     pool: dict[str, deque[int]] = defaultdict(deque)
+    target_flags = {t.uid: t.flags for t in target_unclaimed}
     for t in sorted(target_unclaimed, key=lambda t: t.uid):
         pool[t.key].append(t.uid)
 
@@ -234,7 +235,11 @@ def plan_folder(
             continue
         q = pool.get(m.key)
         if q:
-            plan.actions.append(Adopt(m, q.popleft(), "already on the target (same identity)"))
+            tuid = q.popleft()
+            plan.actions.append(Adopt(m, tuid, "already on the target (same identity)"))
+            want = _settable(m.flags)
+            if policy.sync_flags and want != _settable(target_flags[tuid]):
+                plan.actions.append(SetFlags(uidvalidity, m.uid, tuid, want, "the copy on the target has other flags"))
         else:
             plan.actions.append(Copy(m))
 
@@ -244,8 +249,8 @@ def plan_folder(
             known = current.get(uid)
             if known is None or known.state != "copied" or known.target_uid is None:
                 continue
-            want = tuple(sorted(f for f in flags if f.lower() not in UNSETTABLE))
-            if want != tuple(sorted(f for f in known.flags if f.lower() not in UNSETTABLE)):
+            want = _settable(flags)
+            if want != _settable(known.flags):
                 plan.actions.append(SetFlags(uidvalidity, uid, known.target_uid, want))
 
     # 5. Deletions, opt-in, and only of what mailferry itself appended.
@@ -255,6 +260,10 @@ def plan_folder(
             if uid not in source_uids and r.state == "copied" and r.how == "copied" and r.target_uid is not None:
                 plan.actions.append(Delete(r.uidvalidity, uid, r.target_uid))
     return plan
+
+
+def _settable(flags: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted(f for f in flags if f.lower() not in UNSETTABLE))
 
 
 def _stub(r: MessageRecord) -> MessageMeta:

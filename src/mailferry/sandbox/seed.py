@@ -26,8 +26,14 @@ def seed_sample(server: Any, user: str, password: str, *, messages: int = 24, co
     for path in FOLDERS:
         msgs = by_folder.get(path, [])
         seed_messages(
-            server.host, server.port, user, password, server_name(server, path), [m.body for m in msgs],
-            per_message_flags=[m.flags for m in msgs], internaldates=[m.internaldate for m in msgs],
+            server.host,
+            server.port,
+            user,
+            password,
+            server_name(server, path),
+            [m.body for m in msgs],
+            per_message_flags=[m.flags for m in msgs],
+            internaldates=[m.internaldate for m in msgs],
         )
         n += len(msgs)
     if corpus:

@@ -174,7 +174,6 @@ def _short_run_dir(preferred: Path, prefix: str) -> tuple[Path, bool]:
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp")), True
 
 
-
 def _terminate(proc: Process, grace: float = 0.5) -> None:
     """SIGTERM the whole process group (started with ``start_new_session``), then SIGKILL it.
 
@@ -209,12 +208,27 @@ def _make_tls_files(directory: Path, hostname: str) -> tuple[Path, Path, Path]:
     key, csr, cert = directory / "server.key", directory / "server.csr", directory / "server.pem"
     ext = directory / "server.ext"
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _run(["openssl", "req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca_cert),
-          "-days", "3650", "-subj", "/CN=mailferry sandbox CA",
-          "-addext", "basicConstraints=critical,CA:TRUE",
-          "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
-    _run(["openssl", "req", "-new", *ec, "-keyout", str(key), "-out", str(csr),
-          "-subj", f"/CN={hostname}"])
+    _run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            *ec,
+            "-keyout",
+            str(ca_key),
+            "-out",
+            str(ca_cert),
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=mailferry sandbox CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]
+    )
+    _run(["openssl", "req", "-new", *ec, "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={hostname}"])
     ext.write_text(
         "basicConstraints=critical,CA:FALSE\n"
         "keyUsage=critical,digitalSignature,keyEncipherment\n"
@@ -223,8 +237,26 @@ def _make_tls_files(directory: Path, hostname: str) -> tuple[Path, Path, Path]:
         "subjectKeyIdentifier=hash\n"
         "authorityKeyIdentifier=keyid\n"
     )
-    _run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key),
-          "-CAcreateserial", "-days", "3650", "-extfile", str(ext), "-out", str(cert)])
+    _run(
+        [
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            str(csr),
+            "-CA",
+            str(ca_cert),
+            "-CAkey",
+            str(ca_key),
+            "-CAcreateserial",
+            "-days",
+            "3650",
+            "-extfile",
+            str(ext),
+            "-out",
+            str(cert),
+        ]
+    )
     key.chmod(0o600)
     return ca_cert, cert, key
 
@@ -233,8 +265,7 @@ def _run(argv: Sequence[str], *, input_: bytes | None = None) -> None:
     proc = subprocess.run(argv, input=input_, capture_output=True, check=False)
     if proc.returncode != 0:
         raise SandboxError(
-            f"{' '.join(argv[:3])} ... failed ({proc.returncode}): "
-            f"{proc.stderr.decode(errors='replace').strip()}"
+            f"{' '.join(argv[:3])} ... failed ({proc.returncode}): {proc.stderr.decode(errors='replace').strip()}"
         )
 
 
@@ -350,9 +381,17 @@ class DovecotServer:
         if not Path(binary).exists():
             raise SandboxError("dovecot binary not found (apt-get install dovecot-imapd)")
         server = cls(
-            Path(base_dir), style=style, users=users, master=master, tls=tls,
-            special_use=special_use, port=port, tls_port=tls_port, quota_mb=quota_mb,
-            max_message_size=max_message_size, dovecot=binary,
+            Path(base_dir),
+            style=style,
+            users=users,
+            master=master,
+            tls=tls,
+            special_use=special_use,
+            port=port,
+            tls_port=tls_port,
+            quota_mb=quota_mb,
+            max_message_size=max_message_size,
+            dovecot=binary,
         )
         try:
             server._prepare()
@@ -429,9 +468,7 @@ class DovecotServer:
 
     def doveadm(self, *args: str) -> str:
         """Run ``doveadm -c <config> ARGS`` and return its stdout (raises on failure)."""
-        proc = subprocess.run(
-            ["doveadm", "-c", str(self.config_path), *args], capture_output=True, check=False
-        )
+        proc = subprocess.run(["doveadm", "-c", str(self.config_path), *args], capture_output=True, check=False)
         if proc.returncode != 0:
             raise SandboxError(f"doveadm {' '.join(args)}: {proc.stderr.decode(errors='replace')}")
         return proc.stdout.decode(errors="replace")
@@ -506,10 +543,7 @@ class DovecotServer:
                 f"  args = scheme=PLAIN {self._master_file}\n  master = yes\n  pass = yes\n}}\n"
             )
         quota_rule = f"*:storage={self.quota_mb}M" if self.quota_mb is not None else "*:storage=0"
-        max_size = (
-            f"  quota_max_mail_size = {self.max_message_size}B\n"
-            if self.max_message_size is not None else ""
-        )
+        max_size = f"  quota_max_mail_size = {self.max_message_size}B\n" if self.max_message_size is not None else ""
         if self.tls:
             ssl_conf = f"ssl = yes\nssl_cert = <{cert}\nssl_key = <{key}\nssl_min_protocol = TLSv1.2\n"
             imaps = f"  inet_listener imaps {{\n    address = {HOST}\n    port = {self.tls_port}\n    ssl = yes\n  }}\n"
@@ -592,7 +626,10 @@ service imap {{
         try:
             self._proc = subprocess.Popen(
                 [self.dovecot, "-F", "-c", str(self.config_path)],
-                stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=stderr,
+                stderr=stderr,
+                start_new_session=True,
             )
         finally:
             stderr.close()
@@ -800,14 +837,18 @@ class CyrusServer:
                 "no Cyrus imapd: install cyrus-common + sasl2-bin and cyrus-imapd (or extract the "
                 f"cyrus-imapd .deb to /opt/cyrus-imapd), or set ${CYRUS_IMAPD_ENV}"
             )
-        httpd = next(
-            (str(p) for p in (Path(binary).parent / "httpd", CYRUS_BIN / "httpd") if p.is_file()), None
-        )
+        httpd = next((str(p) for p in (Path(binary).parent / "httpd", CYRUS_BIN / "httpd") if p.is_file()), None)
         if http_port is not None and httpd is None:
             raise SandboxError("http_port given but no Cyrus httpd found (apt-get install cyrus-caldav)")
         server = cls(
-            Path(base_dir), users=users, admin=admin, imap_port=imap_port, http_port=http_port,
-            imapd=binary, httpd=httpd, autocreate_folders=autocreate_folders,
+            Path(base_dir),
+            users=users,
+            admin=admin,
+            imap_port=imap_port,
+            http_port=http_port,
+            imapd=binary,
+            httpd=httpd,
+            autocreate_folders=autocreate_folders,
             max_message_size=max_message_size,
         )
         try:
@@ -964,16 +1005,23 @@ DAEMON {{
 
     def _saslpasswd(self, name: str, password: str) -> None:
         sasldb = self.data_dir / "sasldb2"
-        _run(["saslpasswd2", "-p", "-c", "-f", str(sasldb), "-u", "localhost", name],
-             input_=password.encode())
+        _run(["saslpasswd2", "-p", "-c", "-f", str(sasldb), "-u", "localhost", name], input_=password.encode())
         os.chown(sasldb, *self._owner)
         sasldb.chmod(0o640)
 
     def _launch(self) -> None:
         _check_free(self.port, self.http_port)
         root = self.data_dir.resolve()
-        argv = [str(CYRUS_BIN / "master"), "-D", "-C", str(root / "imapd.conf"),
-                "-M", str(root / "cyrus.conf"), "-p", str(root / "run" / "master.pid")]
+        argv = [
+            str(CYRUS_BIN / "master"),
+            "-D",
+            "-C",
+            str(root / "imapd.conf"),
+            "-M",
+            str(root / "cyrus.conf"),
+            "-p",
+            str(root / "run" / "master.pid"),
+        ]
         uid, gid = self._owner
         if os.getuid() == 0 and uid != 0:
             # setpriv execs, so the Popen pid is master's. Starting master as root would also
@@ -1154,7 +1202,9 @@ class TcpProxy:
                 continue
             for src, dst, direction in ((client, upstream, "up"), (upstream, client, "down")):
                 threading.Thread(
-                    target=self._pump, args=(link, src, dst, direction), daemon=True,
+                    target=self._pump,
+                    args=(link, src, dst, direction),
+                    daemon=True,
                     name=f"proxy-{self.port}-{direction}",
                 ).start()
 
@@ -1241,4 +1291,3 @@ def _appenduid(response: object) -> int | None:
     if len(parts) != 3 or not parts[2].isdigit():
         return None
     return int(parts[2])
-
