@@ -179,7 +179,10 @@ def test_wrong_password_fails_that_account_and_the_others_go_on(dovecot_factory,
     seed_sample(src, "bob", USERS["bob"], messages=5)
     monkeypatch.setenv("MF_WRONG_PW", "not-bobs-password-4711")
     monkeypatch.setenv("MF_ALICE_PW", USERS["alice"])
-    csv = "source_user,target_user,source_password,target_password\nalice,alice,env:MF_ALICE_PW,\nbob,bob,env:MF_WRONG_PW,\n"
+    csv = (
+        "source_user,target_user,source_password,target_password\n"
+        "alice,alice,env:MF_ALICE_PW,\nbob,bob,env:MF_WRONG_PW,\n"
+    )
     project = write_project(tmp_path / "p", src, tgt, [], source_admin=None, csv_text=csv)
     r = cli("migrate", project, "--json")
     assert r.code == ExitCode.AUTH, r.out + r.err
