@@ -16,7 +16,7 @@ import imaplib
 import re
 import socket
 import ssl
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -198,7 +198,16 @@ class ImapStore:
             else:
                 c.plain_login(identity=lg.admin, password=lg.password, authorization_identity=lg.user)
         except LoginError as e:
+            # IMAPClient reports a connection lost during login as a LoginError too; a server that
+            # really said NO keeps the connection open, so ask it once more to tell them apart.
+            alive = True
+            try:
+                c.noop()
+            except Exception:
+                alive = False
             self._drop()
+            if not alive:
+                raise TemporaryFailure(f"{self.label}: connection lost during login: {_safe(e, lg.password)}") from None
             raise AuthError(f"{self.label}: login refused for {who}: {_safe(e, lg.password)}") from None
         except (OSError, IMAPClientError, imaplib.IMAP4.abort) as e:
             self._drop()
@@ -232,12 +241,15 @@ class ImapStore:
         """The folder name as sent on the wire (modified UTF-7 unless UTF8=ACCEPT is on)."""
         return name if self._utf8 else mutf7.encode(name)
 
-    def _call(self, what: str, fn: Any, *args: Any, **kw: Any) -> Any:
-        """Run one IMAPClient call, turning its exceptions into ours."""
+    def _call(self, what: str, fn: str | Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """Run one IMAPClient call (a method name, or a function of the client), turning its
+        exceptions into ours. Connects first when an earlier failure dropped the connection."""
         if self._c is None:
             self.connect()
         try:
-            return fn(*args, **kw)
+            if isinstance(fn, str):
+                return getattr(self._c, fn)(*args, **kw)
+            return fn(self._c, *args, **kw)
         except (IMAPClientAbortError, imaplib.IMAP4.abort, OSError, EOFError) as e:
             self._drop()
             raise TemporaryFailure(f"{self.label}: connection lost during {what}: {_safe(e)}") from None
@@ -255,9 +267,7 @@ class ImapStore:
         IMAPClient 4 drops every response whose UID was not listed one by one in the request,
         which loses all of them for a range, so the command is issued here directly.
         """
-        c = self._c
-
-        def run() -> dict[int, Any]:
+        def run(c: Any) -> dict[int, Any]:
             args: list[Any] = ["UID", "FETCH", msgset.encode(), seq_to_parenstr_upper(list(items))]
             if modifiers:
                 args.append(seq_to_parenstr_upper(list(modifiers)))
@@ -277,7 +287,7 @@ class ImapStore:
         if write and self.readonly:
             raise MailferryError(f"{self.label}: refusing to open {folder!r} for writing on the source")
         resp: dict[bytes, Any] = self._call(
-            f"SELECT {folder}", self._c.select_folder, self._wire(folder), readonly=not write
+            f"SELECT {folder}", "select_folder", self._wire(folder), readonly=not write
         )
         self._selected = (folder, write)
         pf = resp.get(b"PERMANENTFLAGS")
@@ -298,12 +308,12 @@ class ImapStore:
     def info(self) -> ServerInfo:
         si = ServerInfo(capabilities=self._caps)
         if "NAMESPACE" in self._caps:
-            ns = self._call("NAMESPACE", self._c.namespace)
+            ns = self._call("NAMESPACE", "namespace")
             if ns.personal:
                 prefix, delim = ns.personal[0]
                 si.namespace = Namespace(_decode_name(prefix, self._utf8), _text(delim) if delim else "/")
         else:
-            folders = self._call("LIST", self._c.list_folders, "", "INBOX")
+            folders = self._call("LIST", "list_folders", "", "INBOX")
             delim = _text(folders[0][1]) if folders and folders[0][1] else "/"
             si.namespace = Namespace("", delim)
         for cap in self._caps:
@@ -312,7 +322,7 @@ class ImapStore:
                 si.appendlimit = int(m.group(1))
         if "QUOTA" in self._caps:
             try:
-                roots = self._call("GETQUOTAROOT", self._c.get_quota_root, "INBOX")
+                roots = self._call("GETQUOTAROOT", "get_quota_root", "INBOX")
                 for q in roots[1]:
                     if _text(q.resource).upper() == "STORAGE":
                         si.quota_used_kb, si.quota_limit_kb = int(q.usage), int(q.limit)
@@ -321,12 +331,11 @@ class ImapStore:
         return si
 
     def list_folders(self) -> list[FolderInfo]:
-        c = self._c
         rows: list[tuple[tuple[object, ...], object, object]]
         subscribed: set[str] = set()
         if "LIST-EXTENDED" in self._caps and "SPECIAL-USE" in self._caps:
 
-            def extended() -> Any:
+            def extended(c: Any) -> Any:
                 typ, dat = c._imap._simple_command("LIST", '""', '"*"', "RETURN", "(SPECIAL-USE SUBSCRIBED)")
                 typ, dat = c._imap._untagged_response(typ, dat, "LIST")
                 if typ != "OK":
@@ -335,8 +344,8 @@ class ImapStore:
 
             rows = self._call("LIST", extended)
         else:
-            rows = self._call("LIST", c.list_folders)
-            subscribed = {self._name(r[2]) for r in self._call("LSUB", c.list_sub_folders)}
+            rows = self._call("LIST", "list_folders")
+            subscribed = {self._name(r[2]) for r in self._call("LSUB", "list_sub_folders")}
         out: list[FolderInfo] = []
         for flags, delim, raw in rows:
             attrs = frozenset(_flag_str(f).lower() for f in flags)
@@ -358,7 +367,7 @@ class ImapStore:
 
     def status(self, folder: str) -> FolderStatus:
         what = ["MESSAGES", "UIDNEXT", "UIDVALIDITY"] + (["HIGHESTMODSEQ"] if self._condstore else [])
-        st = self._call(f"STATUS {folder}", self._c.folder_status, self._wire(folder), what)
+        st = self._call(f"STATUS {folder}", "folder_status", self._wire(folder), what)
         hms = st.get(b"HIGHESTMODSEQ")
         return FolderStatus(
             uidvalidity=int(st[b"UIDVALIDITY"]),
@@ -403,7 +412,7 @@ class ImapStore:
 
     def uids(self, folder: str) -> list[int]:
         self._select(folder)
-        return sorted(int(u) for u in self._call(f"SEARCH {folder}", self._c.search, "ALL"))
+        return sorted(int(u) for u in self._call(f"SEARCH {folder}", "search", "ALL"))
 
     def changed_flags(self, folder: str, since_modseq: int) -> dict[int, tuple[tuple[str, ...], int]]:
         self._select(folder)
@@ -437,9 +446,7 @@ class ImapStore:
         wire = self._wire(name)
         try:
             if special_use and "CREATE-SPECIAL-USE" in self._caps:
-                c = self._c
-
-                def create_with_use() -> Any:
+                def create_with_use(c: Any) -> Any:
                     typ, dat = c._imap._simple_command("CREATE", c._imap._quote(wire), f"(USE ({special_use}))")
                     if typ != "OK":
                         raise IMAPClientError(f"CREATE failed: {_text(dat[-1]) if dat else typ}")
@@ -450,15 +457,15 @@ class ImapStore:
                     return
                 except ServerRefused:
                     pass  # e.g. the server allows only one folder per use: create it plain below
-            self._call(f"CREATE {name}", self._c.create_folder, wire)
+            self._call(f"CREATE {name}", "create_folder", wire)
         except ServerRefused as e:
-            if self._call("LIST", self._c.folder_exists, wire):
+            if self._call("LIST", "folder_exists", wire):
                 return
             raise e
 
     def subscribe(self, name: str) -> None:
         self._refuse_on_source("subscribe")
-        self._call(f"SUBSCRIBE {name}", self._c.subscribe_folder, self._wire(name))
+        self._call(f"SUBSCRIBE {name}", "subscribe_folder", self._wire(name))
 
     def append(self, folder: str, items: Sequence[AppendItem]) -> list[int | None]:
         self._refuse_on_source("append")
@@ -472,7 +479,7 @@ class ImapStore:
             out.extend(self._appenduids(self._append_call(folder, self._raw_append, wire, [it]), 1))
         return out
 
-    def _raw_append(self, wire: str, items: Sequence[AppendItem]) -> Any:
+    def _raw_append(self, c: Any, wire: str, items: Sequence[AppendItem]) -> Any:
         """APPEND (MULTIAPPEND, RFC 3502, when several): literals go LITERAL+ where the server has it.
 
         IMAPClient's own multiappend wants IMAPClient to encode folder names itself; ours are
@@ -488,7 +495,7 @@ class ImapStore:
             args.append(b"(" + " ".join(it.flags).encode() + b")")
             args.append(b'"' + datetime_to_INTERNALDATE(it.internaldate).encode() + b'"')
             args.append(_literal(it.body))
-        typ, data = self._c._raw_command(b"APPEND", args, uid=False)
+        typ, data = c._raw_command(b"APPEND", args, uid=False)
         if typ != "OK":
             raise IMAPClientError(f"APPEND failed: {_text(data[-1]) if data else typ}")
         return data[-1] if data else b""
@@ -513,16 +520,16 @@ class ImapStore:
         for uid, fl in changes:
             by_flags.setdefault(tuple(sorted(fl)), []).append(uid)
         for fl, uids in by_flags.items():
-            self._call(f"STORE {folder}", self._c.set_flags, uid_ranges(uids), list(fl), silent=True)
+            self._call(f"STORE {folder}", "set_flags", uid_ranges(uids), list(fl), silent=True)
 
     def expunge_uids(self, folder: str, uids: Sequence[int]) -> None:
         self._refuse_on_source("delete messages")
         if not uids:
             return
         self._select(folder, write=True)
-        self._call(f"STORE {folder}", self._c.add_flags, uid_ranges(uids), [b"\\Deleted"], silent=True)
+        self._call(f"STORE {folder}", "add_flags", uid_ranges(uids), [b"\\Deleted"], silent=True)
         if "UIDPLUS" in self._caps:
-            self._call(f"UID EXPUNGE {folder}", self._c.uid_expunge, uid_ranges(uids))
+            self._call(f"UID EXPUNGE {folder}", "uid_expunge", uid_ranges(uids))
         else:
             raise MailferryError(f"{self.label}: the target lacks UIDPLUS; deletions are not propagated safely")
 

@@ -429,16 +429,20 @@ class _AccountRun:
 
     def _run_folder(self, f: FolderInfo, m: FolderMapping, st: FolderStatus) -> None:
         target_folder = m.target or ""
-        for _attempt in range(3):
+        stalls = 0
+        while True:
+            done_before = self.stats.copied + self.stats.refused + self.stats.matched
             plan = self._plan_folder(f, m, st)
-            uncertain = self._execute(plan, f.name, target_folder, st.uidvalidity)
-            if not uncertain:
+            if not self._execute(plan, f.name, target_folder, st.uidvalidity):
                 break
-        else:
-            raise TemporaryFailure(
-                f"{self.account}: folder {f.name!r}: appends kept failing; nothing was lost or doubled",
-                hint="run migrate again later",
-            )
+            # Some appends ended uncertain (connection lost): re-plan, which looks at the target.
+            progressed = self.stats.copied + self.stats.refused + self.stats.matched > done_before
+            stalls = 0 if progressed else stalls + 1
+            if stalls >= 3:
+                raise TemporaryFailure(
+                    f"{self.account}: folder {f.name!r}: appends keep failing; nothing was lost or doubled",
+                    hint="run migrate again later",
+                )
         # Done: remember the source state we planned from, then see whether it moved meanwhile.
         src = self._src()
         self.ledger.save_folder_state(
