@@ -17,9 +17,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from conftest import corpus_messages
 from helpers import cli, holdings, seed_sample, write_project
 
+from conftest import corpus_messages
 from mailferry.errors import ExitCode
 from mailferry.sandbox.servers import TcpProxy
 

@@ -61,8 +61,16 @@ def test_dovecot_style_namespace_and_folders(
     client = connect(server.port)
     try:
         caps = set(client.capabilities())
-        for cap in (b"CONDSTORE", b"QRESYNC", b"MULTIAPPEND", b"LITERAL+", b"UIDPLUS", b"SPECIAL-USE",
-                    b"NAMESPACE", b"QUOTA"):
+        for cap in (
+            b"CONDSTORE",
+            b"QRESYNC",
+            b"MULTIAPPEND",
+            b"LITERAL+",
+            b"UIDPLUS",
+            b"SPECIAL-USE",
+            b"NAMESPACE",
+            b"QUOTA",
+        ):
             assert cap in caps
         ns = client.namespace()
         assert ns.personal == ((prefix, sep),)
@@ -123,8 +131,7 @@ def test_dovecot_tls_verifies_only_with_ca_file(dovecot_factory: Callable[..., D
         client.login("alice", "alicepw")
         client.logout()
     with pytest.raises(ssl.SSLCertVerificationError):
-        IMAPClient("127.0.0.1", server.tls_port, ssl=True, ssl_context=ssl.create_default_context(),
-                   timeout=10)
+        IMAPClient("127.0.0.1", server.tls_port, ssl=True, ssl_context=ssl.create_default_context(), timeout=10)
 
 
 def test_dovecot_refuses_big_message_and_reports_quota(dovecot_factory: Callable[..., DovecotServer]) -> None:

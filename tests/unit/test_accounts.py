@@ -27,9 +27,7 @@ def test_good_file(tmp_path: Path) -> None:
     accounts, problems = read_accounts_csv(path)
     assert problems == []
     assert accounts == [
-        AccountConfig(
-            "alice", "alice.smith", SecretRef("env:ALICE_OLD"), SecretRef("file:secrets/alice"), (), 4
-        ),
+        AccountConfig("alice", "alice.smith", SecretRef("env:ALICE_OLD"), SecretRef("file:secrets/alice"), (), 4),
         AccountConfig("bob", "bob", None, None, (), 6),
         AccountConfig("jörg", "jorg", None, None, (), 7),
     ]

@@ -302,9 +302,7 @@ BAD = [
 
 
 @pytest.mark.parametrize(("old", "new", "key", "marker", "words"), BAD, ids=[b[2] + ":" + b[1] for b in BAD])
-def test_bad_value_names_key_and_line(
-    tmp_path: Path, old: str, new: str, key: str, marker: str, words: str
-) -> None:
+def test_bad_value_names_key_and_line(tmp_path: Path, old: str, new: str, key: str, marker: str, words: str) -> None:
     text = replace_line(GOOD, old, new)
     problems = problems_of(tmp_path, text)
     expected_prefix = f"project.toml:{line_of(text, marker)}: {key}: "
@@ -442,8 +440,7 @@ def test_override_problems(tmp_path: Path) -> None:
     )
     assert problems == [
         f'project.toml:{bob}: accounts.override[2].source_user: "BOB" has another override (line {first})',
-        f"project.toml:{alice}: accounts.override[1].target_user: "
-        '"alice" would be the target of two accounts',
+        f'project.toml:{alice}: accounts.override[1].target_user: "alice" would be the target of two accounts',
     ]
 
 
@@ -618,9 +615,7 @@ def test_template_round_trip(tmp_path: Path) -> None:
         1143,
         "starttls",
     )
-    assert (
-        project.source.admin is not None and project.source.admin.password.ref == "env:SOURCE_ADMIN_PASSWORD"
-    )
+    assert project.source.admin is not None and project.source.admin.password.ref == "env:SOURCE_ADMIN_PASSWORD"
     assert project.target.admin is not None and project.target.admin.password.ref == "file:secrets/target"
     assert project.ledger_path == tmp_path / "project.ledger.sqlite"
     assert len(project.accounts) == 3

@@ -211,9 +211,7 @@ def test_rules_see_the_path_after_separator_substitution() -> None:
 
 
 def test_rename_first_match_wins_with_groups() -> None:
-    rules = Rules(
-        rename=((r"Old/(.*)", r"Archive/\1"), (r"Old/x", "Never"), (r"(?P<y>\d{4})", r"Years/\g<y>"))
-    )
+    rules = Rules(rename=((r"Old/(.*)", r"Archive/\1"), (r"Old/x", "Never"), (r"(?P<y>\d{4})", r"Years/\g<y>")))
     m = map_folder("INBOX.Old.x.y", None, CYRUS, DOVECOT, rules)
     assert (m.target, m.rule) == ("Archive/x/y", "rename rule 1: Old/(.*)")
     assert map_folder("2024", None, DOVECOT, CYRUS, rules).target == "INBOX.Years.2024"
@@ -464,9 +462,7 @@ def test_map_all_sent_and_sent_items() -> None:
         ("Sent", "INBOX.Sent"),  # the exact default name keeps it
         ("Sent Items", "INBOX.Sent (2)"),
     ]
-    assert result[2].notes == (
-        "target 'INBOX.Sent' is already taken by 'Sent': mapped to 'INBOX.Sent (2)' instead",
-    )
+    assert result[2].notes == ("target 'INBOX.Sent' is already taken by 'Sent': mapped to 'INBOX.Sent (2)' instead",)
 
 
 def test_map_all_prefers_the_declared_special_use() -> None:

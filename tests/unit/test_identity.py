@@ -166,9 +166,7 @@ fields = st.lists(
 seps = st.sampled_from([b" ", b"  ", b"\t", b"\r\n ", b"\n\t", b" \r\n  "])
 
 
-def render(
-    flds: list[tuple[str, list[bytes]]], draw_sep: st.DrawFn, eol: bytes, trailing: bool, case: int
-) -> bytes:
+def render(flds: list[tuple[str, list[bytes]]], draw_sep: st.DrawFn, eol: bytes, trailing: bool, case: int) -> bytes:
     out = []
     for name, value in flds:
         name_b = name.encode()
@@ -204,9 +202,7 @@ def test_key_invariant_under_serving_differences(
 
 
 @given(fields, st.data(), st.integers(0, 2**40), st.integers(1, 2**20))
-def test_key_changes_with_size(
-    flds: list[tuple[str, list[bytes]]], data: st.DataObject, size: int, delta: int
-) -> None:
+def test_key_changes_with_size(flds: list[tuple[str, list[bytes]]], data: st.DataObject, size: int, delta: int) -> None:
     header = render(flds, data.draw, b"\r\n", True, 0)
     assert identity(header, size).key != identity(header, size + delta).key
 

@@ -199,7 +199,5 @@ def test_password_where_a_table_belongs_is_not_echoed(tmp_path: Path) -> None:
     (tmp_path / "project.toml").write_text(text)
     with pytest.raises(ConfigError) as caught:
         load_project(tmp_path / "project.toml")
-    assert (
-        "project.toml:11: target.admin: must be a table [target.admin], got a string" in caught.value.problems
-    )
+    assert "project.toml:11: target.admin: must be a table [target.admin], got a string" in caught.value.problems
     assert "Hunter2pw" not in str(caught.value)

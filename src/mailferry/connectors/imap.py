@@ -267,6 +267,7 @@ class ImapStore:
         IMAPClient 4 drops every response whose UID was not listed one by one in the request,
         which loses all of them for a range, so the command is issued here directly.
         """
+
         def run(c: Any) -> dict[int, Any]:
             args: list[Any] = ["UID", "FETCH", msgset.encode(), seq_to_parenstr_upper(list(items))]
             if modifiers:
@@ -286,9 +287,7 @@ class ImapStore:
             return {}
         if write and self.readonly:
             raise MailferryError(f"{self.label}: refusing to open {folder!r} for writing on the source")
-        resp: dict[bytes, Any] = self._call(
-            f"SELECT {folder}", "select_folder", self._wire(folder), readonly=not write
-        )
+        resp: dict[bytes, Any] = self._call(f"SELECT {folder}", "select_folder", self._wire(folder), readonly=not write)
         self._selected = (folder, write)
         pf = resp.get(b"PERMANENTFLAGS")
         if pf is not None and write:  # EXAMINE answers PERMANENTFLAGS () by definition
@@ -446,6 +445,7 @@ class ImapStore:
         wire = self._wire(name)
         try:
             if special_use and "CREATE-SPECIAL-USE" in self._caps:
+
                 def create_with_use(c: Any) -> Any:
                     typ, dat = c._imap._simple_command("CREATE", c._imap._quote(wire), f"(USE ({special_use}))")
                     if typ != "OK":

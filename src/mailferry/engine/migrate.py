@@ -336,7 +336,7 @@ class _AccountRun:
                 )
             if m.target not in self._target_folders:
                 target_name = m.target or ""
-                self._retry(tgt, tgt.create_folder, target_name, f.special_use)
+                self._retry(tgt, tgt.create_folder, target_name, m.special_use)
                 self._target_folders.add(target_name)
             if self.opts.subscriptions and f.subscribed:
                 self._retry(tgt, tgt.subscribe, m.target or "")

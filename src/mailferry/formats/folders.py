@@ -220,6 +220,7 @@ class FolderMapping:
     target: str | None
     rule: str
     notes: tuple[str, ...]
+    special_use: str | None = None  # the use it lands as (declared or guessed): create the target with it
 
 
 # --------------------------------------------------------------------------------------------
@@ -436,7 +437,8 @@ def _map(source_name: str, source_special_use: str | None, src: Side, dst: Side,
             name = join_path(target_comps, dst)
             rule = f"{label} {use} → target default {name}" if declared else f"{label} → target default {name}"
         leaf_kept = comps[-1] == target_comps[-1]
-        return _Mapped(FolderMapping(source_name, name, rule, tuple(notes)), target_comps, declared, leaf_kept)
+        mapping = FolderMapping(source_name, name, rule, tuple(notes), use)
+        return _Mapped(mapping, target_comps, declared, leaf_kept)
     # 5. rename rules
     rule = _translation_rule(src, dst)
     for index, (pattern, replacement) in enumerate(rules._rename, 1):
@@ -562,7 +564,7 @@ def map_all(
             note = f"target {m.mapping.target!r} is already taken by {winner.source!r}: mapped to {target!r} instead"
             old = m.mapping
             mapped[i] = _Mapped(
-                FolderMapping(old.source, target, old.rule, (*old.notes, note)),
+                FolderMapping(old.source, target, old.rule, (*old.notes, note), None),
                 comps,
                 m.declared,
                 m.leaf_kept,
