@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from conftest import corpus_messages
 from helpers import cli, folder_names, holdings, seed_sample, write_project
 
+from conftest import corpus_messages
 from mailferry.errors import ExitCode
 
 USERS = {"alice": "alicepw", "bob": "bobpw"}
