@@ -136,6 +136,19 @@ def open_ledger(project: Project) -> SqliteLedger:
     return SqliteLedger(project.ledger_path)
 
 
+def parallel_accounts(project: Project) -> int:
+    """Accounts at once, so that no server gets more than its ``max_connections``: each account
+    holds one source connection and ``connections_per_account`` + 1 target connections."""
+    p = project.performance
+    per_account_target = p.connections_per_account + 1
+    return max(
+        1,
+        min(
+            p.accounts_in_parallel, project.source.max_connections, project.target.max_connections // per_account_target
+        ),
+    )
+
+
 def _parallel(n: int, fn: Callable[[AccountJob], Any], items: Sequence[AccountJob]) -> list[Any]:
     with ThreadPoolExecutor(max_workers=max(1, n), thread_name_prefix="account") as pool:
         return list(pool.map(fn, items))
@@ -324,7 +337,7 @@ def migrate(
         engine = Engine(ledger, options(project, full=full), reporter)
         t0 = time.monotonic()
         stats: list[AccountStats] = _parallel(
-            project.performance.accounts_in_parallel, lambda j: engine.migrate_account(j, run_id), js
+            parallel_accounts(project), lambda j: engine.migrate_account(j, run_id), js
         )
         codes = []
         for s in stats:

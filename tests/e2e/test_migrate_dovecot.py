@@ -269,3 +269,22 @@ def test_usage_error_exit_code() -> None:
 def test_source_names_map_back_and_forth(dovecot_factory) -> None:
     src = dovecot_factory(style="dotted", users={"alice": "pw"}, special_use=False)
     assert server_name(src, ("Projects", "2024")) == "INBOX.Projects.2024"
+
+
+def test_tls_is_verified_and_a_bad_certificate_fails_only_that_side(dovecot_factory, tmp_path: Path) -> None:
+    src = dovecot_factory(style="dotted", users=USERS, special_use=False, tls=True)
+    tgt = dovecot_factory(style="slash", users=USERS)
+    seed_sample(src, "alice", USERS["alice"], messages=6)
+    project = write_project(tmp_path / "p", src, tgt, ["alice"], source_port=src.tls_port)
+    untrusted = project.read_text().replace('security = "none"', 'security = "tls"', 1)
+    project.write_text(untrusted)
+    r = cli("migrate", project, "--json")
+    assert r.code == ExitCode.CONFIG, r.out + r.err
+    err = r.json()["accounts"][0]["error"]
+    assert "TLS certificate" in err and "does not verify" in err and "ca_file" in err
+
+    trusted = untrusted.replace('security = "tls"', f'security = "tls"\nca_file = "{src.ca_file}"', 1)
+    project.write_text(trusted)
+    r = cli("migrate", project, "--json")
+    assert r.code == ExitCode.OK, r.out + r.err
+    assert cli("verify", project, "--deep", "--json").json()["clean"]
