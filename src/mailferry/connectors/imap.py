@@ -18,19 +18,18 @@ import socket
 import ssl
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Literal
 
 import imapclient
 from imapclient.datetime_util import datetime_to_INTERNALDATE
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
-from imapclient.imapclient import _literal, seq_to_parenstr_upper
-from imapclient.response_parser import parse_fetch_response
+from imapclient.imapclient import _literal
 
 from mailferry.errors import AuthError, ItemRefused, MailferryError, TemporaryFailure, TLSVerifyError
 from mailferry.formats import mutf7
 from mailferry.formats.folders import canonical_use
 from mailferry.formats.identity import IDENTITY_FIELDS, identity
+from mailferry.formats.imap_fetch import Fetched, FetchParseError, parse_fetch
 from mailferry.model.mail import AppendItem, FolderInfo, FolderStatus, MessageMeta, Namespace, ServerInfo
 
 Security = Literal["tls", "starttls", "none"]
@@ -167,6 +166,10 @@ class ImapStore:
             raise TemporaryFailure(f"{self.label}: cannot connect to {where}: {_safe(e)}") from None
         c.folder_encode = False
         c.normalise_times = False
+        # IMAPClient turns imaplib's debug level up to 5 to forward its traces to logging: that
+        # formats every response, message bodies included, with %r (most of mailferry's CPU time
+        # in the benchmark) and would put LOGIN lines, passwords included, into debug logs.
+        c._imap.debug = 0
         # imaplib writes a command in several small pieces (line, literal, rest): without
         # TCP_NODELAY, Nagle's algorithm and delayed ACKs stall each one by ~40 ms.
         with contextlib.suppress(OSError, AttributeError):
@@ -261,25 +264,29 @@ class ImapStore:
                 raise TemporaryFailure(f"{self.label}: server is throttling {what}: {msg}") from None
             raise ServerRefused(f"{self.label}: {what}: {msg}") from None
 
-    def _fetch(self, what: str, msgset: str, items: Sequence[str], modifiers: Sequence[str] = ()) -> dict[int, Any]:
-        """UID FETCH over a sequence set given as text (``1:*``, ``3:5,9``).
+    def _fetch(self, what: str, msgset: str, items: Sequence[str], modifiers: Sequence[str] = ()) -> dict[int, Fetched]:
+        """UID FETCH over a sequence set given as text (``1:*``, ``3:5,9``), parsed by our own
+        parser (see :mod:`mailferry.formats.imap_fetch` for why).
 
-        IMAPClient 4 drops every response whose UID was not listed one by one in the request,
-        which loses all of them for a range, so the command is issued here directly.
+        IMAPClient 4's ``fetch`` also drops every response whose UID was not listed one by one in
+        the request, which loses all of them for a range.
         """
 
-        def run(c: Any) -> dict[int, Any]:
-            args: list[Any] = ["UID", "FETCH", msgset.encode(), seq_to_parenstr_upper(list(items))]
+        def run(c: Any) -> dict[int, Fetched]:
+            args: list[Any] = ["UID", "FETCH", msgset, "(" + " ".join(items) + ")"]
             if modifiers:
-                args.append(seq_to_parenstr_upper(list(modifiers)))
+                args.append("(" + " ".join(modifiers) + ")")
             tag = c._imap._command(*args)
             typ, data = c._imap._command_complete("FETCH", tag)
-            c._checkok("fetch", typ, data)
+            if typ != "OK":
+                raise IMAPClientError(f"FETCH failed: {_text(data[-1]) if data else typ}")
             typ, data = c._imap._untagged_response(typ, data, "FETCH")
-            parsed: dict[int, Any] = parse_fetch_response(data, c.normalise_times, True)
-            return parsed
+            try:
+                return parse_fetch(data)
+            except FetchParseError as e:
+                raise IMAPClientError(f"unparseable FETCH response: {e}") from None
 
-        result: dict[int, Any] = self._call(what, run)
+        result: dict[int, Fetched] = self._call(what, run)
         return result
 
     def _select(self, folder: str, *, write: bool = False) -> dict[bytes, Any]:
@@ -388,22 +395,20 @@ class ImapStore:
         for uid, d in data.items():
             if uid <= after_uid:  # "N:*" always matches the highest UID (RFC 3501 6.4.8)
                 continue
-            size = int(d[b"RFC822.SIZE"])
-            hdr = d.get(_HEADER_ITEM) or next((v for k, v in d.items() if k.startswith(b"BODY[HEADER")), b"")
-            ident = identity(hdr or b"", size)
-            modseq = d.get(b"MODSEQ")
-            idate = d[b"INTERNALDATE"]
+            if d.size is None or d.internaldate is None or d.flags is None:
+                raise ServerRefused(f"{self.label}: FETCH {folder}: UID {uid} came back incomplete")
+            ident = identity(d.literal or b"", d.size)
             out.append(
                 MessageMeta(
-                    uid=int(uid),
-                    size=size,
-                    internaldate=idate if isinstance(idate, datetime) else datetime.fromisoformat(str(idate)),
-                    flags=tuple(_flag_str(f) for f in d[b"FLAGS"]),
+                    uid=uid,
+                    size=d.size,
+                    internaldate=d.internaldate,
+                    flags=d.flags,
                     key=ident.key,
                     message_id=ident.message_id,
                     subject=ident.subject,
                     date=ident.date,
-                    modseq=int(modseq[0]) if modseq else None,
+                    modseq=d.modseq,
                 )
             )
         out.sort(key=lambda m: m.uid)
@@ -416,15 +421,12 @@ class ImapStore:
     def changed_flags(self, folder: str, since_modseq: int) -> dict[int, tuple[tuple[str, ...], int]]:
         self._select(folder)
         data = self._fetch(f"FETCH CHANGEDSINCE {folder}", "1:*", ["UID", "FLAGS"], [f"CHANGEDSINCE {since_modseq}"])
-        return {
-            int(uid): (tuple(_flag_str(f) for f in d[b"FLAGS"]), int(d[b"MODSEQ"][0]) if d.get(b"MODSEQ") else 0)
-            for uid, d in data.items()
-        }
+        return {uid: (d.flags or (), d.modseq or 0) for uid, d in data.items()}
 
     def flags(self, folder: str) -> dict[int, tuple[str, ...]]:
         self._select(folder)
         data = self._fetch(f"FETCH FLAGS {folder}", "1:*", ["UID", "FLAGS"])
-        return {int(uid): tuple(_flag_str(f) for f in d[b"FLAGS"]) for uid, d in data.items()}
+        return {uid: d.flags or () for uid, d in data.items()}
 
     def fetch(self, folder: str, uids: Sequence[int]) -> Iterator[tuple[int, bytes]]:
         """Bodies of ``uids`` in the order given; one FETCH per call (callers batch)."""
@@ -432,7 +434,7 @@ class ImapStore:
             return iter(())
         self._select(folder)
         data = self._fetch(f"FETCH BODY {folder}", uid_ranges(uids), ["BODY.PEEK[]"])
-        return ((u, data[u][b"BODY[]"]) for u in uids if u in data and b"BODY[]" in data[u])
+        return ((u, lit) for u in uids if u in data and (lit := data[u].literal) is not None)
 
     # -- WriteStore ---------------------------------------------------------------------------
 
@@ -480,22 +482,41 @@ class ImapStore:
         return out
 
     def _raw_append(self, c: Any, wire: str, items: Sequence[AppendItem]) -> Any:
-        """APPEND (MULTIAPPEND, RFC 3502, when several): literals go LITERAL+ where the server has it.
+        """APPEND (MULTIAPPEND, RFC 3502, when several messages).
 
-        IMAPClient's own multiappend wants IMAPClient to encode folder names itself; ours are
-        already on the wire form, so the command is built here from its pieces.
+        With LITERAL+ (RFC 7888) the whole command is streamed without waiting, each message
+        body written to the socket as it is (no copy: the benchmark showed IMAPClient's literal
+        handling copying every body twice). Without it, IMAPClient's synchronising literals.
+        Folder names are already in wire form, which IMAPClient's multiappend can't take.
         """
         raw = wire.encode("utf-8")
         if any(b > 0x7E or b < 0x20 for b in raw):
-            mailbox: bytes = raw  # 8-bit (UTF8=ACCEPT): IMAPClient sends it as a literal
+            mailbox: bytes = b"{%d+}\r\n" % len(raw) + raw  # 8-bit name (UTF8=ACCEPT): a literal
         else:
             mailbox = b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
-        args: list[bytes] = [mailbox]
-        for it in items:
-            args.append(b"(" + " ".join(it.flags).encode() + b")")
-            args.append(b'"' + datetime_to_INTERNALDATE(it.internaldate).encode() + b'"')
-            args.append(_literal(it.body))
-        typ, data = c._raw_command(b"APPEND", args, uid=False)
+        heads = [
+            b" (" + " ".join(it.flags).encode() + b') "' + datetime_to_INTERNALDATE(it.internaldate).encode() + b'"'
+            for it in items
+        ]
+        if "LITERAL+" in self._caps:
+            imap = c._imap
+            tag = imap._new_tag()  # registers the tag for _command_complete
+            imap.send(tag + b" APPEND " + mailbox)
+            for head, it in zip(heads, items, strict=True):
+                lead = head + b" {%d+}\r\n" % len(it.body)
+                if len(it.body) < 65536:
+                    imap.send(lead + it.body)  # small: one write
+                else:
+                    imap.send(lead)
+                    imap.send(it.body)
+            imap.send(b"\r\n")
+            typ, data = imap._command_complete("APPEND", tag)
+        else:
+            args: list[bytes] = [mailbox if b"{" not in mailbox else _literal(raw)]
+            for head, it in zip(heads, items, strict=True):
+                flags, date = head[1:].split(b") ", 1)
+                args += [flags + b")", date, _literal(it.body)]
+            typ, data = c._raw_command(b"APPEND", args, uid=False)
         if typ != "OK":
             raise IMAPClientError(f"APPEND failed: {_text(data[-1]) if data else typ}")
         return data[-1] if data else b""

@@ -88,6 +88,7 @@ class Options:
     batch_bytes: int = 8_000_000
     retry: RetryPolicy = RetryPolicy()
     full: bool = False  # ignore the per-folder fast path: look at every folder afresh
+    inflight_bytes: int = 64_000_000  # message bytes held in memory at once, all accounts together
 
 
 @dataclass(slots=True)
@@ -135,6 +136,31 @@ def side_of(info_prefix: str, delimiter: str, folders: Sequence[FolderInfo]) -> 
     return Side(prefix=info_prefix, delimiter=delimiter, special=special)
 
 
+class ByteBudget:
+    """Bytes of message bodies in flight (fetched, not yet appended), across all accounts.
+
+    Keeps memory bounded whatever the number of accounts and the message sizes: a batch waits
+    until enough earlier ones are written. A single batch larger than the whole budget still goes,
+    alone.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, n: int) -> None:
+        with self._cond:
+            while self.in_flight > 0 and self.in_flight + n > self.limit:
+                self._cond.wait()
+            self.in_flight += n
+
+    def release(self, n: int) -> None:
+        with self._cond:
+            self.in_flight -= n
+            self._cond.notify_all()
+
+
 class Engine:
     def __init__(
         self,
@@ -146,6 +172,7 @@ class Engine:
         self.ledger = ledger
         self.options = options
         self.reporter: Reporter = reporter or NullReporter()
+        self.budget = ByteBudget(options.inflight_bytes)
         self._now = now or (lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     # -- the account --------------------------------------------------------------------------
@@ -550,6 +577,7 @@ class _AccountRun:
         errors: list[BaseException] = []
         uncertain = threading.Event()
         dropped_keywords: dict[str, int] = {}
+        budget = self.e.budget
 
         def reader() -> None:
             try:
@@ -557,11 +585,17 @@ class _AccountRun:
                     if errors:
                         break
                     uids = [mm.uid for mm in batch]
-                    bodies = dict(self._retry(src, lambda: list(src.fetch(folder, uids))))  # noqa: B023 - called at once
+                    budget.acquire(sum(mm.size for mm in batch))
+                    try:
+                        bodies = dict(self._retry(src, lambda: list(src.fetch(folder, uids))))  # noqa: B023
+                    except BaseException:
+                        budget.release(sum(mm.size for mm in batch))
+                        raise
                     items = [(mm, bodies[mm.uid]) for mm in batch if mm.uid in bodies]
                     for mm in batch:
                         if mm.uid not in bodies:
                             self.e.reporter.note(self.account, f"{folder}: UID {mm.uid} vanished from the source")
+                    budget.release(sum(mm.size for mm in batch if mm.uid not in bodies))
                     if items:
                         q.put(items)
             except BaseException as e:  # handed to the main thread
@@ -577,13 +611,17 @@ class _AccountRun:
                     items = q.get()
                     if items is None:
                         return
-                    if errors:
-                        continue
-                    self._append_batch(w, folder, target_folder, validity, items, perm, uncertain, dropped_keywords)
+                    try:
+                        if not errors:
+                            self._append_batch(
+                                w, folder, target_folder, validity, items, perm, uncertain, dropped_keywords
+                            )
+                    finally:
+                        budget.release(sum(mm.size for mm, _ in items))
             except BaseException as e:
                 errors.append(e)
-                while q.get() is not None:  # drain so the reader never blocks
-                    pass
+                while (rest := q.get()) is not None:  # drain so the reader never blocks
+                    budget.release(sum(mm.size for mm, _ in rest))
 
         threads = [threading.Thread(target=reader, name=f"read-{self.account}")]
         threads += [

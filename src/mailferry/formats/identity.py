@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import unicodedata
 from dataclasses import dataclass
 from email.header import decode_header
 
@@ -38,6 +37,8 @@ IDENTITY_FIELDS = ("MESSAGE-ID", "DATE", "FROM", "TO", "CC", "SUBJECT")
 _WANTED = frozenset(f.lower().encode("ascii") for f in IDENTITY_FIELDS)
 _VERSION = "mailferry-identity-v1\n"
 _DISPLAY_MAX = 200
+# Unicode category Cc (C0, DEL, C1) -> U+FFFD, for display.
+_CONTROLS = {c: "\ufffd" for c in (*range(0x20), *range(0x7F, 0xA0))}
 _FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")  # RFC 5322 ftext
 _MSGID = re.compile(rb"<[^<>]*>")
 
@@ -101,8 +102,9 @@ def _display(value: bytes) -> str:
         text = value.decode("utf-8")
     except UnicodeDecodeError:
         text = value.decode("latin-1")  # raw 8-bit headers are mostly Latin-1/cp1252
-    text = " ".join(_decode_words(text).split())
-    text = "".join("\ufffd" if unicodedata.category(ch) == "Cc" else ch for ch in text)
+    if "=?" in text:  # decode_header is slow: only for values that hold encoded-words
+        text = _decode_words(text)
+    text = " ".join(text.split()).translate(_CONTROLS)
     return text[:_DISPLAY_MAX]
 
 

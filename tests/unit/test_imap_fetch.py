@@ -1,0 +1,56 @@
+"""The FETCH parser on raw responses as imaplib hands them over (Dovecot and Cyrus shapes)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from mailferry.formats.imap_fetch import FetchParseError, parse_fetch, parse_internaldate
+
+HDR = b"Message-ID: <a@b>\r\nSubject: hi\r\n\r\n"
+
+
+def test_inventory_response_dovecot_order() -> None:
+    data = [
+        (b'1 (UID 7 RFC822.SIZE 120 INTERNALDATE "01-Jan-2024 09:00:00 +0100" FLAGS (\\Seen $X) '
+         b"MODSEQ (12) BODY[HEADER.FIELDS (MESSAGE-ID DATE FROM TO CC SUBJECT)] {35}", HDR),
+        b")",
+        (b'2 (UID 9 RFC822.SIZE 5 INTERNALDATE " 2-Feb-2024 00:00:01 -0730" FLAGS () '
+         b"BODY[HEADER.FIELDS (MESSAGE-ID)] {2}", b"\r\n"),
+        b" MODSEQ (13))",
+    ]
+    got = parse_fetch(data)
+    assert set(got) == {7, 9}
+    a, b = got[7], got[9]
+    assert (a.size, a.flags, a.modseq, a.literal) == (120, ("\\Seen", "$X"), 12, HDR)
+    assert a.internaldate == datetime(2024, 1, 1, 8, 0, tzinfo=UTC)
+    assert b.flags == () and b.modseq == 13 and b.literal == b"\r\n"
+    assert b.internaldate == datetime(2024, 2, 2, 0, 0, 1, tzinfo=timezone(-timedelta(hours=7, minutes=30)))
+
+
+def test_items_after_the_literal_and_inline_empty_body() -> None:
+    data = [
+        (b"3 (UID 11 BODY[] {3}", b"abc"),
+        b' FLAGS (\\Answered) RFC822.SIZE 3 INTERNALDATE "09-Sep-2020 10:11:12 +0000")',
+        b'4 (UID 12 BODY[HEADER.FIELDS (SUBJECT)] "" RFC822.SIZE 0 FLAGS ())',
+        b"5 (UID 13 BODY[HEADER.FIELDS (SUBJECT)] NIL)",
+    ]
+    got = parse_fetch(data)
+    assert got[11].literal == b"abc" and got[11].flags == ("\\Answered",) and got[11].size == 3
+    assert got[12].literal == b"" and got[13].literal == b""
+
+
+def test_unsolicited_fetch_without_uid_is_ignored() -> None:
+    assert parse_fetch([b"5 (FLAGS (\\Seen))", None]) == {}
+
+
+def test_uid_inside_other_words_is_not_taken() -> None:
+    got = parse_fetch([b"1 (X-GUID 99 UID 4 FLAGS ())"])
+    assert list(got) == [4]
+
+
+@pytest.mark.parametrize("raw", [b"32-Foo-2020 00:00:00 +0000", b"32-Jan-2020 00:00:00 +0000", b"garbage", b""])
+def test_bad_internaldate(raw: bytes) -> None:
+    with pytest.raises(FetchParseError):
+        parse_internaldate(raw)
