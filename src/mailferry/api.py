@@ -132,8 +132,8 @@ def options(project: Project, *, full: bool = False) -> Options:
     )
 
 
-def open_ledger(project: Project) -> SqliteLedger:
-    return SqliteLedger(project.ledger_path)
+def open_ledger(project: Project, *, readonly: bool = False) -> SqliteLedger:
+    return SqliteLedger(project.ledger_path, readonly=readonly)
 
 
 def parallel_accounts(project: Project) -> int:
@@ -268,7 +268,7 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
 
 def plan(project: Project, names: Sequence[str] | None = None) -> Result:
     accs = select_accounts(project, names)
-    ledger = open_ledger(project)
+    ledger = open_ledger(project, readonly=True)
     try:
         engine = Engine(ledger, options(project))
 
@@ -398,7 +398,7 @@ def _write_report(project: Project, name: str, data: dict[str, Any]) -> None:
 
 def verify(project: Project, names: Sequence[str] | None = None, *, deep: bool = False) -> Result:
     accs = select_accounts(project, names)
-    ledger = open_ledger(project)
+    ledger = open_ledger(project, readonly=True)
     try:
         engine = Engine(ledger, options(project))
 
@@ -442,7 +442,7 @@ def verify(project: Project, names: Sequence[str] | None = None, *, deep: bool =
 def report(project: Project, run: int | None = None) -> Result:
     if not project.ledger_path.exists():
         return Result({"runs": [], "accounts": [], "findings": []}, 0)
-    ledger = open_ledger(project)
+    ledger = open_ledger(project, readonly=True)
     try:
         runs = [r for r in ledger.runs() if run is None or r["id"] == run]
         per_account = ledger.account_runs(run)

@@ -288,3 +288,75 @@ def test_tls_is_verified_and_a_bad_certificate_fails_only_that_side(dovecot_fact
     r = cli("migrate", project, "--json")
     assert r.code == ExitCode.OK, r.out + r.err
     assert cli("verify", project, "--deep", "--json").json()["clean"]
+
+
+def test_plan_writes_nothing_anywhere(pair) -> None:
+    src, tgt, project = pair
+    before_src, before_tgt = holdings(src, "alice", USERS["alice"]), holdings(tgt, "alice", USERS["alice"])
+    files_before = sorted(p.name for p in project.parent.iterdir())
+    r = cli("plan", project, "--json")
+    assert r.code == ExitCode.OK, r.out + r.err
+    alice = next(a for a in r.json()["accounts"] if a["account"] == "alice")
+    sent = next(f for f in alice["folders"] if f["source"] == "INBOX.Sent Items")
+    assert sent["target"] == "Sent" and "Sent Items" in sent["rule"] and sent["copy"] > 0
+    assert alice["messages"] == sum(len(v) for v in before_src.values())
+    assert sorted(p.name for p in project.parent.iterdir()) == files_before  # no ledger, no report
+    assert holdings(src, "alice", USERS["alice"]) == before_src
+    assert holdings(tgt, "alice", USERS["alice"]) == before_tgt == {"INBOX": []}
+
+
+def test_deletions_are_propagated_only_when_asked_and_only_ours(dovecot_factory, tmp_path: Path) -> None:
+    src = dovecot_factory(style="slash", users=USERS)
+    tgt = dovecot_factory(style="slash", users=USERS)
+    seed_sample(src, "alice", USERS["alice"], messages=6)
+    project = write_project(tmp_path / "p", src, tgt, ["alice"])
+    assert cli("migrate", project, "--json").code == ExitCode.OK
+    # The user got new mail on the target already; someone deletes a message on the source.
+    seed_messages(tgt.host, tgt.port, "alice", USERS["alice"], "INBOX", [b"Subject: new on target\r\n\r\nhi\r\n"])
+    c = IMAPClient(src.host, src.port, ssl=False)
+    c.login("alice", USERS["alice"])
+    c.select_folder("INBOX")
+    victim = min(c.search("ALL"))
+    c.delete_messages([victim])
+    c.expunge()
+    c.logout()
+    n_before = len(holdings(tgt, "alice", USERS["alice"])["INBOX"])
+    r = cli("migrate", project, "--json")
+    assert r.json()["deleted"] == 0 and len(holdings(tgt, "alice", USERS["alice"])["INBOX"]) == n_before
+    optin = project.read_text().replace("[performance]", "[messages]\npropagate_deletions = true\n\n[performance]")
+    project.write_text(optin)
+    r = cli("migrate", project, "--json", "--full")
+    assert r.code == ExitCode.OK, r.out + r.err
+    assert r.json()["deleted"] == 1
+    inbox = [b for b, _ in holdings(tgt, "alice", USERS["alice"])["INBOX"]]
+    assert len(inbox) == n_before - 1
+    assert any(b"new on target" in b for b in inbox)  # not ours: never deleted
+
+
+def test_source_uidvalidity_change_rematches_instead_of_recopying(dovecot_factory, tmp_path: Path) -> None:
+    src = dovecot_factory(style="dotted", users=USERS, special_use=False)
+    tgt = dovecot_factory(style="slash", users=USERS)
+    seed_sample(src, "alice", USERS["alice"], messages=12)
+    project = write_project(tmp_path / "p", src, tgt, ["alice"])
+    assert cli("migrate", project, "--json").code == ExitCode.OK
+    c = IMAPClient(src.host, src.port, ssl=False)
+    c.login("alice", USERS["alice"])
+    old = c.folder_status("INBOX", ["UIDVALIDITY"])[b"UIDVALIDITY"]
+    c.logout()
+    src.stop()
+    for f in src.maildir("alice").iterdir():  # INBOX's UID list and indexes: Dovecot starts over
+        if f.is_file() and (f.name.startswith("dovecot-uidlist") or f.name.startswith("dovecot.index")):
+            f.unlink()
+    src.restart()
+    c = IMAPClient(src.host, src.port, ssl=False)
+    c.login("alice", USERS["alice"])
+    assert c.folder_status("INBOX", ["UIDVALIDITY"])[b"UIDVALIDITY"] != old
+    c.logout()
+    r = cli("migrate", project, "--json")
+    assert r.code == ExitCode.OK, r.out + r.err
+    assert r.json()["copied"] == 0
+    assert Counter(holdings(tgt, "alice", USERS["alice"])["INBOX"]) == Counter(
+        holdings(src, "alice", USERS["alice"])["INBOX"]
+    )
+    v = cli("verify", project, "--deep", "--json")
+    assert v.json()["clean"], v.out

@@ -152,7 +152,7 @@ csv = "accounts.csv"
 """
     project = load_project(write(tmp_path, text))
     assert project.ledger_path == tmp_path / "project.ledger.sqlite"
-    assert project.source.port == 143 and project.source.max_connections == 8
+    assert project.source.port == 143 and project.source.max_connections == 24
     assert project.folders.include == () and project.folders.subscriptions
     assert not project.messages.propagate_deletions and project.messages.sync_flags
     assert project.performance.batch_bytes == 16_000_000

@@ -564,7 +564,7 @@ class _ProjectReader(_Reader):
             self.problem((*at, "ca_file"), f"no such file: {ca_file}")
         allow_plaintext = self.boolean(table, at, "allow_plaintext_login", False)
         timeout = self.number(table, at, "timeout", 60.0)
-        max_connections = self.integer(table, at, "max_connections", 8, 1, 1000)
+        max_connections = self.integer(table, at, "max_connections", 24, 1, 1000)
         admin = self.admin(table, at)
 
         if security == "none" and host is not None and not is_loopback(host) and not allow_plaintext:

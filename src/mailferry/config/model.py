@@ -68,7 +68,7 @@ class ServerConfig:
     ca_file: Path | None = None
     allow_plaintext_login: bool = False
     timeout: float = 60.0
-    max_connections: int = 8
+    max_connections: int = 24
     admin: AdminLogin | None = None
 
 

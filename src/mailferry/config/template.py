@@ -124,8 +124,10 @@ ca_file = ""
 allow_plaintext_login = false
 # Seconds to wait for each network operation before giving up on it.
 timeout = 60
-# At most this many connections to this server at once, all accounts together.
-max_connections = 8
+# At most this many connections to this server at once, all accounts together: each account
+# being migrated holds 1 source and connections_per_account + 1 target connections, and fewer
+# accounts run at once when needed to stay under this.
+max_connections = 24
 
 # One administrator login that opens every mailbox, so user passwords are not needed.
 # An account's own password reference (accounts CSV or override), when given, is used instead.

@@ -42,7 +42,7 @@ from mailferry.plan.planner import (
     plan_folder,
     storable_flags,
 )
-from mailferry.state.ledger import Finding, FolderState, MessageRecord, SqliteLedger
+from mailferry.state.ledger import Finding, FolderState, Ledger, MessageRecord
 
 
 class Reporter(Protocol):
@@ -164,7 +164,7 @@ class ByteBudget:
 class Engine:
     def __init__(
         self,
-        ledger: SqliteLedger,
+        ledger: Ledger,
         options: Options,
         reporter: Reporter | None = None,
         now: Callable[[], str] | None = None,

@@ -152,25 +152,67 @@ def decode_flags(text: str) -> tuple[str, ...]:
 
 
 class Ledger(Protocol):
+    """What the engine and the use cases need of a ledger. :class:`SqliteLedger` is the one
+    implementation today; a server database can take over when runs spread over several machines.
+
+    Contract: every method is atomic (all of it is recorded or nothing); methods may be called
+    from several threads; nothing passed in ever holds a secret or message content.
+    """
+
+    def acquire(self, what: str) -> None:
+        """Hold the project's run lock until close(); raise LockedError if another run holds it."""
+        ...
+
     def start_run(self, command: str, now: str) -> int: ...
     def finish_run(self, run_id: int, now: str, exit_code: int, summary: dict[str, Any]) -> None: ...
+    def runs(self) -> list[dict[str, Any]]: ...
+    def record_account_run(self, run_id: int, account: str, target_user: str, stats: dict[str, Any]) -> None: ...
+    def account_runs(self, run_id: int | None = None) -> list[dict[str, Any]]: ...
     def folder_state(self, account: str, source_folder: str) -> FolderState | None: ...
     def folder_states(self, account: str) -> list[FolderState]: ...
     def save_folder_state(self, state: FolderState) -> None: ...
     def messages(self, account: str, source_folder: str) -> list[MessageRecord]: ...
-    def record_pending(self, account: str, source_folder: str, rows: Sequence[MessageRecord], run_id: int) -> None: ...
-    def record_copied(self, account: str, source_folder: str, rows: Sequence[MessageRecord], run_id: int) -> None: ...
+    def has_pending(self, account: str) -> set[str]:
+        """Source folders of ``account`` with unresolved append intents."""
+        ...
+
+    def record_pending(self, account: str, source_folder: str, rows: Sequence[MessageRecord], run_id: int) -> None:
+        """The intent, recorded before the append is sent."""
+        ...
+
+    def record_copied(self, account: str, source_folder: str, rows: Sequence[MessageRecord], run_id: int) -> None:
+        """The fact, recorded after the server confirmed (or the copy was found on the target)."""
+        ...
+
+    def update_flags(
+        self, account: str, source_folder: str, changes: Sequence[tuple[int, int, tuple[str, ...]]]
+    ) -> None: ...
     def forget(self, account: str, source_folder: str, keys: Sequence[tuple[int, int]]) -> None: ...
+    def rebase(self, account: str, source_folder: str, moves: Sequence[tuple[int, int, int, int]]) -> None: ...
     def add_finding(self, run_id: int, f: Finding) -> None: ...
     def findings(self, run_id: int | None = None, account: str | None = None) -> list[Finding]: ...
+    def counts(self) -> dict[str, int]: ...
     def close(self) -> None: ...
 
 
 class SqliteLedger:
     """The SQLite ledger. Safe to share between threads (one connection behind a lock)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        """``readonly``: for commands that must write nothing (plan, verify, report): an absent
+        ledger is an empty one in memory, an existing one is opened for reading only."""
         self.path = path
+        self._lock = threading.RLock()
+        self._lockfile: IO[str] | None = None
+        if readonly:
+            if path.exists():
+                self._db = sqlite3.connect(
+                    f"file:{path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None, timeout=30
+                )
+                return
+            self._db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+            self._migrate()
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
             fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
@@ -180,8 +222,6 @@ class SqliteLedger:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._lock = threading.RLock()
-        self._lockfile: IO[str] | None = None
         self._migrate()
         for extra in ("-wal", "-shm"):
             p = Path(str(path) + extra)
