@@ -15,6 +15,8 @@ import pytest
 
 from mailferry.sandbox.servers import CyrusServer, DovecotServer, find_cyrus_imapd
 
+pytest_plugins = ["ldap_fixtures"]  # Samba AD and slapd factories (tests/ldap_fixtures.py)
+
 TESTS = Path(__file__).resolve().parent
 # The shared corpus next to the repository (when present) wins; tests/data holds a byte-exact
 # copy (MIT, see its LICENSE) so the suite runs from a bare checkout.

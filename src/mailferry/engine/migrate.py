@@ -558,10 +558,14 @@ class _AccountRun:
         return tgt.permanent_flags.get(target_folder)
 
     def _batches(self, metas: list[MessageMeta]) -> Iterator[list[MessageMeta]]:
+        """Batches bounded by count and bytes. A small folder is still cut into a few batches
+        (of at least 10) so that fetching the next overlaps with appending the previous."""
+        writers = max(1, self.opts.connections_per_account)
+        count = min(self.opts.batch_messages, max(10, -(-len(metas) // (2 * writers))))
         batch: list[MessageMeta] = []
         size = 0
         for mm in metas:
-            if batch and (len(batch) >= self.opts.batch_messages or size + mm.size > self.opts.batch_bytes):
+            if batch and (len(batch) >= count or size + mm.size > self.opts.batch_bytes):
                 yield batch
                 batch, size = [], 0
             batch.append(mm)
