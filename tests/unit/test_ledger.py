@@ -59,3 +59,22 @@ def test_findings_round_trip(tmp_path: Path) -> None:
     led.add_finding(run, Finding("alice", "INBOX", 4, "refused", "too big", {"size": 9}))
     assert led.findings(run) == [Finding("alice", "INBOX", 4, "refused", "too big", {"size": 9})]
     led.close()
+
+
+def test_a_version_1_ledger_is_upgraded_in_place(tmp_path: Path) -> None:
+    from mailferry.state.ledger import _MIGRATIONS, _split
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    for statement in _split(_MIGRATIONS[1]):
+        db.execute(statement)
+    db.execute("INSERT INTO runs (command, started_at) VALUES ('migrate', 'then')")
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    led = SqliteLedger(path)
+    assert led.schema_version == SCHEMA_VERSION
+    assert [r["command"] for r in led.runs()] == ["migrate"]
+    led.save_identity(1, [{"source_dn": "cn=a", "target_dn": "cn=b", "how": "created", "kind": "user"}])
+    assert led.identity()[0]["target_dn"] == "cn=b"
+    led.close()

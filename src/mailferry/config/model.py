@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -131,6 +131,65 @@ class Performance:
     retries: int = 5
 
 
+LdapDialect = Literal["ad", "generic"]
+LDAP_DIALECTS: tuple[LdapDialect, ...] = ("ad", "generic")
+DIRECTORY_RULES: tuple[str, ...] = ("sid", "x500", "smtp", "login", "custom")
+
+
+@dataclass(frozen=True, slots=True)
+class LdapServerConfig:
+    """One directory server. ``url``: ``ldaps://host[:636]``, ``ldap+starttls://host[:389]`` or
+    ``ldap://host[:389]``. ``tls_server_name``: the name to verify in its certificate when the
+    host is given as an address (Samba's certificate names the DC, not the IP)."""
+
+    host: str
+    port: int
+    security: Security
+    bind_dn: str
+    password: SecretRef
+    dialect: LdapDialect = "ad"
+    bases: tuple[str, ...] = ()  # containers to read; empty: the whole naming context
+    filter: str = ""  # extra LDAP filter, ANDed with the kind filters
+    verify_certificates: bool = True
+    ca_file: Path | None = None
+    tls_server_name: str = ""
+    allow_plaintext_login: bool = False
+    timeout: float = 30.0
+    page_size: int = 1000
+    attributes: Mapping[str, str] = field(default_factory=dict)  # logical name -> LDAP attribute
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryConfig:
+    """``[directory]``: match people of the source directory to the target's, create and merge.
+
+    ``rules``: match rules in the order tried (``sid``, ``x500``, ``smtp``, ``login``,
+    ``custom``); ``custom_attribute``: the attribute compared by ``custom``.
+    ``target_container``: where users are created (a DN in the target).
+    ``accounts_csv``: where ``directory apply`` writes the identity map as the accounts list that
+    ``migrate`` reads; ``account_key``: what names an account on each IMAP server (``login``:
+    sAMAccountName/uid, ``mail``: the primary address).
+    ``create``: attribute templates for created users (``${login}``, ``${mail}``, ``${given}``,
+    ``${sn}``, ``${primary_smtp}``); ``mail_attributes``: set on every matched/created user to
+    activate its mailbox; ``lock``: generic dialect, attributes that mark a created user locked.
+    """
+
+    source: LdapServerConfig
+    target: LdapServerConfig
+    target_container: str
+    rules: tuple[str, ...] = ("sid", "x500", "smtp", "login")
+    custom_attribute: str = ""
+    include_contacts: bool = False
+    include_groups: bool = False
+    keep_old_addresses: bool = True
+    accounts_csv: Path | None = None
+    account_key: Literal["login", "mail"] = "login"
+    create: Mapping[str, str] = field(default_factory=dict)
+    mail_attributes: Mapping[str, str] = field(default_factory=dict)
+    lock: Mapping[str, str] = field(default_factory=dict)
+    confirm_mailboxes: bool = True
+
+
 @dataclass(frozen=True, slots=True)
 class Project:
     """A whole, valid project. ``accounts`` excludes those an override marks ``skip``."""
@@ -145,6 +204,7 @@ class Project:
     folders: FolderRules
     messages: MessageRules
     performance: Performance
+    directory: DirectoryConfig | None = None
 
     @property
     def base_dir(self) -> Path:

@@ -33,7 +33,7 @@ from typing import IO, Any, Protocol
 
 from mailferry.errors import LockedError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -101,6 +101,34 @@ _MIGRATIONS: dict[int, str] = {
         seconds REAL NOT NULL DEFAULT 0,
         error TEXT NOT NULL DEFAULT '',
         PRIMARY KEY (run_id, account)
+    );
+    """,
+    2: """
+    CREATE TABLE directory_changes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        dn TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE directory_merges (
+        contact_dn TEXT PRIMARY KEY,
+        user_dn TEXT NOT NULL,
+        contact_ldif TEXT NOT NULL,
+        groups TEXT NOT NULL DEFAULT '[]',
+        state TEXT NOT NULL CHECK (state IN ('pending', 'done')),
+        run_id INTEGER NOT NULL
+    );
+    CREATE TABLE identity_map (
+        source_dn TEXT PRIMARY KEY,
+        source_login TEXT,
+        source_mail TEXT,
+        target_dn TEXT NOT NULL,
+        target_login TEXT,
+        target_mail TEXT,
+        how TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        run_id INTEGER NOT NULL
     );
     """,
 }
@@ -499,6 +527,62 @@ class SqliteLedger:
             args.append(account)
         rows = self._db.execute(q + " ORDER BY id", args).fetchall()
         return [Finding(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+
+    # -- directory ----------------------------------------------------------------------------
+
+    def record_directory_change(self, run_id: int, kind: str, dn: str, detail: dict[str, Any]) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO directory_changes (run_id, kind, dn, detail) VALUES (?, ?, ?, ?)",
+                (run_id, kind, dn, json.dumps(detail, sort_keys=True, default=str)),
+            )
+
+    def directory_changes(self, run_id: int | None = None) -> list[dict[str, Any]]:
+        q = "SELECT run_id, kind, dn, detail FROM directory_changes" + (" WHERE run_id=?" if run_id is not None else "")
+        rows = self._db.execute(q + " ORDER BY id", (run_id,) if run_id is not None else ()).fetchall()
+        return [{"run": r[0], "kind": r[1], "dn": r[2], "detail": json.loads(r[3])} for r in rows]
+
+    def begin_merge(self, run_id: int, contact_dn: str, user_dn: str, contact_ldif: str, groups: Sequence[str]) -> None:
+        """The intent to fold a contact into a user, with the contact's LDIF, before any change."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO directory_merges VALUES (?, ?, ?, ?, 'pending', ?)",
+                (contact_dn, user_dn, contact_ldif, json.dumps(list(groups)), run_id),
+            )
+
+    def end_merge(self, contact_dn: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE directory_merges SET state='done' WHERE contact_dn=?", (contact_dn,))
+
+    def merges(self, state: str | None = None) -> list[dict[str, Any]]:
+        q = "SELECT contact_dn, user_dn, contact_ldif, groups, state, run_id FROM directory_merges"
+        rows = self._db.execute(q + (" WHERE state=?" if state else ""), (state,) if state else ()).fetchall()
+        return [
+            {
+                "contact_dn": r[0],
+                "user_dn": r[1],
+                "contact_ldif": r[2],
+                "groups": json.loads(r[3]),
+                "state": r[4],
+                "run": r[5],
+            }
+            for r in rows
+        ]
+
+    def save_identity(self, run_id: int, rows: Sequence[dict[str, Any]]) -> None:
+        """Replace the identity map (source person -> target person) with ``rows``."""
+        cols = ("source_dn", "source_login", "source_mail", "target_dn", "target_login", "target_mail", "how", "kind")
+        with self._tx() as db:
+            db.execute("DELETE FROM identity_map")
+            db.executemany(
+                f"INSERT INTO identity_map ({', '.join(cols)}, run_id) VALUES ({', '.join('?' for _ in cols)}, ?)",
+                [(*(r.get(c) for c in cols), run_id) for r in rows],
+            )
+
+    def identity(self) -> list[dict[str, Any]]:
+        cur = self._db.execute("SELECT * FROM identity_map ORDER BY source_dn")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
     def close(self) -> None:
         with self._lock:

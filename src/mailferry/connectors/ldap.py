@@ -1,0 +1,463 @@
+"""LDAP connector: a directory (Active Directory, or a generic LDAP server) read and written over ldap3.
+
+Terminology: see :mod:`mailferry.model.directory` (person, user, contact, group, dialect).
+
+Contract:
+
+- ``people`` reads every user, contact and group under the configured bases in pages (AD serves
+  at most 1,000 entries a page) and returns :class:`Person` values: binary objectSid/sIDHistory
+  and objectGUID as text, ``disabled`` from userAccountControl (AD) or the lock marker (generic),
+  generic addresses in AD proxy form (mail as ``SMTP:``, aliases as ``smtp:``), group
+  memberships computed from the groups' ``member`` values (no memberOf overlay needed).
+- Referrals are never chased (``auto_referrals=False``): an entry outside the server is reported,
+  not fetched from some other host.
+- Writes are single LDAP operations, each atomic on the server: ``add`` creates an entry whole or
+  not at all; ``modify`` changes one entry. A refusal raises :class:`DirectoryRefused` naming the
+  entry, the server's result and the operator's next step.
+- A source directory is opened read-only: every write method refuses to run on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ldap3 import BASE, MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE, SUBTREE, Connection, Server, Tls
+from ldap3.core import exceptions as lx
+from ldap3.utils.conv import escape_filter_chars
+
+from mailferry.errors import AuthError, ServerError, TemporaryFailure, TLSVerifyError
+from mailferry.formats.addresses import generic_proxies
+from mailferry.formats.ldif import dn_key
+from mailferry.formats.sid import GuidError, SidError, guid_to_str, sid_to_str
+from mailferry.model.directory import Person, PersonKind
+
+Dialect = Literal["ad", "generic"]
+
+UF_ACCOUNTDISABLE = 0x2
+
+# Logical name -> attribute, per dialect. Overridable from the project file.
+DEFAULT_ATTRIBUTES: dict[Dialect, dict[str, str]] = {
+    "ad": {
+        "guid": "objectGUID",
+        "sid": "objectSid",
+        "sid_history": "sIDHistory",
+        "login": "sAMAccountName",
+        "upn": "userPrincipalName",
+        "mail": "mail",
+        "proxy": "proxyAddresses",
+        "alias": "proxyAddresses",
+        "legacy_dn": "legacyExchangeDN",
+        "uac": "userAccountControl",
+        "member": "member",
+    },
+    "generic": {
+        "guid": "entryUUID",
+        "login": "uid",
+        "mail": "mail",
+        "alias": "mailAlternateAddress",
+        "member": "member",
+    },
+}
+
+# Other attributes carried over to created users and shown in plans (text, both dialects).
+TEXT_ATTRIBUTES = (
+    "cn", "sn", "givenName", "displayName", "initials", "telephoneNumber", "mobile", "facsimileTelephoneNumber",
+    "title", "department", "company", "manager", "description", "physicalDeliveryOfficeName", "streetAddress",
+    "l", "st", "postalCode", "c", "employeeID", "employeeNumber", "mailNickname", "targetAddress",
+)  # fmt: skip
+
+
+class DirectoryRefused(ServerError):
+    """The directory refused one operation (rights, schema, constraint). Not temporary."""
+
+    exit_code = ServerError.exit_code
+
+
+@dataclass(frozen=True, slots=True)
+class LdapEndpoint:
+    host: str
+    port: int
+    security: Literal["tls", "starttls", "none"]
+    verify_certificates: bool = True
+    ca_file: str | None = None
+    tls_server_name: str = ""
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    dn: str
+    users: int = 0
+    contacts: int = 0
+    groups: int = 0
+
+
+@dataclass
+class _Counts:
+    users: int = 0
+    contacts: int = 0
+    groups: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryOptions:
+    dialect: Dialect = "ad"
+    bases: tuple[str, ...] = ()
+    filter: str = ""
+    page_size: int = 1000
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    custom_attribute: str = ""
+    lock: Mapping[str, str] = field(default_factory=dict)
+
+
+class LdapDirectory:
+    """One bound connection to one directory. Not thread-safe."""
+
+    def __init__(
+        self,
+        endpoint: LdapEndpoint,
+        bind_dn: str,
+        password: str,
+        options: DirectoryOptions,
+        *,
+        readonly: bool,
+        label: str,
+    ) -> None:
+        self.endpoint = endpoint
+        self.options = options
+        self.readonly = readonly
+        self.label = label
+        self.attr = {**DEFAULT_ATTRIBUTES[options.dialect], **dict(options.attributes)}
+        where = f"{endpoint.host}:{endpoint.port}"
+        tls = None
+        if endpoint.security != "none":
+            tls = Tls(
+                validate=ssl.CERT_REQUIRED if endpoint.verify_certificates else ssl.CERT_NONE,
+                ca_certs_file=endpoint.ca_file or None,
+                valid_names=[endpoint.tls_server_name] if endpoint.tls_server_name else None,
+            )
+        server = Server(
+            endpoint.host,
+            port=endpoint.port,
+            use_ssl=endpoint.security == "tls",
+            tls=tls,
+            get_info="DSA",
+            connect_timeout=endpoint.timeout,
+        )
+        try:
+            self._c = Connection(
+                server,
+                user=bind_dn,
+                password=password,
+                auto_bind="NONE",
+                auto_referrals=False,
+                raise_exceptions=False,
+                receive_timeout=int(endpoint.timeout),
+                read_only=readonly,
+            )
+            self._c.open()
+            if self._c.closed:
+                raise TemporaryFailure(f"{label}: cannot connect to {where}")
+            if endpoint.security == "starttls" and not self._c.start_tls():
+                raise TLSVerifyError(f"{label}: STARTTLS with {where} failed: {self._c.result.get('description')}")
+            if not self._c.bind():
+                desc = self._c.result.get("description", "")
+                msg = str(self._c.result.get("message", ""))[:200]
+                if desc in ("invalidCredentials", "inappropriateAuthentication", "unwillingToPerform"):
+                    raise AuthError(f"{label}: bind as {bind_dn!r} refused by {where}: {desc} {msg}".strip())
+                raise TemporaryFailure(f"{label}: bind to {where} failed: {desc} {msg}".strip())
+        except (lx.LDAPCertificateError, ssl.SSLCertVerificationError) as e:
+            raise TLSVerifyError(f"{label}: TLS certificate of {where} does not verify: {_safe(e, password)}") from None
+        except lx.LDAPSocketOpenError as e:
+            text = _safe(e, password)
+            if "certificate" in text.lower() or "CERTIFICATE_VERIFY_FAILED" in text:
+                raise TLSVerifyError(f"{label}: TLS certificate of {where} does not verify: {text}") from None
+            raise TemporaryFailure(f"{label}: cannot connect to {where}: {text}") from None
+        except lx.LDAPException as e:
+            raise TemporaryFailure(f"{label}: {where}: {_safe(e, password)}") from None
+        info = server.info
+        self.naming_context = ""
+        if info is not None and info.other:
+            dnc = info.other.get("defaultNamingContext") or info.naming_contexts or []
+            self.naming_context = str(dnc[0]) if dnc else ""
+
+    def close(self) -> None:
+        with contextlib.suppress(lx.LDAPException):
+            self._c.unbind()
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def _bases(self) -> tuple[str, ...]:
+        if self.options.bases:
+            return self.options.bases
+        if not self.naming_context:
+            raise DirectoryRefused(f"{self.label}: the server names no naming context", hint="set bases")
+        return (self.naming_context,)
+
+    def _kind_filter(self) -> str:
+        if self.options.dialect == "ad":
+            f = "(|(&(objectClass=user)(!(objectClass=computer)))(objectClass=contact)(objectClass=group))"
+        else:
+            f = "(|(objectClass=inetOrgPerson)(objectClass=groupOfNames)(objectClass=groupOfUniqueNames))"
+        return f"(&{f}{self.options.filter})" if self.options.filter else f
+
+    def _search(self, base: str, flt: str, attributes: Sequence[str], scope: Any = SUBTREE) -> Iterator[dict[str, Any]]:
+        try:
+            entries = self._c.extend.standard.paged_search(
+                base,
+                flt,
+                search_scope=scope,
+                attributes=list(attributes),
+                paged_size=self.options.page_size,
+                generator=True,
+            )
+            for e in entries:
+                if e.get("type") == "searchResEntry":
+                    yield e
+                elif e.get("type") == "searchResRef":
+                    continue  # a referral: not followed (see the module contract)
+        except lx.LDAPException as e:
+            raise TemporaryFailure(f"{self.label}: search under {base!r} failed: {e}") from None
+        res = self._c.result or {}
+        if res.get("description") not in (None, "success", "referral"):
+            raise DirectoryRefused(
+                f"{self.label}: search under {base!r} failed: {res.get('description')} "
+                f"{res.get('message', '')}".strip(),
+                hint="check the base DN and the bind account's rights",
+            )
+
+    def _wanted(self) -> list[str]:
+        a = self.attr
+        names = {"objectClass", *TEXT_ATTRIBUTES, *(v for k, v in a.items())}
+        if self.options.custom_attribute:
+            names.add(self.options.custom_attribute)
+        names.update(self.options.lock)
+        return sorted(names)
+
+    def people(self) -> tuple[list[Person], list[str]]:
+        """Every person under the bases, and problems met (malformed SIDs...) as text."""
+        problems: list[str] = []
+        raw: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for base in self._bases():
+            for e in self._search(base, self._kind_filter(), self._wanted()):
+                k = dn_key(e["dn"])
+                if k not in seen:
+                    seen.add(k)
+                    raw.append(e)
+        member_attr = self.attr["member"]
+        member_of: dict[str, list[str]] = defaultdict(list)
+        for e in raw:
+            if self._kind(e) == "group":
+                for m in _texts(e, member_attr) + _texts(e, "uniqueMember"):
+                    member_of[dn_key(m)].append(e["dn"])
+        out = [self._person(e, member_of.get(dn_key(e["dn"]), []), problems) for e in raw]
+        return [p for p in out if p is not None], problems
+
+    def _kind(self, e: Mapping[str, Any]) -> PersonKind | None:
+        classes = {c.lower() for c in _texts(e, "objectClass")}
+        if self.options.dialect == "ad":
+            if "computer" in classes:
+                return None
+            if "contact" in classes:
+                return "contact"
+            if "group" in classes:
+                return "group"
+            return "user" if "user" in classes else None
+        if classes & {"groupofnames", "groupofuniquenames"}:
+            return "group"
+        if "inetorgperson" in classes:
+            return "user" if _texts(e, self.attr["login"]) else "contact"
+        return None
+
+    def _person(self, e: Mapping[str, Any], groups: list[str], problems: list[str]) -> Person | None:
+        kind = self._kind(e)
+        if kind is None:
+            return None
+        a, dn = self.attr, e["dn"]
+        sid: str | None = None
+        history: list[str] = []
+        guid: str | None = None
+        if "sid" in a:
+            for i, value in enumerate(_raw(e, a["sid"]) + _raw(e, a.get("sid_history", ""))):
+                try:
+                    text = sid_to_str(value)
+                except SidError as err:
+                    problems.append(
+                        f"{self.label}: {dn}: {a['sid'] if i == 0 else a['sid_history']} is malformed ({err}): ignored"
+                    )
+                    continue
+                if i == 0 and _raw(e, a["sid"]):
+                    sid = text
+                else:
+                    history.append(text)
+        graw = _raw(e, a["guid"])
+        if graw and self.options.dialect == "ad":
+            try:
+                guid = guid_to_str(graw[0])
+            except GuidError:
+                problems.append(f"{self.label}: {dn}: objectGUID is malformed: ignored")
+        elif _texts(e, a["guid"]):
+            guid = _texts(e, a["guid"])[0]
+        mail = next(iter(_texts(e, a["mail"])), None)
+        if self.options.dialect == "ad":
+            proxies = tuple(_texts(e, a["proxy"]))
+            uac = next(iter(_texts(e, a["uac"])), "0")
+            disabled = bool(int(uac) & UF_ACCOUNTDISABLE) if uac.lstrip("-").isdigit() else False
+        else:
+            proxies = generic_proxies(mail, _texts(e, a["alias"]))
+            disabled = bool(self.options.lock) and all(
+                v.lower() in {x.lower() for x in _texts(e, k)} or (v == "*" and _texts(e, k))
+                for k, v in self.options.lock.items()
+            )
+        attrs = {name: tuple(vals) for name in TEXT_ATTRIBUTES if (vals := _texts(e, name))}
+        custom: dict[str, tuple[str, ...]] = {}
+        if self.options.custom_attribute:
+            custom[self.options.custom_attribute] = tuple(_texts(e, self.options.custom_attribute))
+        return Person(
+            dn=dn,
+            kind=kind,
+            guid=guid,
+            sid=sid,
+            sid_history=tuple(history),
+            login=next(iter(_texts(e, a["login"])), None),
+            upn=next(iter(_texts(e, a.get("upn", ""))), None) if "upn" in a else None,
+            mail=mail,
+            proxy_addresses=proxies,
+            legacy_dn=next(iter(_texts(e, a.get("legacy_dn", ""))), None) if "legacy_dn" in a else None,
+            disabled=disabled,
+            attrs=attrs,
+            member_of=tuple(groups),
+            custom=custom,
+        )
+
+    def containers(self) -> list[Container]:
+        """Each container (OU, container, domain) under the bases with the people directly in it."""
+        counts: dict[str, _Counts] = {}
+        names: dict[str, str] = {}
+        cflt = (
+            "(|(objectClass=organizationalUnit)(objectClass=container)(objectClass=domain)(objectClass=organization))"
+        )
+        for base in self._bases():
+            for e in self._search(base, cflt, ["objectClass"]):
+                names.setdefault(dn_key(e["dn"]), e["dn"])
+                counts.setdefault(dn_key(e["dn"]), _Counts())
+            for e in self._search(base, self._kind_filter(), ["objectClass", self.attr["login"]]):
+                pk = dn_key(_parent(e["dn"]))
+                names.setdefault(pk, _parent(e["dn"]))
+                c = counts.setdefault(pk, _Counts())
+                kind = self._kind(e)
+                if kind == "user":
+                    c.users += 1
+                elif kind == "contact":
+                    c.contacts += 1
+                elif kind == "group":
+                    c.groups += 1
+        return sorted(
+            (Container(names[k], c.users, c.contacts, c.groups) for k, c in counts.items()),
+            key=lambda c: dn_key(c.dn)[::-1],
+        )
+
+    def entry(self, dn: str) -> dict[str, list[bytes]] | None:
+        """Every stored attribute of one entry, raw (for the LDIF kept before a delete)."""
+        ok = self._c.search(dn, "(objectClass=*)", search_scope=BASE, attributes=["*"])
+        if not ok or not self._c.response:
+            return None
+        for e in self._c.response:
+            if e.get("type") == "searchResEntry":
+                return {k: list(v) for k, v in e["raw_attributes"].items()}
+        return None
+
+    def exists(self, dn: str) -> bool:
+        ok = self._c.search(dn, "(objectClass=*)", search_scope=BASE, attributes=["1.1"])
+        return bool(ok and self._c.response)
+
+    def find(self, flt_attr: str, value: str) -> list[str]:
+        """DNs whose ``flt_attr`` equals ``value`` (escaped), under the bases."""
+        out: list[str] = []
+        for base in self._bases():
+            out += [e["dn"] for e in self._search(base, f"({flt_attr}={escape_filter_chars(value)})", ["1.1"])]
+        return out
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def _check(self, what: str, dn: str) -> None:
+        res = self._c.result or {}
+        if res.get("description") == "success":
+            return
+        desc = res.get("description", "")
+        msg = str(res.get("message", "")).strip()[:300]
+        hints = {
+            "insufficientAccessRights": "give the bind account write rights on the target container",
+            "undefinedAttributeType": "the target schema lacks an attribute: remove it from the templates or the map",
+            "objectClassViolation": "an attribute does not fit the object class: check the templates",
+            "entryAlreadyExists": "an entry with that name exists already: rename or merge it by hand",
+            "noSuchObject": "the container does not exist: check target_container",
+            "constraintViolation": "a value breaks a constraint (format, uniqueness): see the server's words",
+        }
+        raise DirectoryRefused(
+            f"{self.label}: {what} {dn!r} refused: {desc} {msg}".strip(), hint=hints.get(desc, "see the server's words")
+        )
+
+    def _writable(self) -> None:
+        if self.readonly:
+            raise DirectoryRefused(f"{self.label}: refusing to write to the source directory")
+
+    def add(self, dn: str, attrs: Mapping[str, Sequence[str | bytes]]) -> None:
+        self._writable()
+        classes = list(attrs.get("objectClass", []))
+        rest = {k: list(v) for k, v in attrs.items() if k != "objectClass" and v}
+        self._c.add(dn, classes, rest)
+        self._check("creating", dn)
+
+    def modify(self, dn: str, changes: Mapping[str, tuple[str, Sequence[str | bytes]]]) -> None:
+        """``changes``: attribute -> ("add" | "replace" | "delete", values)."""
+        self._writable()
+        ops = {"add": MODIFY_ADD, "replace": MODIFY_REPLACE, "delete": MODIFY_DELETE}
+        self._c.modify(dn, {k: [(ops[op], list(vals))] for k, (op, vals) in changes.items()})
+        self._check("changing", dn)
+
+    def delete(self, dn: str) -> None:
+        self._writable()
+        self._c.delete(dn)
+        self._check("deleting", dn)
+
+
+def _parent(dn: str) -> str:
+    """The parent DN, honouring escaped commas in the first RDN."""
+    i = 0
+    while i < len(dn):
+        if dn[i] == "\\":
+            i += 2
+            continue
+        if dn[i] == ",":
+            return dn[i + 1 :].strip()
+        i += 1
+    return ""
+
+
+def _raw(e: Mapping[str, Any], name: str) -> list[bytes]:
+    if not name:
+        return []
+    raw = e.get("raw_attributes", {})
+    for k, v in raw.items():
+        if k.lower() == name.lower():
+            return list(v)
+    return []
+
+
+def _texts(e: Mapping[str, Any], name: str) -> list[str]:
+    return [v.decode("utf-8", "replace") for v in _raw(e, name)]
+
+
+def _safe(e: BaseException, *secrets: str) -> str:
+    text = str(e)
+    for s in secrets:
+        if s:
+            text = text.replace(s, "***")
+    return text[:300]
