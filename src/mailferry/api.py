@@ -8,7 +8,7 @@ before connecting, and never leave the :class:`~mailferry.connectors.imap.Login`
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -451,5 +451,207 @@ def report(project: Project, run: int | None = None) -> Result:
             {"runs": runs, "accounts": per_account, "findings": findings, "ledger": ledger.counts()},
             0,
         )
+    finally:
+        ledger.close()
+
+
+# -- directory ----------------------------------------------------------------------------------
+
+
+def _directory(project: Project) -> Any:
+    if project.directory is None:
+        raise UsageError("the project has no [directory] section", hint="add one: see 'mailferry init' and the README")
+    return project.directory
+
+
+def directory_job(project: Project, *, confirm: bool = True) -> Any:
+    from mailferry.connectors.ldap import DEFAULT_ATTRIBUTES, DirectoryOptions, LdapEndpoint
+    from mailferry.engine.directory import DirectoryJob, DirectorySide
+
+    d = _directory(project)
+
+    def side(s: Any, lock: Mapping[str, str]) -> DirectorySide:
+        return DirectorySide(
+            endpoint=LdapEndpoint(
+                host=s.host,
+                port=s.port,
+                security=s.security,
+                verify_certificates=s.verify_certificates,
+                ca_file=str(s.ca_file) if s.ca_file else None,
+                tls_server_name=s.tls_server_name,
+                timeout=s.timeout,
+            ),
+            bind_dn=s.bind_dn,
+            password=s.password.resolve(project.base_dir),
+            options=DirectoryOptions(
+                dialect=s.dialect,
+                bases=s.bases,
+                filter=s.filter,
+                page_size=s.page_size,
+                attributes=dict(s.attributes),
+                custom_attribute=d.custom_attribute,
+                lock=lock,
+            ),
+        )
+
+    t_attrs = {**DEFAULT_ATTRIBUTES[d.target.dialect], **dict(d.target.attributes)}
+    imap_endpoint = imap_admin = None
+    if confirm and d.confirm_mailboxes and project.target.admin is not None:
+        imap_endpoint = _endpoint(project.target)
+        imap_admin = _login(project, project.target, "", None)
+    return DirectoryJob(
+        source=side(d.source, {}),
+        target=side(d.target, dict(d.lock)),
+        target_container=d.target_container,
+        rules=d.rules,
+        include_contacts=d.include_contacts,
+        include_groups=d.include_groups,
+        keep_old_addresses=d.keep_old_addresses,
+        create=dict(d.create),
+        mail_attributes=dict(d.mail_attributes),
+        lock=dict(d.lock),
+        alias_attribute=t_attrs.get("alias", "mailAlternateAddress"),
+        imap_endpoint=imap_endpoint,
+        imap_admin=imap_admin,
+    )
+
+
+def directory_discover(project: Project) -> Result:
+    from mailferry.engine.directory import _open
+
+    job = directory_job(project, confirm=False)
+    out: dict[str, Any] = {}
+    for role, s in (("source", job.source), ("target", job.target)):
+        conn = _open(s, readonly=True, label=f"{role} directory")
+        try:
+            out[role] = {
+                "naming_context": conn.naming_context,
+                "containers": [
+                    {"dn": c.dn, "users": c.users, "contacts": c.contacts, "groups": c.groups}
+                    for c in conn.containers()
+                    if c.users or c.contacts or c.groups or c.dn.lower().startswith("ou=")
+                ],
+            }
+        finally:
+            conn.close()
+    return Result(out, 0)
+
+
+def _outcome_row(o: Any) -> dict[str, Any]:
+    return {
+        "source": o.source.dn,
+        "kind": o.source.kind,
+        "login": o.source.login,
+        "mail": o.source.primary_smtp,
+        "status": o.status,
+        "rule": o.rule,
+        "target": o.target.dn if o.target is not None else None,
+        "contact": o.contact.dn if o.contact is not None else None,
+        "reason": o.reason,
+        "candidates": list(o.candidates),
+    }
+
+
+def _action_row(a: Any) -> dict[str, Any]:
+    from mailferry.plan.directory import AddAddresses, CreateUser, MergeContact, SetMailAttributes
+
+    if isinstance(a, CreateUser):
+        return {
+            "action": "create",
+            "dn": a.dn,
+            "source": a.source.dn,
+            "reason": a.reason,
+            "attributes": a.attrs,
+            "notes": list(a.notes),
+        }
+    if isinstance(a, MergeContact):
+        return {
+            "action": "merge-contact",
+            "dn": a.user_dn,
+            "contact": a.contact.dn,
+            "source": a.source.dn,
+            "reason": a.reason,
+            "groups": list(a.groups_to_move),
+            "copy": a.attrs_to_copy,
+            "addresses": list(a.addresses),
+        }
+    if isinstance(a, AddAddresses):
+        return {
+            "action": "add-addresses",
+            "dn": a.dn,
+            "source": a.source.dn,
+            "attribute": a.attribute,
+            "values": list(a.values),
+            "reason": a.reason,
+        }
+    if isinstance(a, SetMailAttributes):
+        return {
+            "action": "mail-attributes",
+            "dn": a.dn,
+            "source": a.source.dn,
+            "attributes": a.attrs,
+            "reason": a.reason,
+        }
+    return {"action": "skip", "source": a.source.dn, "reason": a.reason, "finding": a.finding}
+
+
+def directory_plan(project: Project) -> Result:
+    from mailferry.engine.directory import make_plan, read_people
+
+    job = directory_job(project, confirm=False)
+    t0 = time.monotonic()
+    source, target, problems = read_people(job)
+    t1 = time.monotonic()
+    outcomes, plan = make_plan(job, source, target)
+    t2 = time.monotonic()
+    rows = [_outcome_row(o) for o in outcomes]
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    data = {
+        "counts": counts,
+        "people": rows,
+        "actions": [_action_row(a) for a in plan.actions],
+        "notes": plan.notes,
+        "problems": problems,
+        "source_people": len(source),
+        "target_people": len(target),
+        "read_seconds": round(t1 - t0, 3),
+        "plan_seconds": round(t2 - t1, 3),
+    }
+    findings = problems or any(r["status"] in ("ambiguous", "conflict") for r in rows)
+    return Result(data, int(ExitCode.FINDINGS) if findings else 0)
+
+
+def directory_apply(project: Project) -> Result:
+    from mailferry.engine.directory import DirectoryApply
+
+    d = _directory(project)
+    job = directory_job(project)
+    ledger = open_ledger(project)
+    try:
+        ledger.acquire("directory apply")
+        run_id = ledger.start_run("directory apply", _now())
+        result = DirectoryApply(job, ledger, run_id).run(d.accounts_csv)
+        data = {
+            "run": run_id,
+            "created": result.created,
+            "merged": result.merged,
+            "addresses_added": result.addresses,
+            "mail_attributes_set": result.mail_attributes,
+            "skipped": result.skipped,
+            "failed": result.failed,
+            "mailboxes_confirmed": result.confirmed,
+            "mailboxes_not_alive": result.not_alive,
+            "findings": result.findings,
+            "identity": result.identity,
+            "accounts_csv": str(d.accounts_csv) if d.accounts_csv else None,
+            "seconds": result.seconds,
+            "plan_seconds": result.plan_seconds,
+        }
+        code = int(ExitCode.FINDINGS) if result.findings else 0
+        ledger.finish_run(run_id, _now(), code, {k: v for k, v in data.items() if k not in ("identity", "findings")})
+        _write_report(project, f"directory-apply-{run_id}", data)
+        return Result(data, code)
     finally:
         ledger.close()

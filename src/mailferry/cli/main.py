@@ -174,6 +174,48 @@ def report(
     raise Exit(r.exit_code)
 
 
+directory_app = typer.Typer(
+    help="Match, create and merge people across directories (LDAP), and keep their old addresses alive.",
+    no_args_is_help=True,
+)
+app.add_typer(directory_app, name="directory")
+
+
+@directory_app.command("discover")
+def directory_discover(project: ProjectArg, as_json: JsonOpt = False) -> None:
+    """The containers (OUs) of both directories, with how many users, contacts and groups each holds."""
+    from mailferry import api
+    from mailferry.cli import render
+
+    r = api.directory_discover(_load(project))
+    _emit(r.data, as_json, render.directory_discover)
+    raise Exit(r.exit_code)
+
+
+@directory_app.command("plan")
+def directory_plan(project: ProjectArg, as_json: JsonOpt = False) -> None:
+    """For every source person: matched (by which rule), to create, contact to merge, ambiguous or
+    conflict, and the changes apply would make. Writes nothing."""
+    from mailferry import api
+    from mailferry.cli import render
+
+    r = api.directory_plan(_load(project))
+    _emit(r.data, as_json, render.directory_plan)
+    raise Exit(r.exit_code)
+
+
+@directory_app.command("apply")
+def directory_apply(project: ProjectArg, as_json: JsonOpt = False) -> None:
+    """Carry the plan out on the target: create disabled users, merge contacts, keep old addresses,
+    set mail attributes, confirm mailboxes, and write the accounts CSV that migrate reads."""
+    from mailferry import api
+    from mailferry.cli import render
+
+    r = api.directory_apply(_load(project))
+    _emit(r.data, as_json, render.directory_apply)
+    raise Exit(r.exit_code)
+
+
 @app.command()
 def demo(
     workdir: Annotated[Path, typer.Option(help="where the throwaway servers and the project live")] = Path("demo-run"),

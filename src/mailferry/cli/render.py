@@ -202,3 +202,45 @@ def report(data: dict[str, Any]) -> None:
     c.print(t)
     for f in data["findings"]:
         c.print(f"  {f['kind']}: {f['message']}")
+
+
+def directory_discover(data: dict[str, Any]) -> None:
+    c = _console()
+    for role in ("source", "target"):
+        side = data[role]
+        t = Table(title=f"{role} directory ({side['naming_context']})")
+        for col in ("container", "users", "contacts", "groups"):
+            t.add_column(col)
+        for ct in side["containers"]:
+            t.add_row(ct["dn"], str(ct["users"]), str(ct["contacts"]), str(ct["groups"]))
+        c.print(t)
+
+
+def directory_plan(data: dict[str, Any]) -> None:
+    c = _console()
+    t = Table(title=f"{data['source_people']} source people, {data['target_people']} target people")
+    for col in ("source", "outcome", "rule", "target", "reason"):
+        t.add_column(col)
+    for p in data["people"]:
+        t.add_row(p["source"], p["status"], p["rule"] or "", p["target"] or "", p["reason"])
+    c.print(t)
+    c.print("outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(data["counts"].items())))
+    for a in data["actions"]:
+        what = a.get("dn") or a.get("source")
+        c.print(f"  {a['action']}: {what}: {a['reason']}")
+    for n in data["notes"] + data["problems"]:
+        c.print(f"  [yellow]note:[/yellow] {n}")
+
+
+def directory_apply(data: dict[str, Any]) -> None:
+    c = _console()
+    c.print(
+        f"run {data['run']}: created {data['created']}, contacts merged {data['merged']}, "
+        f"addresses added to {data['addresses_added']}, mail attributes set on {data['mail_attributes_set']}, "
+        f"skipped {data['skipped']}, refused {data['failed']}; mailboxes confirmed {data['mailboxes_confirmed']}, "
+        f"not alive {data['mailboxes_not_alive']} ({data['seconds']:.1f} s)"
+    )
+    for f in data["findings"]:
+        c.print(f"  [yellow]{f['kind']}[/yellow]: {f['message']}" + (f" ({f['hint']})" if f["hint"] else ""))
+    if data["accounts_csv"]:
+        c.print(f"accounts for migrate written to {data['accounts_csv']}")

@@ -25,20 +25,27 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import date, datetime
 from pathlib import Path
+from string import Template
 from types import MappingProxyType
-from typing import cast
+from typing import Literal, cast
+from urllib.parse import urlsplit
 
 from mailferry.config.accounts import read_accounts_csv
 from mailferry.config.model import (
     ADMIN_METHODS,
     DATE_HELP,
+    DIRECTORY_RULES,
+    LDAP_DIALECTS,
     SECURITY_CHOICES,
     SIZE_HELP,
     AccountConfig,
     AdminLogin,
     AdminMethod,
+    DirectoryConfig,
     FolderRename,
     FolderRules,
+    LdapDialect,
+    LdapServerConfig,
     MessageRules,
     Performance,
     Project,
@@ -66,11 +73,27 @@ _SERVER_KEYS = (
     "admin",
 )
 _ADMIN_KEYS = ("user", "password", "method", "master_separator")
+_LDAP_KEYS = (
+    "url",
+    "bind_dn",
+    "password",
+    "dialect",
+    "bases",
+    "filter",
+    "verify_certificates",
+    "ca_file",
+    "tls_server_name",
+    "allow_plaintext_login",
+    "timeout",
+    "page_size",
+    "attributes",
+)
 
 #: Every table of the project file and its keys (``[[...]]`` tables by their header name).
+#: ``()``: a table whose keys are free (LDAP attribute names or logical names), values strings.
 KNOWN_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
-        "": ("project", "source", "target", "accounts", "folders", "messages", "performance"),
+        "": ("project", "source", "target", "accounts", "folders", "messages", "performance", "directory"),
         "project": ("name", "ledger", "reports"),
         "source": _SERVER_KEYS,
         "source.admin": _ADMIN_KEYS,
@@ -95,8 +118,52 @@ KNOWN_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
             "batch_bytes",
             "retries",
         ),
+        "directory": (
+            "target_container",
+            "rules",
+            "custom_attribute",
+            "include_contacts",
+            "include_groups",
+            "keep_old_addresses",
+            "accounts_csv",
+            "account_key",
+            "confirm_mailboxes",
+            "source",
+            "target",
+            "create",
+            "mail_attributes",
+            "lock",
+        ),
+        "directory.source": _LDAP_KEYS,
+        "directory.source.attributes": (),
+        "directory.target": _LDAP_KEYS,
+        "directory.target.attributes": (),
+        "directory.create": (),
+        "directory.mail_attributes": (),
+        "directory.lock": (),
     }
 )
+
+#: The placeholders of ``[directory.create]`` and ``[directory.mail_attributes]`` values
+#: (``string.Template`` syntax, as ``plan.directory`` renders them; ``$$`` is a dollar sign).
+TEMPLATE_PLACEHOLDERS = ("login", "mail", "given", "sn", "primary_smtp")
+#: The logical names an ``attributes`` table may map, as in ``connectors.ldap.DEFAULT_ATTRIBUTES``
+#: (kept here so that configuration does not import the LDAP client; a test keeps them equal).
+LDAP_LOGICAL_ATTRIBUTES = (
+    "guid",
+    "sid",
+    "sid_history",
+    "login",
+    "upn",
+    "mail",
+    "proxy",
+    "alias",
+    "legacy_dn",
+    "uac",
+    "member",
+)
+# Rules that find a person created by an earlier apply again (``plan.directory.REFINDING_RULES``).
+_REFINDING_RULES = ("x500", "smtp", "login")
 
 _SECRET_HELP = f"must be a reference string ({REFERENCE_HELP.split(': ', 1)[1]})"
 
@@ -150,6 +217,8 @@ def check_secrets(project: Project) -> tuple[list[str], list[str]]:
     problems: list[str] = []
     warnings: list[str] = []
     refs: list[SecretRef] = []
+    if project.directory is not None:
+        refs += [project.directory.source.password, project.directory.target.password]
     for server in (project.source, project.target):
         if server.admin is not None:
             refs.append(server.admin.password)
@@ -503,6 +572,150 @@ class _Reader:
             return None
 
 
+# --- directory values ---------------------------------------------------------------------------
+
+_LDAP_SCHEMES: Mapping[str, Security] = MappingProxyType({"ldaps": "tls", "ldap+starttls": "starttls", "ldap": "none"})
+LDAP_URL_HELP = "ldaps://host[:port] (TLS), ldap+starttls://host[:port] or ldap://host[:port] (unencrypted)"
+
+
+def ldap_default_port(security: Security) -> int:
+    """636 for LDAPS, 389 for StartTLS (RFC 4513) and for no encryption."""
+    return 636 if security == "tls" else 389
+
+
+def parse_ldap_url(url: str) -> tuple[str, int, Security]:
+    """``"ldaps://dc1.example"`` -> ``("dc1.example", 636, "tls")``; ``ldap+starttls://`` gives
+    ``"starttls"`` and ``ldap://`` ``"none"`` (both 389). Raises ValueError; its message never
+    repeats ``url`` (it may hold a login pasted into it)."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as error:
+        # urlsplit quotes what it could not read as a port: part of a password after "user:".
+        why = str(error) if "@" not in url else "not a URL (a bad port or [IPv6] address)"
+        raise ValueError(f"{why}; use {LDAP_URL_HELP}") from None
+    security = _LDAP_SCHEMES.get(parts.scheme.lower())
+    if security is None:
+        what = f"unknown scheme {_show(parts.scheme)}" if parts.scheme else "no scheme"
+        raise ValueError(f"{what}; use {LDAP_URL_HELP}")
+    if "@" in parts.netloc:
+        raise ValueError("must not hold a login or password; use bind_dn and password (a reference)")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"must be only scheme, host and port (containers go in bases); use {LDAP_URL_HELP}")
+    host = parts.hostname or ""
+    if host == "":
+        raise ValueError(f"no host; use {LDAP_URL_HELP}")
+    if ":" in host and "[" not in parts.netloc:
+        raise ValueError("write an IPv6 address in brackets, e.g. ldaps://[::1]:636")
+    if port == 0:
+        raise ValueError("port must be between 1 and 65535")
+    return host, port if port is not None else ldap_default_port(security), security
+
+
+_DN_ATTRIBUTE_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9-]*|\d+(?:\.\d+)+")
+_DN_HELP = 'attribute=value pairs separated by commas, e.g. "OU=People,DC=example,DC=com" (a comma in a value: \\,)'
+
+
+def dn_problem(dn: str) -> str | None:
+    """What is wrong with the syntax of a distinguished name (RFC 4514, loosely), or None.
+
+    Checks the structure only: ``type=value`` parts separated by ``,`` (or ``+`` within a
+    multi-valued RDN), no empty part, types that are names or OIDs, no empty value, escapes that
+    are ``\\`` before a special character or two hex digits. Whether the entry exists is the
+    server's business.
+    """
+    parts: list[str] = []
+    current: list[str] = []
+    i = 0
+    while i < len(dn):
+        char = dn[i]
+        if char == "\\":
+            if re.fullmatch(r"[0-9A-Fa-f]{2}", dn[i + 1 : i + 3]):
+                current.append(dn[i : i + 3])
+                i += 3
+                continue
+            following = dn[i + 1 : i + 2]
+            if following == "":
+                return "ends with a lone \\"
+            if following not in ' "#+,;<=>\\':
+                return (
+                    f'has an unknown escape \\{following} (escape only , + " \\ < > ; = # and space, or two hex digits)'
+                )
+            current.append(dn[i : i + 2])
+            i += 2
+            continue
+        if char in ",+":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+        i += 1
+    parts.append("".join(current))
+    for part in parts:
+        text = part.strip()
+        if text == "":
+            return "has an empty part (a comma at an end or two in a row)"
+        attribute, equals, value = text.partition("=")
+        if not equals:
+            return f"part {_show(text)} is not attribute=value"
+        if not _DN_ATTRIBUTE_TYPE.fullmatch(attribute.strip()):
+            return f"part {_show(text)} has an invalid attribute type {_show(attribute.strip())}"
+        if value.strip() == "":
+            return f"part {_show(text)} has no value"
+    return None
+
+
+def filter_problem(text: str) -> str | None:
+    """What is wrong with the parentheses of an LDAP filter (RFC 4515), or None.
+
+    One filter in parentheses, balanced, not two side by side (combine those with ``(&...)``).
+    A parenthesis inside a value is written ``\\28`` / ``\\29`` in LDAP filters, so counting
+    them is exact.
+    """
+    filter_text = text.strip()
+    if not filter_text.startswith("("):
+        return 'must be an LDAP filter in parentheses, e.g. "(department=Sales)"'
+    depth = 0
+    for i, char in enumerate(filter_text):
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth < 0:
+                return f'has a ")" without its "(" (character {i + 1})'
+            if depth == 0 and i != len(filter_text) - 1:
+                return 'holds more than one filter: combine them, e.g. "(&(a=1)(b=2))"'
+            if filter_text[i - 1] == "(":
+                return f'has an empty "()" (character {i})'
+    if depth:
+        return f'has {depth} "(" not closed'
+    return None
+
+
+def template_problems(text: str) -> list[str]:
+    """What is wrong with the placeholders of an attribute template, as ``string.Template``
+    reads them: only ``${login} ${mail} ${given} ${sn} ${primary_smtp}`` (braces optional);
+    ``$$`` is a dollar sign."""
+    known = ", ".join("${" + name + "}" for name in TEMPLATE_PLACEHOLDERS)
+    problems: list[str] = []
+    for found in Template.pattern.finditer(text):
+        name = found.group("named") or found.group("braced")
+        if found.group("invalid") is not None:
+            problems.append(
+                f'the "$" at character {found.start() + 1} starts no placeholder; '
+                f"use {known}, or write $$ for a dollar sign"
+            )
+        elif name is not None and name not in TEMPLATE_PLACEHOLDERS:
+            close = difflib.get_close_matches(name, TEMPLATE_PLACEHOLDERS, n=1)
+            hint = f"; did you mean ${{{close[0]}}}?" if close else f"; use {known}"
+            problems.append(f"unknown placeholder ${{{name}}}{hint}")
+    return problems
+
+
+_LDAP_ATTRIBUTE = re.compile(r"(?:[A-Za-z][A-Za-z0-9-]*|\d+(?:\.\d+)+)(?:;[A-Za-z0-9-]+)*")
+_TLS_NAME = re.compile(r"[A-Za-z0-9*](?:[A-Za-z0-9.*-]*[A-Za-z0-9])?\.?")
+
+
 # --- the project --------------------------------------------------------------------------------
 
 
@@ -511,6 +724,7 @@ class _ProjectReader(_Reader):
         super().__init__(label, text)
         self.path = path
         self.base = path.parent
+        self.accounts_csv: Path | None = None
 
     def local_path(self, text: str) -> Path:
         candidate = Path(text)
@@ -526,10 +740,13 @@ class _ProjectReader(_Reader):
 
         source = self.server(document, "source")
         target = self.server(document, "target")
-        accounts = self.accounts(document, source, target)
+        # `directory apply` writes the accounts CSV: with [directory], it need not exist yet.
+        has_directory = isinstance(document.get("directory"), dict)
+        accounts = self.accounts(document, source, target, pending_ok=has_directory)
         folders = self.folders(document)
         messages = self.messages(document)
         performance = self.performance(document, target)
+        directory = self.directory(document)
 
         if self.problems:
             raise ConfigError(self.problems)
@@ -546,6 +763,7 @@ class _ProjectReader(_Reader):
             folders=folders,
             messages=messages,
             performance=performance,
+            directory=directory,
         )
 
     def server(self, document: Mapping[str, object], role: str) -> ServerConfig | None:
@@ -558,10 +776,7 @@ class _ProjectReader(_Reader):
         security = cast(Security | None, self.choice(table, at, "security", SECURITY_CHOICES, "tls"))
         port = self.integer(table, at, "port", default_port(security or "tls"), 1, 65535)
         verify = self.boolean(table, at, "verify_certificates", True)
-        ca_text = self.string(table, at, "ca_file", "", empty_ok=True)
-        ca_file = self.local_path(ca_text) if ca_text else None
-        if ca_file is not None and not ca_file.is_file():
-            self.problem((*at, "ca_file"), f"no such file: {ca_file}")
+        ca_file = self.ca_file(table, at)
         allow_plaintext = self.boolean(table, at, "allow_plaintext_login", False)
         timeout = self.number(table, at, "timeout", 60.0)
         max_connections = self.integer(table, at, "max_connections", 24, 1, 1000)
@@ -587,6 +802,13 @@ class _ProjectReader(_Reader):
             max_connections=max_connections,
             admin=admin,
         )
+
+    def ca_file(self, table: Mapping[str, object], at: KeyPath) -> Path | None:
+        ca_text = self.string(table, at, "ca_file", "", empty_ok=True)
+        ca_file = self.local_path(ca_text) if ca_text else None
+        if ca_file is not None and not ca_file.is_file():
+            self.problem((*at, "ca_file"), f"no such file: {ca_file}")
+        return ca_file
 
     def host(self, table: Mapping[str, object], at: KeyPath) -> str | None:
         host = self.string(table, at, "host", required=True)
@@ -624,8 +846,15 @@ class _ProjectReader(_Reader):
         return AdminLogin(user=user, password=password, method=method, master_separator=separator)
 
     def accounts(
-        self, document: Mapping[str, object], source: ServerConfig | None, target: ServerConfig | None
+        self,
+        document: Mapping[str, object],
+        source: ServerConfig | None,
+        target: ServerConfig | None,
+        *,
+        pending_ok: bool = False,
     ) -> tuple[AccountConfig, ...] | None:
+        """The accounts of the CSV, overrides applied. ``pending_ok``: a CSV that does not exist
+        yet gives no accounts (``directory apply`` will write it); overrides are then only typed."""
         table = self.table(document, (), "accounts", "accounts", required=True)
         if table is None:
             return None
@@ -634,6 +863,10 @@ class _ProjectReader(_Reader):
         if csv_name is None:
             return None
         csv_path = self.local_path(csv_name)
+        self.accounts_csv = csv_path
+        if pending_ok and not csv_path.exists():
+            self.apply_overrides([], overrides, csv_path.name, pending=True)
+            return ()
         if not csv_path.is_file():
             self.problem(("accounts", "csv"), f"no such file: {csv_path}")
             return None
@@ -644,7 +877,12 @@ class _ProjectReader(_Reader):
         return tuple(a for a, skip in accounts if not skip)
 
     def apply_overrides(
-        self, rows: list[AccountConfig], overrides: list[tuple[KeyPath, dict[str, object]]], csv_label: str
+        self,
+        rows: list[AccountConfig],
+        overrides: list[tuple[KeyPath, dict[str, object]]],
+        csv_label: str,
+        *,
+        pending: bool = False,
     ) -> list[tuple[AccountConfig, bool]]:
         by_user = {row.source_user.casefold(): i for i, row in enumerate(rows)}
         result: list[tuple[AccountConfig, bool]] = [(row, False) for row in rows]
@@ -659,6 +897,8 @@ class _ProjectReader(_Reader):
             if user is None:
                 continue
             index = by_user.get(user.casefold())
+            if index is None and pending:
+                continue
             if index is None:
                 self.problem((*at, "source_user"), f"no account {_show(user)} in {csv_label}")
                 continue
@@ -804,3 +1044,263 @@ class _ProjectReader(_Reader):
             batch_bytes=batch_bytes,
             retries=retries,
         )
+
+    # --- [directory] ----------------------------------------------------------------------------
+
+    def directory(self, document: Mapping[str, object]) -> DirectoryConfig | None:
+        table = self.table(document, (), "directory", "directory")
+        if table is None:
+            return None
+        at: KeyPath = ("directory",)
+        before = len(self.problems)
+        source = self.ldap_server(table, "source")
+        target = self.ldap_server(table, "target")
+        container = self.dn(table, at, "target_container", required=True)
+        rules = self.rules(table, at)
+        custom = self.string(table, at, "custom_attribute", "", empty_ok=True)
+        if custom is not None:
+            custom = custom.strip()
+            if rules is not None and "custom" in rules and not custom:
+                self.problem(
+                    (*at, "custom_attribute"),
+                    'missing: the "custom" rule needs the attribute it compares, e.g. "employeeID"',
+                )
+            elif rules is not None and custom and "custom" not in rules:
+                self.problem(
+                    (*at, "custom_attribute"),
+                    'is set but rules does not hold "custom": add "custom" to rules or leave this empty',
+                )
+            elif custom and not _LDAP_ATTRIBUTE.fullmatch(custom):
+                self.problem((*at, "custom_attribute"), f"must be an LDAP attribute name, got {_show(custom)}")
+        include_contacts = self.boolean(table, at, "include_contacts", False)
+        include_groups = self.boolean(table, at, "include_groups", False)
+        keep_old = self.boolean(table, at, "keep_old_addresses", True)
+        csv_text = self.string(table, at, "accounts_csv", "", empty_ok=True)
+        accounts_csv = self.local_path(csv_text.strip()) if csv_text and csv_text.strip() else self.accounts_csv
+        account_key = self.choice(table, at, "account_key", ("login", "mail"), "login")
+        confirm = self.boolean(table, at, "confirm_mailboxes", True)
+        create = self.attribute_values(table, at, "create", templates=True)
+        mail_attributes = self.attribute_values(table, at, "mail_attributes", templates=True)
+        lock = self.attribute_values(table, at, "lock", templates=False)
+        if target is not None and target.dialect == "generic" and lock == {}:
+            self.problem(
+                (*at, "lock"),
+                "missing: the generic dialect needs [directory.lock], the attributes that keep a created "
+                'user from logging in (e.g. pwdAccountLockedTime = "000001010000Z" with the ppolicy overlay)',
+            )
+        if len(self.problems) > before:
+            return None
+        assert source and target and container and rules and custom is not None and account_key
+        assert create is not None and mail_attributes is not None and lock is not None
+        return DirectoryConfig(
+            source=source,
+            target=target,
+            target_container=container,
+            rules=rules,
+            custom_attribute=custom,
+            include_contacts=include_contacts,
+            include_groups=include_groups,
+            keep_old_addresses=keep_old,
+            accounts_csv=accounts_csv,
+            account_key=cast(Literal["login", "mail"], account_key),
+            create=create,
+            mail_attributes=mail_attributes,
+            lock=lock,
+            confirm_mailboxes=confirm,
+        )
+
+    def ldap_server(self, directory: Mapping[str, object], role: str) -> LdapServerConfig | None:
+        table = self.table(directory, ("directory",), role, f"directory.{role}", required=True)
+        if table is None:
+            return None
+        at: KeyPath = ("directory", role)
+        before = len(self.problems)
+        endpoint = self.ldap_url(table, at)
+        bind_dn = self.dn(table, at, "bind_dn", required=True)
+        password = self.secret(table, at, "password", required=True)
+        dialect = cast(LdapDialect | None, self.choice(table, at, "dialect", LDAP_DIALECTS, "ad"))
+        bases = self.dns(table, at, "bases")
+        filter_text = self.string(table, at, "filter", "", empty_ok=True)
+        if filter_text and filter_text.strip():
+            filter_text = filter_text.strip()
+            wrong = filter_problem(filter_text)
+            if wrong:
+                self.problem((*at, "filter"), wrong)
+        verify = self.boolean(table, at, "verify_certificates", True)
+        ca_file = self.ca_file(table, at)
+        tls_name = self.string(table, at, "tls_server_name", "", empty_ok=True)
+        if tls_name and not _TLS_NAME.fullmatch(tls_name.strip()):
+            self.problem((*at, "tls_server_name"), f"must be a host name, got {_show(tls_name)}")
+        allow_plaintext = self.boolean(table, at, "allow_plaintext_login", False)
+        timeout = self.number(table, at, "timeout", 30.0)
+        page_size = self.integer(table, at, "page_size", 1000, 1, 100_000)
+        attributes = self.attribute_map(table, at)
+        if endpoint is not None and endpoint[2] == "none" and not is_loopback(endpoint[0]) and not allow_plaintext:
+            self.problem(
+                (*at, "url"),
+                f"ldap:// would send the bind password unencrypted to {endpoint[0]}, which is not a loopback "
+                "address; use ldaps:// or ldap+starttls://, or set allow_plaintext_login = true",
+            )
+        if len(self.problems) > before:
+            return None
+        assert endpoint and bind_dn and password and dialect and bases is not None and filter_text is not None
+        assert tls_name is not None and timeout and page_size and attributes is not None
+        host, port, security = endpoint
+        return LdapServerConfig(
+            host=host,
+            port=port,
+            security=security,
+            bind_dn=bind_dn,
+            password=password,
+            dialect=dialect,
+            bases=bases,
+            filter=filter_text,
+            verify_certificates=verify,
+            ca_file=ca_file,
+            tls_server_name=tls_name.strip(),
+            allow_plaintext_login=allow_plaintext,
+            timeout=timeout,
+            page_size=page_size,
+            attributes=attributes,
+        )
+
+    def ldap_url(self, table: Mapping[str, object], at: KeyPath) -> tuple[str, int, Security] | None:
+        url = self.string(table, at, "url", required=True)
+        if url is None:
+            return None
+        try:
+            return parse_ldap_url(url)
+        except ValueError as error:
+            # Shown only when it cannot hold a login and password (user:secret@host).
+            shown = f" (got {_show(url)})" if "@" not in url else ""
+            self.problem((*at, "url"), f"{error}{shown}")
+            return None
+
+    def dn(self, table: Mapping[str, object], at: KeyPath, key: str, *, required: bool = False) -> str | None:
+        text = self.string(table, at, key, required=required)
+        if text is None:
+            return None
+        return self.check_dn((*at, key), text.strip())
+
+    def check_dn(self, path: KeyPath, text: str) -> str | None:
+        wrong = dn_problem(text)
+        if wrong is None:
+            return text
+        self.problem(path, f"not a DN ({_show(text)}): {wrong}; write {_DN_HELP}")
+        return None
+
+    def dns(self, table: Mapping[str, object], at: KeyPath, key: str) -> tuple[str, ...] | None:
+        value = table.get(key, [])
+        if not isinstance(value, list):
+            self.problem((*at, key), f"must be an array of DNs, got {_show(value)}")
+            return None
+        result: list[str] = []
+        ok = True
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or item.strip() == "":
+                shown = "an empty string" if isinstance(item, str) else _show(item)
+                self.problem((*at, key, i), f"must be a DN (a string), got {shown}")
+                ok = False
+                continue
+            checked = self.check_dn((*at, key, i), item.strip())
+            if checked is None:
+                ok = False
+            else:
+                result.append(checked)
+        return tuple(result) if ok else None
+
+    def rules(self, table: Mapping[str, object], at: KeyPath) -> tuple[str, ...] | None:
+        value = table.get("rules", ["sid", "x500", "smtp", "login"])
+        known = ", ".join(_show(r) for r in DIRECTORY_RULES)
+        if not isinstance(value, list):
+            self.problem((*at, "rules"), f"must be an array of rule names ({known}), got {_show(value)}")
+            return None
+        if not value:
+            self.problem((*at, "rules"), f"must name at least one rule of {known}")
+            return None
+        rules: list[str] = []
+        first: dict[str, int] = {}
+        ok = True
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or item not in DIRECTORY_RULES:
+                close = difflib.get_close_matches(item, DIRECTORY_RULES, n=1) if isinstance(item, str) else []
+                hint = f"; did you mean {_show(close[0])}?" if close else ""
+                self.problem((*at, "rules", i), f"must be one of {known}, got {_show(item)}{hint}")
+                ok = False
+            elif item in first:
+                self.problem((*at, "rules", i), f"{_show(item)} is already rules[{first[item]}]")
+                ok = False
+            else:
+                first[item] = i
+                rules.append(item)
+        if ok and not set(rules) & set(_REFINDING_RULES):
+            # plan.directory refuses such rules: a user created by an earlier apply would not be
+            # found again (sIDHistory is not writable over LDAP) and would be created twice.
+            self.problem(
+                (*at, "rules"),
+                'must hold "x500", "smtp" or "login": people created by an earlier apply are found again '
+                "by those, and would otherwise be created twice",
+            )
+            ok = False
+        return tuple(rules) if ok else None
+
+    def free_table(self, parent: Mapping[str, object], at: KeyPath, key: str) -> dict[str, object] | None:
+        value = parent.get(key, _MISSING)
+        if value is _MISSING:
+            return {}
+        if not isinstance(value, dict):
+            self.problem((*at, key), f"must be a table [{dotted((*at, key))}], got {_kind(value)}")
+            return None
+        return value
+
+    def attribute_map(self, server: Mapping[str, object], at: KeyPath) -> Mapping[str, str] | None:
+        """``attributes``: logical name -> LDAP attribute name, over the dialect's defaults."""
+        table = self.free_table(server, at, "attributes")
+        if table is None:
+            return None
+        result: dict[str, str] = {}
+        for name, value in table.items():
+            path = (*at, "attributes", name)
+            if name not in LDAP_LOGICAL_ATTRIBUTES:
+                close = difflib.get_close_matches(name, LDAP_LOGICAL_ATTRIBUTES, n=1)
+                hint = (
+                    f"; did you mean {_show(close[0])}?" if close else f"; known: {', '.join(LDAP_LOGICAL_ATTRIBUTES)}"
+                )
+                self.problem(path, "unknown logical attribute" + hint)
+            elif not isinstance(value, str) or not _LDAP_ATTRIBUTE.fullmatch(value.strip()):
+                self.problem(path, f"must be an LDAP attribute name, got {_show(value)}")
+            else:
+                result[name] = value.strip()
+        return MappingProxyType(result) if len(result) == len(table) else None
+
+    def attribute_values(
+        self, directory: Mapping[str, object], at: KeyPath, key: str, *, templates: bool
+    ) -> Mapping[str, str] | None:
+        """A table of LDAP attribute name -> value (a template when ``templates``)."""
+        table = self.free_table(directory, at, key)
+        if table is None:
+            return None
+        result: dict[str, str] = {}
+        seen: dict[str, str] = {}
+        ok = True
+        for name in table:
+            path = (*at, key, name)
+            if not _LDAP_ATTRIBUTE.fullmatch(name):
+                self.problem(path, "must be an LDAP attribute name (letters, digits and -, starting with a letter)")
+                ok = False
+                continue
+            if name.casefold() in seen:
+                self.problem(path, f"the same attribute as {_show(seen[name.casefold()])} (names ignore case)")
+                ok = False
+                continue
+            seen[name.casefold()] = name
+            text = self.string(table, (*at, key), name)
+            if text is None:
+                ok = False
+                continue
+            wrong = template_problems(text) if templates else []
+            for message in wrong:
+                self.problem(path, message)
+            ok = ok and not wrong
+            result[name] = text
+        return MappingProxyType(result) if ok else None

@@ -4,8 +4,9 @@ Server URLs: ``imaps://host[:port]`` (implicit TLS, default port 993),
 ``imap+starttls://host[:port]`` (STARTTLS, 143) and ``imap://host[:port]`` (no encryption, 143).
 IPv6 addresses go in brackets: ``imaps://[2001:db8::1]``. A URL never carries a login.
 
-The rendered file documents every key and is accepted by ``load_project`` as it is, with one
-deliberate exception: an ``imap://`` URL to a host that is not loopback is written with
+The rendered file documents every key and is accepted by ``load_project`` as it is (its
+``[directory]`` block is commented out, and loads too once uncommented), with one deliberate
+exception: an ``imap://`` URL to a host that is not loopback is written with
 ``allow_plaintext_login = false``, so that loading it stops with a problem saying what to decide.
 """
 
@@ -140,6 +141,102 @@ max_connections = 24
 """
 
 
+_DIRECTORY_SERVER = """\
+# [directory.{role}]
+# The {what} directory: ldaps://host[:port] (TLS, 636), ldap+starttls://host[:port] (StartTLS,
+# 389) or ldap://host[:port] (unencrypted, 389; refused to a host that is not loopback unless
+# you set allow_plaintext_login). Only scheme, host and port: containers go in bases.
+# url = "{url}"
+# The DN to bind (log in) as, and its password by reference: env:NAME or file:PATH.
+# bind_dn = "{bind_dn}"
+# password = "env:{role_upper}_LDAP_PASSWORD"
+# "ad": Active Directory (Samba AD too); "generic": OpenLDAP inetOrgPerson and mail schemas.
+# dialect = "ad"
+# DNs of the containers to read (see `mailferry directory discover`). Empty: the whole directory.
+# bases = []
+# An extra LDAP filter, ANDed with mailferry's own, e.g. "(department=Sales)". Empty: none.
+# filter = ""
+# Check the server's certificate and host name; ca_file: a PEM file of authorities to trust
+# (relative to this file; empty: the system's); tls_server_name: the name to check in the
+# certificate when url gives an IP address (a Samba DC's certificate names the DC).
+# verify_certificates = true
+# ca_file = ""
+# tls_server_name = ""
+# Permit the bind password over ldap:// to a host that is not loopback.
+# allow_plaintext_login = false
+# Seconds to wait for each operation; entries asked for a page at a time (AD serves 1000).
+# timeout = 30
+# page_size = 1000
+# Attribute names that differ from the dialect's: logical name = LDAP attribute. Logical names:
+# guid, sid, sid_history, login, upn, mail, proxy, alias, legacy_dn, uac, member.
+# [directory.{role}.attributes]
+# alias = "mailAlternateAddress"
+"""
+
+_DIRECTORY = f"""\
+# Directory migration (`mailferry directory discover|plan|apply`): match the people of the
+# source directory (Active Directory or LDAP) to those of the target, create the missing ones
+# (disabled), merge target contacts into users and keep old addresses alive. `directory apply`
+# writes the accounts CSV named in [accounts], so with [directory] that file need not exist yet.
+# To use it, remove the "# " before each [table] and key line below and give your values.
+# [directory]
+# Where users are created in the target: a container's DN. Required.
+# target_container = "OU=Migrated,DC=new,DC=example"
+# Match rules, tried in this order: "sid" (objectSid in the target's sIDHistory or objectSid),
+# "x500" (legacyExchangeDN and X500: addresses), "smtp" (any mail address), "login"
+# (sAMAccountName / uid), "custom" (custom_attribute). Include "x500", "smtp" or "login".
+# rules = ["sid", "x500", "smtp", "login"]
+# For the "custom" rule (and only then): the attribute compared, e.g. "employeeID".
+# custom_attribute = ""
+# Also match contacts and groups, not only mail-enabled users.
+# include_contacts = false
+# include_groups = false
+# Add the source legacyExchangeDN as an X500: address and the old SMTP addresses as secondary
+# ones, so replies to old mail and cached addresses still arrive.
+# keep_old_addresses = true
+# Where `directory apply` writes the accounts list for `migrate`. Empty: the [accounts] csv.
+# accounts_csv = ""
+# What names an account on the IMAP servers: "login" (sAMAccountName / uid) or "mail".
+# account_key = "login"
+# After apply, log in to each mailbox on the target with the target admin login to confirm it.
+# confirm_mailboxes = true
+
+{
+    _DIRECTORY_SERVER.format(
+        role="source",
+        what="source",
+        role_upper="SOURCE",
+        url="ldaps://dc1.old.example",
+        bind_dn="CN=Administrator,CN=Users,DC=old,DC=example",
+    )
+}
+{
+    _DIRECTORY_SERVER.format(
+        role="target",
+        what="target",
+        role_upper="TARGET",
+        url="ldaps://dc1.new.example",
+        bind_dn="CN=Administrator,CN=Users,DC=new,DC=example",
+    )
+}
+# Attributes of created users, beyond those copied from the source person. Values are
+# templates: ${{login}} ${{mail}} ${{given}} ${{sn}} ${{primary_smtp}}; $$ is a dollar sign.
+# objectClass is a space-separated list.
+# [directory.create]
+# description = "Migrated from ${{mail}}"
+
+# Set on every matched and created user so the target mail server serves its mailbox
+# (templates, as above), e.g. the address a Dovecot reading users from the directory looks up.
+# [directory.mail_attributes]
+# mail = "${{login}}@new.example"
+
+# Generic dialect (required there): attributes that keep a created user from logging in,
+# e.g. with OpenLDAP's ppolicy overlay. Active Directory users are created disabled instead.
+# [directory.lock]
+# pwdAccountLockedTime = "000001010000Z"
+"""
+
+
 def render_project(
     *,
     name: str,
@@ -248,4 +345,5 @@ batch_messages = 100
 batch_bytes = "16 MB"
 # Tries per failed operation, waiting twice as long each time (exponential backoff).
 retries = 5
-"""
+
+{_DIRECTORY}"""
