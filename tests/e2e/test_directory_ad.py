@@ -33,7 +33,12 @@ def _user(dn_ou: str, cn: str, login: str, mails: list[str], *, legacy: str | No
     lines += [f"proxyAddresses: SMTP:{mails[0]}"] + [f"proxyAddresses: smtp:{m}" for m in mails[1:]]
     if legacy:
         lines.append(f"legacyExchangeDN: {legacy}")
-    lines += [f"givenName: {cn.split()[0]}", f"sn: {cn.split()[-1]}", "title: Engineer", "telephoneNumber: +41 44 000 00 00"]
+    lines += [
+        f"givenName: {cn.split()[0]}",
+        f"sn: {cn.split()[-1]}",
+        "title: Engineer",
+        "telephoneNumber: +41 44 000 00 00",
+    ]
     return "\n".join(lines) + ("\n" + extra if extra else "") + "\n"
 
 
@@ -76,8 +81,13 @@ def build_directories(samba_factory) -> tuple[SambaDC, SambaDC]:
         + "\n".join(
             _user(s_ou, cn, login, [f"{login}@src.test", f"{login}.old@src.test"], legacy=LEGACY + login)
             for cn, login in [
-                ("Alice Ant", "alice"), ("Bob Bee", "bob"), ("Carol Cat", "carol"), ("Dave Doe", "dave"),
-                ("Erin Elk", "erin"), ("Frank Fox", "frank"), ("Gina Gnu", "gina"),
+                ("Alice Ant", "alice"),
+                ("Bob Bee", "bob"),
+                ("Carol Cat", "carol"),
+                ("Dave Doe", "dave"),
+                ("Erin Elk", "erin"),
+                ("Frank Fox", "frank"),
+                ("Gina Gnu", "gina"),
             ]
         )  # fmt: skip
     )
@@ -176,7 +186,11 @@ def test_directory_migration_between_two_ad_domains_then_mailboxes(samba_factory
         plan = cli("directory", "plan", project, "--json")
         assert plan.code == ExitCode.FINDINGS, plan.err + plan.out  # ambiguous and conflict are findings
         by = {p["login"]: p for p in plan.json()["people"]}
-        assert (by["alice"]["status"], by["alice"]["rule"], by["alice"]["target"]) == ("matched", "sid", f"CN=Alice T,{t_ou}")
+        assert (by["alice"]["status"], by["alice"]["rule"], by["alice"]["target"]) == (
+            "matched",
+            "sid",
+            f"CN=Alice T,{t_ou}",
+        )
         assert (by["bob"]["status"], by["bob"]["rule"]) == ("matched", "x500")
         assert (by["carol"]["status"], by["carol"]["rule"]) == ("matched", "smtp")
         assert by["dave"]["status"] == "to_create"
@@ -212,7 +226,12 @@ def test_directory_migration_between_two_ad_domains_then_mailboxes(samba_factory
         assert frank1 is not None and not any("X500" in v for v in frank1["proxyAddresses"])  # left alone
 
         again = cli("directory", "apply", project, "--json").json()
-        assert (again["created"], again["merged"], again["addresses_added"], again["mail_attributes_set"]) == (0, 0, 0, 0)
+        assert (again["created"], again["merged"], again["addresses_added"], again["mail_attributes_set"]) == (
+            0,
+            0,
+            0,
+            0,
+        )
 
         csv_text = (tmp_path / "p" / "accounts.csv").read_text()
         assert "alice,alice.t" in csv_text and "dave,dave" in csv_text and "erin,erin" in csv_text

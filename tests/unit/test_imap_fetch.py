@@ -13,11 +13,17 @@ HDR = b"Message-ID: <a@b>\r\nSubject: hi\r\n\r\n"
 
 def test_inventory_response_dovecot_order() -> None:
     data = [
-        (b'1 (UID 7 RFC822.SIZE 120 INTERNALDATE "01-Jan-2024 09:00:00 +0100" FLAGS (\\Seen $X) '
-         b"MODSEQ (12) BODY[HEADER.FIELDS (MESSAGE-ID DATE FROM TO CC SUBJECT)] {35}", HDR),
+        (
+            b'1 (UID 7 RFC822.SIZE 120 INTERNALDATE "01-Jan-2024 09:00:00 +0100" FLAGS (\\Seen $X) '
+            b"MODSEQ (12) BODY[HEADER.FIELDS (MESSAGE-ID DATE FROM TO CC SUBJECT)] {35}",
+            HDR,
+        ),
         b")",
-        (b'2 (UID 9 RFC822.SIZE 5 INTERNALDATE " 2-Feb-2024 00:00:01 -0730" FLAGS () '
-         b"BODY[HEADER.FIELDS (MESSAGE-ID)] {2}", b"\r\n"),
+        (
+            b'2 (UID 9 RFC822.SIZE 5 INTERNALDATE " 2-Feb-2024 00:00:01 -0730" FLAGS () '
+            b"BODY[HEADER.FIELDS (MESSAGE-ID)] {2}",
+            b"\r\n",
+        ),
         b" MODSEQ (13))",
     ]
     got = parse_fetch(data)

@@ -113,6 +113,7 @@ class DirectoryOptions:
     attributes: Mapping[str, str] = field(default_factory=dict)
     custom_attribute: str = ""
     lock: Mapping[str, str] = field(default_factory=dict)
+    extra_attributes: tuple[str, ...] = ()  # also read into Person.attrs (e.g. the mail template's)
 
 
 class LdapDirectory:
@@ -201,7 +202,9 @@ class LdapDirectory:
 
     def _kind_filter(self) -> str:
         if self.options.dialect == "ad":
-            f = "(|(&(objectClass=user)(!(objectClass=computer)))(objectClass=contact)(objectClass=group))"
+            # Computers are users too; they are left out in _kind(), not with (!(objectClass=computer)):
+            # a server whose schema lacks that class (slapd with an AD look-alike) finds nothing then.
+            f = "(|(objectClass=user)(objectClass=contact)(objectClass=group))"
         else:
             f = "(|(objectClass=inetOrgPerson)(objectClass=groupOfNames)(objectClass=groupOfUniqueNames))"
         return f"(&{f}{self.options.filter})" if self.options.filter else f
@@ -237,6 +240,7 @@ class LdapDirectory:
         if self.options.custom_attribute:
             names.add(self.options.custom_attribute)
         names.update(self.options.lock)
+        names.update(self.options.extra_attributes)
         return sorted(names)
 
     def people(self) -> tuple[list[Person], list[str]]:
@@ -315,7 +319,11 @@ class LdapDirectory:
                 v.lower() in {x.lower() for x in _texts(e, k)} or (v == "*" and _texts(e, k))
                 for k, v in self.options.lock.items()
             )
-        attrs = {name: tuple(vals) for name in TEXT_ATTRIBUTES if (vals := _texts(e, name))}
+        attrs = {
+            name: tuple(vals)
+            for name in dict.fromkeys((*TEXT_ATTRIBUTES, *self.options.extra_attributes))
+            if (vals := _texts(e, name))
+        }
         custom: dict[str, tuple[str, ...]] = {}
         if self.options.custom_attribute:
             custom[self.options.custom_attribute] = tuple(_texts(e, self.options.custom_attribute))

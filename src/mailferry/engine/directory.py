@@ -25,7 +25,7 @@ from typing import Any
 from mailferry.connectors.imap import Endpoint, ImapStore, Login
 from mailferry.connectors.ldap import DirectoryOptions, DirectoryRefused, LdapDirectory, LdapEndpoint
 from mailferry.errors import MailferryError
-from mailferry.formats.ldif import dn_key
+from mailferry.formats.ldif import dn_key, entry_to_ldif
 from mailferry.model.directory import Person
 from mailferry.plan.directory import (
     AddAddresses,
@@ -209,7 +209,10 @@ class DirectoryApply:
             self._journal("create", a.dn, {"source": a.source.dn, "attributes": sorted(a.attrs)})
             self.result.created += 1
         elif isinstance(a, MergeContact):
-            self.ledger.begin_merge(self.run_id, a.contact.dn, a.user_dn, a.contact_ldif, a.groups_to_move)
+            # The LDIF kept is the contact as the server stores it, every attribute, read just now.
+            raw = tgt.entry(a.contact.dn)
+            ldif = entry_to_ldif(a.contact.dn, raw) if raw else a.contact_ldif
+            self.ledger.begin_merge(self.run_id, a.contact.dn, a.user_dn, ldif, a.groups_to_move)
             if a.attrs_to_copy:
                 tgt.modify(a.user_dn, {k: ("replace", v) for k, v in a.attrs_to_copy.items()})
             if a.addresses:

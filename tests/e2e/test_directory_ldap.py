@@ -1,0 +1,211 @@
+"""Directory migration with the generic LDAP dialect, between two OpenLDAP servers, and bad input.
+
+Source ou=Users,dc=src,dc=test; target ou=Users,dc=tgt,dc=test. Addresses: ``mail`` and
+``mailAlternateAddress``; a target "contact" is an inetOrgPerson without uid (an address-book
+entry); created users are locked with ``employeeType: locked`` (the configured lock marker).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+from helpers import cli, seed_sample
+from ldap3 import BASE, Connection, Server
+
+from mailferry.errors import ExitCode
+from mailferry.formats.ldif import entry_to_ldif, rdn
+from mailferry.sandbox.ldap_servers import Slapd
+from mailferry.sandbox.servers import DovecotServer
+
+
+def person(ou: str, cn: str, uid: str | None, mail: str, aliases: Sequence[str] = ()) -> str:
+    attrs: dict[str, list[str]] = {
+        "objectClass": ["inetOrgPerson", "mailAlternateRecipient"],
+        "cn": [cn],
+        "sn": [cn.split()[-1]],
+        "mail": [mail],
+    }
+    if aliases:
+        attrs["mailAlternateAddress"] = list(aliases)
+    if uid:
+        attrs |= {"uid": [uid], "title": ["Accountant"]}
+    return entry_to_ldif(f"{rdn('cn', cn)},{ou}", attrs)
+
+
+def block(src: Slapd, tgt: Slapd, *, bind_dn: str | None = None, create: str = "", extra: str = "") -> str:
+    os.environ["MF_GEN_SRC"] = src.root_pw
+    os.environ.setdefault("MF_GEN_TGT", tgt.root_pw)
+    return f"""
+[directory]
+target_container = "{tgt.users_dn}"
+rules = ["smtp", "login"]
+{extra}
+[directory.source]
+url = "ldap://127.0.0.1:{src.port}"
+bind_dn = "{src.root_dn}"
+password = "env:MF_GEN_SRC"
+dialect = "generic"
+bases = ["{src.users_dn}"]
+
+[directory.target]
+url = "ldap://127.0.0.1:{tgt.port}"
+bind_dn = "{bind_dn or tgt.root_dn}"
+password = "env:MF_GEN_TGT"
+dialect = "generic"
+bases = ["{tgt.users_dn}"]
+
+[directory.create]
+objectClass = "top person organizationalPerson inetOrgPerson mailAlternateRecipient"
+{create}
+[directory.lock]
+employeeType = "locked"
+"""
+
+
+def write_project(tmp: Path, imap_src, imap_tgt, dir_block: str) -> Path:
+    tmp.mkdir(parents=True, exist_ok=True)
+    os.environ["MF_GEN_IMAP"] = "adminpw"
+    side = lambda role, s: (  # noqa: E731
+        f'[{role}]\nhost = "127.0.0.1"\nport = {s.port}\nsecurity = "none"\n'
+        f'[{role}.admin]\nuser = "admin"\npassword = "env:MF_GEN_IMAP"\n'
+    )
+    text = (
+        '[project]\nname = "gen"\n\n[accounts]\ncsv = "accounts.csv"\n\n'
+        + side("source", imap_src)
+        + side("target", imap_tgt)
+    )
+    (tmp / "project.toml").write_text(text + dir_block)
+    return tmp / "project.toml"
+
+
+def read(server: Slapd, dn: str, attrs: list[str]) -> dict[str, list[str]] | None:
+    c = Connection(Server("127.0.0.1", port=server.port), server.root_dn, server.root_pw, auto_bind=True)
+    ok = c.search(dn, "(objectClass=*)", search_scope=BASE, attributes=attrs)
+    out = None
+    if ok and c.response:
+        out = {k: [v.decode() for v in vs] for k, vs in c.response[0]["raw_attributes"].items()}
+    c.unbind()
+    return out
+
+
+def test_generic_ldap_flow_then_mailboxes(slapd_factory, dovecot_factory, tmp_path) -> None:
+    src = slapd_factory(suffix="dc=src,dc=test", root_pw="srcpw")
+    tgt = slapd_factory(suffix="dc=tgt,dc=test", root_pw="tgtpw")
+    s, t = src.users_dn, tgt.users_dn
+    src.add_ldif(
+        "\n".join(
+            [
+                person(s, "Alice Ant", "alice", "alice@src.test", ["alice.old@src.test"]),
+                person(s, "Bob Bee", "bob", "bob@src.test"),
+                person(s, "Smith, John", "jsmith", "john.smith@src.test"),
+                person(s, "Zoë #1+2", "zoe", "zoe@src.test"),
+            ]
+        )
+        # Paging: more than 1,000 address-book entries (no uid: contacts, not migrated).
+        + "\n"
+        + "\n".join(person(s, f"Partner {i:04d}", None, f"p{i}@partner.example") for i in range(1100))
+    )
+    tgt.add_ldif(
+        person(t, "Alice T", "alice.t", "alice.t@tgt.test", ["alice@src.test"])
+        + "\n"
+        + person(t, "Bob Contact", None, "bob@src.test")
+        + f"\ndn: cn=Finance,{t}\nobjectClass: groupOfNames\ncn: Finance\nmember: cn=Bob Contact,{t}\n"
+    )
+    imap_src = dovecot_factory(style="slash", users={u: f"{u}pw" for u in ("alice", "bob", "jsmith", "zoe")})
+    imap_tgt = DovecotServer.start(
+        tmp_path / "tgt-imap", style="dotted", users={}, special_use=False, ldap=tgt.dovecot_userdb()
+    )
+    try:
+        for u in ("alice", "jsmith"):
+            seed_sample(imap_src, u, f"{u}pw", messages=6)
+        project = write_project(tmp_path / "p", imap_src, imap_tgt, block(src, tgt, extra='account_key = "login"'))
+
+        plan = cli("directory", "plan", project, "--json")
+        assert plan.code == ExitCode.OK, plan.err + plan.out
+        pd = plan.json()
+        assert pd["source_people"] >= 1104  # paged past 1,000
+        by = {p["login"]: p for p in pd["people"]}
+        assert (by["alice"]["status"], by["alice"]["rule"]) == ("matched", "smtp")
+        assert by["bob"]["status"] == "contact_to_merge"
+        assert by["jsmith"]["status"] == by["zoe"]["status"] == "to_create"
+
+        r = cli("directory", "apply", project, "--json")
+        assert r.code == ExitCode.OK, r.out + r.err
+        d = r.json()
+        assert (d["created"], d["merged"], d["failed"]) == (3, 1, 0), d["findings"]
+        john = read(tgt, f"cn=Smith\\, John,{t}", ["uid", "employeeType", "mail", "mailAlternateAddress", "title"])
+        assert john is not None and john["uid"] == ["jsmith"] and john["employeeType"] == ["locked"]
+        assert john["title"] == ["Accountant"]
+        zoe = [p for p in pd["actions"] if p["action"] == "create" and "zoe" in str(p["attributes"].get("uid"))]
+        assert zoe and read(tgt, zoe[0]["dn"], ["uid"]) is not None  # '#' and '+' escaped in the DN
+        alice = read(tgt, f"cn=Alice T,{t}", ["mailAlternateAddress"])
+        assert alice is not None and "alice.old@src.test" in alice["mailAlternateAddress"]  # old address kept
+        assert read(tgt, f"cn=Bob Contact,{t}", ["cn"]) is None
+        finance = read(tgt, f"cn=Finance,{t}", ["member"])
+        assert finance is not None and f"cn=Bob Bee,{t}".lower() in [m.lower() for m in finance["member"]]
+
+        again = cli("directory", "apply", project, "--json").json()
+        assert (again["created"], again["merged"], again["addresses_added"], again["failed"]) == (0, 0, 0, 0)
+
+        m = cli("migrate", project, "--json")
+        assert m.code == ExitCode.OK, m.out + m.err
+        moved = {a["account"]: (a["target_user"], a["copied"]) for a in m.json()["accounts"]}
+        assert moved["alice"] == ("alice.t", 8) and moved["jsmith"] == ("jsmith", 8)
+        assert cli("verify", project, "--deep", "--json").json()["clean"]
+    finally:
+        imap_tgt.close()
+
+
+def test_bad_input_is_reported_and_nothing_is_half_created(slapd_factory, dovecot_factory, tmp_path) -> None:
+    src = slapd_factory(suffix="dc=src,dc=test", root_pw="srcpw")
+    tgt = slapd_factory(suffix="dc=tgt,dc=test", root_pw="tgtpw")
+    s, t = src.users_dn, tgt.users_dn
+    src.add_ldif(
+        person(s, "Carl Crow", "carl", "carl@src.test") + "\n" + person(s, "Dana Dove", "dana", "dana@src.test")
+    )
+    # A bind account that may read but not write (slapd: access to * by * read).
+    tgt.add_ldif(f"dn: cn=reader,{tgt.suffix}\nobjectClass: person\ncn: reader\nsn: reader\nuserPassword: readerpw\n")
+    imap = dovecot_factory(style="slash", users={"x": "y"})
+
+    os.environ["MF_GEN_TGT"] = "readerpw"
+    project = write_project(tmp_path / "ro", imap, imap, block(src, tgt, bind_dn=f"cn=reader,{tgt.suffix}"))
+    r = cli("directory", "apply", project, "--json")
+    assert r.code == ExitCode.FINDINGS, r.out + r.err
+    refused = [f for f in r.json()["findings"] if f["kind"] == "refused"]
+    assert len(refused) == 2 and all("insufficientAccessRights" in f["message"] for f in refused)
+    assert all("write rights" in f["hint"] for f in refused)
+    assert read(tgt, f"cn=Carl Crow,{t}", ["cn"]) is None
+
+    os.environ["MF_GEN_TGT"] = tgt.root_pw
+    project = write_project(tmp_path / "schema", imap, imap, block(src, tgt, create='favouriteColour = "blue"\n'))
+    r = cli("directory", "apply", project, "--json")
+    assert r.code == ExitCode.FINDINGS, r.out + r.err
+    refused = [f for f in r.json()["findings"] if f["kind"] == "refused"]
+    assert refused and all("favouriteColour" in f["message"] or "undefined" in f["message"].lower() for f in refused)
+    assert "schema" in refused[0]["hint"]
+    assert read(tgt, f"cn=Carl Crow,{t}", ["cn"]) is None  # not created at all, not half
+    ledger = sqlite3.connect(tmp_path / "schema" / "project.ledger.sqlite")
+    assert ledger.execute("SELECT COUNT(*) FROM directory_changes WHERE kind='create'").fetchone()[0] == 0
+
+
+def test_malformed_sid_is_reported_with_its_entry(slapd_factory, dovecot_factory, tmp_path) -> None:
+    # The AD dialect against slapd's AD look-alike schema, where any bytes can be stored as objectSid.
+    src = slapd_factory(suffix="dc=src,dc=test", root_pw="srcpw")
+    tgt = slapd_factory(suffix="dc=tgt,dc=test", root_pw="tgtpw")
+    s = src.users_dn
+    src.add_ldif(
+        f"dn: cn=Odd Sid,{s}\nobjectClass: user\ncn: Odd Sid\nsn: Sid\nsAMAccountName: odd\nmail: odd@src.test\n"
+        "objectSid:: AQUAAAAAAAU=\n"  # revision 1 with 5 sub-authorities announced but none there
+    )
+    imap = dovecot_factory(style="slash", users={"x": "y"})
+    dir_block = block(src, tgt).replace('dialect = "generic"\nbases = ["' + s, 'dialect = "ad"\nbases = ["' + s, 1)
+    project = write_project(tmp_path / "p", imap, imap, dir_block)
+    r = cli("directory", "plan", project, "--json")
+    assert r.code == ExitCode.FINDINGS, r.out + r.err
+    problems = r.json()["problems"]
+    assert len(problems) == 1 and "cn=Odd Sid" in problems[0] and "malformed" in problems[0]
+    people = r.json()["people"]
+    assert [p["status"] for p in people] == ["to_create"]  # still planned, by its other attributes
