@@ -209,3 +209,94 @@ def test_malformed_sid_is_reported_with_its_entry(slapd_factory, dovecot_factory
     assert len(problems) == 1 and "cn=Odd Sid" in problems[0] and "malformed" in problems[0]
     people = r.json()["people"]
     assert [p["status"] for p in people] == ["to_create"]  # still planned, by its other attributes
+
+
+def _load_org(src: Slapd, tgt: Slapd, n: int) -> None:
+    s, t = src.users_dn, tgt.users_dn
+    src.add_ldif("\n".join(person(s, f"Person {i:03d}", f"p{i:03d}", f"p{i:03d}@src.test", [f"old{i:03d}@src.test"])
+                           for i in range(n)))  # fmt: skip
+    # A third match by alias, a third are address-book contacts in a group, a third are new.
+    tgt.add_ldif(
+        "\n".join(
+            person(t, f"Target {i:03d}", f"t{i:03d}", f"t{i:03d}@tgt.test", [f"p{i:03d}@src.test"])
+            for i in range(0, n, 3)
+        )  # fmt: skip
+        + "\n"
+        + "\n".join(person(t, f"Contact {i:03d}", None, f"p{i:03d}@src.test") for i in range(1, n, 3))
+        + f"\ndn: cn=All Contacts,{t}\nobjectClass: groupOfNames\ncn: All Contacts\n"
+        + "".join(f"member: cn=Contact {i:03d},{t}\n" for i in range(1, n, 3))
+    )
+
+
+def _target_state(tgt: Slapd) -> list[tuple[str, ...]]:
+    c = Connection(Server("127.0.0.1", port=tgt.port), tgt.root_dn, tgt.root_pw, auto_bind=True)
+    c.search(
+        tgt.users_dn, "(objectClass=*)", attributes=["uid", "mail", "mailAlternateAddress", "member", "employeeType"]
+    )
+    out = []
+    for e in c.response:
+        a = e["raw_attributes"]
+        out.append((e["dn"].lower(), *(",".join(sorted(v.decode().lower() for v in a.get(k, []))) for k in sorted(a))))
+    c.unbind()
+    return sorted(out)
+
+
+def test_interrupted_apply_resumes_to_the_same_end_and_plan_is_what_apply_does(
+    slapd_factory, dovecot_factory, tmp_path
+) -> None:
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    n = 90
+    imap = dovecot_factory(style="slash", users={"x": "y"})
+    ref_src = slapd_factory(suffix="dc=src,dc=test", root_pw="srcpw")
+    ref_tgt = slapd_factory(suffix="dc=tgt,dc=test", root_pw="tgtpw")
+    _load_org(ref_src, ref_tgt, n)
+    os.environ["MF_GEN_TGT"] = ref_tgt.root_pw
+    ref = write_project(tmp_path / "ref", imap, imap, block(ref_src, ref_tgt, extra="confirm_mailboxes = false"))
+    planned = cli("directory", "plan", ref, "--json").json()["actions"]
+    assert cli("directory", "apply", ref, "--json").code == ExitCode.OK
+    journal = sqlite3.connect(tmp_path / "ref" / "project.ledger.sqlite").execute(
+        "SELECT kind, dn FROM directory_changes ORDER BY id"
+    )
+    kinds = {"create": "create", "merge-contact": "merge-contact", "add-addresses": "add-addresses",
+             "mail-attributes": "mail-attributes"}  # fmt: skip
+    assert [(kinds[k], dn) for k, dn in journal] == [(a["action"], a["dn"]) for a in planned if a["action"] != "skip"]
+
+    src = slapd_factory(suffix="dc=src,dc=test", root_pw="srcpw")
+    tgt = slapd_factory(suffix="dc=tgt,dc=test", root_pw="tgtpw")
+    _load_org(src, tgt, n)
+    os.environ["MF_GEN_TGT"] = tgt.root_pw
+    project = write_project(tmp_path / "killed", imap, imap, block(src, tgt, extra="confirm_mailboxes = false"))
+    ledger = tmp_path / "killed" / "project.ledger.sqlite"
+    rng = random.Random(11)
+    kills = 0
+    for _ in range(4):
+        threshold = rng.randint(1, len(planned))
+        proc = subprocess.Popen([sys.executable, "-m", "mailferry", "directory", "apply", str(project), "--json"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                done = (
+                    sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
+                    .execute("SELECT COUNT(*) FROM directory_changes")
+                    .fetchone()[0]
+                )
+            except sqlite3.Error:
+                done = 0
+            if done >= threshold:
+                os.kill(proc.pid, signal.SIGKILL)
+                kills += 1
+                break
+            time.sleep(0.002)
+        proc.wait(timeout=60)
+    assert kills >= 2
+    final = cli("directory", "apply", project, "--json")
+    assert final.code == ExitCode.OK, final.out + final.err
+    assert _target_state(tgt) == _target_state(ref_tgt)  # both servers use the same suffix
+    again = cli("directory", "apply", project, "--json").json()
+    assert (again["created"], again["merged"], again["addresses_added"]) == (0, 0, 0)
