@@ -632,7 +632,7 @@ def directory_apply(project: Project) -> Result:
     try:
         ledger.acquire("directory apply")
         run_id = ledger.start_run("directory apply", _now())
-        result = DirectoryApply(job, ledger, run_id).run(d.accounts_csv)
+        result = DirectoryApply(job, ledger, run_id).run(d.accounts_csv, d.account_key)
         data = {
             "run": run_id,
             "created": result.created,

@@ -145,14 +145,16 @@ def identity_rows(plan: DirectoryPlan) -> list[dict[str, Any]]:
     ]
 
 
-def accounts_csv(rows: Sequence[dict[str, Any]]) -> str:
-    """The accounts list ``migrate`` reads: source login -> target login, users only."""
+def accounts_csv(rows: Sequence[dict[str, Any]], key: str = "login") -> str:
+    """The accounts list ``migrate`` reads, users only: source -> target login (``key`` "login":
+    sAMAccountName/uid) or primary address (``key`` "mail"), what each IMAP server logs in by."""
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     w.writerow(["source_user", "target_user"])
     for r in rows:
-        if r["kind"] == "user" and r.get("source_login") and r.get("target_login"):
-            w.writerow([r["source_login"], r["target_login"]])
+        s, t = r.get(f"source_{key}"), r.get(f"target_{key}")
+        if r["kind"] == "user" and s and t:
+            w.writerow([s, t])
     return out.getvalue()
 
 
@@ -165,12 +167,14 @@ class DirectoryApply:
         self.run_id = run_id
         self.note = note or (lambda _t: None)
         self.result = ApplyResult()
+        self.key = "login"
 
     def finding(self, kind: str, dn: str, message: str, hint: str = "") -> None:
         self.result.findings.append({"kind": kind, "dn": dn, "message": message, "hint": hint})
 
-    def run(self, accounts_path: Path | None) -> ApplyResult:
+    def run(self, accounts_path: Path | None, account_key: str = "login") -> ApplyResult:
         t0 = time.monotonic()
+        self.key = account_key
         source, target, problems = read_people(self.job)
         for p in problems:
             self.finding("directory-read", "", p)
@@ -196,7 +200,7 @@ class DirectoryApply:
         if self.job.imap_endpoint is not None and self.job.imap_admin is not None:
             self._confirm(rows)
         if accounts_path is not None:
-            _write_private(accounts_path, accounts_csv(rows))
+            _write_private(accounts_path, accounts_csv(rows, account_key))
         self.result.seconds = round(time.monotonic() - t0, 3)
         return self.result
 
@@ -265,18 +269,19 @@ class DirectoryApply:
         assert self.job.imap_endpoint is not None and self.job.imap_admin is not None
         admin = self.job.imap_admin
         for r in rows:
-            if r["kind"] != "user" or not r.get("target_login"):
+            account = r.get(f"target_{self.key}")
+            if r["kind"] != "user" or not account:
                 continue
-            login = Login(r["target_login"], admin.password, admin.admin, admin.method, admin.master_separator)
+            login = Login(account, admin.password, admin.admin, admin.method, admin.master_separator)
             try:
-                ImapStore(self.job.imap_endpoint, login, readonly=True, label=f"{r['target_login']} (target)").close()
+                ImapStore(self.job.imap_endpoint, login, readonly=True, label=f"{account} (target)").close()
                 self.result.confirmed += 1
             except MailferryError as e:
                 self.result.not_alive += 1
                 self.finding(
                     "mailbox-not-alive",
                     r["target_dn"],
-                    f"{r['target_login']}: the target IMAP server does not open this mailbox: {e.message}",
+                    f"{account}: the target IMAP server does not open this mailbox: {e.message}",
                     "check the mail attributes template and the server's user lookup",
                 )
 
