@@ -177,6 +177,13 @@ class ImapStore:
         self._c = c
         self._authenticate()
         self._selected = None
+        try:
+            self._after_login(c)
+        except (OSError, EOFError, imaplib.IMAP4.abort) as e:
+            self._drop()
+            raise TemporaryFailure(f"{self.label}: connection lost after login: {_safe(e)}") from None
+
+    def _after_login(self, c: Any) -> None:
         caps = {_text(x).upper() for x in c.capabilities()}
         self._caps = frozenset(caps)
         if "UTF8=ACCEPT" in caps:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import imaplib
 import queue
 import threading
 import time
@@ -188,6 +189,13 @@ class Engine:
             stats.status = "failed"
             stats.error = e.message + (f" ({e.hint})" if e.hint else "")
             stats.exit_code = int(e.exit_code)
+            run.finding("", None, "account-failed", stats.error, {})
+        except (OSError, EOFError, imaplib.IMAP4.abort) as e:
+            # A connection-level failure that slipped past the connector: still only this account's
+            # problem, and a temporary one (the ledger knows what was done; re-run to resume).
+            stats.status = "failed"
+            stats.error = f"{job.source_user}: connection lost: {type(e).__name__} (run migrate again to resume)"
+            stats.exit_code = int(TemporaryFailure.exit_code)
             run.finding("", None, "account-failed", stats.error, {})
         finally:
             run.close()
