@@ -240,8 +240,27 @@ def _cli_exceptions() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseE
     return tuple(usage), tuple(exits)
 
 
+def _tune_malloc() -> None:
+    """Keep the memory of message bodies returnable to the system.
+
+    glibc raises its mmap threshold after big blocks are freed, so later message buffers land in
+    per-thread heap arenas that never shrink: the 8-account benchmark's RSS grew past 280 MB with
+    a 64 MB in-flight budget. A fixed 1 MiB threshold and two arenas keep it near the budget.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return  # not glibc: nothing to tune
+    m_mmap_threshold, m_arena_max = -3, -8
+    libc.mallopt(m_mmap_threshold, 1 << 20)
+    libc.mallopt(m_arena_max, 2)
+
+
 def run(argv: list[str] | None = None) -> int:
     """Entry point: returns (and exits with) the documented exit code."""
+    _tune_malloc()
     code = main(argv)
     sys.exit(code)
 
