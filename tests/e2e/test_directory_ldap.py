@@ -102,6 +102,7 @@ def test_generic_ldap_flow_then_mailboxes(slapd_factory, dovecot_factory, tmp_pa
                 person(s, "Bob Bee", "bob", "bob@src.test"),
                 person(s, "Smith, John", "jsmith", "john.smith@src.test"),
                 person(s, "Zoë #1+2", "zoe", "zoe@src.test"),
+                person(s, "Frank Fox", "frank", "frank@src.test"),
             ]
         )
         # Paging: more than 1,000 address-book entries (no uid: contacts, not migrated).
@@ -113,6 +114,12 @@ def test_generic_ldap_flow_then_mailboxes(slapd_factory, dovecot_factory, tmp_pa
         + "\n"
         + person(t, "Bob Contact", None, "bob@src.test")
         + f"\ndn: cn=Finance,{t}\nobjectClass: groupOfNames\ncn: Finance\nmember: cn=Bob Contact,{t}\n"
+        + "\n"
+        + person(t, "Frank One", "frank1", "frank1@tgt.test", ["frank@src.test"])
+        + "\n"
+        + person(t, "Frank Two", "frank2", "frank2@tgt.test", ["frank@src.test"])
+        # An address-book entry without mail stands for nobody: never merged, never touched.
+        + f"\ndn: cn=No Mail,{t}\nobjectClass: inetOrgPerson\ncn: No Mail\nsn: Mail\n"
     )
     imap_src = dovecot_factory(style="slash", users={u: f"{u}pw" for u in ("alice", "bob", "jsmith", "zoe")})
     imap_tgt = DovecotServer.start(
@@ -124,18 +131,23 @@ def test_generic_ldap_flow_then_mailboxes(slapd_factory, dovecot_factory, tmp_pa
         project = write_project(tmp_path / "p", imap_src, imap_tgt, block(src, tgt, extra='account_key = "login"'))
 
         plan = cli("directory", "plan", project, "--json")
-        assert plan.code == ExitCode.OK, plan.err + plan.out
+        assert plan.code == ExitCode.FINDINGS, plan.err + plan.out  # frank is ambiguous
         pd = plan.json()
         assert pd["source_people"] >= 1104  # paged past 1,000
         by = {p["login"]: p for p in pd["people"]}
         assert (by["alice"]["status"], by["alice"]["rule"]) == ("matched", "smtp")
         assert by["bob"]["status"] == "contact_to_merge"
         assert by["jsmith"]["status"] == by["zoe"]["status"] == "to_create"
+        assert by["frank"]["status"] == "ambiguous" and len(by["frank"]["candidates"]) == 2
 
         r = cli("directory", "apply", project, "--json")
-        assert r.code == ExitCode.OK, r.out + r.err
+        assert r.code == ExitCode.FINDINGS, r.out + r.err
         d = r.json()
         assert (d["created"], d["merged"], d["failed"]) == (3, 1, 0), d["findings"]
+        assert [f["kind"] for f in d["findings"]] == ["skipped"] and "frank" in d["findings"][0]["dn"].lower()
+        assert read(tgt, f"cn=No Mail,{t}", ["cn"]) is not None
+        frank1 = read(tgt, f"cn=Frank One,{t}", ["mailAlternateAddress"])
+        assert frank1 is not None and frank1["mailAlternateAddress"] == ["frank@src.test"]  # left alone
         john = read(tgt, f"cn=Smith\\, John,{t}", ["uid", "employeeType", "mail", "mailAlternateAddress", "title"])
         assert john is not None and john["uid"] == ["jsmith"] and john["employeeType"] == ["locked"]
         assert john["title"] == ["Accountant"]
