@@ -38,7 +38,7 @@ def check(data: dict[str, Any]) -> None:
             lack = ", ".join(k for k, v in caps.items() if not v) or "-"
             ns = s["namespace"]
             line = (
-                f"  {role}: {s['tls']}; namespace {ns['prefix']!r} separator {ns['separator']!r}; "
+                f"  {role}: security {s['tls']}; namespace {ns['prefix']!r} separator {ns['separator']!r}; "
                 f"{s['folders']} folders"
             )
             if role == "source":
