@@ -221,8 +221,7 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
                     side.update(messages=msgs, bytes=size)
                     out["_sizes"], out["_keywords"] = sizes, keywords
                 else:
-                    st.select_status("INBOX")
-                    side["permanent_flags"] = list(st.permanent_flags.get("INBOX", ()))
+                    side["permanent_flags"] = list(st.storable("INBOX") or ())
                 out[role] = side
             except MailferryError as e:
                 out[role] = {"ok": False, "error": str(e)}

@@ -28,6 +28,17 @@ from mailferry.model.mail import AppendItem, FolderInfo, FolderStatus, MessageMe
 
 
 class ReadStore(Protocol):
+    label: str  # names the account and role in every message ("alice (source)")
+
+    @property
+    def condstore(self) -> bool:
+        """True when ``status`` gives HIGHESTMODSEQ and ``changed_flags`` works (RFC 7162)."""
+        ...
+
+    def reconnect(self) -> None:
+        """Drop the connection and log in again (after a temporary failure)."""
+        ...
+
     def info(self) -> ServerInfo:
         """Capabilities, namespace, APPENDLIMIT and quota of this account."""
         ...
@@ -56,10 +67,18 @@ class ReadStore(Protocol):
         """Exact bytes of each message, streamed in batches."""
         ...
 
+    def uids(self, folder: str) -> list[int]:
+        """Every UID the folder holds now, ascending."""
+        ...
+
     def close(self) -> None: ...
 
 
 class WriteStore(ReadStore, Protocol):
+    def storable(self, folder: str) -> tuple[str, ...] | None:
+        """The folder's PERMANENTFLAGS (``\\*``: any keyword), None when the server doesn't say."""
+        ...
+
     def create_folder(self, name: str, special_use: str | None = None) -> None:
         """Create ``name`` (and missing parents). Creating an existing folder is not an error."""
         ...

@@ -38,6 +38,7 @@ _HEADER_ITEM = b"BODY[HEADER.FIELDS (" + b" ".join(f.encode() for f in IDENTITY_
 _FETCH_HEADER = "BODY.PEEK[HEADER.FIELDS (" + " ".join(IDENTITY_FIELDS) + ")]"
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]", re.I)
 _THROTTLE = re.compile(rb"\[(UNAVAILABLE|LIMIT|INUSE|SERVERBUG)\]", re.I)
+_ITEM_REFUSAL = re.compile(r"\[(TOOBIG|LIMIT|OVERQUOTA)\]", re.I)
 _APPENDLIMIT = re.compile(r"^APPENDLIMIT=(\d+)$", re.I)
 
 
@@ -96,6 +97,11 @@ def _text(value: object) -> str:
     return str(value)
 
 
+def _no_recent(flags: tuple[str, ...] | None) -> tuple[str, ...]:
+    """Flags without \\Recent: session state (RFC 3501 2.3.2), not part of the message."""
+    return tuple(f for f in flags or () if f.lower() != "\\recent")
+
+
 def _flag_str(f: object) -> str:
     return f.decode("utf-8", "replace") if isinstance(f, bytes) else str(f)
 
@@ -127,6 +133,7 @@ class ImapStore:
         self._caps: frozenset[str] = frozenset()
         self._utf8 = False
         self._condstore = False
+        self._appendlimit: int | None = None
         self.permanent_flags: dict[str, tuple[str, ...]] = {}
         self.connect()
 
@@ -186,6 +193,8 @@ class ImapStore:
     def _after_login(self, c: Any) -> None:
         caps = {_text(x).upper() for x in c.capabilities()}
         self._caps = frozenset(caps)
+        limits = [int(m.group(1)) for cap in caps if (m := _APPENDLIMIT.match(cap))]
+        self._appendlimit = limits[0] if limits else None
         if "UTF8=ACCEPT" in caps:
             try:
                 c.enable("UTF8=ACCEPT")
@@ -262,7 +271,12 @@ class ImapStore:
             return fn(self._c, *args, **kw)
         except (IMAPClientAbortError, imaplib.IMAP4.abort, OSError, EOFError) as e:
             self._drop()
-            raise TemporaryFailure(f"{self.label}: connection lost during {what}: {_safe(e)}") from None
+            msg = _safe(e)
+            if what.startswith("APPEND") and _ITEM_REFUSAL.search(msg):
+                # Cyrus answers a LITERAL+ message over its limit with [TOOBIG], which imaplib
+                # raises as an abort: the message is refused; the connection is renewed on next use.
+                raise ServerRefused(f"{self.label}: {what}: {msg}") from None
+            raise TemporaryFailure(f"{self.label}: connection lost during {what}: {msg}") from None
         except IMAPClientError as e:
             msg = _safe(e)
             code = _THROTTLE.search(msg.encode())
@@ -389,8 +403,10 @@ class ImapStore:
             highestmodseq=int(hms) if hms is not None else None,
         )
 
-    def select_status(self, folder: str, *, write: bool = False) -> None:
-        self._select(folder, write=write)
+    def storable(self, folder: str) -> tuple[str, ...] | None:
+        if folder not in self.permanent_flags:
+            self._select(folder, write=True)
+        return self.permanent_flags.get(folder)
 
     def inventory(self, folder: str, after_uid: int = 0, *, write: bool = False) -> list[MessageMeta]:
         self._select(folder, write=write)
@@ -410,7 +426,7 @@ class ImapStore:
                     uid=uid,
                     size=d.size,
                     internaldate=d.internaldate,
-                    flags=d.flags,
+                    flags=_no_recent(d.flags),
                     key=ident.key,
                     message_id=ident.message_id,
                     subject=ident.subject,
@@ -428,12 +444,12 @@ class ImapStore:
     def changed_flags(self, folder: str, since_modseq: int) -> dict[int, tuple[tuple[str, ...], int]]:
         self._select(folder)
         data = self._fetch(f"FETCH CHANGEDSINCE {folder}", "1:*", ["UID", "FLAGS"], [f"CHANGEDSINCE {since_modseq}"])
-        return {uid: (d.flags or (), d.modseq or 0) for uid, d in data.items()}
+        return {uid: (_no_recent(d.flags), d.modseq or 0) for uid, d in data.items()}
 
     def flags(self, folder: str) -> dict[int, tuple[str, ...]]:
         self._select(folder)
         data = self._fetch(f"FETCH FLAGS {folder}", "1:*", ["UID", "FLAGS"])
-        return {uid: d.flags or () for uid, d in data.items()}
+        return {uid: _no_recent(d.flags) for uid, d in data.items()}
 
     def fetch(self, folder: str, uids: Sequence[int]) -> Iterator[tuple[int, bytes]]:
         """Bodies of ``uids`` in the order given; one FETCH per call (callers batch)."""
@@ -480,6 +496,14 @@ class ImapStore:
         self._refuse_on_source("append")
         if not items:
             return []
+        too_big = [len(it.body) for it in items if self._appendlimit is not None and len(it.body) > self._appendlimit]
+        if too_big:
+            # RFC 7889: don't send what the server announced it won't take (Cyrus resets the
+            # connection in the middle of such a literal).
+            raise ItemRefused(
+                f"{self.label}: APPEND {folder}: {too_big[0]} bytes is over the server's "
+                f"APPENDLIMIT {self._appendlimit}"
+            )
         wire = self._wire(folder)
         if "MULTIAPPEND" in self._caps:
             return self._appenduids(self._append_call(folder, self._raw_append, wire, items), len(items))

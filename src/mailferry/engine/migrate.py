@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from mailferry.connectors.base import ReadStore, WriteStore
 from mailferry.connectors.imap import Endpoint, ImapStore, Login
 from mailferry.connectors.wrappers import RetryPolicy, retrying
 from mailferry.errors import ItemRefused, MailferryError, TemporaryFailure
@@ -231,28 +232,28 @@ class _AccountRun:
         self.opts = engine.options
         self.ledger = engine.ledger
         self.account = job.source_user
-        self.source: ImapStore | None = None
-        self.target: ImapStore | None = None
-        self.writers: list[ImapStore] = []
+        self.source: ReadStore | None = None
+        self.target: WriteStore | None = None
+        self.writers: list[WriteStore] = []
         self._lock = threading.Lock()
 
     # -- connections --------------------------------------------------------------------------
 
-    def _src(self) -> ImapStore:
+    def _src(self) -> ReadStore:
         if self.source is None:
             self.source = open_store(
                 self.job.source, readonly=True, label=f"{self.account} (source)", retry=self.opts.retry
             )
         return self.source
 
-    def _tgt(self) -> ImapStore:
+    def _tgt(self) -> WriteStore:
         if self.target is None:
             self.target = open_store(
                 self.job.target, readonly=self.dry_run, label=f"{self.job.target_user} (target)", retry=self.opts.retry
             )
         return self.target
 
-    def _writer(self, i: int) -> ImapStore:
+    def _writer(self, i: int) -> WriteStore:
         while len(self.writers) <= i:
             self.writers.append(
                 open_store(
@@ -267,7 +268,7 @@ class _AccountRun:
                 with contextlib.suppress(Exception):  # closing a broken connection
                     s.close()
 
-    def _retry(self, store: ImapStore, fn: Callable[..., Any], *args: Any) -> Any:
+    def _retry(self, store: ReadStore, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` with reconnects and backoff (idempotent operations only)."""
         return retrying(
             store,
@@ -561,9 +562,8 @@ class _AccountRun:
 
     def _permanent(self, target_folder: str) -> tuple[str, ...] | None:
         tgt = self._tgt()
-        if target_folder not in tgt.permanent_flags:
-            self._retry(tgt, lambda: tgt.select_status(target_folder, write=True))
-        return tgt.permanent_flags.get(target_folder)
+        perm: tuple[str, ...] | None = self._retry(tgt, tgt.storable, target_folder)
+        return perm
 
     def _batches(self, metas: list[MessageMeta]) -> Iterator[list[MessageMeta]]:
         """Batches bounded by count and bytes. A small folder is still cut into a few batches
@@ -658,7 +658,7 @@ class _AccountRun:
 
     def _append_batch(
         self,
-        w: ImapStore,
+        w: WriteStore,
         folder: str,
         target_folder: str,
         validity: int,
@@ -707,7 +707,7 @@ class _AccountRun:
 
     def _append_singly(
         self,
-        w: ImapStore,
+        w: WriteStore,
         folder: str,
         target_folder: str,
         validity: int,
