@@ -169,13 +169,11 @@ class Engine:
         ledger: Ledger,
         options: Options,
         reporter: Reporter | None = None,
-        now: Callable[[], str] | None = None,
     ) -> None:
         self.ledger = ledger
         self.options = options
         self.reporter: Reporter = reporter or NullReporter()
         self.budget = ByteBudget(options.inflight_bytes)
-        self._now = now or (lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     # -- the account --------------------------------------------------------------------------
 
@@ -236,6 +234,12 @@ class _AccountRun:
         self.target: WriteStore | None = None
         self.writers: list[WriteStore] = []
         self._lock = threading.Lock()
+        # What the mapping step learned of the target, and the folder being copied now (folders
+        # are done one after the other; its reader and writers read these).
+        self._target_folders: set[str] = set()
+        self.target_limit: int | None = None
+        self._target_after = 0  # target UIDNEXT - 1 when the folder's plan was made
+        self._target_validity = 0
 
     # -- connections --------------------------------------------------------------------------
 
@@ -424,7 +428,7 @@ class _AccountRun:
 
         # The target side: look at it only when matching is needed.
         unclaimed: list[MessageMeta] = []
-        exists = target_folder in getattr(self, "_target_folders", set())
+        exists = target_folder in self._target_folders
         self._target_after = 0
         if exists:
             tstatus: FolderStatus = self._retry(tgt, lambda: tgt.status(target_folder))
@@ -692,18 +696,29 @@ class _AccountRun:
             with contextlib.suppress(TemporaryFailure):
                 w.reconnect()
             return
-        tv = self._target_validity or None
-        done = [
-            MessageRecord(
-                validity, mm.uid, mm.key, mm.size, "copied", "copied", target_folder, tv, uid, after, mm.flags
-            )
-            for (mm, _), uid in zip(items, uids, strict=True)
-        ]
-        self.ledger.record_copied(self.account, folder, done, self.run_id)
+        self._record(folder, target_folder, validity, list(zip((mm for mm, _ in items), uids, strict=True)))
+
+    def _record(
+        self, folder: str, target_folder: str, validity: int, landed: list[tuple[MessageMeta, int | None]]
+    ) -> None:
+        """The fact after the intent: these messages are on the target under these UIDs."""
+        tv, after = self._target_validity or None, self._target_after
+        self.ledger.record_copied(
+            self.account,
+            folder,
+            [
+                MessageRecord(
+                    validity, mm.uid, mm.key, mm.size, "copied", "copied", target_folder, tv, uid, after, mm.flags
+                )
+                for mm, uid in landed
+            ],
+            self.run_id,
+        )
+        nbytes = sum(mm.size for mm, _ in landed)
         with self._lock:
-            self.stats.copied += len(done)
-            self.stats.bytes += sum(mm.size for mm, _ in items)
-        self.e.reporter.copied(self.account, len(done), sum(mm.size for mm, _ in items))
+            self.stats.copied += len(landed)
+            self.stats.bytes += nbytes
+        self.e.reporter.copied(self.account, len(landed), nbytes)
 
     def _append_singly(
         self,
@@ -715,7 +730,6 @@ class _AccountRun:
         appends: list[AppendItem],
         uncertain: threading.Event,
     ) -> None:
-        tv = self._target_validity or None
         after = self._target_after
         for (mm, _), it in zip(items, appends, strict=True):
             try:
@@ -746,20 +760,7 @@ class _AccountRun:
                 with contextlib.suppress(TemporaryFailure):
                     w.reconnect()
                 return
-            self.ledger.record_copied(
-                self.account,
-                folder,
-                [
-                    MessageRecord(
-                        validity, mm.uid, mm.key, mm.size, "copied", "copied", target_folder, tv, uid, after, mm.flags
-                    )
-                ],
-                self.run_id,
-            )
-            with self._lock:
-                self.stats.copied += 1
-                self.stats.bytes += mm.size
-            self.e.reporter.copied(self.account, 1, mm.size)
+            self._record(folder, target_folder, validity, [(mm, uid)])
 
 
 def _describe(account: str, folder: str, m: MessageMeta, what: str) -> str:

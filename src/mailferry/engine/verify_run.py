@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from mailferry.connectors.base import ReadStore
 from mailferry.engine.migrate import AccountJob, AccountStats, Engine, _AccountRun
 from mailferry.model.mail import MessageMeta
-from mailferry.plan.planner import Policy, _policy_skip, storable_flags
+from mailferry.plan.planner import Policy, policy_skip, storable_flags
 from mailferry.verify.compare import FolderVerdict, compare_folder
 
 
 def _excluded(policy: Policy, m: MessageMeta) -> bool:
-    s = _policy_skip(m, policy)
+    s = policy_skip(m, policy)
     return s is not None and not s.finding
 
 

@@ -93,4 +93,3 @@ class ServerInfo:
     appendlimit: int | None = None
     quota_used_kb: int | None = None
     quota_limit_kb: int | None = None
-    permanent_flags_any_keyword: bool = True

@@ -141,7 +141,7 @@ def storable_flags(flags: Iterable[str], permanent: Sequence[str] | None) -> tup
     return tuple(sorted(keep)), tuple(sorted(drop))
 
 
-def _policy_skip(m: MessageMeta, p: Policy) -> Skip | None:
+def policy_skip(m: MessageMeta, p: Policy) -> Skip | None:
     if p.target_size_limit is not None and m.size > p.target_size_limit:
         return Skip(m, f"larger ({m.size} bytes) than the target accepts (APPENDLIMIT {p.target_size_limit})", True)
     if p.max_size is not None and m.size > p.max_size:
@@ -229,7 +229,7 @@ def plan_folder(
     for m in source:
         if m.uid in current and m.uid not in forgotten and current[m.uid].state != "refused":
             continue
-        skip = _policy_skip(m, policy)
+        skip = policy_skip(m, policy)
         if skip is not None:
             plan.actions.append(skip)
             continue
