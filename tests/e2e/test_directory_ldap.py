@@ -184,6 +184,8 @@ def test_bad_input_is_reported_and_nothing_is_half_created(slapd_factory, doveco
 
     os.environ["MF_GEN_TGT"] = "readerpw"
     project = write_project(tmp_path / "ro", imap, imap, block(src, tgt, bind_dn=f"cn=reader,{tgt.suffix}"))
+    early = cli("migrate", project)  # no accounts CSV yet: say what to do
+    assert early.code == ExitCode.USAGE and "directory apply" in early.err
     r = cli("directory", "apply", project, "--json")
     assert r.code == ExitCode.FINDINGS, r.out + r.err
     refused = [f for f in r.json()["findings"] if f["kind"] == "refused"]

@@ -337,7 +337,8 @@ sync_flags = true
 [performance]
 # Accounts migrated at the same time.
 accounts_in_parallel = 4
-# Connections writing to the target for each account (at most target max_connections).
+# Connections writing to the target for one account (at most target max_connections); when
+# several accounts run at once they share these, with at least one each.
 connections_per_account = 2
 # At most this many messages per MULTIAPPEND (RFC 3502) command...
 batch_messages = 100
