@@ -214,8 +214,19 @@ class Engine:
 
 
 @dataclass(slots=True)
-class _Batch:
-    items: list[tuple[MessageMeta, bytes]] = field(default_factory=list)
+class _FolderJob:
+    """One folder's work in this pass: where it goes and what is left to copy."""
+
+    folder: FolderInfo
+    mapping: FolderMapping
+    status: FolderStatus  # the source STATUS it was planned from
+    target_folder: str
+    target_after: int  # target UIDNEXT - 1 at planning: interrupted appends can only be above it
+    target_validity: int
+    metas: list[MessageMeta] = field(default_factory=list)
+    perm: tuple[str, ...] | None = None
+    uncertain: bool = False
+    dropped: dict[str, int] = field(default_factory=dict)
 
 
 class _AccountRun:
@@ -234,12 +245,9 @@ class _AccountRun:
         self.target: WriteStore | None = None
         self.writers: list[WriteStore] = []
         self._lock = threading.Lock()
-        # What the mapping step learned of the target, and the folder being copied now (folders
-        # are done one after the other; its reader and writers read these).
+        # What the mapping step learned of the target.
         self._target_folders: set[str] = set()
         self.target_limit: int | None = None
-        self._target_after = 0  # target UIDNEXT - 1 when the folder's plan was made
-        self._target_validity = 0
 
     # -- connections --------------------------------------------------------------------------
 
@@ -349,7 +357,7 @@ class _AccountRun:
             if not f.selectable or m.target is None:
                 plans.append(FolderPlan(m.source, m.target, m.rule, 0, notes=list(m.notes)))
                 continue
-            plans.append(self._plan_folder(f, m, statuses[f.name]))
+            plans.append(self._plan_folder(f, m, statuses[f.name])[0])
         return plans, mappings
 
     def run(self) -> None:
@@ -380,6 +388,10 @@ class _AccountRun:
                 self._target_folders.add(target_name)
             if self.opts.subscriptions and f.subscribed:
                 self._retry(tgt, tgt.subscribe, m.target or "")
+        # Plan every folder and do what needs no copying, then copy all folders' messages in one
+        # pipeline that interleaves folders (no per-folder start/stop bubbles, and writers append
+        # to different folders at once, which the target serves faster than one folder).
+        jobs: list[_FolderJob] = []
         for m in mappings:
             if m.target is None:
                 continue
@@ -388,14 +400,21 @@ class _AccountRun:
             if not f.selectable:
                 self._save_noselect(m)
                 continue
-            self._run_folder(f, m, statuses[f.name])
+            jobs.append(self._prepare(f, m, statuses[f.name]))
+        self._copy_many([j for j in jobs if j.metas])
+        for j in jobs:
+            if j.uncertain:
+                self._run_folder(j.folder, j.mapping, j.status)  # re-plan: looks at the target
+            else:
+                self._finish_folder(j)
 
     def _save_noselect(self, m: FolderMapping) -> None:
         self.ledger.save_folder_state(FolderState(self.account, m.source, m.target or "", 0, 0, 0, None, None))
 
     # -- one folder ---------------------------------------------------------------------------
 
-    def _plan_folder(self, f: FolderInfo, m: FolderMapping, st: FolderStatus) -> FolderPlan:
+    def _plan_folder(self, f: FolderInfo, m: FolderMapping, st: FolderStatus) -> tuple[FolderPlan, int, int]:
+        """The folder's plan, with the target folder's UIDNEXT - 1 and UIDVALIDITY (0: unknown)."""
         src, tgt = self._src(), self._tgt()
         target_folder = m.target or ""
         state = self.ledger.folder_state(self.account, f.name)
@@ -429,11 +448,11 @@ class _AccountRun:
         # The target side: look at it only when matching is needed.
         unclaimed: list[MessageMeta] = []
         exists = target_folder in self._target_folders
-        self._target_after = 0
+        target_after = target_validity = 0
         if exists:
             tstatus: FolderStatus = self._retry(tgt, lambda: tgt.status(target_folder))
-            self._target_after = tstatus.uidnext - 1
-            self._target_validity = tstatus.uidvalidity
+            target_after = tstatus.uidnext - 1
+            target_validity = tstatus.uidvalidity
             first_pass = state is None and not records
             if first_pass or pending or not incremental:
                 # An interrupted run's appends can only be above the UIDNEXT it recorded.
@@ -441,8 +460,6 @@ class _AccountRun:
                 tmsgs: list[MessageMeta] = self._retry(tgt, lambda: tgt.inventory(target_folder, after_t))
                 claimed = claimed_target_uids(records, target_folder, tstatus.uidvalidity)
                 unclaimed = [t for t in tmsgs if t.uid not in claimed]
-        else:
-            self._target_validity = 0
         policy = self.opts.policy
         if self.target_limit is not None and policy.target_size_limit is None:
             policy = Policy(
@@ -454,7 +471,7 @@ class _AccountRun:
                 propagate_deletions=policy.propagate_deletions,
                 sync_flags=policy.sync_flags,
             )
-        return plan_folder(
+        plan = plan_folder(
             source_folder=f.name,
             target_folder=target_folder,
             rule=m.rule,
@@ -466,14 +483,27 @@ class _AccountRun:
             source_uids=source_uids,
             policy=policy,
         )
+        return plan, target_after, target_validity
+
+    def _prepare(self, f: FolderInfo, m: FolderMapping, st: FolderStatus) -> _FolderJob:
+        """Plan one folder and carry out all but its copies, which are returned in the job."""
+        plan, after, validity = self._plan_folder(f, m, st)
+        job = _FolderJob(f, m, st, m.target or "", after, validity)
+        job.metas = self._execute(plan, job)
+        if job.metas:
+            job.perm = self._permanent(job.target_folder)
+            self.e.reporter.planned(self.account, len(job.metas), sum(mm.size for mm in job.metas))
+        return job
 
     def _run_folder(self, f: FolderInfo, m: FolderMapping, st: FolderStatus) -> None:
-        target_folder = m.target or ""
+        """One folder alone, re-planned until no append ends uncertain (after dropped connections)."""
         stalls = 0
         while True:
             done_before = self.stats.copied + self.stats.refused + self.stats.matched
-            plan = self._plan_folder(f, m, st)
-            if not self._execute(plan, f.name, target_folder, st.uidvalidity):
+            job = self._prepare(f, m, st)
+            if job.metas:
+                self._copy_many([job])
+            if not job.uncertain:
                 break
             # Some appends ended uncertain (connection lost): re-plan, which looks at the target.
             progressed = self.stats.copied + self.stats.refused + self.stats.matched > done_before
@@ -483,18 +513,22 @@ class _AccountRun:
                     f"{self.account}: folder {f.name!r}: appends keep failing; nothing was lost or doubled",
                     hint="run migrate again later",
                 )
-        # Done: remember the source state we planned from, then see whether it moved meanwhile.
+        self._finish_folder(job)
+
+    def _finish_folder(self, job: _FolderJob) -> None:
+        """Remember the source state the folder was planned from; see whether it moved meanwhile."""
+        f, st = job.folder, job.status
         src = self._src()
         self.ledger.save_folder_state(
             FolderState(
                 self.account,
                 f.name,
-                target_folder,
+                job.target_folder,
                 st.uidvalidity,
                 st.uidnext,
                 st.messages,
                 st.highestmodseq,
-                self._target_validity or None,
+                job.target_validity or None,
             )
         )
         after: FolderStatus = self._retry(src, lambda: src.status(f.name))
@@ -504,10 +538,11 @@ class _AccountRun:
             self.stats.source_changed = True
             self.e.reporter.note(self.account, f"{f.name}: the source changed during the run")
 
-    def _execute(self, plan: FolderPlan, folder: str, target_folder: str, validity: int) -> bool:
-        """Carry out one folder's plan. True when some appends ended uncertain (re-plan)."""
+    def _execute(self, plan: FolderPlan, job: _FolderJob) -> list[MessageMeta]:
+        """Carry out one folder's plan but for the copies, which it returns."""
         tgt = self._tgt()
-        copies: list[Copy] = []
+        folder, target_folder, validity = job.folder.name, job.target_folder, job.status.uidvalidity
+        copies: list[MessageMeta] = []
         for a in plan.actions:
             if isinstance(a, Forget):
                 self.ledger.forget(self.account, folder, [(a.uidvalidity, a.uid)])
@@ -526,7 +561,7 @@ class _AccountRun:
                             "copied",
                             "found",
                             target_folder,
-                            self._target_validity or None,
+                            job.target_validity or None,
                             a.target_uid,
                             0,
                             a.meta.flags,
@@ -546,7 +581,7 @@ class _AccountRun:
                         _details(a.meta),
                     )
             elif isinstance(a, Copy):
-                copies.append(a)
+                copies.append(a.meta)
         flag_changes = [a for a in plan.actions if isinstance(a, SetFlags)]
         if flag_changes:
             perm = self._permanent(target_folder)
@@ -559,10 +594,7 @@ class _AccountRun:
             self._retry(tgt, lambda: tgt.expunge_uids(target_folder, [a.target_uid for a in deletes]))
             self.ledger.forget(self.account, folder, [(a.uidvalidity, a.uid) for a in deletes])
             self.stats.deleted += len(deletes)
-        if not copies:
-            return False
-        self.e.reporter.planned(self.account, len(copies), sum(c.meta.size for c in copies))
-        return self._copy(folder, target_folder, validity, [c.meta for c in copies])
+        return copies
 
     def _permanent(self, target_folder: str) -> tuple[str, ...] | None:
         tgt = self._tgt()
@@ -585,22 +617,36 @@ class _AccountRun:
         if batch:
             yield batch
 
-    def _copy(self, folder: str, target_folder: str, validity: int, metas: list[MessageMeta]) -> bool:
+    def _interleaved(self, jobs: list[_FolderJob]) -> Iterator[tuple[_FolderJob, list[MessageMeta]]]:
+        """Batches of all folders, taking one from each folder in turn."""
+        lanes = [(j, self._batches(j.metas)) for j in jobs]
+        while lanes:
+            still: list[tuple[_FolderJob, Iterator[list[MessageMeta]]]] = []
+            for j, it in lanes:
+                batch = next(it, None)
+                if batch is not None:
+                    yield j, batch
+                    still.append((j, it))
+            lanes = still
+
+    def _copy_many(self, jobs: list[_FolderJob]) -> None:
+        """Copy the jobs' messages: one reader fetches batches (folders interleaved) into a small
+        queue, ``connections_per_account`` writers append them. Sets ``job.uncertain`` where an
+        append ended without an answer (the folder is then re-planned)."""
+        if not jobs:
+            return
         src = self._src()
-        perm = self._permanent(target_folder)
         nwriters = max(1, self.opts.connections_per_account)
-        q: queue.Queue[list[tuple[MessageMeta, bytes]] | None] = queue.Queue(maxsize=nwriters)
+        q: queue.Queue[tuple[_FolderJob, list[tuple[MessageMeta, bytes]]] | None] = queue.Queue(maxsize=nwriters)
         errors: list[BaseException] = []
-        uncertain = threading.Event()
-        dropped_keywords: dict[str, int] = {}
         budget = self.e.budget
 
         def reader() -> None:
             try:
-                for batch in self._batches(metas):
+                for job, batch in self._interleaved(jobs):
                     if errors:
                         break
-                    uids = [mm.uid for mm in batch]
+                    folder, uids = job.folder.name, [mm.uid for mm in batch]
                     budget.acquire(sum(mm.size for mm in batch))
                     try:
                         bodies = dict(self._retry(src, lambda: list(src.fetch(folder, uids))))  # noqa: B023
@@ -613,7 +659,7 @@ class _AccountRun:
                             self.e.reporter.note(self.account, f"{folder}: UID {mm.uid} vanished from the source")
                     budget.release(sum(mm.size for mm in batch if mm.uid not in bodies))
                     if items:
-                        q.put(items)
+                        q.put((job, items))
             except BaseException as e:  # handed to the main thread
                 errors.append(e)
             finally:
@@ -624,20 +670,19 @@ class _AccountRun:
             try:
                 w = self._writer(i)
                 while True:
-                    items = q.get()
-                    if items is None:
+                    got = q.get()
+                    if got is None:
                         return
+                    job, items = got
                     try:
                         if not errors:
-                            self._append_batch(
-                                w, folder, target_folder, validity, items, perm, uncertain, dropped_keywords
-                            )
+                            self._append_batch(w, job, items)
                     finally:
                         budget.release(sum(mm.size for mm, _ in items))
             except BaseException as e:
                 errors.append(e)
                 while (rest := q.get()) is not None:  # drain so the reader never blocks
-                    budget.release(sum(mm.size for mm, _ in rest))
+                    budget.release(sum(mm.size for mm, _ in rest[1]))
 
         threads = [threading.Thread(target=reader, name=f"read-{self.account}")]
         threads += [
@@ -647,69 +692,70 @@ class _AccountRun:
             t.start()
         for t in threads:
             t.join()
-        for kw, n in sorted(dropped_keywords.items()):
-            self.finding(
-                folder,
-                None,
-                "keyword-dropped",
-                f"{self.account}: folder {folder!r}: the target can't store keyword {kw!r} "
-                f"({n} messages kept without it)",
-                {"keyword": kw, "messages": n},
-            )
+        for job in jobs:
+            for kw, n in sorted(job.dropped.items()):
+                self.finding(
+                    job.folder.name,
+                    None,
+                    "keyword-dropped",
+                    f"{self.account}: folder {job.folder.name!r}: the target can't store keyword {kw!r} "
+                    f"({n} messages kept without it)",
+                    {"keyword": kw, "messages": n},
+                )
         if errors:
             raise errors[0]
-        return uncertain.is_set()
 
-    def _append_batch(
-        self,
-        w: WriteStore,
-        folder: str,
-        target_folder: str,
-        validity: int,
-        items: list[tuple[MessageMeta, bytes]],
-        perm: tuple[str, ...] | None,
-        uncertain: threading.Event,
-        dropped_keywords: dict[str, int],
-    ) -> None:
-        after = self._target_after
+    def _append_batch(self, w: WriteStore, job: _FolderJob, items: list[tuple[MessageMeta, bytes]]) -> None:
+        folder, target_folder, validity = job.folder.name, job.target_folder, job.status.uidvalidity
         pending = [
-            MessageRecord(validity, mm.uid, mm.key, mm.size, "pending", "", target_folder, None, None, after, mm.flags)
+            MessageRecord(
+                validity, mm.uid, mm.key, mm.size, "pending", "", target_folder, None, None, job.target_after, mm.flags
+            )
             for mm, _ in items
         ]
         self.ledger.record_pending(self.account, folder, pending, self.run_id)
         appends: list[AppendItem] = []
         for mm, body in items:
-            keep, drop = storable_flags(mm.flags, perm)
-            for kw in drop:
+            keep, drop = storable_flags(mm.flags, job.perm)
+            if drop:
                 with self._lock:
-                    dropped_keywords[kw] = dropped_keywords.get(kw, 0) + 1
+                    for kw in drop:
+                        job.dropped[kw] = job.dropped.get(kw, 0) + 1
             appends.append(AppendItem(body, keep, mm.internaldate, mm.uid))
         try:
             uids = w.append(target_folder, appends)
         except ItemRefused:
-            self._append_singly(w, folder, target_folder, validity, items, appends, uncertain)
+            self._append_singly(w, job, items, appends)
             return
         except TemporaryFailure as e:
             # The batch may or may not have landed: leave the intents pending; resolved by re-planning.
             self.e.reporter.note(self.account, f"{folder}: {e.message}; will check the target and resume")
-            uncertain.set()
+            job.uncertain = True
             with contextlib.suppress(TemporaryFailure):
                 w.reconnect()
             return
-        self._record(folder, target_folder, validity, list(zip((mm for mm, _ in items), uids, strict=True)))
+        self._record(job, list(zip((mm for mm, _ in items), uids, strict=True)))
 
-    def _record(
-        self, folder: str, target_folder: str, validity: int, landed: list[tuple[MessageMeta, int | None]]
-    ) -> None:
+    def _record(self, job: _FolderJob, landed: list[tuple[MessageMeta, int | None]]) -> None:
         """The fact after the intent: these messages are on the target under these UIDs."""
-        tv, after = self._target_validity or None, self._target_after
+        tv, after = job.target_validity or None, job.target_after
         self.ledger.record_copied(
             self.account,
-            folder,
+            job.folder.name,
             [
                 MessageRecord(
-                    validity, mm.uid, mm.key, mm.size, "copied", "copied", target_folder, tv, uid, after, mm.flags
-                )
+                    job.status.uidvalidity,
+                    mm.uid,
+                    mm.key,
+                    mm.size,
+                    "copied",
+                    "copied",
+                    job.target_folder,
+                    tv,
+                    uid,
+                    after,
+                    mm.flags,
+                )  # fmt: skip
                 for mm, uid in landed
             ],
             self.run_id,
@@ -721,30 +767,18 @@ class _AccountRun:
         self.e.reporter.copied(self.account, len(landed), nbytes)
 
     def _append_singly(
-        self,
-        w: WriteStore,
-        folder: str,
-        target_folder: str,
-        validity: int,
-        items: list[tuple[MessageMeta, bytes]],
-        appends: list[AppendItem],
-        uncertain: threading.Event,
+        self, w: WriteStore, job: _FolderJob, items: list[tuple[MessageMeta, bytes]], appends: list[AppendItem]
     ) -> None:
-        after = self._target_after
+        folder = job.folder.name
         for (mm, _), it in zip(items, appends, strict=True):
             try:
-                uid = w.append(target_folder, [it])[0]
+                uid = w.append(job.target_folder, [it])[0]
             except ItemRefused as e:
-                self.ledger.record_copied(
-                    self.account,
-                    folder,
-                    [
-                        MessageRecord(
-                            validity, mm.uid, mm.key, mm.size, "refused", "", target_folder, None, None, after, mm.flags
-                        )
-                    ],
-                    self.run_id,
-                )
+                refused = MessageRecord(
+                    job.status.uidvalidity, mm.uid, mm.key, mm.size, "refused", "", job.target_folder, None, None,
+                    job.target_after, mm.flags,
+                )  # fmt: skip
+                self.ledger.record_copied(self.account, folder, [refused], self.run_id)
                 with self._lock:
                     self.stats.refused += 1
                 self.finding(
@@ -756,11 +790,11 @@ class _AccountRun:
                 )
                 continue
             except TemporaryFailure:
-                uncertain.set()
+                job.uncertain = True
                 with contextlib.suppress(TemporaryFailure):
                     w.reconnect()
                 return
-            self._record(folder, target_folder, validity, [(mm, uid)])
+            self._record(job, [(mm, uid)])
 
 
 def _describe(account: str, folder: str, m: MessageMeta, what: str) -> str:
