@@ -315,3 +315,59 @@ def test_interrupted_apply_resumes_to_the_same_end_and_plan_is_what_apply_does(
     assert got == want, (sorted(set(got) - set(want)), sorted(set(want) - set(got)))
     again = cli("directory", "apply", project, "--json").json()
     assert (again["created"], again["merged"], again["addresses_added"]) == (0, 0, 0)
+
+
+class _Crash(BaseException):
+    """Stands for the process dying right before one more directory write."""
+
+
+def test_a_crash_before_any_single_write_then_resume_ends_like_an_uninterrupted_apply(
+    slapd_factory, dovecot_factory, tmp_path, monkeypatch
+) -> None:
+    from mailferry import api
+    from mailferry.config.load import load_project
+    from mailferry.connectors import ldap as connector
+
+    imap = dovecot_factory(style="slash", users={"x": "y"})
+    os.environ["MF_GEN_TGT"] = "tgtpw"
+
+    def org(tag: str) -> tuple[Slapd, Slapd, Path]:
+        src = slapd_factory(suffix="dc=src,dc=test", root_pw="srcpw")
+        tgt = slapd_factory(suffix="dc=tgt,dc=test", root_pw="tgtpw")
+        _load_org(src, tgt, 9)
+        return src, tgt, write_project(tmp_path / tag, imap, imap, block(src, tgt, extra="confirm_mailboxes = false"))
+
+    _s, ref_tgt, ref = org("ref")
+    assert cli("directory", "apply", ref, "--json").code == ExitCode.OK
+    want = _target_state(ref_tgt)
+
+    writes = {"done": 0, "allowed": 0}
+    for name in ("add", "modify", "delete"):
+        original = getattr(connector.LdapDirectory, name)
+
+        def guarded(self, *args, _original=original, **kw):  # type: ignore[no-untyped-def]
+            if writes["allowed"] and writes["done"] >= writes["allowed"]:
+                raise _Crash()
+            writes["done"] += 1
+            return _original(self, *args, **kw)
+
+        monkeypatch.setattr(connector.LdapDirectory, name, guarded)
+
+    k = 0
+    while True:
+        k += 1
+        _s, tgt, project = org(f"crash-{k}")
+        writes.update(done=0, allowed=k)
+        try:
+            api.directory_apply(load_project(project))
+            finished = True
+        except _Crash:
+            finished = False
+        writes.update(done=0, allowed=0)
+        again = cli("directory", "apply", project, "--json")
+        assert again.code == ExitCode.OK, again.out + again.err
+        got = _target_state(tgt)
+        assert got == want, (k, sorted(set(got) - set(want)), sorted(set(want) - set(got)))
+        if finished:
+            break
+    assert k > 10  # every write of the apply was a crash point once

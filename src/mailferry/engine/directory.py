@@ -221,7 +221,10 @@ class DirectoryApply:
                 tgt.modify(a.user_dn, {k: ("replace", v) for k, v in a.attrs_to_copy.items()})
             if a.addresses:
                 self._add_values(tgt, a.user_dn, a.address_attribute, a.addresses)
-            for g in a.groups_to_move:
+            # Every group the contact is still in, not only those the plan moves: after an interrupted
+            # merge the user may be a member already (so the plan moves nothing) while the contact
+            # still is one too (a server without referential integrity keeps the dangling member).
+            for g in dict.fromkeys([*a.groups_to_move, *a.contact.member_of]):
                 self._move_member(tgt, g, a.contact.dn, a.user_dn)
             if tgt.exists(a.contact.dn):
                 tgt.delete(a.contact.dn)
