@@ -157,8 +157,8 @@ class Bench:
                      style: str = "slash") -> DovecotServer:
         if wipe and base.exists():
             shutil.rmtree(base)
-        # A (huge) quota limit on every server: with none, Dovecot answers GETQUOTAROOT with no
-        # QUOTAROOT line, on which IMAPClient 3 raises IndexError (and mailferry with it).
+        # A (huge) quota limit on every server, the same for every tool. (It was first set because
+        # mailferry tripped over Dovecot's empty GETQUOTAROOT answer; the connector handles that now.)
         server = DovecotServer.start(base, style=style, users=users, master=ADMIN, quota_mb=QUOTA_MB)
         self.servers.append(server)
         return server
