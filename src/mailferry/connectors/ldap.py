@@ -73,9 +73,11 @@ TEXT_ATTRIBUTES = (
 
 
 class DirectoryRefused(ServerError):
-    """The directory refused one operation (rights, schema, constraint). Not temporary."""
+    """The directory refused one operation (rights, schema, constraint). Not temporary.
+    ``code``: the LDAP result's description (``insufficientAccessRights``, ...)."""
 
     exit_code = ServerError.exit_code
+    code: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,9 +410,11 @@ class LdapDirectory:
             "noSuchObject": "the container does not exist: check target_container",
             "constraintViolation": "a value breaks a constraint (format, uniqueness): see the server's words",
         }
-        raise DirectoryRefused(
+        err = DirectoryRefused(
             f"{self.label}: {what} {dn!r} refused: {desc} {msg}".strip(), hint=hints.get(desc, "see the server's words")
         )
+        err.code = str(desc)
+        raise err
 
     def _writable(self) -> None:
         if self.readonly:
@@ -428,6 +432,13 @@ class LdapDirectory:
         self._writable()
         ops = {"add": MODIFY_ADD, "replace": MODIFY_REPLACE, "delete": MODIFY_DELETE}
         self._c.modify(dn, {k: [(ops[op], list(vals))] for k, (op, vals) in changes.items()})
+        self._check("changing", dn)
+
+    def modify_attribute(self, dn: str, attr: str, ops: Sequence[tuple[str, Sequence[str | bytes]]]) -> None:
+        """Several changes of one attribute in one atomic request, e.g. add a member, delete another."""
+        self._writable()
+        codes = {"add": MODIFY_ADD, "replace": MODIFY_REPLACE, "delete": MODIFY_DELETE}
+        self._c.modify(dn, {attr: [(codes[op], list(vals)) for op, vals in ops]})
         self._check("changing", dn)
 
     def delete(self, dn: str) -> None:

@@ -226,8 +226,11 @@ class DirectoryApply:
             # still is one too (a server without referential integrity keeps the dangling member).
             for g in dict.fromkeys([*a.groups_to_move, *a.contact.member_of]):
                 self._move_member(tgt, g, a.contact.dn, a.user_dn)
-            if tgt.exists(a.contact.dn):
+            try:
                 tgt.delete(a.contact.dn)
+            except DirectoryRefused as e:
+                if e.code != "noSuchObject":  # gone already: an earlier, interrupted merge got this far
+                    raise
             self.ledger.end_merge(a.contact.dn)
             self._journal(
                 "merge-contact",
@@ -251,7 +254,16 @@ class DirectoryApply:
                 )
 
     def _add_values(self, tgt: LdapDirectory, dn: str, attr: str, values: Sequence[str]) -> None:
-        """Add the values the entry lacks (re-runnable: values already there are not an error)."""
+        """Add the values the entry lacks (re-runnable: values already there are not an error).
+
+        One request in the usual case; only when the server says a value is there already (a
+        resumed run) is the entry read to add just the missing ones."""
+        try:
+            tgt.modify(dn, {attr: ("add", list(values))})
+            return
+        except DirectoryRefused as e:
+            if e.code != "attributeOrValueExists":
+                raise
         current = tgt.entry(dn) or {}
         have = {
             v.decode("utf-8", "replace").lower() for k, vs in current.items() if k.lower() == attr.lower() for v in vs
@@ -261,6 +273,14 @@ class DirectoryApply:
             tgt.modify(dn, {attr: ("add", missing)})
 
     def _move_member(self, tgt: LdapDirectory, group: str, old: str, new: str) -> None:
+        """Replace ``old`` by ``new`` among the group's members: one atomic request in the usual
+        case; reading the group first only when that is refused (a resumed run)."""
+        try:
+            tgt.modify_attribute(group, "member", [("add", [new]), ("delete", [old])])
+            return
+        except DirectoryRefused as e:
+            if e.code not in ("attributeOrValueExists", "noSuchAttribute", "unwillingToPerform"):
+                raise
         entry = tgt.entry(group) or {}
         members = {dn_key(v.decode("utf-8", "replace")) for k, vs in entry.items() if k.lower() == "member" for v in vs}
         if dn_key(new) not in members:
