@@ -41,9 +41,9 @@ EXIT_CODE_HELP = """Exit codes:
   2   done, but the source changed during the run (run again before cut-over)
   64  usage error
   70  internal error (a bug: please report the traceback)
-  75  temporary failure (server unreachable or throttling: retry later)
+  75  temporary failure (server unreachable or throttling, or another run holds the project: retry later)
   77  authentication failed
-  78  configuration error (the project file)"""
+  78  configuration error (the project file, a secret reference, a TLS certificate that does not verify)"""
 
 
 class MailferryError(Exception):

@@ -16,12 +16,14 @@ import typer
 
 from mailferry.errors import EXIT_CODE_HELP, ConfigError, ExitCode, MailferryError
 
-HELP = f"""mailferry: move whole mailboxes between IMAP servers, exactly once, verifiably.
-
-Typical flow: init -> check -> plan -> migrate (again and again as delta passes) -> verify --deep.
-
-{EXIT_CODE_HELP}
-"""
+HELP = (
+    "mailferry: move a mail organization between servers (IMAP mailboxes, LDAP directory), exactly "
+    "once, verifiably.\n\n"
+    "Typical flow: init -> directory plan/apply (optional) -> check -> plan -> migrate (again and "
+    "again as delta passes) -> verify --deep.\n\n"
+    "\b\n"  # click: keep the following lines as they are
+    f"{EXIT_CODE_HELP}\n"
+)
 
 app = typer.Typer(
     help=HELP,
