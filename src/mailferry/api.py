@@ -524,12 +524,12 @@ def directory_job(project: Project, *, confirm: bool = True) -> Any:
 
 
 def directory_discover(project: Project) -> Result:
-    from mailferry.engine.directory import _open
+    from mailferry.engine.directory import open_directory
 
     job = directory_job(project, confirm=False)
     out: dict[str, Any] = {}
     for role, s in (("source", job.source), ("target", job.target)):
-        conn = _open(s, readonly=True, label=f"{role} directory")
+        conn = open_directory(s, readonly=True, label=f"{role} directory")
         try:
             out[role] = {
                 "naming_context": conn.naming_context,

@@ -25,7 +25,6 @@ from rich.progress import (
 class RichReporter:
     def __init__(self, console: Console, live: bool) -> None:
         self._console = console
-        self._live = live
         self._lock = threading.Lock()
         self._p = Progress(
             TextColumn("{task.description}"),

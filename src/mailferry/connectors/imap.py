@@ -34,7 +34,6 @@ from mailferry.model.mail import AppendItem, FolderInfo, FolderStatus, MessageMe
 
 Security = Literal["tls", "starttls", "none"]
 
-_HEADER_ITEM = b"BODY[HEADER.FIELDS (" + b" ".join(f.encode() for f in IDENTITY_FIELDS) + b")]"
 _FETCH_HEADER = "BODY.PEEK[HEADER.FIELDS (" + " ".join(IDENTITY_FIELDS) + ")]"
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]", re.I)
 _THROTTLE = re.compile(rb"\[(UNAVAILABLE|LIMIT|INUSE|SERVERBUG)\]", re.I)

@@ -86,18 +86,18 @@ class ApplyResult:
     plan_seconds: float = 0.0
 
 
-def _open(side: DirectorySide, *, readonly: bool, label: str) -> LdapDirectory:
+def open_directory(side: DirectorySide, *, readonly: bool, label: str) -> LdapDirectory:
     return LdapDirectory(side.endpoint, side.bind_dn, side.password, side.options, readonly=readonly, label=label)
 
 
 def read_people(job: DirectoryJob) -> tuple[list[Person], list[Person], list[str]]:
     """Both directories' people, and the problems met reading them (malformed SIDs, ...)."""
-    src = _open(job.source, readonly=True, label="source directory")
+    src = open_directory(job.source, readonly=True, label="source directory")
     try:
         sp, sprob = src.people()
     finally:
         src.close()
-    tgt = _open(job.target, readonly=True, label="target directory")
+    tgt = open_directory(job.target, readonly=True, label="target directory")
     try:
         tp, tprob = tgt.people()
     finally:
@@ -180,7 +180,7 @@ class DirectoryApply:
             self.finding("directory-read", "", p)
         _outcomes, plan = make_plan(self.job, source, target)
         self.result.plan_seconds = round(time.monotonic() - t0, 3)
-        tgt = _open(self.job.target, readonly=False, label="target directory")
+        tgt = open_directory(self.job.target, readonly=False, label="target directory")
         try:
             # Merges an earlier run began and whose contact is gone by now are done.
             for m in self.ledger.merges("pending"):

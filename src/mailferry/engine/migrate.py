@@ -181,7 +181,7 @@ class Engine:
         stats = AccountStats(job.source_user, job.target_user)
         t0 = time.monotonic()
         self.reporter.account_started(job.source_user)
-        run = _AccountRun(self, job, run_id, stats)
+        run = AccountRun(self, job, run_id, stats)
         try:
             run.run()
         except MailferryError as e:
@@ -206,7 +206,7 @@ class Engine:
     # -- planning only (the dry run) ----------------------------------------------------------
 
     def plan_account(self, job: AccountJob) -> tuple[list[FolderPlan], list[FolderMapping]]:
-        run = _AccountRun(self, job, 0, AccountStats(job.source_user, job.target_user), dry_run=True)
+        run = AccountRun(self, job, 0, AccountStats(job.source_user, job.target_user), dry_run=True)
         try:
             return run.plan_only()
         finally:
@@ -229,8 +229,9 @@ class _FolderJob:
     dropped: dict[str, int] = field(default_factory=dict)
 
 
-class _AccountRun:
-    """One account's pass. Holds its connections; closed at the end."""
+class AccountRun:
+    """One account's pass. Holds its connections; closed at the end. ``verify`` uses its
+    connections and folder mapping too (``source_folders``, ``folder_map``, ``retry``)."""
 
     def __init__(self, engine: Engine, job: AccountJob, run_id: int, stats: AccountStats, *, dry_run: bool = False):
         self.e = engine
@@ -246,19 +247,19 @@ class _AccountRun:
         self.writers: list[WriteStore] = []
         self._lock = threading.Lock()
         # What the mapping step learned of the target.
-        self._target_folders: set[str] = set()
+        self.target_folders: set[str] = set()
         self.target_limit: int | None = None
 
     # -- connections --------------------------------------------------------------------------
 
-    def _src(self) -> ReadStore:
+    def source_store(self) -> ReadStore:
         if self.source is None:
             self.source = open_store(
                 self.job.source, readonly=True, label=f"{self.account} (source)", retry=self.opts.retry
             )
         return self.source
 
-    def _tgt(self) -> WriteStore:
+    def target_store(self) -> WriteStore:
         if self.target is None:
             self.target = open_store(
                 self.job.target, readonly=self.dry_run, label=f"{self.job.target_user} (target)", retry=self.opts.retry
@@ -280,7 +281,7 @@ class _AccountRun:
                 with contextlib.suppress(Exception):  # closing a broken connection
                     s.close()
 
-    def _retry(self, store: ReadStore, fn: Callable[..., Any], *args: Any) -> Any:
+    def retry(self, store: ReadStore, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` with reconnects and backoff (idempotent operations only)."""
         return retrying(
             store,
@@ -300,18 +301,18 @@ class _AccountRun:
 
     # -- the pass -----------------------------------------------------------------------------
 
-    def _source_folders(self) -> list[FolderInfo]:
-        src = self._src()
-        folders: list[FolderInfo] = self._retry(src, src.list_folders)
+    def source_folders(self) -> list[FolderInfo]:
+        src = self.source_store()
+        folders: list[FolderInfo] = self.retry(src, src.list_folders)
         return sorted(folders, key=lambda f: f.name)
 
     def _fast_path(self, folders: list[FolderInfo]) -> tuple[dict[str, FolderStatus], bool]:
         """STATUS of every selectable folder; True when the ledger says nothing can have changed."""
-        src = self._src()
+        src = self.source_store()
         statuses: dict[str, FolderStatus] = {}
         for f in folders:
             if f.selectable:
-                statuses[f.name] = self._retry(src, src.status, f.name)
+                statuses[f.name] = self.retry(src, src.status, f.name)
         if self.opts.full:
             return statuses, False
         known = {s.source_folder: s for s in self.ledger.folder_states(self.account)}
@@ -327,12 +328,12 @@ class _AccountRun:
                 return statuses, False  # without CONDSTORE flag changes are invisible to STATUS
         return statuses, True
 
-    def _mappings(self, folders: list[FolderInfo]) -> list[FolderMapping]:
-        src, tgt = self._src(), self._tgt()
-        sinfo = self._retry(src, src.info)
-        tinfo = self._retry(tgt, tgt.info)
-        tfolders: list[FolderInfo] = self._retry(tgt, tgt.list_folders)
-        self._target_folders = {f.name for f in tfolders}
+    def folder_map(self, folders: list[FolderInfo]) -> list[FolderMapping]:
+        src, tgt = self.source_store(), self.target_store()
+        sinfo = self.retry(src, src.info)
+        tinfo = self.retry(tgt, tgt.info)
+        tfolders: list[FolderInfo] = self.retry(tgt, tgt.list_folders)
+        self.target_folders = {f.name for f in tfolders}
         s_side = Side(prefix=sinfo.namespace.prefix, delimiter=sinfo.namespace.delimiter)
         t_side = side_of(tinfo.namespace.prefix, tinfo.namespace.delimiter, tfolders)
         rules = self.opts.rules
@@ -347,9 +348,9 @@ class _AccountRun:
         return map_all([(f.name, f.special_use) for f in folders], s_side, t_side, rules)
 
     def plan_only(self) -> tuple[list[FolderPlan], list[FolderMapping]]:
-        folders = self._source_folders()
+        folders = self.source_folders()
         statuses, _ = self._fast_path(folders)
-        mappings = self._mappings(folders)
+        mappings = self.folder_map(folders)
         plans: list[FolderPlan] = []
         by_name = {f.name: f for f in folders}
         for m in mappings:
@@ -361,7 +362,7 @@ class _AccountRun:
         return plans, mappings
 
     def run(self) -> None:
-        folders = self._source_folders()
+        folders = self.source_folders()
         if not folders:
             raise MailferryError(
                 f"{self.account}: the source lists no folder at all",
@@ -372,9 +373,9 @@ class _AccountRun:
             self.stats.folders = len(folders)
             self.stats.folders_unchanged = len(folders)
             return
-        mappings = self._mappings(folders)
+        mappings = self.folder_map(folders)
         by_name = {f.name: f for f in folders}
-        tgt = self._tgt()
+        tgt = self.target_store()
         # Create every target folder first (parents before children), then subscriptions.
         for m in sorted((m for m in mappings if m.target), key=lambda m: (m.target or "").count("/")):
             f = by_name[m.source]
@@ -382,12 +383,12 @@ class _AccountRun:
                 self.finding(
                     m.source, None, "folder-name", f"{m.source!r} → {m.target!r}: {note}", {"rule": m.rule}, notice=True
                 )
-            if m.target not in self._target_folders:
+            if m.target not in self.target_folders:
                 target_name = m.target or ""
-                self._retry(tgt, tgt.create_folder, target_name, m.special_use)
-                self._target_folders.add(target_name)
+                self.retry(tgt, tgt.create_folder, target_name, m.special_use)
+                self.target_folders.add(target_name)
             if self.opts.subscriptions and f.subscribed:
-                self._retry(tgt, tgt.subscribe, m.target or "")
+                self.retry(tgt, tgt.subscribe, m.target or "")
         # Plan every folder and do what needs no copying, then copy all folders' messages in one
         # pipeline that interleaves folders (no per-folder start/stop bubbles, and writers append
         # to different folders at once, which the target serves faster than one folder).
@@ -415,7 +416,7 @@ class _AccountRun:
 
     def _plan_folder(self, f: FolderInfo, m: FolderMapping, st: FolderStatus) -> tuple[FolderPlan, int, int]:
         """The folder's plan, with the target folder's UIDNEXT - 1 and UIDVALIDITY (0: unknown)."""
-        src, tgt = self._src(), self._tgt()
+        src, tgt = self.source_store(), self.target_store()
         target_folder = m.target or ""
         state = self.ledger.folder_state(self.account, f.name)
         records = self.ledger.messages(self.account, f.name)
@@ -429,7 +430,7 @@ class _AccountRun:
             and not refused
         )  # pending intents are all above the recorded UIDNEXT, so they stay incremental
         after = state.uidnext - 1 if incremental and state is not None else 0
-        source_msgs: list[MessageMeta] = self._retry(src, lambda: src.inventory(f.name, after))
+        source_msgs: list[MessageMeta] = self.retry(src, lambda: src.inventory(f.name, after))
         flags: dict[int, tuple[str, ...]] | None
         if not incremental:
             flags = {mm.uid: mm.flags for mm in source_msgs}
@@ -437,27 +438,27 @@ class _AccountRun:
             flags = None
         elif src.condstore and state is not None and state.highestmodseq:
             hms = state.highestmodseq
-            changed = self._retry(src, lambda: src.changed_flags(f.name, hms))
+            changed = self.retry(src, lambda: src.changed_flags(f.name, hms))
             flags = {u: fl for u, (fl, _) in changed.items()}
         else:
-            flags = self._retry(src, lambda: src.flags(f.name))
+            flags = self.retry(src, lambda: src.flags(f.name))
         source_uids: set[int] | None = None
         if self.opts.policy.propagate_deletions:
-            source_uids = set(self._retry(src, lambda: src.uids(f.name)))
+            source_uids = set(self.retry(src, lambda: src.uids(f.name)))
 
         # The target side: look at it only when matching is needed.
         unclaimed: list[MessageMeta] = []
-        exists = target_folder in self._target_folders
+        exists = target_folder in self.target_folders
         target_after = target_validity = 0
         if exists:
-            tstatus: FolderStatus = self._retry(tgt, lambda: tgt.status(target_folder))
+            tstatus: FolderStatus = self.retry(tgt, lambda: tgt.status(target_folder))
             target_after = tstatus.uidnext - 1
             target_validity = tstatus.uidvalidity
             first_pass = state is None and not records
             if first_pass or pending or not incremental:
                 # An interrupted run's appends can only be above the UIDNEXT it recorded.
                 after_t = min(r.target_after_uid for r in pending) if pending and incremental else 0
-                tmsgs: list[MessageMeta] = self._retry(tgt, lambda: tgt.inventory(target_folder, after_t))
+                tmsgs: list[MessageMeta] = self.retry(tgt, lambda: tgt.inventory(target_folder, after_t))
                 claimed = claimed_target_uids(records, target_folder, tstatus.uidvalidity)
                 unclaimed = [t for t in tmsgs if t.uid not in claimed]
         policy = self.opts.policy
@@ -518,7 +519,7 @@ class _AccountRun:
     def _finish_folder(self, job: _FolderJob) -> None:
         """Remember the source state the folder was planned from; see whether it moved meanwhile."""
         f, st = job.folder, job.status
-        src = self._src()
+        src = self.source_store()
         self.ledger.save_folder_state(
             FolderState(
                 self.account,
@@ -531,7 +532,7 @@ class _AccountRun:
                 job.target_validity or None,
             )
         )
-        after: FolderStatus = self._retry(src, lambda: src.status(f.name))
+        after: FolderStatus = self.retry(src, lambda: src.status(f.name))
         if (after.uidvalidity, after.uidnext, after.messages) != (st.uidvalidity, st.uidnext, st.messages) or (
             after.highestmodseq != st.highestmodseq and self.opts.policy.sync_flags
         ):
@@ -540,7 +541,7 @@ class _AccountRun:
 
     def _execute(self, plan: FolderPlan, job: _FolderJob) -> list[MessageMeta]:
         """Carry out one folder's plan but for the copies, which it returns."""
-        tgt = self._tgt()
+        tgt = self.target_store()
         folder, target_folder, validity = job.folder.name, job.target_folder, job.status.uidvalidity
         copies: list[MessageMeta] = []
         for a in plan.actions:
@@ -586,19 +587,19 @@ class _AccountRun:
         if flag_changes:
             perm = self._permanent(target_folder)
             changes = [(a.target_uid, storable_flags(a.flags, perm)[0]) for a in flag_changes]
-            self._retry(tgt, lambda: tgt.store_flags(target_folder, changes))
+            self.retry(tgt, lambda: tgt.store_flags(target_folder, changes))
             self.ledger.update_flags(self.account, folder, [(a.uidvalidity, a.uid, a.flags) for a in flag_changes])
             self.stats.flag_updates += len(flag_changes)
         deletes = [a for a in plan.actions if isinstance(a, Delete)]
         if deletes:
-            self._retry(tgt, lambda: tgt.expunge_uids(target_folder, [a.target_uid for a in deletes]))
+            self.retry(tgt, lambda: tgt.expunge_uids(target_folder, [a.target_uid for a in deletes]))
             self.ledger.forget(self.account, folder, [(a.uidvalidity, a.uid) for a in deletes])
             self.stats.deleted += len(deletes)
         return copies
 
     def _permanent(self, target_folder: str) -> tuple[str, ...] | None:
-        tgt = self._tgt()
-        perm: tuple[str, ...] | None = self._retry(tgt, tgt.storable, target_folder)
+        tgt = self.target_store()
+        perm: tuple[str, ...] | None = self.retry(tgt, tgt.storable, target_folder)
         return perm
 
     def _batches(self, metas: list[MessageMeta]) -> Iterator[list[MessageMeta]]:
@@ -635,7 +636,7 @@ class _AccountRun:
         append ended without an answer (the folder is then re-planned)."""
         if not jobs:
             return
-        src = self._src()
+        src = self.source_store()
         nwriters = max(1, self.opts.connections_per_account)
         q: queue.Queue[tuple[_FolderJob, list[tuple[MessageMeta, bytes]]] | None] = queue.Queue(maxsize=nwriters)
         errors: list[BaseException] = []
@@ -649,7 +650,7 @@ class _AccountRun:
                     folder, uids = job.folder.name, [mm.uid for mm in batch]
                     budget.acquire(sum(mm.size for mm in batch))
                     try:
-                        bodies = dict(self._retry(src, lambda: list(src.fetch(folder, uids))))  # noqa: B023
+                        bodies = dict(self.retry(src, lambda: list(src.fetch(folder, uids))))  # noqa: B023
                     except BaseException:
                         budget.release(sum(mm.size for mm in batch))
                         raise

@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Sequence
 
 from mailferry.connectors.base import ReadStore
-from mailferry.engine.migrate import AccountJob, AccountStats, Engine, _AccountRun
+from mailferry.engine.migrate import AccountJob, AccountRun, AccountStats, Engine
 from mailferry.model.mail import MessageMeta
 from mailferry.plan.planner import Policy, policy_skip, storable_flags
 from mailferry.verify.compare import FolderVerdict, compare_folder
@@ -49,13 +49,13 @@ def _hashes(store: ReadStore, folder: str, metas: Sequence[MessageMeta], batch_b
 
 
 def verify_account(engine: Engine, job: AccountJob, *, deep: bool = False) -> list[FolderVerdict]:
-    run = _AccountRun(engine, job, 0, AccountStats(job.source_user, job.target_user), dry_run=True)
+    run = AccountRun(engine, job, 0, AccountStats(job.source_user, job.target_user), dry_run=True)
     try:
-        folders = run._source_folders()
-        mappings = run._mappings(folders)
+        folders = run.source_folders()
+        mappings = run.folder_map(folders)
         known = {s.source_folder: s.target_folder for s in engine.ledger.folder_states(job.source_user)}
         by_name = {f.name: f for f in folders}
-        src, tgt = run._src(), run._tgt()
+        src, tgt = run.source_store(), run.target_store()
         verdicts: list[FolderVerdict] = []
         policy = engine.options.policy
         for m in mappings:
@@ -63,10 +63,10 @@ def verify_account(engine: Engine, job: AccountJob, *, deep: bool = False) -> li
             target_folder = known.get(f.name) or m.target
             if target_folder is None or not f.selectable:
                 continue
-            st = run._retry(src, src.status, f.name)
-            smsgs: list[MessageMeta] = run._retry(src, src.inventory, f.name)
-            if target_folder in run._target_folders:
-                tmsgs: list[MessageMeta] = run._retry(tgt, tgt.inventory, target_folder)
+            st = run.retry(src, src.status, f.name)
+            smsgs: list[MessageMeta] = run.retry(src, src.inventory, f.name)
+            if target_folder in run.target_folders:
+                tmsgs: list[MessageMeta] = run.retry(tgt, tgt.inventory, target_folder)
             else:
                 tmsgs = []
             # The target is only EXAMINEd here, which tells no PERMANENTFLAGS: a keyword the target
