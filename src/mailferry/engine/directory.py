@@ -90,18 +90,20 @@ def open_directory(side: DirectorySide, *, readonly: bool, label: str) -> LdapDi
     return LdapDirectory(side.endpoint, side.bind_dn, side.password, side.options, readonly=readonly, label=label)
 
 
-def read_people(job: DirectoryJob) -> tuple[list[Person], list[Person], list[str]]:
-    """Both directories' people, and the problems met reading them (malformed SIDs, ...)."""
+def read_people(job: DirectoryJob, target: LdapDirectory | None = None) -> tuple[list[Person], list[Person], list[str]]:
+    """Both directories' people, and the problems met reading them (malformed SIDs, ...).
+    ``target``: an open target connection to read through (apply's own), else one is opened."""
     src = open_directory(job.source, readonly=True, label="source directory")
     try:
         sp, sprob = src.people()
     finally:
         src.close()
-    tgt = open_directory(job.target, readonly=True, label="target directory")
+    tgt = target or open_directory(job.target, readonly=True, label="target directory")
     try:
         tp, tprob = tgt.people()
     finally:
-        tgt.close()
+        if target is None:
+            tgt.close()
     return sp, tp, sprob + tprob
 
 
@@ -175,13 +177,13 @@ class DirectoryApply:
     def run(self, accounts_path: Path | None, account_key: str = "login") -> ApplyResult:
         t0 = time.monotonic()
         self.key = account_key
-        source, target, problems = read_people(self.job)
-        for p in problems:
-            self.finding("directory-read", "", p)
-        _outcomes, plan = make_plan(self.job, source, target)
-        self.result.plan_seconds = round(time.monotonic() - t0, 3)
         tgt = open_directory(self.job.target, readonly=False, label="target directory")
         try:
+            source, target, problems = read_people(self.job, tgt)
+            for p in problems:
+                self.finding("directory-read", "", p)
+            _outcomes, plan = make_plan(self.job, source, target)
+            self.result.plan_seconds = round(time.monotonic() - t0, 3)
             # Merges an earlier run began and whose contact is gone by now are done.
             for m in self.ledger.merges("pending"):
                 if not tgt.exists(m["contact_dn"]):
