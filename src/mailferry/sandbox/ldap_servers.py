@@ -53,6 +53,7 @@ from mailferry.sandbox.servers import (
     _log_tail,
     _terminate,
     free_port,
+    run_tool,
     wait_port_closed,
 )
 
@@ -135,16 +136,6 @@ def ldif_attr(name: str, value: str | bytes) -> str:
     return f"{name}:: {base64.b64encode(raw).decode()}\n"
 
 
-def _run_tool(argv: Sequence[str], *, input_text: str | None = None, timeout: float = 60.0) -> str:
-    proc = subprocess.run(
-        argv, input=input_text.encode() if input_text is not None else None, capture_output=True, timeout=timeout
-    )
-    if proc.returncode != 0:
-        err = (proc.stderr or proc.stdout).decode(errors="replace").strip()
-        raise SandboxError(f"{Path(argv[0]).name} failed ({proc.returncode}): {err[-2000:]}")
-    return proc.stdout.decode(errors="replace")
-
-
 class LdapServer:
     """What both sandbox directories share: an address, an admin bind, LDIF helpers, stop."""
 
@@ -178,9 +169,9 @@ class LdapServer:
         self._ldap_tool("ldapmodify", ldif)
 
     def _ldap_tool(self, tool: str, ldif: str) -> None:
-        _run_tool(
+        run_tool(
             [tool, "-x", "-H", self.uri, "-D", self.admin_dn, "-w", self.admin_password, "-o", "nettimeout=10"],
-            input_text=ldif,
+            input_=ldif,
         )
 
     def stop(self) -> None:
@@ -313,7 +304,7 @@ class SambaDC(LdapServer):
         )
         _check_ldap_port_free(ip, server.port)
         server.base_dir.mkdir(parents=True, exist_ok=True)
-        _run_tool(["cp", "-a", f"{template}/.", str(server.base_dir)])
+        run_tool(["cp", "-a", f"{template}/.", str(server.base_dir)])
         ca = server.base_dir / "private" / "tls" / "ca.pem"
         server.ca_file = ca if ca.exists() else None
         _write_smb_conf(server.base_dir, ip=ip, realm=server.realm, domain=server.domain, host=host)
@@ -355,7 +346,7 @@ class SambaDC(LdapServer):
         with tempfile.NamedTemporaryFile("w", suffix=".ldif", dir=self.base_dir, delete=False) as fh:
             fh.write(ldif)
         try:
-            _run_tool([tool, "-H", str(self.sam_path), "--nosync", fh.name], timeout=300)
+            run_tool([tool, "-H", str(self.sam_path), "--nosync", fh.name], timeout=300)
         finally:
             os.unlink(fh.name)
 
@@ -370,7 +361,7 @@ class SambaDC(LdapServer):
 
     def domain_sid(self) -> str:
         """The domain SID (``S-1-5-21-a-b-c``), read from the local database."""
-        out = _run_tool(["ldbsearch", "-H", str(self.sam_path), "-s", "base", "-b", self.base_dn, "objectSid"])
+        out = run_tool(["ldbsearch", "-H", str(self.sam_path), "-s", "base", "-b", self.base_dn, "objectSid"])
         for line in out.splitlines():
             if line.startswith("objectSid: "):
                 return line.split(": ", 1)[1].strip()
@@ -453,7 +444,7 @@ def _launch_samba(samba: str, d: Path) -> Process:
 
 
 def _samba_version(samba: str) -> str:
-    return _run_tool([samba, "-V"]).strip()
+    return run_tool([samba, "-V"]).strip()
 
 
 def _samba_template(
@@ -495,7 +486,7 @@ def _locked(path: Path) -> Iterator[None]:
 def _provision(samba: str, d: Path, *, ip: str, realm: str, domain: str, admin_password: str, host: str) -> None:
     d.mkdir(parents=True)
     try:
-        _run_tool(
+        run_tool(
             [
                 "samba-tool",
                 "domain",
@@ -531,7 +522,7 @@ def _extend_schema(samba: str, d: Path, *, ip: str, realm: str, domain: str, adm
             raise SandboxError(f"{exc}\n--- {d}/log/stdout.log\n{_log_tail(d / 'log' / 'stdout.log')}") from None
         base_dn = ",".join(f"DC={part}" for part in realm.lower().split("."))
         ldif = _data_file("samba-exchange-schema-ext.ldif").replace("@BASE_DN@", base_dn)
-        _run_tool(
+        run_tool(
             [
                 "ldapmodify",
                 "-x",
@@ -542,7 +533,7 @@ def _extend_schema(samba: str, d: Path, *, ip: str, realm: str, domain: str, adm
                 "-w",
                 admin_password,
             ],
-            input_text=ldif,
+            input_=ldif,
         )
         deadline = time.monotonic() + 60
         while not (d / "private" / "tls" / "ca.pem").exists() and time.monotonic() < deadline:

@@ -210,7 +210,7 @@ def _make_tls_files(directory: Path, hostname: str) -> tuple[Path, Path, Path]:
     key, csr, cert = directory / "server.key", directory / "server.csr", directory / "server.pem"
     ext = directory / "server.ext"
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _run(
+    run_tool(
         [
             "openssl",
             "req",
@@ -230,7 +230,7 @@ def _make_tls_files(directory: Path, hostname: str) -> tuple[Path, Path, Path]:
             "keyUsage=critical,keyCertSign,cRLSign",
         ]
     )
-    _run(["openssl", "req", "-new", *ec, "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={hostname}"])
+    run_tool(["openssl", "req", "-new", *ec, "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={hostname}"])
     ext.write_text(
         "basicConstraints=critical,CA:FALSE\n"
         "keyUsage=critical,digitalSignature,keyEncipherment\n"
@@ -239,7 +239,7 @@ def _make_tls_files(directory: Path, hostname: str) -> tuple[Path, Path, Path]:
         "subjectKeyIdentifier=hash\n"
         "authorityKeyIdentifier=keyid\n"
     )
-    _run(
+    run_tool(
         [
             "openssl",
             "x509",
@@ -263,12 +263,15 @@ def _make_tls_files(directory: Path, hostname: str) -> tuple[Path, Path, Path]:
     return ca_cert, cert, key
 
 
-def _run(argv: Sequence[str], *, input_: bytes | None = None) -> None:
-    proc = subprocess.run(argv, input=input_, capture_output=True, check=False)
+def run_tool(argv: Sequence[str], *, input_: bytes | str | None = None, timeout: float = 60.0) -> str:
+    """Run a helper program (openssl, saslpasswd2, ldapadd, samba-tool...) and return its output;
+    a failure raises SandboxError with the end of what it printed."""
+    data = input_.encode() if isinstance(input_, str) else input_
+    proc = subprocess.run(argv, input=data, capture_output=True, timeout=timeout, check=False)
     if proc.returncode != 0:
-        raise SandboxError(
-            f"{' '.join(argv[:3])} ... failed ({proc.returncode}): {proc.stderr.decode(errors='replace').strip()}"
-        )
+        err = (proc.stderr or proc.stdout).decode(errors="replace").strip()
+        raise SandboxError(f"{Path(argv[0]).name} failed ({proc.returncode}): {err[-2000:]}")
+    return proc.stdout.decode(errors="replace")
 
 
 # --------------------------------------------------------------------------- Dovecot
@@ -1109,7 +1112,7 @@ DAEMON {{
 
     def _saslpasswd(self, name: str, password: str) -> None:
         sasldb = self.data_dir / "sasldb2"
-        _run(["saslpasswd2", "-p", "-c", "-f", str(sasldb), "-u", "localhost", name], input_=password.encode())
+        run_tool(["saslpasswd2", "-p", "-c", "-f", str(sasldb), "-u", "localhost", name], input_=password.encode())
         os.chown(sasldb, *self._owner)
         sasldb.chmod(0o640)
 
