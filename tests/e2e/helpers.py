@@ -15,7 +15,7 @@ from typing import Any
 from imapclient import IMAPClient
 
 from mailferry.cli.main import main
-from mailferry.sandbox.seed import seed_sample, server_name  # noqa: F401 - re-exported for the tests
+from mailferry.sandbox.seed import seed_sample  # noqa: F401 - re-exported for the tests
 
 
 @dataclass
@@ -61,12 +61,16 @@ def write_project(
     target_port: int | None = None,
     extra: str = "",
     csv_text: str | None = None,
+    write_accounts: bool = True,
 ) -> Path:
+    """project.toml (and accounts.csv, unless ``write_accounts`` is off: ``directory apply``
+    writes it) for two sandbox servers, admin logins by env: references; ``extra`` is appended."""
     tmp.mkdir(parents=True, exist_ok=True)
     tag = "".join(ch if ch.isalnum() else "_" for ch in tmp.name.upper())
     if csv_text is None:
         csv_text = "source_user,target_user\n" + "".join(f"{u},{u}\n" for u in users)
-    (tmp / "accounts.csv").write_text(csv_text)
+    if write_accounts:
+        (tmp / "accounts.csv").write_text(csv_text)
     text = (
         '[project]\nname = "t"\n\n[accounts]\ncsv = "accounts.csv"\n\n'
         + server_block("source", source, admin=source_admin, env=f"MF_{tag}_SRC", port=source_port)
@@ -77,6 +81,11 @@ def write_project(
     path = tmp / "project.toml"
     path.write_text(text)
     return path
+
+
+def dir_project(tmp: Path, source: Any, target: Any, directory_block: str) -> Path:
+    """A project with a [directory] section and no accounts CSV yet."""
+    return write_project(tmp, source, target, [], extra=directory_block, write_accounts=False)
 
 
 def holdings(server: Any, user: str, password: str) -> dict[str, list[tuple[bytes, tuple[bytes, ...]]]]:

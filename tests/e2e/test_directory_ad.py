@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import base64
 import os
-from pathlib import Path
 
-from helpers import cli, holdings, seed_sample
+from helpers import cli, dir_project, holdings, seed_sample
 from ldap3 import BASE, Connection, Server
 
 from mailferry.errors import ExitCode
@@ -136,35 +135,6 @@ mailNickname = "${{login}}"
 """
 
 
-def write_dir_project(tmp: Path, src_imap, tgt_imap, block: str) -> Path:
-    tmp.mkdir(parents=True, exist_ok=True)
-    os.environ["MF_IMAP_ADMIN"] = "adminpw"
-    text = f"""[project]
-name = "dir"
-
-[accounts]
-csv = "accounts.csv"
-
-[source]
-host = "127.0.0.1"
-port = {src_imap.port}
-security = "none"
-[source.admin]
-user = "admin"
-password = "env:MF_IMAP_ADMIN"
-
-[target]
-host = "127.0.0.1"
-port = {tgt_imap.port}
-security = "none"
-[target.admin]
-user = "admin"
-password = "env:MF_IMAP_ADMIN"
-{block}"""
-    (tmp / "project.toml").write_text(text)
-    return tmp / "project.toml"
-
-
 def test_directory_migration_between_two_ad_domains_then_mailboxes(samba_factory, dovecot_factory, tmp_path) -> None:
     src, tgt = build_directories(samba_factory)
     t_ou = f"OU=Staff,{tgt.base_dn}"
@@ -176,7 +146,7 @@ def test_directory_migration_between_two_ad_domains_then_mailboxes(samba_factory
     try:
         for u in ("alice", "dave", "erin"):
             seed_sample(src_imap, u, f"{u}pw", messages=8)
-        project = write_dir_project(tmp_path / "p", src_imap, tgt_imap, directory_block(src, tgt))
+        project = dir_project(tmp_path / "p", src_imap, tgt_imap, directory_block(src, tgt))
 
         disc = cli("directory", "discover", project, "--json")
         assert disc.code == ExitCode.OK, disc.err
@@ -257,7 +227,7 @@ def test_a_bind_that_fails_is_a_clear_auth_error(samba_factory, dovecot_factory,
     tgt = samba_factory(**SAMBA_TGT)
     imap = dovecot_factory(style="slash", users={"x": "y"})
     block = directory_block(src, tgt)
-    project = write_dir_project(tmp_path / "p", imap, imap, block)
+    project = dir_project(tmp_path / "p", imap, imap, block)
     os.environ["MF_DIR_SRC"] = "not-the-password-" + base64.b16encode(os.urandom(4)).decode()
     r = cli("directory", "plan", project, "--json")
     assert r.code == ExitCode.AUTH

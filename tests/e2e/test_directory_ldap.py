@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from helpers import cli, seed_sample
+from helpers import cli, dir_project, seed_sample
 from ldap3 import BASE, Connection, Server
 
 from mailferry.errors import ExitCode
@@ -65,22 +65,6 @@ employeeType = "locked"
 """
 
 
-def write_project(tmp: Path, imap_src, imap_tgt, dir_block: str) -> Path:
-    tmp.mkdir(parents=True, exist_ok=True)
-    os.environ["MF_GEN_IMAP"] = "adminpw"
-    side = lambda role, s: (  # noqa: E731
-        f'[{role}]\nhost = "127.0.0.1"\nport = {s.port}\nsecurity = "none"\n'
-        f'[{role}.admin]\nuser = "admin"\npassword = "env:MF_GEN_IMAP"\n'
-    )
-    text = (
-        '[project]\nname = "gen"\n\n[accounts]\ncsv = "accounts.csv"\n\n'
-        + side("source", imap_src)
-        + side("target", imap_tgt)
-    )
-    (tmp / "project.toml").write_text(text + dir_block)
-    return tmp / "project.toml"
-
-
 def read(server: Slapd, dn: str, attrs: list[str]) -> dict[str, list[str]] | None:
     c = Connection(Server("127.0.0.1", port=server.port), server.root_dn, server.root_pw, auto_bind=True)
     ok = c.search(dn, "(objectClass=*)", search_scope=BASE, attributes=attrs)
@@ -128,7 +112,7 @@ def test_generic_ldap_flow_then_mailboxes(slapd_factory, dovecot_factory, tmp_pa
     try:
         for u in ("alice", "jsmith"):
             seed_sample(imap_src, u, f"{u}pw", messages=6)
-        project = write_project(tmp_path / "p", imap_src, imap_tgt, block(src, tgt, extra='account_key = "login"'))
+        project = dir_project(tmp_path / "p", imap_src, imap_tgt, block(src, tgt, extra='account_key = "login"'))
 
         plan = cli("directory", "plan", project, "--json")
         assert plan.code == ExitCode.FINDINGS, plan.err + plan.out  # frank is ambiguous
@@ -183,7 +167,7 @@ def test_bad_input_is_reported_and_nothing_is_half_created(slapd_factory, doveco
     imap = dovecot_factory(style="slash", users={"x": "y"})
 
     os.environ["MF_GEN_TGT"] = "readerpw"
-    project = write_project(tmp_path / "ro", imap, imap, block(src, tgt, bind_dn=f"cn=reader,{tgt.suffix}"))
+    project = dir_project(tmp_path / "ro", imap, imap, block(src, tgt, bind_dn=f"cn=reader,{tgt.suffix}"))
     early = cli("migrate", project)  # no accounts CSV yet: say what to do
     assert early.code == ExitCode.USAGE and "directory apply" in early.err
     r = cli("directory", "apply", project, "--json")
@@ -194,7 +178,7 @@ def test_bad_input_is_reported_and_nothing_is_half_created(slapd_factory, doveco
     assert read(tgt, f"cn=Carl Crow,{t}", ["cn"]) is None
 
     os.environ["MF_GEN_TGT"] = tgt.root_pw
-    project = write_project(tmp_path / "schema", imap, imap, block(src, tgt, create='favouriteColour = "blue"\n'))
+    project = dir_project(tmp_path / "schema", imap, imap, block(src, tgt, create='favouriteColour = "blue"\n'))
     r = cli("directory", "apply", project, "--json")
     assert r.code == ExitCode.FINDINGS, r.out + r.err
     refused = [f for f in r.json()["findings"] if f["kind"] == "refused"]
@@ -216,7 +200,7 @@ def test_malformed_sid_is_reported_with_its_entry(slapd_factory, dovecot_factory
     )
     imap = dovecot_factory(style="slash", users={"x": "y"})
     dir_block = block(src, tgt).replace('dialect = "generic"\nbases = ["' + s, 'dialect = "ad"\nbases = ["' + s, 1)
-    project = write_project(tmp_path / "p", imap, imap, dir_block)
+    project = dir_project(tmp_path / "p", imap, imap, dir_block)
     r = cli("directory", "plan", project, "--json")
     assert r.code == ExitCode.FINDINGS, r.out + r.err
     problems = r.json()["problems"]
@@ -270,7 +254,7 @@ def test_interrupted_apply_resumes_to_the_same_end_and_plan_is_what_apply_does(
     ref_tgt = slapd_factory(suffix="dc=tgt,dc=test", root_pw="tgtpw")
     _load_org(ref_src, ref_tgt, n)
     os.environ["MF_GEN_TGT"] = ref_tgt.root_pw
-    ref = write_project(tmp_path / "ref", imap, imap, block(ref_src, ref_tgt, extra="confirm_mailboxes = false"))
+    ref = dir_project(tmp_path / "ref", imap, imap, block(ref_src, ref_tgt, extra="confirm_mailboxes = false"))
     planned = cli("directory", "plan", ref, "--json").json()["actions"]
     assert cli("directory", "apply", ref, "--json").code == ExitCode.OK
     journal = sqlite3.connect(tmp_path / "ref" / "project.ledger.sqlite").execute(
@@ -284,7 +268,7 @@ def test_interrupted_apply_resumes_to_the_same_end_and_plan_is_what_apply_does(
     tgt = slapd_factory(suffix="dc=tgt,dc=test", root_pw="tgtpw")
     _load_org(src, tgt, n)
     os.environ["MF_GEN_TGT"] = tgt.root_pw
-    project = write_project(tmp_path / "killed", imap, imap, block(src, tgt, extra="confirm_mailboxes = false"))
+    project = dir_project(tmp_path / "killed", imap, imap, block(src, tgt, extra="confirm_mailboxes = false"))
     ledger = tmp_path / "killed" / "project.ledger.sqlite"
     rng = random.Random(11)
     kills = 0
@@ -335,7 +319,7 @@ def test_a_crash_before_any_single_write_then_resume_ends_like_an_uninterrupted_
         src = slapd_factory(suffix="dc=src,dc=test", root_pw="srcpw")
         tgt = slapd_factory(suffix="dc=tgt,dc=test", root_pw="tgtpw")
         _load_org(src, tgt, 9)
-        return src, tgt, write_project(tmp_path / tag, imap, imap, block(src, tgt, extra="confirm_mailboxes = false"))
+        return src, tgt, dir_project(tmp_path / tag, imap, imap, block(src, tgt, extra="confirm_mailboxes = false"))
 
     _s, ref_tgt, ref = org("ref")
     assert cli("directory", "apply", ref, "--json").code == ExitCode.OK

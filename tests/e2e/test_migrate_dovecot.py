@@ -16,7 +16,6 @@ from imapclient import IMAPClient
 
 from conftest import corpus_messages
 from mailferry.errors import ExitCode
-from mailferry.sandbox.seed import server_name
 from mailferry.sandbox.servers import seed_messages
 
 USERS = {"alice": "alicepw", "bob": "bobpw"}
@@ -264,11 +263,6 @@ def test_usage_error_exit_code() -> None:
     assert cli("frobnicate").code == ExitCode.USAGE
     h = cli("--help")
     assert h.code == 0 and "77" in h.out and "75" in h.out
-
-
-def test_source_names_map_back_and_forth(dovecot_factory) -> None:
-    src = dovecot_factory(style="dotted", users={"alice": "pw"}, special_use=False)
-    assert server_name(src, ("Projects", "2024")) == "INBOX.Projects.2024"
 
 
 def test_tls_is_verified_and_a_bad_certificate_fails_only_that_side(dovecot_factory, tmp_path: Path) -> None:

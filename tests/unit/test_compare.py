@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 from mailferry.model.mail import MessageMeta
 from mailferry.state.ledger import MessageRecord
@@ -44,7 +44,8 @@ def test_deep_hash_difference_is_altered() -> None:
 
 
 def test_internaldate_compared_as_instant() -> None:
-    other_zone = (T0 + timedelta(hours=2)).astimezone(tz=None).replace(tzinfo=UTC) - timedelta(hours=2)
+    other_zone = T0.astimezone(timezone(timedelta(hours=2)))  # the same instant, written +0200
+    assert other_zone.utcoffset() != T0.utcoffset()
     v = cmp([m(1, "a")], [m(7, "a", when=other_zone)], [r(1, "a", 7)])
     assert v.clean
     v = cmp([m(1, "a")], [m(7, "a", when=T0 + timedelta(seconds=1))], [r(1, "a", 7)])
