@@ -36,7 +36,7 @@ Security = Literal["tls", "starttls", "none"]
 
 _FETCH_HEADER = "BODY.PEEK[HEADER.FIELDS (" + " ".join(IDENTITY_FIELDS) + ")]"
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]", re.I)
-_THROTTLE = re.compile(rb"\[(UNAVAILABLE|LIMIT|INUSE|SERVERBUG)\]", re.I)
+_THROTTLE = re.compile(rb"\[(UNAVAILABLE|LIMIT|INUSE|SERVERBUG)\]", re.I)  # for APPEND see _append_call
 _ITEM_REFUSAL = re.compile(r"\[(TOOBIG|LIMIT|OVERQUOTA)\]", re.I)
 _APPENDLIMIT = re.compile(r"^APPENDLIMIT=(\d+)$", re.I)
 
@@ -270,17 +270,10 @@ class ImapStore:
             return fn(self._c, *args, **kw)
         except (IMAPClientAbortError, imaplib.IMAP4.abort, OSError, EOFError) as e:
             self._drop()
-            msg = _safe(e)
-            if what.startswith("APPEND") and _ITEM_REFUSAL.search(msg):
-                # Cyrus answers a LITERAL+ message over its limit with [TOOBIG], which imaplib
-                # raises as an abort: the message is refused; the connection is renewed on next use.
-                raise ServerRefused(f"{self.label}: {what}: {msg}") from None
-            raise TemporaryFailure(f"{self.label}: connection lost during {what}: {msg}") from None
+            raise TemporaryFailure(f"{self.label}: connection lost during {what}: {_safe(e)}") from None
         except IMAPClientError as e:
             msg = _safe(e)
-            code = _THROTTLE.search(msg.encode())
-            # On APPEND, [LIMIT] is the server refusing this message (Dovecot: too large), not load.
-            if code and not (what.startswith("APPEND") and code.group(1).upper() == b"LIMIT"):
+            if _THROTTLE.search(msg.encode()):
                 raise TemporaryFailure(f"{self.label}: server is throttling {what}: {msg}") from None
             raise ServerRefused(f"{self.label}: {what}: {msg}") from None
 
@@ -552,10 +545,19 @@ class ImapStore:
         return data[-1] if data else b""
 
     def _append_call(self, folder: str, fn: Any, *args: Any) -> Any:
+        """An APPEND: a NO is the message refused. So is [TOOBIG]/[LIMIT]/[OVERQUOTA] (RFC 5530)
+        even where it would otherwise read as load or a lost connection: Dovecot says [LIMIT] for
+        a message over its size limit, and Cyrus' [TOOBIG] for a LITERAL+ message over its limit
+        reaches us through imaplib as an abort (the connection is then renewed on next use)."""
         try:
             return self._call(f"APPEND {folder}", fn, *args)
         except ServerRefused as e:
             raise ItemRefused(e.message) from None
+        except TemporaryFailure as e:
+            if _ITEM_REFUSAL.search(e.message):
+                words = e.message.replace("server is throttling ", "").replace("connection lost during ", "")
+                raise ItemRefused(words) from None
+            raise
 
     @staticmethod
     def _appenduids(resp: Any, n: int) -> list[int | None]:
