@@ -28,7 +28,6 @@ from pathlib import Path
 from string import Template
 from types import MappingProxyType
 from typing import Literal, cast
-from urllib.parse import urlsplit
 
 from mailferry.config.accounts import read_accounts_csv
 from mailferry.config.model import (
@@ -51,10 +50,12 @@ from mailferry.config.model import (
     Project,
     Security,
     ServerConfig,
+    UrlProblem,
     default_port,
     is_loopback,
     parse_date,
     parse_size,
+    split_server_url,
 )
 from mailferry.config.secrets import REFERENCE_HELP, SecretRef, file_mode_warning, parse_secret_ref
 from mailferry.errors import ConfigError
@@ -588,28 +589,13 @@ def parse_ldap_url(url: str) -> tuple[str, int, Security]:
     ``"starttls"`` and ``ldap://`` ``"none"`` (both 389). Raises ValueError; its message never
     repeats ``url`` (it may hold a login pasted into it)."""
     try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as error:
-        # urlsplit quotes what it could not read as a port: part of a password after "user:".
-        why = str(error) if "@" not in url else "not a URL (a bad port or [IPv6] address)"
-        raise ValueError(f"{why}; use {LDAP_URL_HELP}") from None
-    security = _LDAP_SCHEMES.get(parts.scheme.lower())
-    if security is None:
-        what = f"unknown scheme {_show(parts.scheme)}" if parts.scheme else "no scheme"
-        raise ValueError(f"{what}; use {LDAP_URL_HELP}")
-    if "@" in parts.netloc:
-        raise ValueError("must not hold a login or password; use bind_dn and password (a reference)")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"must be only scheme, host and port (containers go in bases); use {LDAP_URL_HELP}")
-    host = parts.hostname or ""
-    if host == "":
-        raise ValueError(f"no host; use {LDAP_URL_HELP}")
-    if ":" in host and "[" not in parts.netloc:
-        raise ValueError("write an IPv6 address in brackets, e.g. ldaps://[::1]:636")
-    if port == 0:
-        raise ValueError("port must be between 1 and 65535")
-    return host, port if port is not None else ldap_default_port(security), security
+        return split_server_url(url, _LDAP_SCHEMES, ldap_default_port, show=_show)
+    except UrlProblem as problem:
+        if problem.kind == "login":
+            raise ValueError(f"{problem}; use bind_dn and password (a reference)") from None
+        if problem.kind == "path":
+            raise ValueError(f"{problem} (containers go in bases); use {LDAP_URL_HELP}") from None
+        raise ValueError(f"{problem}; use {LDAP_URL_HELP}") from None
 
 
 _DN_ATTRIBUTE_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9-]*|\d+(?:\.\d+)+")

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
+from urllib.parse import urlsplit
 
 from mailferry.config.secrets import SecretRef
 
@@ -29,6 +30,48 @@ ADMIN_METHODS: tuple[AdminMethod, ...] = ("sasl-authzid", "dovecot-master")
 def default_port(security: Security) -> int:
     """993 for implicit TLS (RFC 8314), 143 for STARTTLS and for no encryption."""
     return 993 if security == "tls" else 143
+
+
+class UrlProblem(ValueError):
+    """What is wrong with a server URL. ``kind``: "port", "scheme", "login", "path", "host",
+    "ipv6". The message never repeats the URL: a login and password may have been pasted in."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def split_server_url(
+    url: str,
+    schemes: Mapping[str, Security],
+    default: Callable[[Security], int],
+    *,
+    show: Callable[[str], str] = repr,
+) -> tuple[str, int, Security]:
+    """``scheme://host[:port]`` -> (host, port, security), for IMAP and LDAP URLs alike.
+    Raises :class:`UrlProblem`."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as error:
+        # urlsplit quotes what it could not read as a port: part of a password after "user:".
+        raise UrlProblem("port", str(error) if "@" not in url else "not a URL (a bad port or [IPv6] address)") from None
+    security = schemes.get(parts.scheme.lower())
+    if security is None:
+        raise UrlProblem("scheme", f"unknown scheme {show(parts.scheme)}" if parts.scheme else "no scheme")
+    if "@" in parts.netloc:
+        raise UrlProblem("login", "must not hold a login or password")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise UrlProblem("path", "must be only scheme, host and port")
+    host = parts.hostname or ""
+    if host == "":
+        raise UrlProblem("host", "no host")
+    if ":" in host and "[" not in parts.netloc:
+        example = f"{parts.scheme.lower()}://[::1]:{default(security)}"
+        raise UrlProblem("ipv6", f"write an IPv6 address in brackets, e.g. {example}")
+    if port == 0:
+        raise UrlProblem("port", "port must be between 1 and 65535")
+    return host, port if port is not None else default(security), security
 
 
 def is_loopback(host: str) -> bool:

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from urllib.parse import urlsplit
 
-from mailferry.config.model import Security, default_port, is_loopback
+from mailferry.config.model import Security, UrlProblem, default_port, is_loopback, split_server_url
 from mailferry.config.secrets import parse_secret_ref
 from mailferry.errors import UsageError
 
@@ -32,29 +31,14 @@ def parse_server_url(url: str) -> tuple[str, int, Security]:
     """
     shown = f"server URL {url!r}" if "@" not in url else "server URL"
     try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as error:
-        raise UsageError(f"{shown}: {error}; {_URL_HELP}") from None
-    security = _SCHEMES.get(parts.scheme.lower())
-    if security is None:
-        what = f"unknown scheme {parts.scheme!r}" if parts.scheme else "no scheme"
-        raise UsageError(f"{shown}: {what}; {_URL_HELP}")
-    if "@" in parts.netloc:
-        raise UsageError(
-            f"{shown}: must not hold a login or password; give the admin login with its own option "
-            "and its password as a reference (env:NAME or file:PATH)"
-        )
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise UsageError(f"{shown}: must be only scheme, host and port; {_URL_HELP}")
-    host = parts.hostname or ""
-    if host == "":
-        raise UsageError(f"{shown}: no host; {_URL_HELP}")
-    if ":" in host and "[" not in parts.netloc:
-        raise UsageError(f"{shown}: write an IPv6 address in brackets, e.g. imaps://[::1]:993")
-    if port == 0:
-        raise UsageError(f"{shown}: port must be between 1 and 65535")
-    return host, port if port is not None else default_port(security), security
+        return split_server_url(url, _SCHEMES, default_port)
+    except UrlProblem as problem:
+        if problem.kind == "login":
+            raise UsageError(
+                f"{shown}: {problem}; give the admin login with its own option "
+                "and its password as a reference (env:NAME or file:PATH)"
+            ) from None
+        raise UsageError(f"{shown}: {problem}; {_URL_HELP}") from None
 
 
 def _toml(text: str) -> str:
