@@ -17,6 +17,7 @@ from typing import Any
 from mailferry.config.model import AccountConfig, Project, ServerConfig
 from mailferry.connectors.imap import Endpoint, ImapStore, Login
 from mailferry.connectors.wrappers import RetryPolicy
+from mailferry.engine.alive import AliveReport, MailboxGuard, admin_connection, bring_alive, inbox_ids
 from mailferry.engine.migrate import AccountJob, AccountStats, Connection, Engine, Options, Reporter
 from mailferry.engine.verify_run import verify_account
 from mailferry.errors import ExitCode, MailferryError, UsageError
@@ -163,6 +164,42 @@ def _parallel(n: int, fn: Callable[[AccountJob], Any], items: Sequence[AccountJo
         return list(pool.map(fn, items))
 
 
+def _bring_alive(project: Project, js: Sequence[AccountJob], guard: MailboxGuard) -> AliveReport:
+    """Before any parallel login to the target: each account the guard doesn't know logs in
+    alone, one after another, and the ids of its folders are settled (:mod:`mailferry.engine.alive`)."""
+    if not js:
+        return AliveReport()
+    return bring_alive(
+        [(j.target_user, j.target) for j in js],
+        guard,
+        retry=RetryPolicy(attempts=max(1, project.performance.retries)),
+        admin=admin_connection(js[0].target),
+    )
+
+
+def _held_back(job: AccountJob, guard: MailboxGuard, alive: AliveReport) -> MailferryError | None:
+    """Why this account must not run (its target mailbox is shared, or its first login failed)."""
+    return guard.blocked(job.target_user) or alive.failed.get(job.target_user)
+
+
+def _target_risks(alive: AliveReport) -> list[str]:
+    out: list[str] = []
+    if alive.server == "Cyrus IMAP" or alive.autocreated:
+        seen = f" ({len(alive.autocreated)} accounts of this project so far)" if alive.autocreated else ""
+        out.append(
+            f"the target ({alive.server or 'this server'}) creates an account's mailbox at its first login{seen}; "
+            "several first logins at the same moment can give several accounts one mailbox (seen with Cyrus IMAP "
+            "3.6): mailferry logs never-used accounts in one at a time before any parallel work, and refuses to "
+            "write into a mailbox whose id another account holds"
+        )
+    if alive.no_ids:
+        out.append(
+            "the target names no mailbox id (neither RFC 8474 OBJECTID nor X-GUID): mailferry can't prove that "
+            "no two accounts share one mailbox"
+        )
+    return out
+
+
 # -- check --------------------------------------------------------------------------------------
 
 CAPS_THAT_MATTER = (
@@ -186,6 +223,12 @@ def _caps(caps: frozenset[str]) -> dict[str, bool]:
 def check(project: Project, names: Sequence[str] | None = None) -> Result:
     accs = select_accounts(project, names)
     js = jobs(project, accs)
+    ledger = open_ledger(project, readonly=True)
+    try:
+        guard = MailboxGuard.of(ledger, record=False)
+    finally:
+        ledger.close()
+    alive = _bring_alive(project, js, guard)
 
     def one(job: AccountJob) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -195,6 +238,12 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
             "warnings": [],
         }
         for role, conn, readonly in (("source", job.source, True), ("target", job.target, False)):
+            held = _held_back(job, guard, alive) if role == "target" else None
+            if held is not None:
+                out[role] = {"ok": False, "error": str(held)}
+                out["problems"].append(str(held))
+                out.setdefault("exit_code", int(held.exit_code))
+                continue
             try:
                 st = ImapStore(conn.endpoint, conn.login, readonly=readonly, label=f"{job.source_user} ({role})")
             except MailferryError as e:
@@ -203,6 +252,8 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
                 out.setdefault("exit_code", int(e.exit_code))
                 continue
             try:
+                if role == "target":
+                    guard.check(job.target_user, inbox_ids(st))
                 info = st.info()
                 folders = st.list_folders()
                 side: dict[str, Any] = {
@@ -268,7 +319,13 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
     code = worst(
         [r.get("exit_code", 0 if r["ready"] else 1) for r in rows] + [1 if any(r["warnings"] for r in rows) else 0]
     )
-    return Result({"accounts": rows}, code)
+    target = alive.as_dict()
+    target["collisions"] = [
+        {"mailbox_id": c.mailbox_id, "accounts": list(c.accounts), "folders": list(c.folders)}
+        for c in guard.collisions
+    ]
+    target["risks"] = _target_risks(alive)
+    return Result({"accounts": rows, "target": target}, code)
 
 
 # -- plan ---------------------------------------------------------------------------------------
@@ -278,9 +335,15 @@ def plan(project: Project, names: Sequence[str] | None = None) -> Result:
     accs = select_accounts(project, names)
     ledger = open_ledger(project, readonly=True)
     try:
-        engine = Engine(ledger, options(project))
+        guard = MailboxGuard.of(ledger, record=False)
+        js = jobs(project, accs)
+        alive = _bring_alive(project, js, guard)
+        engine = Engine(ledger, options(project), guard=guard)
 
         def one(job: AccountJob) -> dict[str, Any]:
+            held = _held_back(job, guard, alive)
+            if held is not None:
+                return {"account": job.source_user, "error": str(held), "exit_code": int(held.exit_code)}
             try:
                 plans, _ = engine.plan_account(job)
             except MailferryError as e:
@@ -323,7 +386,7 @@ def plan(project: Project, names: Sequence[str] | None = None) -> Result:
                 "folders": folders,
             }
 
-        rows = _parallel(project.performance.accounts_in_parallel, one, jobs(project, accs))
+        rows = _parallel(project.performance.accounts_in_parallel, one, js)
     finally:
         ledger.close()
     code = worst([r.get("exit_code", 0) for r in rows])
@@ -342,10 +405,20 @@ def migrate(
     try:
         ledger.acquire("migrate")
         run_id = ledger.start_run("migrate", _now())
-        at_once = min(parallel_accounts(project), len(js))
-        engine = Engine(ledger, options(project, full=full, accounts_at_once=at_once), reporter)
         t0 = time.monotonic()
-        stats: list[AccountStats] = _parallel(at_once, lambda j: engine.migrate_account(j, run_id), js)
+        guard = MailboxGuard.of(ledger, run_id)
+        alive = _bring_alive(project, js, guard)  # one at a time, before any parallel login
+        held = {j.source_user: h for j in js if (h := _held_back(j, guard, alive)) is not None}
+        runnable = [j for j in js if j.source_user not in held]
+        at_once = max(1, min(parallel_accounts(project), len(runnable)))
+        engine = Engine(ledger, options(project, full=full, accounts_at_once=at_once), reporter, guard=guard)
+        done = {
+            s.account: s for s in _parallel(at_once, lambda j: engine.migrate_account(j, run_id), runnable)
+        }
+        for j in js:
+            if j.source_user in held:
+                done[j.source_user] = engine.refuse_account(j, run_id, held[j.source_user])
+        stats: list[AccountStats] = [done[j.source_user] for j in js]
         codes = []
         for s in stats:
             if s.exit_code:
@@ -407,9 +480,17 @@ def verify(project: Project, names: Sequence[str] | None = None, *, deep: bool =
     accs = select_accounts(project, names)
     ledger = open_ledger(project, readonly=True)
     try:
-        engine = Engine(ledger, options(project))
+        guard = MailboxGuard.of(ledger, record=False)
+        js = jobs(project, accs)
+        alive = _bring_alive(project, js, guard)
+        engine = Engine(ledger, options(project), guard=guard)
 
         def one(job: AccountJob) -> dict[str, Any]:
+            held = _held_back(job, guard, alive)
+            if held is not None:
+                return {"account": job.source_user, "error": str(held), "exit_code": int(held.exit_code)} | {
+                    "clean": False
+                }
             try:
                 verdicts = verify_account(engine, job, deep=deep)
             except MailferryError as e:
@@ -434,7 +515,7 @@ def verify(project: Project, names: Sequence[str] | None = None, *, deep: bool =
                 ],
             }
 
-        rows = _parallel(project.performance.accounts_in_parallel, one, jobs(project, accs))
+        rows = _parallel(project.performance.accounts_in_parallel, one, js)
     finally:
         ledger.close()
     codes = [r.get("exit_code", 0 if r["clean"] else int(ExitCode.FINDINGS)) for r in rows]

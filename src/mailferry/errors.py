@@ -112,6 +112,26 @@ class TLSVerifyError(ServerError):
         super().__init__(message, hint=hint)
 
 
+class MailboxCollision(MailferryError):
+    """Two accounts of the project hold one and the same mailbox on the target (the same server
+    id): writing into it would show one person's mail to another. The target must be repaired."""
+
+    exit_code = ExitCode.CONFIG
+    fault = "server"
+
+    def __init__(self, mailbox_id: str, accounts: tuple[str, ...], folders: tuple[str, ...]) -> None:
+        self.mailbox_id = mailbox_id
+        self.accounts = accounts
+        self.folders = folders
+        where = ", ".join(f"{a} ({f})" for a, f in zip(accounts, folders, strict=True))
+        super().__init__(
+            f"target accounts {where} are one and the same mailbox on the server (mailbox id {mailbox_id}); "
+            "nothing was written to any of them",
+            hint="repair the target server first (each account needs a mailbox of its own: delete and recreate "
+            "the mailboxes of these accounts one at a time), then run again",
+        )
+
+
 class ItemRefused(ServerError):
     """The target refused one item (too large, malformed, over quota). Becomes a finding."""
 

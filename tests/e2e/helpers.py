@@ -83,9 +83,9 @@ def write_project(
     return path
 
 
-def dir_project(tmp: Path, source: Any, target: Any, directory_block: str) -> Path:
-    """A project with a [directory] section and no accounts CSV yet."""
-    return write_project(tmp, source, target, [], extra=directory_block, write_accounts=False)
+def dir_project(tmp: Path, source: Any, target: Any, directory_block: str, **kw: Any) -> Path:
+    """A project with a [directory] section and no accounts CSV yet (``kw``: see write_project)."""
+    return write_project(tmp, source, target, [], extra=directory_block, write_accounts=False, **kw)
 
 
 def holdings(server: Any, user: str, password: str) -> dict[str, list[tuple[bytes, tuple[bytes, ...]]]]:

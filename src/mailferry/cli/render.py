@@ -50,6 +50,12 @@ def check(data: dict[str, Any]) -> None:
             c.print(f"    lacks: {lack}")
         for w in a["warnings"]:
             c.print(f"  [yellow]warning:[/yellow] {w}")
+    target = data.get("target", {})
+    for x in target.get("collisions", []):
+        where = ", ".join(f"{a} ({f})" for a, f in zip(x["accounts"], x["folders"], strict=True))
+        c.print(f"[red]mailbox shared on the target[/red]: {where}: mailbox id {x['mailbox_id']}")
+    for risk in target.get("risks", []):
+        c.print(f"[yellow]target:[/yellow] {risk}")
 
 
 def plan(data: dict[str, Any]) -> None:

@@ -85,6 +85,11 @@ class WriteStore(ReadStore, Protocol):
 
     def subscribe(self, name: str) -> None: ...
 
+    def mailbox_id(self, folder: str) -> str | None:
+        """The server's own unique id of the folder (RFC 8474 MAILBOXID; Dovecot's X-GUID), None
+        when the server names none. Raises a MailferryError when the folder does not exist."""
+        ...
+
     def append(self, folder: str, items: Sequence[AppendItem]) -> list[int | None]:
         """Append in one MULTIAPPEND where the server has it; see the module contract."""
         ...

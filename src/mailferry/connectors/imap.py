@@ -133,6 +133,8 @@ class ImapStore:
         self._utf8 = False
         self._condstore = False
         self._appendlimit: int | None = None
+        self._id_item: str | None | bool = False  # STATUS item naming a folder's own id; False: not probed
+        self.greeting = ""
         self.permanent_flags: dict[str, tuple[str, ...]] = {}
         self.connect()
 
@@ -172,6 +174,7 @@ class ImapStore:
             raise TemporaryFailure(f"{self.label}: cannot connect to {where}: {_safe(e)}") from None
         c.folder_encode = False
         c.normalise_times = False
+        self.greeting = _text(getattr(c, "welcome", b""))[:300]
         # IMAPClient turns imaplib's debug level up to 5 to forward its traces to logging: that
         # formats every response, message bodies included, with %r (most of mailferry's CPU time
         # in the benchmark) and would put LOGIN lines, passwords included, into debug logs.
@@ -395,6 +398,57 @@ class ImapStore:
             highestmodseq=int(hms) if hms is not None else None,
         )
 
+    # -- identity of folders and accounts -----------------------------------------------------
+
+    @property
+    def server_product(self) -> str:
+        """The server software as its greeting names it ("Cyrus IMAP", "Dovecot"), else ""."""
+        for name in ("Cyrus IMAP", "Dovecot", "Courier", "Zimbra", "Microsoft Exchange", "Stalwart"):
+            if name.lower() in self.greeting.lower():
+                return name
+        return ""
+
+    def mailbox_id(self, folder: str) -> str | None:
+        """The server's own unique id of ``folder``: RFC 8474 MAILBOXID where the server has
+        OBJECTID, else Dovecot's STATUS X-GUID (tried once per connection), else None (the server
+        gives none, or an id that is not one). Raises :class:`ServerRefused` when the folder does
+        not exist.
+
+        Asked for alone: Cyrus 3.6 answers ``STATUS f (MESSAGES MAILBOXID)`` on a folder created in
+        the same session with random bytes in place of the id (``STATUS f (MAILBOXID)`` is right)."""
+        if self._id_item is False:
+            if "OBJECTID" in self._caps:
+                self._id_item = "MAILBOXID"
+            else:
+                try:
+                    st = self._call(f"STATUS {folder}", "folder_status", self._wire(folder), ["X-GUID"])
+                except ServerRefused as e:
+                    if "error: BAD" not in e.message:
+                        raise  # NO: the folder itself is the problem, not the item
+                    self._id_item = None
+                    return None
+                self._id_item = "X-GUID"
+                return _id_value(st.get(b"X-GUID"))
+        item = self._id_item
+        if not isinstance(item, str):
+            return None
+        st = self._call(f"STATUS {folder}", "folder_status", self._wire(folder), [item])
+        return _id_value(st.get(item.encode()))
+
+    def folder_exists(self, name: str) -> bool:
+        return bool(self._call(f"LIST {name}", "folder_exists", self._wire(name)))
+
+    def other_users_prefix(self) -> tuple[str, str] | None:
+        """(prefix, delimiter) of the "Other Users" namespace (RFC 2342), where an administrator
+        sees every account's mailbox (Cyrus: ``user/``), or None."""
+        if "NAMESPACE" not in self._caps:
+            return None
+        ns = self._call("NAMESPACE", "namespace")
+        if not ns.other:
+            return None
+        prefix, delim = ns.other[0]
+        return _decode_name(prefix, self._utf8), _text(delim) if delim else "/"
+
     def storable(self, folder: str) -> tuple[str, ...] | None:
         if folder not in self.permanent_flags:
             self._select(folder, write=True)
@@ -611,6 +665,20 @@ def _decode_name(raw: object, utf8: bool) -> str:
         return mutf7.decode(text)
     except ValueError:
         return text
+
+
+_OBJECTID = re.compile(r"[A-Za-z0-9_-]{1,255}")  # RFC 8474 objectid (X-GUID: 32 hex digits fits too)
+
+
+def _id_value(value: object) -> str | None:
+    """A STATUS id item's value: ``MAILBOXID (abc)`` parses as a tuple, ``X-GUID abc`` as a word.
+    None where it isn't an id at all (see :meth:`ImapStore.mailbox_id`)."""
+    if isinstance(value, tuple | list):
+        value = value[0] if len(value) == 1 else None
+    if not isinstance(value, bytes | str):
+        return None
+    text = _text(value).strip()
+    return text if _OBJECTID.fullmatch(text) else None
 
 
 def _safe(e: BaseException, *secrets: str) -> str:

@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mailferry.connectors.imap import Endpoint, ImapStore, Login
+from mailferry.connectors.imap import Endpoint, Login
 from mailferry.connectors.ldap import DirectoryOptions, DirectoryRefused, LdapDirectory, LdapEndpoint
-from mailferry.errors import MailferryError
 from mailferry.formats.ldif import dn_key, entry_to_ldif
 from mailferry.model.directory import Person
 from mailferry.plan.directory import (
@@ -291,24 +290,45 @@ class DirectoryApply:
             tgt.modify(group, {"member": ("delete", [old])})
 
     def _confirm(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Log in to each user's target mailbox with the admin login, one account after another
+        (a Cyrus target creates the mailbox at that first login, and several at once can share
+        one: see :mod:`mailferry.engine.alive`), and check that no two hold the same mailbox."""
+        from mailferry.connectors.wrappers import RetryPolicy
+        from mailferry.engine.alive import MailboxGuard, admin_connection, bring_alive
+        from mailferry.engine.migrate import Connection
+
         assert self.job.imap_endpoint is not None and self.job.imap_admin is not None
-        admin = self.job.imap_admin
+        admin, endpoint = self.job.imap_admin, self.job.imap_endpoint
+        people: list[tuple[str, str]] = []  # (account, target dn)
         for r in rows:
             account = r.get(f"target_{self.key}")
-            if r["kind"] != "user" or not account:
-                continue
-            login = Login(account, admin.password, admin.admin, admin.method, admin.master_separator)
-            try:
-                ImapStore(self.job.imap_endpoint, login, readonly=True, label=f"{account} (target)").close()
-                self.result.confirmed += 1
-            except MailferryError as e:
+            if r["kind"] == "user" and account:
+                people.append((account, r["target_dn"]))
+        if not people:
+            return
+        targets = [
+            (a, Connection(endpoint, Login(a, admin.password, admin.admin, admin.method, admin.master_separator)))
+            for a, _dn in people
+        ]
+        guard = MailboxGuard.of(self.ledger, self.run_id)
+        alive = bring_alive(
+            targets, guard, retry=RetryPolicy(attempts=3), admin=admin_connection(targets[0][1]), every=True
+        )
+        for account, dn in people:
+            failed, shared = alive.failed.get(account), guard.blocked(account)
+            if failed is not None:
                 self.result.not_alive += 1
                 self.finding(
                     "mailbox-not-alive",
-                    r["target_dn"],
-                    f"{account}: the target IMAP server does not open this mailbox: {e.message}",
+                    dn,
+                    f"{account}: the target IMAP server does not open this mailbox: {failed.message}",
                     "check the mail attributes template and the server's user lookup",
                 )
+            elif shared is not None:
+                self.result.not_alive += 1
+                self.finding("mailbox-collision", dn, f"{account}: {shared.message}", shared.hint)
+            else:
+                self.result.confirmed += 1
 
 
 def _dn_of(a: Any) -> str:

@@ -22,12 +22,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mailferry.connectors.base import ReadStore, WriteStore
-from mailferry.connectors.imap import Endpoint, ImapStore, Login
+from mailferry.connectors.imap import Endpoint, ImapStore, Login, ServerRefused
 from mailferry.connectors.wrappers import RetryPolicy, retrying
-from mailferry.errors import ItemRefused, MailferryError, TemporaryFailure
+from mailferry.errors import ItemRefused, MailboxCollision, MailferryError, TemporaryFailure
 from mailferry.formats.folders import FolderMapping, Rules, Side, map_all
 from mailferry.model.mail import AppendItem, FolderInfo, FolderStatus, MessageMeta
 from mailferry.plan.planner import (
@@ -45,6 +45,9 @@ from mailferry.plan.planner import (
     storable_flags,
 )
 from mailferry.state.ledger import Finding, FolderState, Ledger, MessageRecord
+
+if TYPE_CHECKING:
+    from mailferry.engine.alive import MailboxGuard
 
 
 class Reporter(Protocol):
@@ -169,11 +172,14 @@ class Engine:
         ledger: Ledger,
         options: Options,
         reporter: Reporter | None = None,
+        guard: MailboxGuard | None = None,
     ) -> None:
         self.ledger = ledger
         self.options = options
         self.reporter: Reporter = reporter or NullReporter()
         self.budget = ByteBudget(options.inflight_bytes)
+        # Who holds which target mailbox: no account writes into a mailbox another one holds.
+        self.guard = guard
 
     # -- the account --------------------------------------------------------------------------
 
@@ -184,6 +190,12 @@ class Engine:
         run = AccountRun(self, job, run_id, stats)
         try:
             run.run()
+        except MailboxCollision as e:
+            stats.status = "failed"
+            stats.error = str(e)
+            stats.exit_code = int(e.exit_code)
+            details = {"mailbox_id": e.mailbox_id, "accounts": list(e.accounts), "folders": list(e.folders)}
+            run.finding("", None, "mailbox-collision", stats.error, details)
         except MailferryError as e:
             stats.status = "failed"
             stats.error = e.message + (f" ({e.hint})" if e.hint else "")
@@ -201,6 +213,23 @@ class Engine:
             stats.seconds = round(time.monotonic() - t0, 3)
             self.ledger.record_account_run(run_id, job.source_user, job.target_user, stats.as_dict())
             self.reporter.account_finished(job.source_user, stats)
+        return stats
+
+    def refuse_account(self, job: AccountJob, run_id: int, error: MailferryError) -> AccountStats:
+        """Record an account held back before its pass (its target mailbox is another account's
+        too, or its first login failed): nothing was written for it."""
+        stats = AccountStats(job.source_user, job.target_user, status="failed")
+        stats.error = str(error)
+        stats.exit_code = int(error.exit_code)
+        stats.findings = 1
+        kind, details = "account-failed", {}
+        if isinstance(error, MailboxCollision):
+            kind = "mailbox-collision"
+            details = {"mailbox_id": error.mailbox_id, "accounts": list(error.accounts), "folders": list(error.folders)}
+        self.reporter.account_started(job.source_user)
+        self.ledger.add_finding(run_id, Finding(job.source_user, "", None, kind, stats.error, details))
+        self.ledger.record_account_run(run_id, job.source_user, job.target_user, stats.as_dict())
+        self.reporter.account_finished(job.source_user, stats)
         return stats
 
     # -- planning only (the dry run) ----------------------------------------------------------
@@ -261,10 +290,28 @@ class AccountRun:
 
     def target_store(self) -> WriteStore:
         if self.target is None:
-            self.target = open_store(
+            store = open_store(
                 self.job.target, readonly=self.dry_run, label=f"{self.job.target_user} (target)", retry=self.opts.retry
             )
+            self.target = store
+            self._guard_folder(store, "INBOX")
         return self.target
+
+    def _guard_folder(self, store: WriteStore, folder: str) -> None:
+        """Refuse (MailboxCollision, exit 78) to go on with a target folder whose server id
+        another target account of the project holds (see :mod:`mailferry.engine.alive`)."""
+        guard = self.e.guard
+        if guard is None:
+            return
+        hit = guard.blocked(self.job.target_user)
+        if hit is not None:
+            raise hit
+        try:
+            mailbox_id = store.mailbox_id(folder)
+        except ServerRefused:
+            return  # no such folder (yet): nothing of it to hold
+        if mailbox_id is not None:
+            guard.check(self.job.target_user, {folder: mailbox_id})
 
     def _writer(self, i: int) -> WriteStore:
         while len(self.writers) <= i:
@@ -452,6 +499,7 @@ class AccountRun:
         target_after = target_validity = 0
         if exists:
             tstatus: FolderStatus = self.retry(tgt, lambda: tgt.status(target_folder))
+            self._guard_folder(tgt, target_folder)
             target_after = tstatus.uidnext - 1
             target_validity = tstatus.uidvalidity
             first_pass = state is None and not records

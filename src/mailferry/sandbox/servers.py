@@ -931,9 +931,11 @@ class CyrusServer:
         imapd: str | None = None,
         autocreate_folders: Sequence[str] = (),
         max_message_size: int | None = None,
+        first_login: bool = True,
     ) -> CyrusServer:
         """Write a config under ``base_dir``, start Cyrus, wait for its greeting and log every
-        user in once (INBOX autocreation).
+        user in once, one after another (INBOX autocreation). ``first_login=False`` leaves the
+        accounts never used: no mailbox until their first login (see :meth:`first_logins_at_once`).
 
         CalDAV/CardDAV (``httpd``, package ``cyrus-caldav``) is started too when its binary is
         found next to ``imapd`` or in /usr/lib/cyrus/bin; ``http_port`` is ``None`` otherwise.
@@ -961,7 +963,7 @@ class CyrusServer:
         try:
             server._prepare()
             server._launch()
-            for name, pw in server.users.items():
+            for name, pw in server.users.items() if first_login else ():
                 server._first_login(name, pw)
         except BaseException:
             server.close()
@@ -1014,13 +1016,48 @@ class CyrusServer:
         """The on-the-wire name of a personal folder, e.g. ``folder("Sent")`` -> ``INBOX/Sent``."""
         return self.prefix + self.separator.join(parts)
 
-    def add_user(self, name: str, password: str) -> None:
-        """Add a SASL user and create its INBOX by logging it in once."""
+    def add_user(self, name: str, password: str, *, first_login: bool = True) -> None:
+        """Add a SASL user and create its INBOX by logging it in once (unless ``first_login`` is off)."""
         _check_user(name, password)
         self.users[name] = password
         self._saslpasswd(name, password)
-        if self.running:
+        if self.running and first_login:
             self._first_login(name, password)
+
+    def first_logins_at_once(self, names: Sequence[str]) -> dict[str, str]:
+        """Log ``names`` (never-used accounts) in at the same moment, one thread each, and
+        return each one's INBOX MAILBOXID. Cyrus 3.6 auto-creates the INBOX at first login and
+        concurrent first logins can give several accounts one INBOX (the same id): this is how
+        the tests make that broken state. Nothing is appended."""
+        from imapclient import IMAPClient
+
+        barrier = threading.Barrier(len(names))
+        ids: dict[str, str] = {}
+        errors: list[BaseException] = []
+
+        def login(name: str) -> None:
+            try:
+                c = IMAPClient(HOST, self.port, ssl=False, timeout=30)
+                try:
+                    barrier.wait(timeout=30)
+                    c.login(name, self.users[name])
+                    st = c.folder_status("INBOX", ["MAILBOXID"])
+                    value = st[b"MAILBOXID"]
+                    ids[name] = (value[0] if isinstance(value, tuple) else value).decode()
+                finally:
+                    with contextlib.suppress(Exception):
+                        c.logout()
+            except BaseException as e:  # handed to the caller
+                errors.append(e)
+
+        threads = [threading.Thread(target=login, args=(n,)) for n in names]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise SandboxError(f"first logins at once failed: {errors[0]!r}")
+        return ids
 
     # ---- internals
 

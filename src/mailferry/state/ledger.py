@@ -17,6 +17,11 @@ messages    per source message (account, folder, UIDVALIDITY, UID): its ItemKey,
             state ``copied``: on the target (appended by us or found there already: ``how``).
             state ``refused``: the target refused it (the reason is a finding).
 findings    everything a run reports: refused items, skips, names changed, keywords lost.
+target_mailboxes
+            the server's own id (RFC 8474 MAILBOXID, Dovecot X-GUID) of every target folder
+            mailferry has seen alive, and the target account it belongs to: the guard that
+            refuses to write into a mailbox another account of the project also holds
+            (:mod:`mailferry.engine.alive`).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import IO, Any, Protocol
 
 from mailferry.errors import LockedError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -131,6 +136,15 @@ _MIGRATIONS: dict[int, str] = {
         run_id INTEGER NOT NULL
     );
     """,
+    3: """
+    CREATE TABLE target_mailboxes (
+        mailbox_id TEXT PRIMARY KEY,
+        target_user TEXT NOT NULL,
+        folder TEXT NOT NULL,
+        run_id INTEGER NOT NULL
+    );
+    CREATE INDEX target_mailboxes_user ON target_mailboxes (target_user);
+    """,
 }
 
 
@@ -218,6 +232,14 @@ class Ledger(Protocol):
     def forget(self, account: str, source_folder: str, keys: Sequence[tuple[int, int]]) -> None: ...
     def rebase(self, account: str, source_folder: str, moves: Sequence[tuple[int, int, int, int]]) -> None: ...
     def add_finding(self, run_id: int, f: Finding) -> None: ...
+    def mailbox_owners(self) -> dict[str, tuple[str, str]]:
+        """mailbox id -> (target account, folder) of every target folder seen alive."""
+        ...
+
+    def record_mailboxes(self, target_user: str, ids: dict[str, str], run_id: int) -> None:
+        """These folders (folder -> mailbox id) of ``target_user`` are alive and its own."""
+        ...
+
     def findings(self, run_id: int | None = None, account: str | None = None) -> list[Finding]: ...
     def counts(self) -> dict[str, int]: ...
     def close(self) -> None: ...
@@ -527,6 +549,19 @@ class SqliteLedger:
             args.append(account)
         rows = self._db.execute(q + " ORDER BY id", args).fetchall()
         return [Finding(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+
+    # -- target mailboxes ---------------------------------------------------------------------
+
+    def mailbox_owners(self) -> dict[str, tuple[str, str]]:
+        rows = self._db.execute("SELECT mailbox_id, target_user, folder FROM target_mailboxes").fetchall()
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    def record_mailboxes(self, target_user: str, ids: dict[str, str], run_id: int) -> None:
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO target_mailboxes (mailbox_id, target_user, folder, run_id) VALUES (?, ?, ?, ?)",
+                [(mid, target_user, folder, run_id) for folder, mid in ids.items()],
+            )
 
     # -- directory ----------------------------------------------------------------------------
 
