@@ -39,26 +39,6 @@ def _as(server, name) -> IMAPClient:
     return c
 
 
-def mailbox_ids(server, names) -> dict[str, str]:
-    """Each account's INBOX MAILBOXID; an account without a mailbox is left out (the admin looks
-    first, so that no login creates one)."""
-    admin = IMAPClient(server.host, server.port, ssl=False, timeout=30)
-    admin.login(*CYRUS_ADMIN)
-    try:
-        existing = [n for n in names if admin.folder_exists(f"user/{n}")]
-    finally:
-        admin.logout()
-    out = {}
-    for n in existing:
-        c = _as(server, n)
-        try:
-            v = c.folder_status("INBOX", ["MAILBOXID"])[b"MAILBOXID"]
-            out[n] = (v[0] if isinstance(v, tuple) else v).decode()
-        finally:
-            c.logout()
-    return out
-
-
 def message_count(server, name) -> int:
     c = _as(server, name)
     try:
@@ -71,7 +51,7 @@ def test_never_used_accounts_each_get_their_own_mailbox(dovecot_factory, cyrus_f
     people = users(12)
     src = dovecot_factory(style="slash", users=people)
     tgt = cyrus_factory(users=people, autocreate_folders=FOLDERS, first_login=False)
-    assert mailbox_ids(tgt, people) == {}  # never used: no mailbox yet
+    assert tgt.inbox_ids(list(people)) == {}  # never used: no mailbox yet
     for u, pw in people.items():
         seed_sample(src, u, pw, messages=4)
     corpus = [b for _, b in corpus_messages()]
@@ -83,7 +63,7 @@ def test_never_used_accounts_each_get_their_own_mailbox(dovecot_factory, cyrus_f
     refused = [f for f in r.json()["findings"] if f["kind"] == "refused"]
     assert len(refused) == len(CYRUS_REFUSES) and {f["account"] for f in refused} == {"u00"}
 
-    ids = mailbox_ids(tgt, people)
+    ids = tgt.inbox_ids(list(people))
     assert len(ids) == 12 and len(set(ids.values())) == 12, ids
     for u, pw in people.items():  # logged in as each account: exactly its own messages
         got, want = everything(tgt, u, pw), everything(src, u, pw)
@@ -116,7 +96,7 @@ def test_directory_confirmation_brings_mailboxes_alive_one_at_a_time(
     a = cli("directory", "apply", project, "--json")
     assert a.code == ExitCode.OK, a.out + a.err
     assert a.json()["mailboxes_confirmed"] == 12
-    ids = mailbox_ids(imap_tgt, people)
+    ids = imap_tgt.inbox_ids(list(people))
     assert len(ids) == 12 and len(set(ids.values())) == 12, ids
 
     m = cli("migrate", project, "--json")

@@ -10,12 +10,18 @@ in parallel), so without care it would pour several people's mail into one mailb
 
 Before any parallel work on a target, :func:`bring_alive`, one account after another:
 
-1. every target account the ledger has not yet seen alive logs in **alone**, so the server
-   provisions it as it would for its user (folders, quota; default calendars on Cyrus' DAV side);
-2. where its INBOX still does not exist and the target admin can log in as itself with an
-   "Other Users" namespace (RFC 2342, Cyrus' ``user/``), the admin creates it (``CREATE user/NAME``);
+1. where the target admin can log in as itself and sees an "Other Users" namespace (RFC 2342,
+   Cyrus' ``user/``), it looks the account up and creates a missing mailbox (``CREATE user/NAME``),
+   all through its one connection: one server process, whose ids don't repeat;
+2. every target account the ledger has not yet seen alive logs in **alone**, one after another
+   (without such an admin this first login is what makes the server create the mailbox);
 3. the id of each of its folders is read: RFC 8474 MAILBOXID where the server has OBJECTID,
    Dovecot's ``STATUS X-GUID``, else none (then nothing can be checked, and ``check`` says so).
+
+Serial first logins are not enough on their own: the Debian build of Cyrus 3.6 makes mailbox ids
+from ``rand()`` per server process, and ids repeated across processes even for first logins one
+after another (seen in the test sandbox under load, and a CREATE in one connection once got the id
+of another user's INBOX). Hence the guard below, for every folder mailferry writes into.
 
 The guard, :class:`MailboxGuard`, which nothing argues with: a mailbox id held by two target
 accounts of the project (among those brought alive now and those the ledger has seen before)
@@ -201,8 +207,16 @@ def bring_alive(
             home = f"{other[0]}{user}" if admin_store is not None and other is not None else None
             existed: bool | None = None
             if home is not None and admin_store is not None:
-                with contextlib.suppress(MailferryError):
+                try:
                     existed = admin_store.folder_exists(home)
+                    if not existed:
+                        # Created through the admin's one connection, not by a first login: Cyrus
+                        # (Debian 3.6) gives ids that can repeat across its processes, so even
+                        # serial first logins (each possibly a new process) have collided here.
+                        admin_store.create_folder(home)
+                        report.created.append(user)
+                except MailferryError as e:
+                    tell(f"{user}: the target admin could not create its mailbox ({e.message}); logging it in alone")
             try:
                 store = open_store(conn, readonly=True, label=f"{user} (target)", retry=retry)
             except TemporaryFailure as e:
@@ -218,12 +232,7 @@ def bring_alive(
             try:
                 report.server = report.server or store.server_product
                 report.logged_in.append(user)
-                has_inbox = store.folder_exists("INBOX")
-                if not has_inbox and home is not None and admin_store is not None:
-                    admin_store.create_folder(home)
-                    report.created.append(user)
-                    store.reconnect()
-                elif has_inbox and existed is False:
+                if existed is False and user not in report.created and store.folder_exists("INBOX"):
                     report.autocreated.append(user)
                 ids: dict[str, str | None] = {}
                 for f in store.list_folders():
