@@ -187,10 +187,10 @@ def _target_risks(alive: AliveReport) -> list[str]:
     if alive.server == "Cyrus IMAP" or alive.autocreated:
         seen = f" ({len(alive.autocreated)} accounts of this project so far)" if alive.autocreated else ""
         out.append(
-            f"the target ({alive.server or 'this server'}) creates an account's mailbox at its first login{seen}; "
-            "several first logins at the same moment can give several accounts one mailbox (seen with Cyrus IMAP "
-            "3.6): mailferry logs never-used accounts in one at a time before any parallel work, and refuses to "
-            "write into a mailbox whose id another account holds"
+            f"the target ({alive.server or 'this server'}) creates an account's mailbox at its first login{seen}, "
+            "and several accounts can end up in one mailbox (seen with Cyrus IMAP 3.6): mailferry creates missing "
+            "mailboxes through the admin's one connection, brings accounts alive one at a time before any parallel "
+            "work, and refuses to write into a mailbox whose id another account holds"
         )
     if alive.no_ids:
         out.append(
@@ -233,7 +233,7 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
     def one(job: AccountJob) -> dict[str, Any]:
         out: dict[str, Any] = {
             "account": job.source_user,
-            "target_user": job.target_user,
+            "target_account": job.target_user,
             "problems": [],
             "warnings": [],
         }
@@ -313,19 +313,18 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
         out.pop("_sizes", None)
         out.pop("_keywords", None)
         out["ready"] = not out["problems"]
+        out.setdefault("exit_code", int(ExitCode.FINDINGS) if out["problems"] or out["warnings"] else 0)
         return out
 
     rows = _parallel(project.performance.accounts_in_parallel, one, js)
-    code = worst(
-        [r.get("exit_code", 0 if r["ready"] else 1) for r in rows] + [1 if any(r["warnings"] for r in rows) else 0]
-    )
+    code = worst([r["exit_code"] for r in rows])
     target = alive.as_dict()
     target["collisions"] = [
         {"mailbox_id": c.mailbox_id, "accounts": list(c.accounts), "folders": list(c.folders)}
         for c in guard.collisions
     ]
     target["risks"] = _target_risks(alive)
-    return Result({"accounts": rows, "target": target}, code)
+    return Result({"command": "check", "accounts": rows, "target": target, "exit_code": code}, code)
 
 
 # -- plan ---------------------------------------------------------------------------------------
@@ -343,16 +342,16 @@ def plan(project: Project, names: Sequence[str] | None = None) -> Result:
         def one(job: AccountJob) -> dict[str, Any]:
             held = _held_back(job, guard, alive)
             if held is not None:
-                return {"account": job.source_user, "error": str(held), "exit_code": int(held.exit_code)}
+                return _error_row(job, held)
             try:
                 plans, _ = engine.plan_account(job)
             except MailferryError as e:
-                return {"account": job.source_user, "error": str(e), "exit_code": int(e.exit_code)}
+                return _error_row(job, e)
             folders = []
             for p in plans:
                 skips = [
                     {
-                        "uid": a.meta.uid,
+                        "source_uid": a.meta.uid,
                         "message_id": a.meta.message_id,
                         "subject": a.meta.subject,
                         "size": a.meta.size,
@@ -364,8 +363,8 @@ def plan(project: Project, names: Sequence[str] | None = None) -> Result:
                 ]
                 folders.append(
                     {
-                        "source": p.source_folder,
-                        "target": p.target_folder,
+                        "source_folder": p.source_folder,
+                        "target_folder": p.target_folder,
                         "rule": p.rule,
                         "notes": p.notes,
                         "copy": len(p.copies),
@@ -378,9 +377,11 @@ def plan(project: Project, names: Sequence[str] | None = None) -> Result:
                         "skips": skips,
                     }
                 )
+            findings = any(isinstance(a, Skip) and a.finding for p in plans for a in p.actions)
             return {
                 "account": job.source_user,
-                "target_user": job.target_user,
+                "target_account": job.target_user,
+                "exit_code": int(ExitCode.FINDINGS) if findings else 0,
                 "messages": sum(f["copy"] for f in folders),
                 "bytes": sum(f["bytes"] for f in folders),
                 "folders": folders,
@@ -389,8 +390,9 @@ def plan(project: Project, names: Sequence[str] | None = None) -> Result:
         rows = _parallel(project.performance.accounts_in_parallel, one, js)
     finally:
         ledger.close()
-    code = worst([r.get("exit_code", 0) for r in rows])
-    return Result({"accounts": rows, "copy": sum(r.get("messages", 0) for r in rows)}, code)
+    code = worst([r["exit_code"] for r in rows])
+    data = {"command": "plan", "accounts": rows, "copy": sum(r.get("messages", 0) for r in rows), "exit_code": code}
+    return Result(data, code)
 
 
 # -- migrate ------------------------------------------------------------------------------------
@@ -419,18 +421,9 @@ def migrate(
             if j.source_user in held:
                 done[j.source_user] = engine.refuse_account(j, run_id, held[j.source_user])
         stats: list[AccountStats] = [done[j.source_user] for j in js]
-        codes = []
-        for s in stats:
-            if s.exit_code:
-                codes.append(s.exit_code)
-            elif s.source_changed:
-                codes.append(int(ExitCode.SOURCE_CHANGED))
-            elif s.findings:
-                codes.append(int(ExitCode.FINDINGS))
-            else:
-                codes.append(0)
-        code = worst(codes)
+        code = worst([account_exit_code(s) for s in stats])
         summary = {
+            "command": "migrate",
             "run": run_id,
             "seconds": round(time.monotonic() - t0, 3),
             "copied": sum(s.copied for s in stats),
@@ -440,7 +433,7 @@ def migrate(
             "refused": sum(s.refused for s in stats),
             "flag_updates": sum(s.flag_updates for s in stats),
             "deleted": sum(s.deleted for s in stats),
-            "accounts": [s.as_dict() for s in stats],
+            "accounts": [_account_row(s) for s in stats],
             "findings": [_finding(f) for f in ledger.findings(run_id)],
             "exit_code": code,
         }
@@ -451,14 +444,44 @@ def migrate(
         ledger.close()
 
 
-def _finding(f: Any) -> dict[str, Any]:
+def account_exit_code(s: AccountStats) -> int:
+    """One account's own outcome by the exit-code table: its error, else source changed, else
+    findings, else clean."""
+    if s.exit_code:
+        return s.exit_code
+    if s.source_changed:
+        return int(ExitCode.SOURCE_CHANGED)
+    return int(ExitCode.FINDINGS) if s.findings else 0
+
+
+def _account_row(s: AccountStats) -> dict[str, Any]:
+    row = s.as_dict()
+    row["target_account"] = row.pop("target_user")
+    row["exit_code"] = account_exit_code(s)
+    return row
+
+
+def _error_row(job: AccountJob, e: MailferryError) -> dict[str, Any]:
     return {
+        "account": job.source_user,
+        "target_account": job.target_user,
+        "error": str(e),
+        "exit_code": int(e.exit_code),
+    }
+
+
+def _finding(f: Any) -> dict[str, Any]:
+    """A finding as every --json output shows it (see the README's "JSON output")."""
+    d = f.details or {}
+    return {
+        "run": f.run,
         "account": f.account,
-        "folder": f.folder,
-        "uid": f.uid,
         "kind": f.kind,
+        "source_folder": f.folder or None,
+        "source_uid": f.uid,
+        "message_id": d.get("message_id"),
         "message": f.message,
-        "details": f.details,
+        "details": d,
     }
 
 
@@ -488,21 +511,21 @@ def verify(project: Project, names: Sequence[str] | None = None, *, deep: bool =
         def one(job: AccountJob) -> dict[str, Any]:
             held = _held_back(job, guard, alive)
             if held is not None:
-                return {"account": job.source_user, "error": str(held), "exit_code": int(held.exit_code)} | {
-                    "clean": False
-                }
+                return _error_row(job, held) | {"clean": False}
             try:
                 verdicts = verify_account(engine, job, deep=deep)
             except MailferryError as e:
-                return {"account": job.source_user, "error": str(e), "exit_code": int(e.exit_code), "clean": False}
+                return _error_row(job, e) | {"clean": False}
+            clean = all(v.clean for v in verdicts)
             return {
                 "account": job.source_user,
-                "target_user": job.target_user,
-                "clean": all(v.clean for v in verdicts),
+                "target_account": job.target_user,
+                "clean": clean,
+                "exit_code": 0 if clean else int(ExitCode.FINDINGS),
                 "folders": [
                     {
-                        "source": v.folder,
-                        "target": v.target_folder,
+                        "source_folder": v.folder,
+                        "target_folder": v.target_folder,
                         "source_messages": v.source_messages,
                         "target_messages": v.target_messages,
                         "source_bytes": v.source_bytes,
@@ -518,25 +541,37 @@ def verify(project: Project, names: Sequence[str] | None = None, *, deep: bool =
         rows = _parallel(project.performance.accounts_in_parallel, one, js)
     finally:
         ledger.close()
-    codes = [r.get("exit_code", 0 if r["clean"] else int(ExitCode.FINDINGS)) for r in rows]
-    data = {"deep": deep, "clean": all(r["clean"] for r in rows), "accounts": rows}
+    code = worst([r["exit_code"] for r in rows])
+    data = {
+        "command": "verify",
+        "deep": deep,
+        "clean": all(r["clean"] for r in rows),
+        "accounts": rows,
+        "exit_code": code,
+    }
     _write_report(project, "verify-deep" if deep else "verify", data)
-    return Result(data, worst(codes))
+    return Result(data, code)
 
 
 # -- report -------------------------------------------------------------------------------------
 
 
 def report(project: Project, run: int | None = None) -> Result:
+    empty = {"command": "report", "runs": [], "accounts": [], "findings": [], "ledger": {}, "exit_code": 0}
     if not project.ledger_path.exists():
-        return Result({"runs": [], "accounts": [], "findings": []}, 0)
+        return Result(empty, 0)
     ledger = open_ledger(project, readonly=True)
     try:
-        runs = [r for r in ledger.runs() if run is None or r["id"] == run]
-        per_account = ledger.account_runs(run)
-        findings = [dict(_finding(f), run=None) for f in ledger.findings(run)]
+        runs = [
+            {"run": r.pop("id"), **r} for r in ledger.runs() if run is None or r["id"] == run
+        ]
+        per_account = [
+            {"run": a.pop("run_id"), "account": a.pop("account"), "target_account": a.pop("target_user"), **a}
+            for a in ledger.account_runs(run)
+        ]
+        findings = [_finding(f) for f in ledger.findings(run)]
         return Result(
-            {"runs": runs, "accounts": per_account, "findings": findings, "ledger": ledger.counts()},
+            empty | {"runs": runs, "accounts": per_account, "findings": findings, "ledger": ledger.counts()},
             0,
         )
     finally:

@@ -29,10 +29,27 @@ class CliResult:
 
 
 def cli(*args: str) -> CliResult:
+    """Run the CLI in-process. Every ``--json`` output is checked against its JSON Schema
+    (src/mailferry/schemas): the contract scripts rely on."""
     out, err = io.StringIO(), io.StringIO()
+    argv = [str(a) for a in args]
     with redirect_stdout(out), redirect_stderr(err):
-        code = main([str(a) for a in args])
-    return CliResult(code, out.getvalue(), err.getvalue())
+        code = main(argv)
+    result = CliResult(code, out.getvalue(), err.getvalue())
+    if "--json" in argv:
+        check_json_contract(argv, result)
+    return result
+
+
+def check_json_contract(argv: Sequence[str], result: CliResult) -> None:
+    from contract import validate
+
+    data = result.json()  # whatever happened, stdout holds one JSON object
+    assert isinstance(data, dict), result.out
+    assert data["exit_code"] == result.code, (data.get("exit_code"), result.code)
+    words = [a for a in argv if not a.startswith("-")]
+    command = "-".join(words[:2]) if words[:1] == ["directory"] else words[0]
+    validate("error" if isinstance(data.get("error"), dict) else command, data)
 
 
 def server_block(role: str, server: Any, *, admin: tuple[str, str] | None, env: str, port: int | None = None) -> str:

@@ -83,7 +83,7 @@ def test_corpus_into_cyrus_names_each_refusal(dovecot_factory, cyrus_factory, tm
     refused = [f for f in r.json()["findings"] if f["kind"] == "refused"]
     assert len(refused) == len(CYRUS_REFUSES)
     for f in refused:
-        assert "invalid header" in f["details"]["server"] and f["folder"] == "INBOX"
+        assert "invalid header" in f["details"]["server"] and f["source_folder"] == "INBOX"
     # Everything else arrived byte for byte, and verify names exactly the refused ones.
     v = cli("verify", project, "--deep", "--json").json()
     kinds = Counter(d["kind"] for a in v["accounts"] for fo in a["folders"] for d in fo["discrepancies"])

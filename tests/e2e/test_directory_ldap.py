@@ -148,7 +148,7 @@ def test_generic_ldap_flow_then_mailboxes(slapd_factory, dovecot_factory, tmp_pa
 
         m = cli("migrate", project, "--json")
         assert m.code == ExitCode.OK, m.out + m.err
-        moved = {a["account"]: (a["target_user"], a["copied"]) for a in m.json()["accounts"]}
+        moved = {a["account"]: (a["target_account"], a["copied"]) for a in m.json()["accounts"]}
         assert moved["alice"] == ("alice.t", 8) and moved["jsmith"] == ("jsmith", 8)
         assert cli("verify", project, "--deep", "--json").json()["clean"]
     finally:

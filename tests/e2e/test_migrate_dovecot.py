@@ -291,8 +291,8 @@ def test_plan_writes_nothing_anywhere(pair) -> None:
     r = cli("plan", project, "--json")
     assert r.code == ExitCode.OK, r.out + r.err
     alice = next(a for a in r.json()["accounts"] if a["account"] == "alice")
-    sent = next(f for f in alice["folders"] if f["source"] == "INBOX.Sent Items")
-    assert sent["target"] == "Sent" and "Sent Items" in sent["rule"] and sent["copy"] > 0
+    sent = next(f for f in alice["folders"] if f["source_folder"] == "INBOX.Sent Items")
+    assert sent["target_folder"] == "Sent" and "Sent Items" in sent["rule"] and sent["copy"] > 0
     assert alice["messages"] == sum(len(v) for v in before_src.values())
     assert sorted(p.name for p in project.parent.iterdir()) == files_before  # no ledger, no report
     assert holdings(src, "alice", USERS["alice"]) == before_src

@@ -24,7 +24,7 @@ def cmp(source, target, records=(), **kw):
 
 
 def kinds(v) -> list[tuple[str, int | None, int | None]]:
-    return [(d.kind, d.uid, d.target_uid) for d in v.discrepancies]
+    return [(d.kind, d.source_uid, d.target_uid) for d in v.discrepancies]
 
 
 def test_clean_when_every_message_is_there() -> None:

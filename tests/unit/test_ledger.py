@@ -57,7 +57,7 @@ def test_findings_round_trip(tmp_path: Path) -> None:
     led = SqliteLedger(tmp_path / "x.sqlite")
     run = led.start_run("migrate", "now")
     led.add_finding(run, Finding("alice", "INBOX", 4, "refused", "too big", {"size": 9}))
-    assert led.findings(run) == [Finding("alice", "INBOX", 4, "refused", "too big", {"size": 9})]
+    assert led.findings(run) == [Finding("alice", "INBOX", 4, "refused", "too big", {"size": 9}, run)]
     led.close()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -267,33 +268,63 @@ def run(argv: list[str] | None = None) -> int:
     sys.exit(code)
 
 
+def _json_error(
+    argv: list[str], fault: str, message: str, exit_code: int, hint: str = "", problems: Sequence[str] = ()
+) -> None:
+    """With --json, the error goes to stdout as JSON too (schemas/error.schema.json), so that a
+    script reading stdout always gets an object with ``exit_code``."""
+    if "--json" not in argv:
+        return
+    words = [a for a in argv if not a.startswith("-")]
+    command = " ".join(words[:2]) if words[:1] == ["directory"] else (words[0] if words else "")
+    data = {
+        "command": command,
+        "error": {"fault": fault, "message": message, "hint": hint, "problems": list(problems)},
+        "exit_code": exit_code,
+    }
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
     usage_errors, exits = _cli_exceptions()
     try:
-        app(args=argv, prog_name="mailferry", standalone_mode=False)
+        app(args=args, prog_name="mailferry", standalone_mode=False)
         return 0
     except Exit as e:
         return e.code
     except exits as e:
         return int(getattr(e, "exit_code", 0))
     except usage_errors as e:
-        sys.stderr.write(f"mailferry: {e.format_message()}\n(see 'mailferry --help')\n")  # type: ignore[attr-defined]
+        text = e.format_message()  # type: ignore[attr-defined]
+        sys.stderr.write(f"mailferry: {text}\n(see 'mailferry --help')\n")
+        _json_error(args, "usage", text, int(ExitCode.USAGE), "see 'mailferry --help'")
         return int(ExitCode.USAGE)
     except ConfigError as e:
         sys.stderr.write("mailferry: the project has problems:\n")
         for p in e.problems:
             sys.stderr.write(f"  - {p}\n")
         sys.stderr.write(f"next step: {e.hint}\n")
+        _json_error(args, e.fault, e.message, int(e.exit_code), e.hint, e.problems)
         return int(e.exit_code)
     except MailferryError as e:
         sys.stderr.write(f"mailferry: {e.message}\n")
         if e.hint:
             sys.stderr.write(f"next step: {e.hint}\n")
+        _json_error(args, e.fault, e.message, int(e.exit_code), e.hint)
         return int(e.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted: run the same command again to resume\n")
+        _json_error(args, "usage", "interrupted", int(ExitCode.TEMPFAIL), "run the same command again to resume")
         return int(ExitCode.TEMPFAIL)
-    except Exception:
+    except Exception as e:
         traceback.print_exc()
         sys.stderr.write("mailferry: internal error (a bug): please report the traceback above\n")
+        _json_error(
+            args,
+            "internal",
+            f"internal error: {type(e).__name__}",
+            int(ExitCode.INTERNAL),
+            "report the traceback (stderr)",
+        )
         return int(ExitCode.INTERNAL)

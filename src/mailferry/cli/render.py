@@ -27,7 +27,7 @@ def check(data: dict[str, Any]) -> None:
     c = _console()
     for a in data["accounts"]:
         state = "ready" if a["ready"] else "NOT READY"
-        c.print(f"[bold]{a['account']}[/bold] -> {a['target_user']}: {state}")
+        c.print(f"[bold]{a['account']}[/bold] -> {a['target_account']}: {state}")
         for role in ("source", "target"):
             s = a.get(role, {})
             if not s.get("ok"):
@@ -64,15 +64,14 @@ def plan(data: dict[str, Any]) -> None:
         if "error" in a:
             c.print(f"[bold]{a['account']}[/bold]: [red]{a['error']}[/red]")
             continue
-        t = Table(
-            title=f"{a['account']} -> {a['target_user']}: {a['messages']} messages, {human_bytes(a['bytes'])} to copy"
-        )
+        size = human_bytes(a["bytes"])
+        t = Table(title=f"{a['account']} -> {a['target_account']}: {a['messages']} messages, {size} to copy")
         for col in ("source folder", "target folder", "copy", "bytes", "on target", "flags", "skips"):
             t.add_column(col)
         for f in a["folders"]:
             t.add_row(
-                f["source"],
-                f["target"] or "(skipped)",
+                f["source_folder"],
+                f["target_folder"] or "(skipped)",
                 str(f["copy"]),
                 human_bytes(f["bytes"]),
                 str(f["already_on_target"]),
@@ -81,12 +80,12 @@ def plan(data: dict[str, Any]) -> None:
             )
         c.print(t)
         for f in a["folders"]:
-            c.print(f"  {f['source']} -> {f['target'] or '(skipped)'}: {f['rule']}")
+            c.print(f"  {f['source_folder']} -> {f['target_folder'] or '(skipped)'}: {f['rule']}")
         for f in a["folders"]:
             for n in f["notes"]:
-                c.print(f"  note: {f['source']}: {n}")
+                c.print(f"  note: {f['source_folder']}: {n}")
             for s in f["skips"]:
-                c.print(f"  skip: {f['source']} UID {s['uid']} {s['message_id']}: {s['reason']}")
+                c.print(f"  skip: {f['source_folder']} UID {s['source_uid']} {s['message_id']}: {s['reason']}")
     c.print(f"total to copy: {data['copy']} messages")
 
 
@@ -137,17 +136,17 @@ def verify(data: dict[str, Any]) -> None:
             c.print(f"[bold]{a['account']}[/bold]: [red]{a['error']}[/red]")
             continue
         verdict = "clean" if a["clean"] else "DIFFERENCES"
-        c.print(f"[bold]{a['account']}[/bold] -> {a['target_user']}: {verdict}")
+        c.print(f"[bold]{a['account']}[/bold] -> {a['target_account']}: {verdict}")
         for f in a["folders"]:
             mark = "ok" if f["clean"] else "!!"
             c.print(
-                f"  {mark} {f['source']} -> {f['target']}: source {f['source_messages']} msgs "
+                f"  {mark} {f['source_folder']} -> {f['target_folder']}: source {f['source_messages']} msgs "
                 f"{human_bytes(f['source_bytes'])}, target {f['target_messages']} msgs {human_bytes(f['target_bytes'])}"
                 + (f", {f['excluded']} excluded by policy" if f["excluded"] else "")
             )
             for d in f["discrepancies"]:
                 c.print(
-                    f"     {d['kind']}: UID {d['uid']} (target UID {d['target_uid']}) "
+                    f"     {d['kind']}: UID {d['source_uid']} (target UID {d['target_uid']}) "
                     f"{d['message_id'] or '(no Message-ID)'} "
                     f"{d['date']!r} {d['subject']!r} {d['size']} bytes {d['detail']}"
                 )
@@ -165,7 +164,7 @@ def report(data: dict[str, Any]) -> None:
     for r in data["runs"]:
         s = r["summary"] or {}
         t.add_row(
-            str(r["id"]),
+            str(r["run"]),
             r["command"],
             r["started_at"],
             r["finished_at"] or "(interrupted)",
@@ -193,9 +192,9 @@ def report(data: dict[str, Any]) -> None:
     for a in data["accounts"]:
         rate = f"{a['bytes'] / a['seconds'] / 1e6:.1f} MB/s" if a["seconds"] else "-"
         t.add_row(
-            str(a["run_id"]),
+            str(a["run"]),
             a["account"],
-            a["target_user"],
+            a["target_account"],
             a["status"],
             str(a["copied"]),
             human_bytes(a["bytes"]),

@@ -30,6 +30,7 @@ from mailferry.formats import mutf7
 from mailferry.formats.folders import canonical_use
 from mailferry.formats.identity import IDENTITY_FIELDS, identity
 from mailferry.formats.imap_fetch import Fetched, FetchParseError, parse_fetch
+from mailferry.formats.server_words import server_words
 from mailferry.model.mail import AppendItem, FolderInfo, FolderStatus, MessageMeta, Namespace, ServerInfo
 
 Security = Literal["tls", "starttls", "none"]
@@ -687,4 +688,4 @@ def _safe(e: BaseException, *secrets: str) -> str:
     for s in secrets:
         if s:
             text = text.replace(s, "***")
-    return text[:500]
+    return server_words(text)[:500]

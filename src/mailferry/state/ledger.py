@@ -183,6 +183,7 @@ class Finding:
     kind: str
     message: str
     details: dict[str, Any]
+    run: int = 0  # the run that recorded it (filled in when read back)
 
 
 def encode_flags(flags: Iterable[str]) -> str:
@@ -539,7 +540,7 @@ class SqliteLedger:
             )
 
     def findings(self, run_id: int | None = None, account: str | None = None) -> list[Finding]:
-        q = "SELECT account, folder, uid, kind, message, details FROM findings WHERE 1=1"
+        q = "SELECT account, folder, uid, kind, message, details, run_id FROM findings WHERE 1=1"
         args: list[Any] = []
         if run_id is not None:
             q += " AND run_id=?"
@@ -548,7 +549,7 @@ class SqliteLedger:
             q += " AND account=?"
             args.append(account)
         rows = self._db.execute(q + " ORDER BY id", args).fetchall()
-        return [Finding(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+        return [Finding(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6]) for r in rows]
 
     # -- target mailboxes ---------------------------------------------------------------------
 

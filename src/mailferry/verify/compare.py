@@ -32,9 +32,9 @@ PROBLEMS = frozenset({"missing", "altered", "extra", "date", "flags", "refused"}
 class Discrepancy:
     kind: str
     account: str
-    folder: str
+    source_folder: str
     target_folder: str
-    uid: int | None
+    source_uid: int | None
     target_uid: int | None
     message_id: str
     date: str
