@@ -93,6 +93,11 @@ class WriteStore(ReadStore, Protocol):
         """Set the flags of each UID to exactly the given ones."""
         ...
 
+    def case_sensitive_names(self, prefix: str = "") -> bool | None:
+        """Whether the server holds folder names differing only in case apart (None: not known).
+        Finds out by creating and deleting probe folders under ``prefix``; touches nothing else."""
+        ...
+
     def expunge_uids(self, folder: str, uids: Sequence[int]) -> None:
         """Remove these messages (used only for the opt-in propagation of source deletions)."""
         ...

@@ -16,6 +16,7 @@ import imaplib
 import re
 import socket
 import ssl
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -574,6 +575,44 @@ class ImapStore:
             by_flags.setdefault(tuple(sorted(fl)), []).append(uid)
         for fl, uids in by_flags.items():
             self._call(f"STORE {folder}", "set_flags", uid_ranges(uids), list(fl), silent=True)
+
+    def case_sensitive_names(self, prefix: str = "") -> bool | None:
+        """Whether this server holds folder names that differ only in case apart (``Archive`` and
+        ``archive``). RFC 3501 makes names case-sensitive (but INBOX), yet Exchange, or Dovecot on
+        a case-insensitive file system, is not, and nothing in the protocol says which. So ask by
+        doing: CREATE ``<prefix>MailferryCaseProbe-<random>``, then the same name in lower case,
+        then LIST both. Two folders listed: True. The second CREATE refused ("already exists") or
+        one folder listed: False. The first CREATE refused (no right to create there): None, not
+        known. Every probe folder is deleted again, and those an interrupted earlier call left are
+        deleted first; they are never subscribed.
+        """
+        self._refuse_on_source("probe folder names")
+        stem = "MailferryCaseProbe-"
+
+        def listed(pattern: str) -> set[str]:
+            return {self._name(r[2]) for r in self._call("LIST", "list_folders", "", self._wire(pattern))}
+
+        def delete(name: str) -> None:
+            with contextlib.suppress(ServerRefused):
+                self._call(f"DELETE {name}", "delete_folder", self._wire(name))
+
+        for name in listed(prefix + stem + "%") | listed(prefix + stem.lower() + "%"):
+            delete(name)
+        token = uuid.uuid4().hex[:8]  # hex digits: the same in both cases
+        upper, lower = prefix + stem + token, prefix + (stem + token).lower()
+        try:
+            self._call(f"CREATE {upper}", "create_folder", self._wire(upper))
+        except ServerRefused:
+            return None
+        try:
+            try:
+                self._call(f"CREATE {lower}", "create_folder", self._wire(lower))
+            except ServerRefused:
+                return False
+            return len(listed(prefix + "%" + token)) == 2
+        finally:
+            delete(lower)
+            delete(upper)
 
     def expunge_uids(self, folder: str, uids: Sequence[int]) -> None:
         self._refuse_on_source("delete messages")

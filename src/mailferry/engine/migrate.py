@@ -15,6 +15,7 @@ queue; ``connections_per_account`` writers MULTIAPPEND them to the target in par
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import imaplib
 import queue
@@ -174,6 +175,19 @@ class Engine:
         self.options = options
         self.reporter: Reporter = reporter or NullReporter()
         self.budget = ByteBudget(options.inflight_bytes)
+        # Learned of the target once per run, shared by its accounts: does it tell folder names
+        # apart by case (None: not known, or not asked yet).
+        self._case_lock = threading.Lock()
+        self._case_sensitive: bool | None = None
+        self._case_probed = False
+
+    def target_case_sensitive(self, probe: Callable[[], bool | None]) -> bool | None:
+        """Whether the target tells folder names apart by case, ``probe``-d once per run."""
+        with self._case_lock:
+            if not self._case_probed:
+                self._case_sensitive = probe()
+                self._case_probed = True
+            return self._case_sensitive
 
     # -- the account --------------------------------------------------------------------------
 
@@ -345,7 +359,26 @@ class AccountRun:
                 separator_substitute=rules.separator_substitute,
             )
         self.target_limit = tinfo.appendlimit
-        return map_all([(f.name, f.special_use) for f in folders], s_side, t_side, rules)
+        names = [(f.name, f.special_use) for f in folders]
+
+        def mapping(case_sensitive: bool | None) -> list[FolderMapping]:
+            return map_all(names, s_side, dataclasses.replace(t_side, case_sensitive=case_sensitive), rules)
+
+        # Whether the target holds "Archive" apart from "archive" matters only when two folders
+        # would land on names differing only in case. Two such names listed on the target settle
+        # it; else migrate asks the target with a probe folder (once per run). A dry run (plan,
+        # verify) can't create one: it maps as if the target couldn't hold both, with a note.
+        listed = {f.name for f in tfolders}
+        if len({n.casefold() for n in listed}) < len(listed):
+            return mapping(True)
+        optimistic = mapping(True)
+        targets = {m.target for m in optimistic if m.target is not None}
+        if len({t.casefold() for t in targets}) == len(targets):
+            return optimistic
+        if self.dry_run:
+            return mapping(None)
+        prefix = tinfo.namespace.prefix
+        return mapping(self.e.target_case_sensitive(lambda: self.retry(tgt, tgt.case_sensitive_names, prefix)))
 
     def plan_only(self) -> tuple[list[FolderPlan], list[FolderMapping]]:
         folders = self.source_folders()

@@ -1,0 +1,62 @@
+"""End to end against real Dovecot: what a target can't hold, and what it can.
+
+Keywords longer than the target stores (Dovecot's ``mail_max_keyword_length``) cost the keyword,
+never the message; folders whose names differ only in case keep their names where the target holds
+them apart; messages the target refused (over quota) stay outstanding, are retried by every pass
+and keep the exit code off 0 until they are copied.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from helpers import cli, folder_names, holdings, write_project
+
+from mailferry.errors import ExitCode
+from mailferry.sandbox.servers import seed_messages
+
+USERS = {"alice": "alicepw", "bob": "bobpw"}
+
+
+def message(i: int, size: int = 0, folder: str = "") -> bytes:
+    return (
+        (
+            f"From: a@example.org\r\nTo: alice@example.org\r\nSubject: message {i} {folder}\r\n"
+            f"Message-ID: <m{i}.{folder.lower() or 'inbox'}@example.org>\r\n\r\nbody {i}\r\n"
+        ).encode()
+        + b"x" * size
+        + b"\r\n"
+    )
+
+
+# -- folders whose names differ only in case ---------------------------------------------------
+
+
+def test_folders_differing_only_in_case_keep_their_names_on_a_target_that_holds_them_apart(
+    dovecot_factory, tmp_path: Path
+) -> None:
+    src = dovecot_factory(style="slash", users=USERS, special_use=True)  # "Archive", "Sent" declared
+    contents = {"Archive": 2, "archive": 3, "Sent": 1, "sent": 4, "Projects": 1, "projects": 2}
+    for name, n in contents.items():
+        seed_messages(src.host, src.port, "alice", "alicepw", name, [message(i, folder=name) for i in range(n)])
+    for style in ("slash", "dotted"):
+        tgt = dovecot_factory(style=style, users=USERS, special_use=True)
+        project = write_project(tmp_path / style, src, tgt, ["alice"])
+
+        r = cli("migrate", project, "--json")
+        assert r.code == ExitCode.OK, r.out + r.err
+        names = folder_names(tgt, "alice", "alicepw")
+        held = holdings(tgt, "alice", "alicepw")
+        for name, n in contents.items():
+            on_target = tgt.folder(name)
+            assert on_target in names, (on_target, sorted(names))
+            assert len(held[on_target]) == n  # each folder's own messages, under its own name
+            assert all(f"{name}".encode() in body for body, _ in held[on_target])
+        assert not [n for n in names if "(" in n or "probe" in n.lower()], sorted(names)  # no counter, no probe left
+        assert b"\\Archive" in names[tgt.folder("Archive")] and b"\\Sent" in names[tgt.folder("Sent")]
+        # Visible: the folder that did not get the special-use role says so.
+        notes = [f["message"] for f in r.json()["findings"] if f["kind"] == "folder-name"]
+        assert any("'archive'" in n and "went to 'Archive'" in n for n in notes), notes
+        v = cli("verify", project, "--deep", "--json")
+        assert v.code == ExitCode.OK and v.json()["clean"], v.out
+        assert cli("migrate", project, "--json").json()["copied"] == 0
