@@ -352,7 +352,7 @@ def migrate(
                 codes.append(s.exit_code)
             elif s.source_changed:
                 codes.append(int(ExitCode.SOURCE_CHANGED))
-            elif s.findings:
+            elif s.findings or s.outstanding:  # clean only when nothing the target refused is left
                 codes.append(int(ExitCode.FINDINGS))
             else:
                 codes.append(0)
@@ -448,14 +448,23 @@ def verify(project: Project, names: Sequence[str] | None = None, *, deep: bool =
 
 def report(project: Project, run: int | None = None) -> Result:
     if not project.ledger_path.exists():
-        return Result({"runs": [], "accounts": [], "findings": []}, 0)
+        return Result({"runs": [], "accounts": [], "findings": [], "outstanding": []}, 0)
     ledger = open_ledger(project, readonly=True)
     try:
         runs = [r for r in ledger.runs() if run is None or r["id"] == run]
         per_account = ledger.account_runs(run)
         findings = [dict(_finding(f), run=None) for f in ledger.findings(run)]
+        # Not per run: what the target refused and still lacks, each once, with the run that last
+        # tried it; a message leaves this list when a later pass copies it.
+        outstanding = ledger.outstanding()
         return Result(
-            {"runs": runs, "accounts": per_account, "findings": findings, "ledger": ledger.counts()},
+            {
+                "runs": runs,
+                "accounts": per_account,
+                "findings": findings,
+                "outstanding": outstanding,
+                "ledger": ledger.counts(),
+            },
             0,
         )
     finally:

@@ -60,3 +60,55 @@ def test_folders_differing_only_in_case_keep_their_names_on_a_target_that_holds_
         v = cli("verify", project, "--deep", "--json")
         assert v.code == ExitCode.OK and v.json()["clean"], v.out
         assert cli("migrate", project, "--json").json()["copied"] == 0
+
+
+# -- refusals stay outstanding until copied ----------------------------------------------------
+
+
+def test_refused_messages_are_retried_by_every_pass_and_keep_the_run_from_exiting_0(
+    dovecot_factory, tmp_path: Path
+) -> None:
+    src = dovecot_factory(style="dotted", users=USERS, special_use=False)
+    tgt = dovecot_factory(style="slash", users=USERS, quota_mb=1)
+    seed_messages(src.host, src.port, "alice", "alicepw", "INBOX", [message(i, 100_000) for i in range(16)])
+    seed_messages(src.host, src.port, "alice", "alicepw", "INBOX.Small", [message(i, 100, "Small") for i in range(3)])
+    seed_messages(src.host, src.port, "bob", "bobpw", "INBOX", [message(i, 100) for i in range(3)])
+    project = write_project(tmp_path / "p", src, tgt, USERS)
+
+    first = cli("migrate", project, "--json")
+    assert first.code == ExitCode.FINDINGS, first.out + first.err
+    refused = first.json()["refused"]
+    assert 0 < refused < 16, first.out
+    alice = next(a for a in first.json()["accounts"] if a["account"] == "alice")
+    assert alice["outstanding"] == refused
+
+    def outstanding() -> list[dict]:
+        r = cli("report", project, "--json")
+        assert r.code == ExitCode.OK, r.out + r.err
+        return r.json()["outstanding"]
+
+    listed = outstanding()
+    assert len(listed) == refused  # each once
+    assert len({(o["folder"], o["uid"]) for o in listed}) == refused
+    assert {o["run"] for o in listed} == {first.json()["run"]} and {o["account"] for o in listed} == {"alice"}
+    assert all("OVERQUOTA" in o["details"]["server"] or "uota" in o["message"] for o in listed), listed
+
+    # Nothing changed on the source: the pass still tries the refused messages again (and only
+    # them), and the run is not clean.
+    second = cli("migrate", project, "--json")
+    assert second.code == ExitCode.FINDINGS, second.out + second.err
+    assert second.json()["refused"] == refused and second.json()["copied"] == 0
+    listed = outstanding()
+    assert len(listed) == refused and {o["run"] for o in listed} == {second.json()["run"]}
+
+    # The target's quota is raised: a plain re-run (no --full) copies them, and is clean.
+    tgt.set_limits(quota_mb=100)
+    third = cli("migrate", project, "--json")
+    assert third.code == ExitCode.OK, third.out + third.err
+    assert third.json()["copied"] == refused and third.json()["refused"] == 0
+    assert outstanding() == []
+    held = holdings(tgt, "alice", "alicepw")
+    assert len(held["INBOX"]) == 16 and len(held["Small"]) == 3
+    v = cli("verify", project, "--deep", "--json")
+    assert v.code == ExitCode.OK and v.json()["clean"], v.out
+    assert cli("migrate", project, "--json").code == ExitCode.OK

@@ -202,6 +202,14 @@ def report(data: dict[str, Any]) -> None:
     c.print(t)
     for f in data["findings"]:
         c.print(f"  {f['kind']}: {f['message']}")
+    if data["outstanding"]:
+        t = Table(title=f"outstanding: {len(data['outstanding'])} messages the target refused and still lacks")
+        for col in ("account", "folder", "UID", "bytes", "last tried in run", "why"):
+            t.add_column(col)
+        for o in data["outstanding"]:
+            why = (o["details"] or {}).get("server") or o["message"] or ""
+            t.add_row(o["account"], o["folder"], str(o["uid"]), str(o["size"]), str(o["run"]), why)
+        c.print(t)
 
 
 def directory_discover(data: dict[str, Any]) -> None:

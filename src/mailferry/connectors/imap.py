@@ -401,15 +401,22 @@ class ImapStore:
             self._select(folder, write=True)
         return self.permanent_flags.get(folder)
 
-    def inventory(self, folder: str, after_uid: int = 0, *, write: bool = False) -> list[MessageMeta]:
+    def inventory(
+        self, folder: str, after_uid: int = 0, *, uids: Sequence[int] | None = None, write: bool = False
+    ) -> list[MessageMeta]:
+        if uids is not None and not uids:
+            return []
         self._select(folder, write=write)
         items = ["UID", "RFC822.SIZE", "INTERNALDATE", "FLAGS", _FETCH_HEADER]
         if self._condstore:
             items.append("MODSEQ")
-        data = self._fetch(f"FETCH {folder}", f"{after_uid + 1}:*", items)
+        wanted = None if uids is None else set(uids)
+        data = self._fetch(f"FETCH {folder}", f"{after_uid + 1}:*" if uids is None else uid_ranges(uids), items)
         out: list[MessageMeta] = []
         for uid, d in data.items():
             if uid <= after_uid:  # "N:*" always matches the highest UID (RFC 3501 6.4.8)
+                continue
+            if wanted is not None and uid not in wanted:
                 continue
             if d.size is None or d.internaldate is None or d.flags is None:
                 raise ServerRefused(f"{self.label}: FETCH {folder}: UID {uid} came back incomplete")

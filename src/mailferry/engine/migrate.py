@@ -113,6 +113,7 @@ class AccountStats:
     exit_code: int = 0
     source_changed: bool = False
     findings: int = 0
+    outstanding: int = 0  # messages the target refused, in this pass or earlier ones, still not on it
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -212,6 +213,7 @@ class Engine:
             run.finding("", None, "account-failed", stats.error, {})
         finally:
             run.close()
+            stats.outstanding = len(self.ledger.outstanding(job.source_user))
             stats.seconds = round(time.monotonic() - t0, 3)
             self.ledger.record_account_run(run_id, job.source_user, job.target_user, stats.as_dict())
             self.reporter.account_finished(job.source_user, stats)
@@ -332,6 +334,8 @@ class AccountRun:
         known = {s.source_folder: s for s in self.ledger.folder_states(self.account)}
         if set(known) != {f.name for f in folders} or self.ledger.has_pending(self.account):
             return statuses, False
+        if self.ledger.refused_folders(self.account):
+            return statuses, False  # outstanding refusals are tried again by every pass
         for name, st in statuses.items():
             k = known[name]
             if (k.uidvalidity, k.uidnext, k.messages) != (st.uidvalidity, st.uidnext, st.messages):
@@ -408,6 +412,7 @@ class AccountRun:
             return
         mappings = self.folder_map(folders)
         by_name = {f.name: f for f in folders}
+        self._drop_refusals_of_folders_left(mappings, by_name)
         tgt = self.target_store()
         # Create every target folder first (parents before children), then subscriptions.
         for m in sorted((m for m in mappings if m.target), key=lambda m: (m.target or "").count("/")):
@@ -442,6 +447,15 @@ class AccountRun:
             else:
                 self._finish_folder(j)
 
+    def _drop_refusals_of_folders_left(self, mappings: list[FolderMapping], by_name: dict[str, FolderInfo]) -> None:
+        """Refused messages of a folder the source no longer has, or the admin's rules now
+        exclude, are no longer outstanding: they are not source items to carry any more."""
+        kept = {m.source for m in mappings if m.target is not None and by_name[m.source].selectable}
+        for folder in sorted(self.ledger.refused_folders(self.account) - kept):
+            rows = [(r.uidvalidity, r.uid) for r in self.ledger.messages(self.account, folder) if r.state == "refused"]
+            self.ledger.forget(self.account, folder, rows)
+            self.e.reporter.note(self.account, f"{folder}: gone or excluded; its {len(rows)} refused messages dropped")
+
     def _save_noselect(self, m: FolderMapping) -> None:
         self.ledger.save_folder_state(FolderState(self.account, m.source, m.target or "", 0, 0, 0, None, None))
 
@@ -454,16 +468,21 @@ class AccountRun:
         state = self.ledger.folder_state(self.account, f.name)
         records = self.ledger.messages(self.account, f.name)
         pending = [r for r in records if r.state == "pending"]
-        refused = any(r.state == "refused" for r in records)
         incremental = (
             not self.opts.full
             and state is not None
             and state.uidvalidity == st.uidvalidity
             and state.target_folder == target_folder
-            and not refused
         )  # pending intents are all above the recorded UIDNEXT, so they stay incremental
         after = state.uidnext - 1 if incremental and state is not None else 0
         source_msgs: list[MessageMeta] = self.retry(src, lambda: src.inventory(f.name, after))
+        # Outstanding refusals below that are looked at again, and only they (the planner's contract).
+        refused = [
+            r.uid for r in records if r.state == "refused" and r.uid <= after and r.uidvalidity == st.uidvalidity
+        ]
+        if refused:
+            again: list[MessageMeta] = self.retry(src, lambda: src.inventory(f.name, uids=refused))
+            source_msgs = sorted(again + source_msgs, key=lambda mm: mm.uid)
         flags: dict[int, tuple[str, ...]] | None
         if not incremental:
             flags = {mm.uid: mm.flags for mm in source_msgs}
@@ -606,7 +625,12 @@ class AccountRun:
                 self.stats.matched += 1
             elif isinstance(a, Skip):
                 self.stats.skipped += 1
-                if a.finding:
+                if a.finding:  # the target can't take it (APPENDLIMIT): outstanding, like a refusal
+                    refused = MessageRecord(
+                        validity, a.meta.uid, a.meta.key, a.meta.size, "refused", "", target_folder, None, None,
+                        job.target_after, a.meta.flags,
+                    )  # fmt: skip
+                    self.ledger.record_copied(self.account, folder, [refused], self.run_id)
                     self.finding(
                         folder,
                         a.meta.uid,
