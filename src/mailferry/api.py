@@ -21,6 +21,7 @@ from mailferry.engine.migrate import AccountJob, AccountStats, Connection, Engin
 from mailferry.engine.verify_run import verify_account
 from mailferry.errors import ExitCode, MailferryError, UsageError
 from mailferry.formats.folders import Rules
+from mailferry.plan.keywords import COMMON_LIMIT as COMMON_KEYWORD_LIMIT
 from mailferry.plan.planner import Adopt, Delete, Forget, Policy, Rebase, SetFlags, Skip
 from mailferry.state.ledger import SqliteLedger
 
@@ -256,6 +257,14 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
                 lost = sorted(k for k in out["_keywords"] if k.lower() not in perm)
                 if lost:
                     out["warnings"].append(f"keywords the target can't store: {', '.join(lost)}")
+            else:  # any keyword, as far as the target says: but a length limit is not announced
+                long = sorted(k for k in out["_keywords"] if len(k.encode()) > COMMON_KEYWORD_LIMIT)
+                if long:
+                    out["warnings"].append(
+                        f"keywords longer than {COMMON_KEYWORD_LIMIT} bytes, which the target may refuse (Dovecot "
+                        f"does by default): {', '.join(long)}; migrate keeps those messages without the keywords "
+                        "the target refuses and names each"
+                    )
             for cap in ("UIDPLUS", "MULTIAPPEND"):
                 if not t["capabilities"][cap]:
                     out["warnings"].append(f"the target lacks {cap}: slower and less exact bookkeeping")

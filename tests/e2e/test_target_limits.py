@@ -11,9 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from helpers import cli, folder_names, holdings, write_project
+from imapclient import IMAPClient
 
 from mailferry.errors import ExitCode
-from mailferry.sandbox.servers import seed_messages
+from mailferry.sandbox.servers import TcpProxy, seed_messages
 
 USERS = {"alice": "alicepw", "bob": "bobpw"}
 
@@ -27,6 +28,78 @@ def message(i: int, size: int = 0, folder: str = "") -> bytes:
         + b"x" * size
         + b"\r\n"
     )
+
+
+# -- keywords longer than the target stores ----------------------------------------------------
+
+LONG60, LONG55, LONG51, JUST50 = "$" + "k" * 59, "$" + "m" * 54, "$" + "n" * 50, "$" + "o" * 49
+
+
+def keywords_of(i: int) -> tuple[str, ...]:
+    return [("\\Seen", "$Short", LONG60), ("$Label1", LONG55), ("\\Flagged", JUST50, LONG51), ()][i % 4]
+
+
+def test_keywords_over_the_targets_limit_cost_the_keyword_never_the_message(dovecot_factory, tmp_path: Path) -> None:
+    src = dovecot_factory(style="dotted", users=USERS, special_use=False, max_keyword_length=200)
+    tgt = dovecot_factory(style="slash", users=USERS)  # mail_max_keyword_length: Dovecot's default, 50
+    inbox = [message(i) for i in range(40)]
+    flags = [keywords_of(i) for i in range(40)]
+    seed_messages(src.host, src.port, "alice", "alicepw", "INBOX", inbox, per_message_flags=flags)
+    projects = [message(i, folder="Projects") for i in range(10)]
+    seed_messages(src.host, src.port, "alice", "alicepw", "INBOX.Projects", projects, flags=("$Client", LONG60, LONG51))
+    long = {LONG60, LONG55, LONG51}
+    proxy = TcpProxy.start(tgt.host, tgt.port, record=True)
+    try:
+        project = write_project(tmp_path / "p", src, tgt, ["alice"], target_port=proxy.port)
+        # check can't ask the target without writing to it, but it warns of the likely limit.
+        [warning] = cli("check", project, "--json").json()["accounts"][0]["warnings"]
+        assert all(k in warning for k in long) and JUST50 not in warning and "$Short" not in warning
+        r = cli("migrate", project, "--json")
+        refusals = proxy.transcript("down").count(b"Keyword length too long")
+        assert r.code == ExitCode.FINDINGS, r.out + r.err
+        data = r.json()
+        assert data["refused"] == 0 and data["copied"] == 50
+        # Every message is on the target, byte for byte, with every keyword but the long ones.
+        held = holdings(tgt, "alice", "alicepw")
+        kept = [tuple(sorted(k.encode() for k in f if k not in long)) for f in flags]
+        assert held["INBOX"] == sorted(zip(inbox, kept, strict=True))
+        assert held["Projects"] == sorted((b, (b"$Client",)) for b in projects)
+        # Each dropped keyword is named with its message (folder, UID, Message-ID): one finding each.
+        dropped = [f for f in data["findings"] if f["kind"] == "keyword-dropped"]
+        assert {f["kind"] for f in data["findings"]} == {"keyword-dropped"}
+        assert len(dropped) == len({(f["folder"], f["uid"]) for f in dropped}) == 30 + 10
+        for f in dropped:
+            d = f["details"]
+            assert d["message_id"] and d["message_id"] in f["message"] and f"UID {f['uid']}" in f["message"]
+            assert d["keywords"] and set(d["keywords"]) <= long and all(repr(k) in f["message"] for k in d["keywords"])
+        assert {(f["folder"], tuple(sorted(f["details"]["keywords"]))) for f in dropped} == {
+            ("INBOX", (LONG60,)),
+            ("INBOX", (LONG55,)),
+            ("INBOX", (LONG51,)),
+            ("INBOX.Projects", tuple(sorted((LONG60, LONG51)))),
+        }
+        # Learned, not retried per message: a few refusals to learn the limit, not one a message.
+        assert 0 < refusals <= 12, refusals
+
+        # Keywords added on the source later, one over the limit: the rest is carried, it is named.
+        c = IMAPClient(src.host, src.port, ssl=False)
+        c.login("alice", "alicepw")
+        c.select_folder("INBOX")
+        c.add_flags([4], [b"\\Answered", b"$" + b"z" * 70, b"$Fine"])
+        c.logout()
+        again = cli("migrate", project, "--json")
+        assert again.code == ExitCode.FINDINGS, again.out + again.err
+        assert again.json()["flag_updates"] == 1
+        [f] = again.json()["findings"]
+        assert f["kind"] == "keyword-dropped" and f["uid"] == 4 and f["details"]["keywords"] == ["$" + "z" * 70]
+        assert f["details"]["message_id"] == "<m3.inbox@example.org>"
+        held = holdings(tgt, "alice", "alicepw")
+        assert (inbox[3], (b"$Fine", b"\\Answered")) in held["INBOX"]
+        # Nothing is outstanding: every message is on the target.
+        assert cli("migrate", project, "--json").code == ExitCode.OK
+        assert cli("report", project, "--json").json()["outstanding"] == []
+    finally:
+        proxy.stop()
 
 
 # -- folders whose names differ only in case ---------------------------------------------------

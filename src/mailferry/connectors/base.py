@@ -91,7 +91,8 @@ class WriteStore(ReadStore, Protocol):
         ...
 
     def store_flags(self, folder: str, changes: Iterable[tuple[int, tuple[str, ...]]]) -> None:
-        """Set the flags of each UID to exactly the given ones."""
+        """Set the flags of each UID to exactly the given ones. Raises ItemRefused when the server
+        refuses the change (e.g. a keyword it can't store); some UIDs may then have been changed."""
         ...
 
     def case_sensitive_names(self, prefix: str = "") -> bool | None:

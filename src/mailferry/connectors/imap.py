@@ -581,7 +581,10 @@ class ImapStore:
         for uid, fl in changes:
             by_flags.setdefault(tuple(sorted(fl)), []).append(uid)
         for fl, uids in by_flags.items():
-            self._call(f"STORE {folder}", "set_flags", uid_ranges(uids), list(fl), silent=True)
+            try:
+                self._call(f"STORE {folder}", "set_flags", uid_ranges(uids), list(fl), silent=True)
+            except ServerRefused as e:  # e.g. Dovecot: [CANNOT] Keyword length too long
+                raise ItemRefused(e.message) from None
 
     def case_sensitive_names(self, prefix: str = "") -> bool | None:
         """Whether this server holds folder names that differ only in case apart (``Archive`` and

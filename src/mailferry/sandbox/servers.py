@@ -1243,13 +1243,16 @@ class TcpProxy:
     - :meth:`set_cut_after_bytes` arms a byte budget for connections accepted afterwards: once
       ``n`` bytes have passed in either direction (client->server or server->client, counted
       separately), exactly those ``n`` bytes are delivered and the connection is cut.
+    - ``record=True`` keeps every byte passed, per direction ("up": client to server, "down"),
+      all connections together: :meth:`transcript` (to count what a server answered).
     """
 
     host: str
     port: int
 
-    def __init__(self, target_host: str, target_port: int, port: int | None = None) -> None:
+    def __init__(self, target_host: str, target_port: int, port: int | None = None, *, record: bool = False) -> None:
         self.host = HOST
+        self._record: dict[str, bytearray] | None = {"up": bytearray(), "down": bytearray()} if record else None
         self.target = (target_host, target_port)
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -1264,8 +1267,8 @@ class TcpProxy:
         self._thread = threading.Thread(target=self._accept_loop, name=f"proxy-{self.port}", daemon=True)
 
     @classmethod
-    def start(cls, target_host: str, target_port: int, *, port: int | None = None) -> TcpProxy:
-        proxy = cls(target_host, target_port, port)
+    def start(cls, target_host: str, target_port: int, *, port: int | None = None, record: bool = False) -> TcpProxy:
+        proxy = cls(target_host, target_port, port, record=record)
         proxy._thread.start()
         return proxy
 
@@ -1282,6 +1285,13 @@ class TcpProxy:
         for link in links:
             link.cut()
         return len(links)
+
+    def transcript(self, direction: str) -> bytes:
+        """Every byte passed in ``direction`` ("up" or "down") so far (needs ``record=True``)."""
+        if self._record is None:
+            raise SandboxError("the proxy was started without record=True")
+        with self._lock:
+            return bytes(self._record[direction])
 
     @property
     def live_connections(self) -> int:
@@ -1354,6 +1364,9 @@ class TcpProxy:
                         break
                 dst.sendall(data)
                 link.sent[direction] += len(data)
+                if self._record is not None:
+                    with self._lock:
+                        self._record[direction] += data
         except OSError:
             pass
         # One side ended (EOF, error or budget): end the whole connection, as a broken network
