@@ -22,6 +22,7 @@ from mailferry.engine.migrate import AccountJob, AccountStats, Connection, Engin
 from mailferry.engine.verify_run import verify_account
 from mailferry.errors import ExitCode, MailferryError, UsageError
 from mailferry.formats.folders import Rules
+from mailferry.plan.keywords import COMMON_LIMIT as COMMON_KEYWORD_LIMIT
 from mailferry.plan.planner import Adopt, Delete, Forget, Policy, Rebase, SetFlags, Skip
 from mailferry.state.ledger import SqliteLedger
 
@@ -307,6 +308,14 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
                 lost = sorted(k for k in out["_keywords"] if k.lower() not in perm)
                 if lost:
                     out["warnings"].append(f"keywords the target can't store: {', '.join(lost)}")
+            else:  # any keyword, as far as the target says: but a length limit is not announced
+                long = sorted(k for k in out["_keywords"] if len(k.encode()) > COMMON_KEYWORD_LIMIT)
+                if long:
+                    out["warnings"].append(
+                        f"keywords longer than {COMMON_KEYWORD_LIMIT} bytes, which the target may refuse (Dovecot "
+                        f"does by default): {', '.join(long)}; migrate keeps those messages without the keywords "
+                        "the target refuses and names each"
+                    )
             for cap in ("UIDPLUS", "MULTIAPPEND"):
                 if not t["capabilities"][cap]:
                     out["warnings"].append(f"the target lacks {cap}: slower and less exact bookkeeping")
@@ -451,7 +460,8 @@ def account_exit_code(s: AccountStats) -> int:
         return s.exit_code
     if s.source_changed:
         return int(ExitCode.SOURCE_CHANGED)
-    return int(ExitCode.FINDINGS) if s.findings else 0
+    # Clean only when nothing the target refused is left (outstanding refusals from earlier runs too).
+    return int(ExitCode.FINDINGS) if s.findings or s.outstanding else 0
 
 
 def _account_row(s: AccountStats) -> dict[str, Any]:
@@ -467,6 +477,24 @@ def _error_row(job: AccountJob, e: MailferryError) -> dict[str, Any]:
         "target_account": job.target_user,
         "error": str(e),
         "exit_code": int(e.exit_code),
+    }
+
+
+def _outstanding(o: dict[str, Any]) -> dict[str, Any]:
+    """A refused message the target still lacks, in the contract's names."""
+    d = o.get("details") or {}
+    return {
+        "run": o["run"],
+        "account": o["account"],
+        "kind": o["kind"],
+        "source_folder": o["folder"],
+        "source_uid": o["uid"],
+        "uidvalidity": o["uidvalidity"],
+        "message_id": d.get("message_id"),
+        "size": o["size"],
+        "target_folder": o["target_folder"],
+        "message": o["message"],
+        "details": d,
     }
 
 
@@ -557,7 +585,15 @@ def verify(project: Project, names: Sequence[str] | None = None, *, deep: bool =
 
 
 def report(project: Project, run: int | None = None) -> Result:
-    empty = {"command": "report", "runs": [], "accounts": [], "findings": [], "ledger": {}, "exit_code": 0}
+    empty = {
+        "command": "report",
+        "runs": [],
+        "accounts": [],
+        "findings": [],
+        "outstanding": [],
+        "ledger": {},
+        "exit_code": 0,
+    }
     if not project.ledger_path.exists():
         return Result(empty, 0)
     ledger = open_ledger(project, readonly=True)
@@ -570,8 +606,18 @@ def report(project: Project, run: int | None = None) -> Result:
             for a in ledger.account_runs(run)
         ]
         findings = [_finding(f) for f in ledger.findings(run)]
+        # Not per run: what the target refused and still lacks, each once, with the run that last
+        # tried it; a message leaves this list when a later pass copies it.
+        outstanding = [_outstanding(o) for o in ledger.outstanding()]
         return Result(
-            empty | {"runs": runs, "accounts": per_account, "findings": findings, "ledger": ledger.counts()},
+            empty
+            | {
+                "runs": runs,
+                "accounts": per_account,
+                "findings": findings,
+                "outstanding": outstanding,
+                "ledger": ledger.counts(),
+            },
             0,
         )
     finally:

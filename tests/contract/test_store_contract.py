@@ -131,3 +131,16 @@ def test_wrong_password_is_an_auth_error_without_the_password(server) -> None:
     with pytest.raises(AuthError) as e:
         ImapStore(Endpoint(server.host, server.port, "none"), Login("alice", "Wr0ng-pass"), readonly=True, label="t")
     assert "Wr0ng-pass" not in str(e.value) and "alice" in str(e.value)
+
+
+def test_case_sensitive_names_asks_the_server_and_leaves_nothing_behind(server) -> None:
+    w = store(server, readonly=False)
+    before = {f.name for f in w.list_folders()}
+    # An interrupted earlier probe left one behind: it is cleaned up too.
+    w.create_folder(server.prefix + "MailferryCaseProbe-0000dead")
+    # Both servers keep names apart by case (Dovecot on a case-sensitive file system, Cyrus).
+    assert w.case_sensitive_names(server.prefix) is True
+    assert {f.name for f in w.list_folders()} == before
+    w.close()
+    with pytest.raises(MailferryError, match="source"):
+        store(server, readonly=True).case_sensitive_names(server.prefix)

@@ -431,6 +431,7 @@ ANY_SIDE = st.builds(
     delimiter=st.sampled_from(["", "/", ".", "_", "\\", " ", "2"]),
     special=st.dictionaries(st.sampled_from(["\\Sent", "\\junk", "\\All", "\\Nope"]), st.text(max_size=6)),
     outside=st.lists(st.sampled_from(["", "Shared/", "user.", "#"]), max_size=2).map(tuple),
+    case_sensitive=st.sampled_from([None, True, False]),
 )
 ANY_RULES = st.sampled_from(
     [
@@ -459,15 +460,29 @@ def test_map_all_sent_and_sent_items() -> None:
     result = map_all([("Sent Items", None), ("Sent", None), ("INBOX", None)], DOVECOT, CYRUS)
     assert [(m.source, m.target) for m in result] == [
         ("INBOX", "INBOX"),
-        ("Sent", "INBOX.Sent"),  # the exact default name keeps it
-        ("Sent Items", "INBOX.Sent (2)"),
+        ("Sent", "INBOX.Sent"),  # the exact default name takes the role
+        ("Sent Items", "INBOX.Sent Items"),  # the other keeps its own name, not "Sent (2)"
     ]
-    assert result[2].notes == ("target 'INBOX.Sent' is already taken by 'Sent': mapped to 'INBOX.Sent (2)' instead",)
+    assert result[1].special_use == "\\Sent" and result[2].special_use is None
+    assert result[2].notes == (
+        "special use \\Sent went to 'Sent' (its name matches exactly): "
+        "kept as a plain folder under its own name 'INBOX.Sent Items'",
+    )
 
 
-def test_map_all_prefers_the_declared_special_use() -> None:
+def test_map_all_exact_name_takes_the_role_even_against_a_declared_use() -> None:
+    # "Sent" keeping "Sent" and "Sent Items" keeping "Sent Items" renames nothing; giving the role
+    # to the declared folder would leave "Sent" only "Sent (2)".
     result = map_all([("Sent", None), ("Sent Items", "\\Sent")], DOVECOT, DOVECOT)
-    assert {m.source: m.target for m in result} == {"Sent Items": "Sent", "Sent": "Sent (2)"}
+    assert {m.source: (m.target, m.special_use) for m in result} == {
+        "Sent": ("Sent", "\\Sent"),
+        "Sent Items": ("Sent Items", None),
+    }
+
+
+def test_map_all_declared_use_wins_where_no_name_matches() -> None:
+    result = map_all([("Sent Messages", None), ("Sent Items", "\\Sent")], DOVECOT, DOVECOT)
+    assert {m.source: m.target for m in result} == {"Sent Items": "Sent", "Sent Messages": "Sent Messages"}
 
 
 def test_map_all_substitute_collision_prefers_the_unchanged_name() -> None:
@@ -484,9 +499,37 @@ def test_map_all_inbox_child_against_top_level() -> None:
     assert {m.source: m.target for m in result} == {"x": "INBOX.x", "INBOX/x": "INBOX.x (2)"}
 
 
-def test_map_all_case_insensitive_collision() -> None:
-    result = map_all([("Sent", None), ("sent", None)], DOVECOT, DOVECOT)
-    assert {m.source: m.target for m in result} == {"Sent": "Sent", "sent": "Sent (2)"}
+CASE_SENSITIVE = Side("", "/", case_sensitive=True)
+CASE_INSENSITIVE = Side("", "/", case_sensitive=False)
+
+
+@pytest.mark.parametrize("pair", [("Archive", "archive"), ("Sent", "sent"), ("Trash", "TRASH")])
+def test_map_all_names_differing_in_case_on_a_target_that_holds_them_apart(pair: tuple[str, str]) -> None:
+    exact, other = pair
+    result = {m.source: m for m in map_all([(other, None), (exact, None)], DOVECOT, CASE_SENSITIVE)}
+    assert result[exact].target == exact and result[exact].special_use is not None  # the exact name: the role
+    assert result[other].target == other and result[other].special_use is None  # its own name, no counter
+    assert any("went to" in n for n in result[other].notes)  # visible: it lost the role
+
+
+def test_map_all_names_differing_in_case_on_a_target_that_ignores_case() -> None:
+    result = {m.source: m for m in map_all([("archive", None), ("Archive", None)], DOVECOT, CASE_INSENSITIVE)}
+    assert result["Archive"].target == "Archive"
+    assert result["archive"].target == "archive (2)"  # its own name with a counter, never "Archive (2)"
+    assert "it ignores case in folder names" in result["archive"].notes[-1]
+
+
+def test_map_all_names_differing_in_case_when_the_target_is_not_known() -> None:
+    result = {m.source: m for m in map_all([("Sent", None), ("sent", None)], DOVECOT, DOVECOT)}
+    assert result["Sent"].target == "Sent"
+    assert result["sent"].target == "sent (2)"  # the safe choice, and the note says why
+    assert "only in case, and whether the target can hold both is not known" in result["sent"].notes[-1]
+
+
+def test_map_all_plain_names_differing_in_case() -> None:
+    folders = [("Projects", None), ("projects", None)]
+    assert {m.target for m in map_all(folders, DOVECOT, CASE_SENSITIVE)} == {"Projects", "projects"}
+    assert {m.target for m in map_all(folders, DOVECOT, CASE_INSENSITIVE)} == {"Projects", "projects (2)"}
 
 
 def test_map_all_keeps_excluded_and_collapses_repeats() -> None:
@@ -507,8 +550,45 @@ def test_map_all_gives_distinct_targets(
 ) -> None:
     result = map_all(folders, src, dst, rules)
     assert sorted(m.source for m in result) == sorted({name for name, _ in folders})
-    targets = [m.target.casefold() for m in result if m.target is not None]
+    targets = [m.target if dst.case_sensitive else m.target.casefold() for m in result if m.target is not None]
     assert len(targets) == len(set(targets))
+    roles = [m.special_use for m in result if m.special_use is not None]
+    assert len(roles) == len(set(roles))  # one folder per special-use role
+
+
+@given(
+    FOLDER_SETS,
+    st.sampled_from(SIDES),
+    st.sampled_from(SIDES),
+    st.sampled_from([None, True, False]),
+    st.sampled_from([Rules(), Rules(rename=(("x(.*)", r"Sent\1"),))]),
+)
+def test_map_all_never_puts_a_counter_on_a_name_the_folder_did_not_have(
+    folders: list[tuple[str, str | None]], src: Side, dst: Side, case_sensitive: bool | None, rules: Rules
+) -> None:
+    """A folder without a special-use role lands under its own name, or its own name with a
+    counter: never under another folder's special name with a counter ("Archive (2)")."""
+    dst = Side(dst.prefix, dst.delimiter, dst.special, dst.outside, case_sensitive)
+    uses = dict(sorted(folders, key=lambda f: (f[1] is None, f[1] or "")))
+    for m in map_all(folders, src, dst, rules):
+        if m.target is None or m.special_use is not None:
+            continue
+        own = map_folder(m.source, uses[m.source], src, dst, rules, roles=False).target
+        assert own is not None
+        assert m.target == own or split_path(m.target, dst)[-1].startswith(split_path(own, dst)[-1]), (m, own)
+        if m.target != own:
+            assert any("instead" in n for n in m.notes)
+
+
+@given(FOLDER_SETS, st.sampled_from(SIDES), st.sampled_from(SIDES))
+def test_map_all_on_a_case_sensitive_target_renames_no_more_than_on_others(
+    folders: list[tuple[str, str | None]], src: Side, dst: Side
+) -> None:
+    def counted(case_sensitive: bool | None) -> int:
+        side = Side(dst.prefix, dst.delimiter, dst.special, dst.outside, case_sensitive)
+        return sum(1 for m in map_all(folders, src, side) if any(n.endswith("instead") for n in m.notes))
+
+    assert counted(True) <= counted(False) == counted(None)
 
 
 @given(FOLDER_SETS, st.randoms(use_true_random=False), st.sampled_from(SIDES), st.sampled_from(SIDES))
@@ -525,6 +605,6 @@ def test_map_all_agrees_with_map_folder_without_collisions(
     folders: list[tuple[str, str | None]], src: Side, dst: Side
 ) -> None:
     for m in map_all(folders, src, dst):
-        if not any("already taken" in n for n in m.notes):
+        if not any(n.endswith("instead") or " went to " in n for n in m.notes):
             uses = {u for n, u in folders if n == m.source}
             assert m in {map_folder(m.source, use, src, dst) for use in uses}

@@ -61,6 +61,36 @@ def test_findings_round_trip(tmp_path: Path) -> None:
     led.close()
 
 
+def test_outstanding_lists_each_refusal_once_with_the_run_that_last_tried_it(tmp_path: Path) -> None:
+    led = SqliteLedger(tmp_path / "x.sqlite")
+
+    def refused(uid: int) -> MessageRecord:
+        return MessageRecord(7, uid, f"k{uid}", 10, "refused", "", "T", None, None, 0, ())
+
+    for run in (led.start_run("migrate", "1"), led.start_run("migrate", "2")):
+        led.record_copied("alice", "INBOX", [refused(1), refused(2)], run)
+        led.add_finding(run, Finding("alice", "INBOX", 1, "refused", f"over quota in run {run}", {"server": "q"}))
+        led.add_finding(run, Finding("alice", "INBOX", 2, "refused", f"too big in run {run}", {}))
+    led.record_copied("alice", "INBOX", [MessageRecord(7, 2, "k2", 10, "copied", "copied", "T", 1, 5, 0, ())], run)
+    assert led.refused_folders("alice") == {"INBOX"} and led.refused_folders("bob") == set()
+    assert led.outstanding() == [
+        {
+            "account": "alice",
+            "folder": "INBOX",
+            "uidvalidity": 7,
+            "uid": 1,
+            "size": 10,
+            "target_folder": "T",
+            "run": 2,
+            "kind": "refused",
+            "message": "over quota in run 2",
+            "details": {"server": "q"},
+        }
+    ]
+    assert led.outstanding("bob") == []
+    led.close()
+
+
 def test_a_version_1_ledger_is_upgraded_in_place(tmp_path: Path) -> None:
     from mailferry.state.ledger import _MIGRATIONS, _split
 

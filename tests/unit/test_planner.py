@@ -121,6 +121,33 @@ class TestDecisionTable:
         p = plan([meta(1, "a")], [rec(1, "a", state="refused", tuid=None)])
         assert [type(a) for a in p.actions] == [Copy]
 
+    def test_refused_message_gone_from_the_source_is_no_longer_outstanding(self) -> None:
+        p = plan([meta(2, "b")], [rec(1, "a", state="refused", tuid=None), rec(2, "b")])
+        assert p.actions == [Forget(1, 1, "refused earlier, gone from the source since")]
+
+    def test_refused_message_now_excluded_by_the_admin_is_forgotten(self) -> None:
+        p = plan([meta(1, "a", size=5000)], [rec(1, "a", state="refused", tuid=None)], policy=Policy(max_size=1000))
+        assert [type(a) for a in p.actions] == [Forget, Skip]
+        assert isinstance(p.actions[1], Skip) and not p.actions[1].finding
+
+    def test_refused_message_still_too_big_for_the_target_stays_a_finding(self) -> None:
+        records = [rec(1, "a", state="refused", tuid=None)]
+        p = plan([meta(1, "a", size=5000)], records, policy=Policy(target_size_limit=1000))
+        assert len(p.actions) == 1 and isinstance(p.actions[0], Skip) and p.actions[0].finding
+
+    def test_refused_message_of_an_older_uidvalidity_rematched_or_forgotten(self) -> None:
+        records = [rec(1, "a", state="refused", tuid=None), rec(2, "b", state="refused", tuid=None)]
+        p = plan([meta(10, "a")], records, uidvalidity=2)
+        assert Rebase(1, 1, 10) in p.actions and Copy(meta(10, "a")) in p.actions
+        assert Forget(1, 2, "refused earlier, gone from the source since") in p.actions
+
+    def test_interrupted_append_adopted_with_other_flags_gets_the_source_flags(self) -> None:
+        records = [rec(5, "a", state="pending", tuid=None)]
+        p = plan([meta(5, "a", flags=("\\Seen", "$Long"))], records, target=[meta(9, "a", flags=("\\Seen",))])
+        assert [type(a) for a in p.actions] == [Adopt, SetFlags]
+        reason = "the interrupted copy on the target has other flags"
+        assert p.actions[1] == SetFlags(1, 5, 9, ("$Long", "\\Seen"), reason)
+
 
 class TestStorableFlags:
     def test_any_keyword(self) -> None:
@@ -137,10 +164,12 @@ class TestStorableFlags:
 
 
 class World:
-    """Source folder, target folder and ledger as plain data; executes plans step by step."""
+    """Source folder, target folder and ledger as plain data; executes plans step by step.
+    The target refuses the keys in ``refuses`` (say, over quota), as the engine records it."""
 
-    def __init__(self, keys: list[str], preexisting: list[str]) -> None:
+    def __init__(self, keys: list[str], preexisting: list[str], refuses: frozenset[str] = frozenset()) -> None:
         self.source = [meta(i + 1, k) for i, k in enumerate(keys)]
+        self.refuses = refuses
         self.target: dict[int, str] = {}
         self.next_tuid = 1
         for k in preexisting:
@@ -179,9 +208,16 @@ class World:
                 self.records[x.uid] = rec(x.uid, x.key, state="pending", tuid=None)
                 self.records[x.uid] = replace(self.records[x.uid], target_uid=None)
             elif what == "append":
-                appended[x.uid] = self._append(x.key)
+                if x.key in self.refuses:
+                    appended[x.uid] = 0
+                else:
+                    appended[x.uid] = self._append(x.key)
             elif what == "fact":
-                self.records[x.uid] = rec(x.uid, x.key, tuid=appended[x.uid])
+                if appended[x.uid]:
+                    self.records[x.uid] = rec(x.uid, x.key, tuid=appended[x.uid])
+                else:
+                    self.records[x.uid] = rec(x.uid, x.key, state="refused", tuid=None)
+                    self.records[x.uid] = replace(self.records[x.uid], target_uid=None)
             elif isinstance(x, Adopt):
                 self.records[x.meta.uid] = rec(x.meta.uid, x.meta.key, tuid=x.target_uid, how="found")
             elif isinstance(x, Forget):
@@ -215,3 +251,25 @@ def test_interrupt_anywhere_then_resume_ends_exactly_like_the_source(
     assert owned == Counter(src)
     # The target holds what was there before plus exactly the messages it lacked.
     assert Counter(w.target.values()) == Counter(pre) + (Counter(src) - Counter(pre))
+
+
+@settings(max_examples=200, deadline=None)
+@given(keys, keys, st.frozensets(st.sampled_from(["a", "b", "c", "d"])), st.integers(min_value=0, max_value=30))
+def test_refused_messages_stay_outstanding_until_the_target_takes_them(
+    src: list[str], pre: list[str], refuses: frozenset[str], crash: int
+) -> None:
+    w = World(src, pre, refuses)
+    w.run()
+    outstanding = {u for u, r in w.records.items() if r.state == "refused"}
+    # Every pass tries each of them again, and only them.
+    assert {c.meta.uid for c in w.plan().copies} == outstanding
+    w.run()
+    assert {u for u, r in w.records.items() if r.state == "refused"} == outstanding
+    # The target takes them now; an interrupted pass then a whole one: each once, nothing else.
+    w.refuses = frozenset()
+    w.run(crash_after=crash)
+    w.run()
+    assert w.plan().actions == []
+    assert not [r for r in w.records.values() if r.state != "copied"]
+    owned = Counter(w.target[r.target_uid] for r in w.records.values() if r.target_uid is not None)
+    assert owned == Counter(src)

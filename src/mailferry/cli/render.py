@@ -100,6 +100,7 @@ def migrate(data: dict[str, Any]) -> None:
         "already there",
         "skipped",
         "refused",
+        "outstanding",
         "flags",
         "deleted",
         "seconds",
@@ -116,6 +117,7 @@ def migrate(data: dict[str, Any]) -> None:
             str(a["matched"]),
             str(a["skipped"]),
             str(a["refused"]),
+            str(a["outstanding"]),
             str(a["flag_updates"]),
             str(a["deleted"]),
             f"{a['seconds']:.1f}",
@@ -207,6 +209,14 @@ def report(data: dict[str, Any]) -> None:
     c.print(t)
     for f in data["findings"]:
         c.print(f"  {f['kind']}: {f['message']}")
+    if data["outstanding"]:
+        t = Table(title=f"outstanding: {len(data['outstanding'])} messages the target refused and still lacks")
+        for col in ("account", "folder", "UID", "bytes", "last tried in run", "why"):
+            t.add_column(col)
+        for o in data["outstanding"]:
+            why = (o["details"] or {}).get("server") or o["message"] or ""
+            t.add_row(o["account"], o["source_folder"], str(o["source_uid"]), str(o["size"]), str(o["run"]), why)
+        c.print(t)
 
 
 def directory_discover(data: dict[str, Any]) -> None:

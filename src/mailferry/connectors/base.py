@@ -8,8 +8,8 @@ Contract (every implementation, the in-memory one and IMAP alike):
 
 - Folder names are decoded Unicode, full server names including the namespace prefix.
 - ``status`` never selects the folder for writing and never changes \\Recent or \\Seen.
-- ``inventory`` lists messages with UID > ``after_uid`` in ascending UID order, reading headers
-  only with ``BODY.PEEK``; it never marks anything read.
+- ``inventory`` lists messages with UID > ``after_uid`` (or those of ``uids`` that exist) in
+  ascending UID order, reading headers only with ``BODY.PEEK``; it never marks anything read.
 - ``fetch`` yields (uid, exact bytes) for the UIDs asked that still exist, in the order asked;
   UIDs that vanished are left out, not errors.
 - ``append`` adds messages in order and returns the new UIDs in the same order (None where the
@@ -51,8 +51,9 @@ class ReadStore(Protocol):
         """UIDVALIDITY, UIDNEXT, MESSAGES and HIGHESTMODSEQ (when the server has CONDSTORE)."""
         ...
 
-    def inventory(self, folder: str, after_uid: int = 0) -> list[MessageMeta]:
-        """Metadata and ItemKey of each message with UID > after_uid."""
+    def inventory(self, folder: str, after_uid: int = 0, *, uids: Sequence[int] | None = None) -> list[MessageMeta]:
+        """Metadata and ItemKey of each message with UID > after_uid; with ``uids``, of those of
+        them the folder still holds (UIDs gone are left out, not errors)."""
         ...
 
     def changed_flags(self, folder: str, since_modseq: int) -> dict[int, tuple[tuple[str, ...], int]]:
@@ -95,7 +96,13 @@ class WriteStore(ReadStore, Protocol):
         ...
 
     def store_flags(self, folder: str, changes: Iterable[tuple[int, tuple[str, ...]]]) -> None:
-        """Set the flags of each UID to exactly the given ones."""
+        """Set the flags of each UID to exactly the given ones. Raises ItemRefused when the server
+        refuses the change (e.g. a keyword it can't store); some UIDs may then have been changed."""
+        ...
+
+    def case_sensitive_names(self, prefix: str = "") -> bool | None:
+        """Whether the server holds folder names differing only in case apart (None: not known).
+        Finds out by creating and deleting probe folders under ``prefix``; touches nothing else."""
         ...
 
     def expunge_uids(self, folder: str, uids: Sequence[int]) -> None:

@@ -16,6 +16,7 @@ import imaplib
 import re
 import socket
 import ssl
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -455,15 +456,22 @@ class ImapStore:
             self._select(folder, write=True)
         return self.permanent_flags.get(folder)
 
-    def inventory(self, folder: str, after_uid: int = 0, *, write: bool = False) -> list[MessageMeta]:
+    def inventory(
+        self, folder: str, after_uid: int = 0, *, uids: Sequence[int] | None = None, write: bool = False
+    ) -> list[MessageMeta]:
+        if uids is not None and not uids:
+            return []
         self._select(folder, write=write)
         items = ["UID", "RFC822.SIZE", "INTERNALDATE", "FLAGS", _FETCH_HEADER]
         if self._condstore:
             items.append("MODSEQ")
-        data = self._fetch(f"FETCH {folder}", f"{after_uid + 1}:*", items)
+        wanted = None if uids is None else set(uids)
+        data = self._fetch(f"FETCH {folder}", f"{after_uid + 1}:*" if uids is None else uid_ranges(uids), items)
         out: list[MessageMeta] = []
         for uid, d in data.items():
             if uid <= after_uid:  # "N:*" always matches the highest UID (RFC 3501 6.4.8)
+                continue
+            if wanted is not None and uid not in wanted:
                 continue
             if d.size is None or d.internaldate is None or d.flags is None:
                 raise ServerRefused(f"{self.label}: FETCH {folder}: UID {uid} came back incomplete")
@@ -628,7 +636,48 @@ class ImapStore:
         for uid, fl in changes:
             by_flags.setdefault(tuple(sorted(fl)), []).append(uid)
         for fl, uids in by_flags.items():
-            self._call(f"STORE {folder}", "set_flags", uid_ranges(uids), list(fl), silent=True)
+            try:
+                self._call(f"STORE {folder}", "set_flags", uid_ranges(uids), list(fl), silent=True)
+            except ServerRefused as e:  # e.g. Dovecot: [CANNOT] Keyword length too long
+                raise ItemRefused(e.message) from None
+
+    def case_sensitive_names(self, prefix: str = "") -> bool | None:
+        """Whether this server holds folder names that differ only in case apart (``Archive`` and
+        ``archive``). RFC 3501 makes names case-sensitive (but INBOX), yet Exchange, or Dovecot on
+        a case-insensitive file system, is not, and nothing in the protocol says which. So ask by
+        doing: CREATE ``<prefix>MailferryCaseProbe-<random>``, then the same name in lower case,
+        then LIST both. Two folders listed: True. The second CREATE refused ("already exists") or
+        one folder listed: False. The first CREATE refused (no right to create there): None, not
+        known. Every probe folder is deleted again, and those an interrupted earlier call left are
+        deleted first; they are never subscribed.
+        """
+        self._refuse_on_source("probe folder names")
+        stem = "MailferryCaseProbe-"
+
+        def listed(pattern: str) -> set[str]:
+            return {self._name(r[2]) for r in self._call("LIST", "list_folders", "", self._wire(pattern))}
+
+        def delete(name: str) -> None:
+            with contextlib.suppress(ServerRefused):
+                self._call(f"DELETE {name}", "delete_folder", self._wire(name))
+
+        for name in listed(prefix + stem + "%") | listed(prefix + stem.lower() + "%"):
+            delete(name)
+        token = uuid.uuid4().hex[:8]  # hex digits: the same in both cases
+        upper, lower = prefix + stem + token, prefix + (stem + token).lower()
+        try:
+            self._call(f"CREATE {upper}", "create_folder", self._wire(upper))
+        except ServerRefused:
+            return None
+        try:
+            try:
+                self._call(f"CREATE {lower}", "create_folder", self._wire(lower))
+            except ServerRefused:
+                return False
+            return len(listed(prefix + "%" + token)) == 2
+        finally:
+            delete(lower)
+            delete(upper)
 
     def expunge_uids(self, folder: str, uids: Sequence[int]) -> None:
         self._refuse_on_source("delete messages")

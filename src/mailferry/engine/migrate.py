@@ -15,13 +15,15 @@ queue; ``connections_per_account`` writers MULTIAPPEND them to the target in par
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import imaplib
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mailferry.connectors.base import ReadStore, WriteStore
@@ -30,6 +32,7 @@ from mailferry.connectors.wrappers import RetryPolicy, retrying
 from mailferry.errors import ItemRefused, MailboxCollision, MailferryError, TemporaryFailure
 from mailferry.formats.folders import FolderMapping, Rules, Side, map_all
 from mailferry.model.mail import AppendItem, FolderInfo, FolderStatus, MessageMeta
+from mailferry.plan.keywords import KeywordLimits
 from mailferry.plan.planner import (
     Adopt,
     Copy,
@@ -115,6 +118,7 @@ class AccountStats:
     exit_code: int = 0
     source_changed: bool = False
     findings: int = 0
+    outstanding: int = 0  # messages the target refused, in this pass or earlier ones, still not on it
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -166,6 +170,19 @@ class ByteBudget:
             self._cond.notify_all()
 
 
+class LearnedKeywords:
+    """What the target showed of the keywords it stores (:class:`KeywordLimits`), learned once per
+    run and shared by every writer of every account: a value replaced under a lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.limits = KeywordLimits()
+
+    def learn(self, folder: str, stored: Iterable[str] = (), refused: Iterable[str] = ()) -> None:
+        with self._lock:
+            self.limits = self.limits.learn(folder, stored, refused)
+
+
 class Engine:
     def __init__(
         self,
@@ -180,6 +197,20 @@ class Engine:
         self.budget = ByteBudget(options.inflight_bytes)
         # Who holds which target mailbox: no account writes into a mailbox another one holds.
         self.guard = guard
+        # Learned of the target once per run, shared by its accounts: does it tell folder names
+        # apart by case (None: not known, or not asked yet).
+        self._case_lock = threading.Lock()
+        self._case_sensitive: bool | None = None
+        self._case_probed = False
+        self.keywords = LearnedKeywords()
+
+    def target_case_sensitive(self, probe: Callable[[], bool | None]) -> bool | None:
+        """Whether the target tells folder names apart by case, ``probe``-d once per run."""
+        with self._case_lock:
+            if not self._case_probed:
+                self._case_sensitive = probe()
+                self._case_probed = True
+            return self._case_sensitive
 
     # -- the account --------------------------------------------------------------------------
 
@@ -210,6 +241,7 @@ class Engine:
             run.finding("", None, "account-failed", stats.error, {})
         finally:
             run.close()
+            stats.outstanding = len(self.ledger.outstanding(job.source_user))
             stats.seconds = round(time.monotonic() - t0, 3)
             self.ledger.record_account_run(run_id, job.source_user, job.target_user, stats.as_dict())
             self.reporter.account_finished(job.source_user, stats)
@@ -255,7 +287,7 @@ class _FolderJob:
     metas: list[MessageMeta] = field(default_factory=list)
     perm: tuple[str, ...] | None = None
     uncertain: bool = False
-    dropped: dict[str, int] = field(default_factory=dict)
+    dropped: dict[int, list[tuple[str, str]]] = field(default_factory=dict)  # source UID -> (keyword, why)
 
 
 class AccountRun:
@@ -342,7 +374,8 @@ class AccountRun:
     ) -> None:
         """Record a finding; a ``notice`` (e.g. a folder renamed visibly) is reported but loses nothing."""
         if not notice:
-            self.stats.findings += 1
+            with self._lock:  # writers report findings too
+                self.stats.findings += 1
         if not self.dry_run:
             self.ledger.add_finding(self.run_id, Finding(self.account, folder, uid, kind, message, details))
 
@@ -365,6 +398,8 @@ class AccountRun:
         known = {s.source_folder: s for s in self.ledger.folder_states(self.account)}
         if set(known) != {f.name for f in folders} or self.ledger.has_pending(self.account):
             return statuses, False
+        if self.ledger.refused_folders(self.account):
+            return statuses, False  # outstanding refusals are tried again by every pass
         for name, st in statuses.items():
             k = known[name]
             if (k.uidvalidity, k.uidnext, k.messages) != (st.uidvalidity, st.uidnext, st.messages):
@@ -392,7 +427,26 @@ class AccountRun:
                 separator_substitute=rules.separator_substitute,
             )
         self.target_limit = tinfo.appendlimit
-        return map_all([(f.name, f.special_use) for f in folders], s_side, t_side, rules)
+        names = [(f.name, f.special_use) for f in folders]
+
+        def mapping(case_sensitive: bool | None) -> list[FolderMapping]:
+            return map_all(names, s_side, dataclasses.replace(t_side, case_sensitive=case_sensitive), rules)
+
+        # Whether the target holds "Archive" apart from "archive" matters only when two folders
+        # would land on names differing only in case. Two such names listed on the target settle
+        # it; else migrate asks the target with a probe folder (once per run). A dry run (plan,
+        # verify) can't create one: it maps as if the target couldn't hold both, with a note.
+        listed = {f.name for f in tfolders}
+        if len({n.casefold() for n in listed}) < len(listed):
+            return mapping(True)
+        optimistic = mapping(True)
+        targets = {m.target for m in optimistic if m.target is not None}
+        if len({t.casefold() for t in targets}) == len(targets):
+            return optimistic
+        if self.dry_run:
+            return mapping(None)
+        prefix = tinfo.namespace.prefix
+        return mapping(self.e.target_case_sensitive(lambda: self.retry(tgt, tgt.case_sensitive_names, prefix)))
 
     def plan_only(self) -> tuple[list[FolderPlan], list[FolderMapping]]:
         folders = self.source_folders()
@@ -422,6 +476,7 @@ class AccountRun:
             return
         mappings = self.folder_map(folders)
         by_name = {f.name: f for f in folders}
+        self._drop_refusals_of_folders_left(mappings, by_name)
         tgt = self.target_store()
         # Create every target folder first (parents before children), then subscriptions.
         for m in sorted((m for m in mappings if m.target), key=lambda m: (m.target or "").count("/")):
@@ -456,6 +511,15 @@ class AccountRun:
             else:
                 self._finish_folder(j)
 
+    def _drop_refusals_of_folders_left(self, mappings: list[FolderMapping], by_name: dict[str, FolderInfo]) -> None:
+        """Refused messages of a folder the source no longer has, or the admin's rules now
+        exclude, are no longer outstanding: they are not source items to carry any more."""
+        kept = {m.source for m in mappings if m.target is not None and by_name[m.source].selectable}
+        for folder in sorted(self.ledger.refused_folders(self.account) - kept):
+            rows = [(r.uidvalidity, r.uid) for r in self.ledger.messages(self.account, folder) if r.state == "refused"]
+            self.ledger.forget(self.account, folder, rows)
+            self.e.reporter.note(self.account, f"{folder}: gone or excluded; its {len(rows)} refused messages dropped")
+
     def _save_noselect(self, m: FolderMapping) -> None:
         self.ledger.save_folder_state(FolderState(self.account, m.source, m.target or "", 0, 0, 0, None, None))
 
@@ -468,16 +532,21 @@ class AccountRun:
         state = self.ledger.folder_state(self.account, f.name)
         records = self.ledger.messages(self.account, f.name)
         pending = [r for r in records if r.state == "pending"]
-        refused = any(r.state == "refused" for r in records)
         incremental = (
             not self.opts.full
             and state is not None
             and state.uidvalidity == st.uidvalidity
             and state.target_folder == target_folder
-            and not refused
         )  # pending intents are all above the recorded UIDNEXT, so they stay incremental
         after = state.uidnext - 1 if incremental and state is not None else 0
         source_msgs: list[MessageMeta] = self.retry(src, lambda: src.inventory(f.name, after))
+        # Outstanding refusals below that are looked at again, and only they (the planner's contract).
+        refused = [
+            r.uid for r in records if r.state == "refused" and r.uid <= after and r.uidvalidity == st.uidvalidity
+        ]
+        if refused:
+            again: list[MessageMeta] = self.retry(src, lambda: src.inventory(f.name, uids=refused))
+            source_msgs = sorted(again + source_msgs, key=lambda mm: mm.uid)
         flags: dict[int, tuple[str, ...]] | None
         if not incremental:
             flags = {mm.uid: mm.flags for mm in source_msgs}
@@ -621,7 +690,12 @@ class AccountRun:
                 self.stats.matched += 1
             elif isinstance(a, Skip):
                 self.stats.skipped += 1
-                if a.finding:
+                if a.finding:  # the target can't take it (APPENDLIMIT): outstanding, like a refusal
+                    refused = MessageRecord(
+                        validity, a.meta.uid, a.meta.key, a.meta.size, "refused", "", target_folder, None, None,
+                        job.target_after, a.meta.flags,
+                    )  # fmt: skip
+                    self.ledger.record_copied(self.account, folder, [refused], self.run_id)
                     self.finding(
                         folder,
                         a.meta.uid,
@@ -633,17 +707,99 @@ class AccountRun:
                 copies.append(a.meta)
         flag_changes = [a for a in plan.actions if isinstance(a, SetFlags)]
         if flag_changes:
-            perm = self._permanent(target_folder)
-            changes = [(a.target_uid, storable_flags(a.flags, perm)[0]) for a in flag_changes]
-            self.retry(tgt, lambda: tgt.store_flags(target_folder, changes))
-            self.ledger.update_flags(self.account, folder, [(a.uidvalidity, a.uid, a.flags) for a in flag_changes])
-            self.stats.flag_updates += len(flag_changes)
+            self._set_flags(job, flag_changes)
         deletes = [a for a in plan.actions if isinstance(a, Delete)]
         if deletes:
             self.retry(tgt, lambda: tgt.expunge_uids(target_folder, [a.target_uid for a in deletes]))
             self.ledger.forget(self.account, folder, [(a.uidvalidity, a.uid) for a in deletes])
             self.stats.deleted += len(deletes)
         return copies
+
+    def _set_flags(self, job: _FolderJob, changes: list[SetFlags]) -> None:
+        """Carry flag changes to the target, without the keywords it can't store: those known
+        refused are left out; if the target still refuses the change, each message gets the known
+        part, then each unknown keyword alone (learning which it refuses). Each keyword dropped is
+        a finding for its message."""
+        tgt = self.target_store()
+        folder, target_folder = job.folder.name, job.target_folder
+        perm = self._permanent(target_folder)
+        limits = self.e.keywords.limits
+        wanted: list[tuple[SetFlags, tuple[str, ...]]] = []
+        for a in changes:
+            flags = self._storable(job, a.uid, a.flags, perm)
+            wanted.append((a, flags))
+        try:
+            self.retry(tgt, lambda: tgt.store_flags(target_folder, [(a.target_uid, f) for a, f in wanted]))
+            self.e.keywords.learn(target_folder, stored=(k for _, f in wanted for k in f))
+        except ItemRefused:
+            for a, flags in wanted:
+                unknown = limits.unknown(target_folder, flags)
+                base = tuple(f for f in flags if f not in unknown)
+                self.retry(tgt, lambda: tgt.store_flags(target_folder, [(a.target_uid, base)]))  # noqa: B023
+                self._add_keywords(tgt, job, a.uid, a.target_uid, base, unknown)
+        self.ledger.update_flags(self.account, folder, [(a.uidvalidity, a.uid, a.flags) for a in changes])
+        self.stats.flag_updates += len(changes)
+        dropped = {a.uid: job.dropped.pop(a.uid) for a in changes if a.uid in job.dropped}
+        if dropped:
+            src = self.source_store()
+            metas = {m.uid: m for m in self.retry(src, lambda: src.inventory(folder, uids=sorted(dropped)))}
+            for uid, drops in sorted(dropped.items()):
+                self._keywords_dropped(job, metas.get(uid) or _unknown_meta(uid), drops)
+
+    def _storable(
+        self, job: _FolderJob, uid: int, flags: Sequence[str], perm: tuple[str, ...] | None
+    ) -> tuple[str, ...]:
+        """The flags of source message ``uid`` to send to the target: without those its
+        PERMANENTFLAGS lack and the keywords it is known to refuse (noted in ``job.dropped``)."""
+        keep, not_permanent = storable_flags(flags, perm)
+        keep, refused = self.e.keywords.limits.split(job.target_folder, keep)
+        drops = [(k, "not in the target folder's PERMANENTFLAGS") for k in not_permanent] + list(refused)
+        if drops:
+            with self._lock:
+                job.dropped.setdefault(uid, []).extend(drops)
+        return keep
+
+    def _add_keywords(
+        self,
+        store: WriteStore,
+        job: _FolderJob,
+        uid: int,
+        target_uid: int,
+        base: tuple[str, ...],
+        unknown: Sequence[str],
+    ) -> None:
+        """The target holds message ``target_uid`` with flags ``base``: add each of the ``unknown``
+        keywords alone, shortest first, to learn which the target stores and which it refuses."""
+        folder = job.target_folder
+        have = list(base)
+        stored: list[str] = []
+        refused: list[tuple[str, str]] = []
+        for kw in sorted(unknown, key=lambda k: (len(k.encode()), k)):
+            try:
+                self.retry(store, lambda: store.store_flags(folder, [(target_uid, (*have, kw))]))  # noqa: B023
+            except ItemRefused as e:
+                refused.append((kw, f"the target refused it: {_server_words(e.message)}"))
+                continue
+            have.append(kw)
+            stored.append(kw)
+        self.e.keywords.learn(folder, stored=[*base, *stored], refused=[k for k, _ in refused])
+        if refused:
+            with self._lock:
+                job.dropped.setdefault(uid, []).extend(refused)
+
+    def _keywords_dropped(self, job: _FolderJob, mm: MessageMeta, drops: list[tuple[str, str]]) -> None:
+        """One finding per message, naming each keyword the target didn't store and why."""
+        folder = job.folder.name
+        names = ", ".join(repr(k) for k, _ in drops)
+        why = "; ".join(f"{k!r}: {r}" for k, r in drops)
+        self.finding(
+            folder,
+            mm.uid,
+            "keyword-dropped",
+            _describe(self.account, folder, mm, f"stored without keyword(s) {names} ({why})"),
+            _details(mm)
+            | {"keywords": [k for k, _ in drops], "reasons": dict(drops), "target_folder": job.target_folder},
+        )
 
     def _permanent(self, target_folder: str) -> tuple[str, ...] | None:
         tgt = self.target_store()
@@ -741,16 +897,6 @@ class AccountRun:
             t.start()
         for t in threads:
             t.join()
-        for job in jobs:
-            for kw, n in sorted(job.dropped.items()):
-                self.finding(
-                    job.folder.name,
-                    None,
-                    "keyword-dropped",
-                    f"{self.account}: folder {job.folder.name!r}: the target can't store keyword {kw!r} "
-                    f"({n} messages kept without it)",
-                    {"keyword": kw, "messages": n},
-                )
         if errors:
             raise errors[0]
 
@@ -763,18 +909,14 @@ class AccountRun:
             for mm, _ in items
         ]
         self.ledger.record_pending(self.account, folder, pending, self.run_id)
-        appends: list[AppendItem] = []
-        for mm, body in items:
-            keep, drop = storable_flags(mm.flags, job.perm)
-            if drop:
-                with self._lock:
-                    for kw in drop:
-                        job.dropped[kw] = job.dropped.get(kw, 0) + 1
-            appends.append(AppendItem(body, keep, mm.internaldate, mm.uid))
+        appends = [
+            AppendItem(body, self._storable(job, mm.uid, mm.flags, job.perm), mm.internaldate, mm.uid)
+            for mm, body in items
+        ]
         try:
             uids = w.append(target_folder, appends)
         except ItemRefused:
-            self._append_singly(w, job, items, appends)
+            self._append_singly(w, job, items)
             return
         except TemporaryFailure as e:
             # The batch may or may not have landed: leave the intents pending; resolved by re-planning.
@@ -783,6 +925,7 @@ class AccountRun:
             with contextlib.suppress(TemporaryFailure):
                 w.reconnect()
             return
+        self.e.keywords.learn(target_folder, stored=(k for it in appends for k in it.flags))
         self._record(job, list(zip((mm for mm, _ in items), uids, strict=True)))
 
     def _record(self, job: _FolderJob, landed: list[tuple[MessageMeta, int | None]]) -> None:
@@ -813,23 +956,54 @@ class AccountRun:
         with self._lock:
             self.stats.copied += len(landed)
             self.stats.bytes += nbytes
+            dropped = [(mm, job.dropped.pop(mm.uid)) for mm, _ in landed if mm.uid in job.dropped]
+        for mm, drops in dropped:
+            self._keywords_dropped(job, mm, drops)
         self.e.reporter.copied(self.account, len(landed), nbytes)
 
-    def _append_singly(
-        self, w: WriteStore, job: _FolderJob, items: list[tuple[MessageMeta, bytes]], appends: list[AppendItem]
-    ) -> None:
-        folder = job.folder.name
-        for (mm, _), it in zip(items, appends, strict=True):
+    def _append_singly(self, w: WriteStore, job: _FolderJob, items: list[tuple[MessageMeta, bytes]]) -> None:
+        """Each message of a refused batch alone, to find the ones the target refuses.
+
+        A message refused while it carries keywords the target has not shown it stores is appended
+        again without them; if the target takes it so, they are added back one at a time
+        (:meth:`_add_keywords`), so a keyword the target refuses costs only itself, never the
+        message. If it refuses the message without them too, the message is what it refuses: one
+        more APPEND, only for a message with keywords not yet seen stored.
+        """
+        folder, target_folder = job.folder.name, job.target_folder
+        for mm, body in items:
+            with self._lock:
+                job.dropped.pop(mm.uid, None)
+            # With what the batch's refusal taught, here or in another writer.
+            it = AppendItem(body, self._storable(job, mm.uid, mm.flags, job.perm), mm.internaldate, mm.uid)
             try:
-                uid = w.append(job.target_folder, [it])[0]
+                try:
+                    uid = w.append(target_folder, [it])[0]
+                    self.e.keywords.learn(target_folder, stored=it.flags)
+                except ItemRefused as refusal:
+                    unknown = self.e.keywords.limits.unknown(target_folder, it.flags)
+                    if not unknown:
+                        raise
+                    base = tuple(f for f in it.flags if f not in unknown)
+                    try:
+                        uid = w.append(target_folder, [dataclasses.replace(it, flags=base)])[0]
+                    except ItemRefused:
+                        raise refusal from None
+                    if uid is not None:
+                        self._add_keywords(w, job, mm.uid, uid, base, unknown)
+                    else:  # no APPENDUID to STORE on: which keyword it refuses can't be told
+                        why = "the target refused the message with it and took it without (no UIDPLUS to tell more)"
+                        with self._lock:
+                            job.dropped.setdefault(mm.uid, []).extend((k, why) for k in unknown)
             except ItemRefused as e:
+                with self._lock:
+                    job.dropped.pop(mm.uid, None)
+                    self.stats.refused += 1
                 refused = MessageRecord(
-                    job.status.uidvalidity, mm.uid, mm.key, mm.size, "refused", "", job.target_folder, None, None,
+                    job.status.uidvalidity, mm.uid, mm.key, mm.size, "refused", "", target_folder, None, None,
                     job.target_after, mm.flags,
                 )  # fmt: skip
                 self.ledger.record_copied(self.account, folder, [refused], self.run_id)
-                with self._lock:
-                    self.stats.refused += 1
                 self.finding(
                     folder,
                     mm.uid,
@@ -844,6 +1018,16 @@ class AccountRun:
                     w.reconnect()
                 return
             self._record(job, [(mm, uid)])
+
+
+def _server_words(message: str) -> str:
+    """The server's own words at the end of one of our messages ("label: APPEND x: words")."""
+    return message.rsplit(": ", 1)[-1]
+
+
+def _unknown_meta(uid: int) -> MessageMeta:
+    """A message gone from the source since it was planned: only its UID is known."""
+    return MessageMeta(uid=uid, size=0, internaldate=datetime.min, flags=(), key="")
 
 
 def _describe(account: str, folder: str, m: MessageMeta, what: str) -> str:

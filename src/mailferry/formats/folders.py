@@ -145,12 +145,17 @@ class Side:
     folder already carrying it. ``outside`` (an addition to the brief) lists the prefixes of the
     server's other namespaces (other users, shared): needed where the personal prefix is empty,
     e.g. Dovecot's ``Shared/``. A delimiter of ``""`` (LIST said NIL) means a flat namespace.
+
+    ``case_sensitive`` says whether the server holds two folders whose names differ only in case
+    (``Archive`` and ``archive``) apart: True, False, or None when not known. Only the target's
+    matters (see :func:`map_all`); the engine finds it out from the server, this module only uses it.
     """
 
     prefix: str
     delimiter: str
     special: Mapping[str, str] = field(default_factory=dict, hash=False)
     outside: tuple[str, ...] = ()
+    case_sensitive: bool | None = None
 
     def __post_init__(self) -> None:
         normalised: dict[str, str] = {}
@@ -375,7 +380,9 @@ def _translation_rule(src: Side, dst: Side) -> str:
     )
 
 
-def _map(source_name: str, source_special_use: str | None, src: Side, dst: Side, rules: Rules) -> _Mapped:
+def _map(
+    source_name: str, source_special_use: str | None, src: Side, dst: Side, rules: Rules, *, roles: bool = True
+) -> _Mapped:
     notes: list[str] = []
     # 1. split
     comps = split_path(source_name, src)
@@ -417,6 +424,8 @@ def _map(source_name: str, source_special_use: str | None, src: Side, dst: Side,
             use, how = guess_special_use(candidate), f"guessed from the name {candidate!r}"
     if use is not None and outside:
         notes.append(f"special use {use} ignored outside the personal namespace")
+        use = None
+    if not roles:
         use = None
     if use in _VIRTUAL_USES:
         notes.append(
@@ -480,19 +489,23 @@ def map_folder(
     src: Side,
     dst: Side,
     rules: Rules = Rules(),
+    *,
+    roles: bool = True,
 ) -> FolderMapping:
     """Map one source folder name to the target (decision table in the module docstring).
 
     Total: any str gives a mapping; odd input gets a note. ``source_special_use`` is the special use
-    the source server declared (any case), or None to guess it from the name.
+    the source server declared (any case), or None to guess it from the name. ``roles=False`` maps
+    it as a plain folder under its own name (row 4 left out): what a folder that lost a
+    special-use role to another becomes (see :func:`map_all`).
     """
-    return _map(source_name, source_special_use, src, dst, rules).mapping
+    return _map(source_name, source_special_use, src, dst, rules, roles=roles).mapping
 
 
-def _collision_key(target: str) -> str:
-    # Case-insensitive servers (Exchange, some Cyrus setups) would merge "Sent" and "sent": treat
-    # names equal up to case as colliding, so the plan is safe on every target.
-    return target.casefold()
+def _collision_key(target: str, dst: Side) -> str:
+    # Names equal up to case collide unless the target is known to hold them apart: a server that
+    # isn't (Exchange, Dovecot on a case-insensitive file system) would merge "Sent" and "sent".
+    return target if dst.case_sensitive else target.casefold()
 
 
 def _suffixed(comps: tuple[str, ...], n: int, dst: Side) -> tuple[str, ...]:
@@ -512,13 +525,25 @@ def map_all(
 ) -> list[FolderMapping]:
     """Map many folders ``(source name, declared special use or None)``; targets come out distinct.
 
-    The input is sorted by name first (a repeated name is mapped once, preferring a known special
-    use, then a non-virtual one), so the result is the same for any input order, sorted by source name.
-    When several sources land on one target (compared case-insensitively), the first by
-    (INBOX first, special use declared by the server, last component unchanged, no notes, source
-    name)
-    keeps it; each other gets `` (2)``, `` (3)``, ... on its last component, the first such name
-    not already a target, and a note.
+    A folder keeps its own name unless the plan has a reason (a special-use role, a rename rule,
+    the target's separator or hierarchy) and is renamed with a counter only where the target
+    really can't hold it next to another. The input is sorted by name first (a repeated name is
+    mapped once, preferring a known special use, then a non-virtual one), so the result is the same
+    for any input order, sorted by source name. Then:
+
+    1. **One folder per special-use role.** When several folders would take the same role (the
+       target's folder of that use, or its default name), the one whose own name is the role's name
+       exactly takes it (``Archive`` beats ``archive`` and ``Archives``: then no folder changes
+       name), else the one whose use the source server declared, then the one whose last component
+       is unchanged, then the one without notes, then by source name. Every other one is mapped
+       as a plain folder under its own name (:func:`map_folder` with ``roles=False``), with a note.
+    2. **Distinct names.** Targets that are equal, or equal up to case where the target is not
+       known to hold such names apart (``dst.case_sensitive`` not True), collide. The first by
+       (INBOX first, holds a special-use role, its own name is the target exactly, special use
+       declared, last component unchanged, no notes, source name) keeps the name; each other one gets
+       `` (2)``, `` (3)``, ... on the last component of *its own* name (a role holder that loses
+       falls back to its own name first), the first such name not taken, and a note that says
+       why. So a counter never lands on a special folder's name taken from another folder.
     """
     by_name: dict[str, str | None] = {}
 
@@ -529,12 +554,57 @@ def map_all(
     for name, use in sorted(folders, key=preference):
         if name not in by_name:
             by_name[name] = use
-    mapped = [_map(name, use, src, dst, rules) for name, use in sorted(by_name.items())]
+    names = sorted(by_name.items())
+    mapped = [_map(name, use, src, dst, rules) for name, use in names]
+    plain: dict[int, _Mapped] = {}
 
+    def own(i: int) -> _Mapped:
+        """Folder i mapped as a plain folder under its own name."""
+        if i not in plain:
+            plain[i] = _map(*names[i], src, dst, rules, roles=False)
+        return plain[i]
+
+    def exact(i: int) -> bool:
+        return own(i).mapping.target == mapped[i].mapping.target
+
+    def with_note(m: _Mapped, target: str, comps: tuple[str, ...], note: str) -> _Mapped:
+        old = m.mapping
+        return _Mapped(FolderMapping(old.source, target, old.rule, (*old.notes, note), None), comps, False, m.leaf_kept)
+
+    # 1. one folder per special-use role
+    roles: dict[str, list[int]] = {}
+    for i, m in enumerate(mapped):
+        if m.mapping.special_use is not None and m.mapping.target is not None:
+            roles.setdefault(m.mapping.target.casefold(), []).append(i)
+    for key in sorted(roles):
+        members = roles[key]
+        if len(members) < 2:
+            continue
+        members.sort(
+            key=lambda i: (
+                not exact(i),
+                not mapped[i].declared,
+                not mapped[i].leaf_kept,
+                bool(mapped[i].mapping.notes),
+                mapped[i].mapping.source,
+            )
+        )
+        winner = mapped[members[0]].mapping
+        why = "its name matches exactly" if exact(members[0]) else "chosen first"
+        for i in members[1:]:
+            o = own(i)
+            assert o.mapping.target is not None and o.components is not None
+            note = (
+                f"special use {mapped[i].mapping.special_use} went to {winner.source!r} ({why}): "
+                f"kept as a plain folder under its own name {o.mapping.target!r}"
+            )
+            mapped[i] = with_note(o, o.mapping.target, o.components, note)
+
+    # 2. distinct names
     groups: dict[str, list[int]] = {}
     for i, m in enumerate(mapped):
         if m.mapping.target is not None:
-            groups.setdefault(_collision_key(m.mapping.target), []).append(i)
+            groups.setdefault(_collision_key(m.mapping.target, dst), []).append(i)
     taken = set(groups)
     for key in sorted(groups):
         members = groups[key]
@@ -543,6 +613,8 @@ def map_all(
         members.sort(
             key=lambda i: (
                 mapped[i].mapping.target != "INBOX" or not _is_inbox(mapped[i].mapping.source),
+                mapped[i].mapping.special_use is None,
+                not exact(i),
                 not mapped[i].declared,
                 not mapped[i].leaf_kept,
                 bool(mapped[i].mapping.notes),
@@ -552,21 +624,27 @@ def map_all(
         winner = mapped[members[0]].mapping
         for i in members[1:]:
             m = mapped[i]
-            assert m.components is not None and m.mapping.target is not None
-            n = 2
-            while True:
-                comps = _suffixed(m.components, n, dst)
-                target = join_path(comps, dst)
-                if _collision_key(target) not in taken:
-                    break
+            assert m.mapping.target is not None
+            base = own(i) if m.mapping.special_use is not None else m
+            assert base.components is not None and base.mapping.target is not None
+            target, comps = base.mapping.target, base.components
+            n = 1
+            while _collision_key(target, dst) in taken:
                 n += 1
-            taken.add(_collision_key(target))
-            note = f"target {m.mapping.target!r} is already taken by {winner.source!r}: mapped to {target!r} instead"
-            old = m.mapping
-            mapped[i] = _Mapped(
-                FolderMapping(old.source, target, old.rule, (*old.notes, note), None),
-                comps,
-                m.declared,
-                m.leaf_kept,
-            )
+                comps = _suffixed(base.components, n, dst)
+                target = join_path(comps, dst)
+            taken.add(_collision_key(target, dst))
+            if m.mapping.target == winner.target:
+                why = f"target {m.mapping.target!r} is already taken by {winner.source!r}"
+            elif dst.case_sensitive is None:
+                why = (
+                    f"target {m.mapping.target!r} differs from {winner.target!r} (taken by {winner.source!r}) "
+                    "only in case, and whether the target can hold both is not known"
+                )
+            else:
+                why = (
+                    f"the target does not hold {m.mapping.target!r} apart from {winner.target!r} "
+                    f"(taken by {winner.source!r}): it ignores case in folder names"
+                )
+            mapped[i] = with_note(base, target, comps, f"{why}: mapped to {target!r} instead")
     return [m.mapping for m in mapped]

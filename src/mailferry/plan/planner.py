@@ -8,19 +8,29 @@ Decision table for one source message M in folder F (current source UIDVALIDITY 
 ==============================================  ===============================================
 ledger / target                                 action
 ==============================================  ===============================================
-record (V, uid) copied/refused                  nothing (flags: SetFlags when they differ)
-record pending, target has an unclaimed copy    Adopt  (the append happened before the crash)
+record (V, uid) copied                          nothing (flags: SetFlags when they differ)
+record pending, target has an unclaimed copy    Adopt  (the append happened before the crash;
+                                                SetFlags when that copy's flags differ)
 record pending, no unclaimed copy on target     Forget the intent, then as "no record"
+record refused                                  as "no record": retried by every pass
+record refused, now outside the window          Forget, Skip (excluded by the admin's own rules)
+record refused, M gone from the source          Forget (no longer outstanding)
 no record, outside the date/size window         Skip   (policy; reported, not a finding)
-no record, larger than the target accepts       Skip   (a finding: the target can't take it)
+no record, larger than the target accepts       Skip   (a finding: the target can't take it;
+                                                the engine records it refused, outstanding)
 no record, target has an unclaimed copy (key)   Adopt  (already there: another tool, earlier run)
 no record                                       Copy
 record of an older UIDVALIDITY, same key        Rebase (re-matched by identity, never re-copied)
+record refused of an older UIDVALIDITY, no key  Forget (that message is gone from the source)
 record copied by us, M gone from the source     Delete (only when deletions are opted in)
 ==============================================  ===============================================
 
 "Unclaimed" target copies are the target messages no ledger record points at; they are matched
 by ItemKey as a multiset, so two identical source messages need two target copies.
+
+Refused messages (the target said no: over quota, too big) are *outstanding*: ``source`` must
+hold every one of them still on the source, even in an incremental pass (the engine asks the
+source for exactly those UIDs), so that each pass tries them again, cheaply, until they land.
 """
 
 from __future__ import annotations
@@ -202,8 +212,10 @@ def plan_folder(
                 rebased.add(m.uid)
                 current[m.uid] = r
         for r in stale:
-            if r.state == "pending":  # noqa: SIM102
+            if r.state == "pending":
                 plan.actions.append(Forget(r.uidvalidity, r.uid, "interrupted append of a previous UIDVALIDITY"))
+            elif r.state == "refused" and r in old_by_key.get(r.key, ()):
+                plan.actions.append(Forget(r.uidvalidity, r.uid, "refused earlier, gone from the source since"))
 
     # 2. Interrupted appends: adopt the copy the target has, or forget the intent.
     forgotten: set[int] = set()
@@ -217,6 +229,12 @@ def plan_folder(
             meta = next((m for m in source if m.uid == uid), None)
             if meta is not None:
                 plan.actions.append(Adopt(meta, tuid, "interrupted append found on the target"))
+                # It may have landed with fewer flags than the source's (keywords the target
+                # refused, added back one by one after the append when the crash came).
+                want = _settable(meta.flags)
+                if policy.sync_flags and want != _settable(target_flags[tuid]):
+                    reason = "the interrupted copy on the target has other flags"
+                    plan.actions.append(SetFlags(uidvalidity, uid, tuid, want, reason))
             else:
                 plan.actions.append(
                     Adopt(_stub(r), tuid, "interrupted append found on the target (gone from the source since)")
@@ -225,12 +243,21 @@ def plan_folder(
             plan.actions.append(Forget(r.uidvalidity, r.uid))
             forgotten.add(uid)
 
-    # 3. New messages.
+    # 3. New messages, and the refused ones again.
+    present = {m.uid for m in source}
+    for uid in sorted(current):
+        r = current[uid]
+        if r.state == "refused" and uid not in present:
+            plan.actions.append(Forget(r.uidvalidity, uid, "refused earlier, gone from the source since"))
     for m in source:
-        if m.uid in current and m.uid not in forgotten and current[m.uid].state != "refused":
+        refused = m.uid in current and current[m.uid].state == "refused"
+        if m.uid in current and m.uid not in forgotten and not refused:
             continue
         skip = policy_skip(m, policy)
         if skip is not None:
+            if refused and not skip.finding:
+                r = current[m.uid]
+                plan.actions.append(Forget(r.uidvalidity, m.uid, "refused earlier, now excluded by the admin's rules"))
             plan.actions.append(skip)
             continue
         q = pool.get(m.key)

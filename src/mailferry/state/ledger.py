@@ -15,7 +15,8 @@ messages    per source message (account, folder, UIDVALIDITY, UID): its ItemKey,
             state ``pending``: the intent to append was recorded but the append not confirmed —
             a crash left it; resolved on the next run by looking at the target.
             state ``copied``: on the target (appended by us or found there already: ``how``).
-            state ``refused``: the target refused it (the reason is a finding).
+            state ``refused``: the target refused it (the reason is a finding); ``run_id`` is the
+            run that last tried it. Outstanding: every pass tries it again, until it lands.
 findings    everything a run reports: refused items, skips, names changed, keywords lost.
 target_mailboxes
             the server's own id (RFC 8474 MAILBOXID, Dovecot X-GUID) of every target folder
@@ -217,6 +218,15 @@ class Ledger(Protocol):
     def messages(self, account: str, source_folder: str) -> list[MessageRecord]: ...
     def has_pending(self, account: str) -> set[str]:
         """Source folders of ``account`` with unresolved append intents."""
+        ...
+
+    def refused_folders(self, account: str) -> set[str]:
+        """Source folders of ``account`` with messages the target refused (outstanding)."""
+        ...
+
+    def outstanding(self, account: str | None = None) -> list[dict[str, Any]]:
+        """Each refused message once: account, folder, uidvalidity, uid, size, target_folder, the
+        run that last tried it (``run``) and that run's finding about it (kind, message, details)."""
         ...
 
     def record_pending(self, account: str, source_folder: str, rows: Sequence[MessageRecord], run_id: int) -> None:
@@ -453,6 +463,31 @@ class SqliteLedger:
             "SELECT DISTINCT source_folder FROM messages WHERE account=? AND state='pending'", (account,)
         ).fetchall()
         return {r[0] for r in rows}
+
+    def refused_folders(self, account: str) -> set[str]:
+        rows = self._db.execute(
+            "SELECT DISTINCT source_folder FROM messages WHERE account=? AND state='refused'", (account,)
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def outstanding(self, account: str | None = None) -> list[dict[str, Any]]:
+        last = (
+            "SELECT {} FROM findings f WHERE f.run_id=m.run_id AND f.account=m.account "
+            "AND f.folder=m.source_folder AND f.uid=m.uid AND f.kind IN ('refused', 'skipped') "
+            "ORDER BY f.id DESC LIMIT 1"
+        )
+        q = (
+            "SELECT m.account, m.source_folder, m.uidvalidity, m.uid, m.size, m.target_folder, m.run_id, "
+            f"({last.format('f.kind')}), ({last.format('f.message')}), ({last.format('f.details')}) "
+            "FROM messages m WHERE m.state='refused'"
+        )
+        args: tuple[Any, ...] = ()
+        if account is not None:
+            q += " AND m.account=?"
+            args = (account,)
+        rows = self._db.execute(q + " ORDER BY m.account, m.source_folder, m.uidvalidity, m.uid", args).fetchall()
+        names = ("account", "folder", "uidvalidity", "uid", "size", "target_folder", "run", "kind", "message")
+        return [dict(zip(names, r[:9], strict=True), details=json.loads(r[9]) if r[9] else {}) for r in rows]
 
     def _upsert(
         self, db: sqlite3.Connection, account: str, folder: str, rows: Sequence[MessageRecord], run_id: int
