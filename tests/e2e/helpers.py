@@ -100,6 +100,20 @@ def write_project(
     return path
 
 
+def bad_project(tmp: Path) -> Path:
+    """A project file with several problems (a port that is no number, a literal password, a
+    misspelt key), for the tests of configuration errors."""
+    (tmp / "accounts.csv").write_text("source_user,target_user\nalice,alice\n")
+    path = tmp / "p.toml"
+    path.write_text(
+        '[project]\nname = "x"\n[accounts]\ncsv = "accounts.csv"\n'
+        '[source]\nhost = "mail.example.org"\nsecurity = "none"\nport = "abc"\n'
+        '[source.admin]\nuser = "a"\npassword = "hunter2"\n'
+        '[target]\nhost = "127.0.0.1"\nsecurity = "tls"\nverfy_certificates = false\n'
+    )
+    return path
+
+
 def dir_project(tmp: Path, source: Any, target: Any, directory_block: str, **kw: Any) -> Path:
     """A project with a [directory] section and no accounts CSV yet (``kw``: see write_project)."""
     return write_project(tmp, source, target, [], extra=directory_block, write_accounts=False, **kw)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import cli, seed_sample, write_project
+from helpers import bad_project, cli, seed_sample, write_project
 
 from contract import schema_names
 from mailferry.cli.main import app
@@ -69,20 +69,14 @@ def test_per_account_exit_codes_and_findings_with_their_run(dovecot_factory, tmp
 
 
 def test_errors_are_json_on_stdout_too(tmp_path: Path) -> None:
-    (tmp_path / "accounts.csv").write_text("source_user,target_user\nalice,alice\n")
-    (tmp_path / "p.toml").write_text(
-        '[project]\nname = "x"\n[accounts]\ncsv = "accounts.csv"\n'
-        '[source]\nhost = "mail.example.org"\nsecurity = "none"\nport = "abc"\n'
-        '[source.admin]\nuser = "a"\npassword = "hunter2"\n'
-        '[target]\nhost = "127.0.0.1"\nsecurity = "tls"\n'
-    )
-    r = cli("migrate", tmp_path / "p.toml", "--json")  # validated against error.schema.json
+    project = bad_project(tmp_path)
+    r = cli("migrate", project, "--json")  # validated against error.schema.json
     assert r.code == ExitCode.CONFIG
     e = r.json()
     assert e["command"] == "migrate" and e["error"]["fault"] == "config" and len(e["error"]["problems"]) >= 2
     assert any("p.toml:8" in p for p in e["error"]["problems"]) and "hunter2" not in r.out
     assert "p.toml:8" in r.err  # people still read it on stderr
 
-    u = cli("plan", tmp_path / "p.toml", "--account", "nobody", "--json")
+    u = cli("plan", project, "--account", "nobody", "--json")
     assert u.code == ExitCode.CONFIG and u.json()["command"] == "plan"
     assert cli("frobnicate", "--json").json()["error"]["fault"] == "usage"

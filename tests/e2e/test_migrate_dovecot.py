@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import cli, folder_names, holdings, seed_sample, write_project
+from helpers import bad_project, cli, folder_names, holdings, seed_sample, write_project
 from imapclient import IMAPClient
 
 from conftest import corpus_messages
@@ -229,14 +229,7 @@ def test_no_secret_reaches_output_reports_or_ledger(dovecot_factory, tmp_path: P
 
 
 def test_bad_project_file_reports_every_problem_with_lines(tmp_path: Path) -> None:
-    (tmp_path / "accounts.csv").write_text("source_user,target_user\nalice,alice\n")
-    (tmp_path / "p.toml").write_text(
-        '[project]\nname = "x"\n[accounts]\ncsv = "accounts.csv"\n'
-        '[source]\nhost = "mail.example.org"\nsecurity = "none"\nport = "abc"\n'
-        '[source.admin]\nuser = "a"\npassword = "hunter2"\n'
-        '[target]\nhost = "127.0.0.1"\nsecurity = "tls"\nverfy_certificates = false\n'
-    )
-    r = cli("migrate", tmp_path / "p.toml")
+    r = cli("migrate", bad_project(tmp_path))
     assert r.code == ExitCode.CONFIG
     assert "p.toml:8" in r.err and "source.port" in r.err
     assert "verify_certificates" in r.err  # did you mean
