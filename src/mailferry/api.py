@@ -703,7 +703,7 @@ def directory_discover(project: Project) -> Result:
             }
         finally:
             conn.close()
-    return Result(out, 0)
+    return Result({"command": "directory discover", **out, "exit_code": 0}, 0)
 
 
 def _outcome_row(o: Any) -> dict[str, Any]:
@@ -789,7 +789,8 @@ def directory_plan(project: Project) -> Result:
         "plan_seconds": round(t2 - t1, 3),
     }
     findings = problems or any(r["status"] in ("ambiguous", "conflict") for r in rows)
-    return Result(data, int(ExitCode.FINDINGS) if findings else 0)
+    code = int(ExitCode.FINDINGS) if findings else 0
+    return Result({"command": "directory plan", **data, "exit_code": code}, code)
 
 
 def directory_apply(project: Project) -> Result:
@@ -821,6 +822,6 @@ def directory_apply(project: Project) -> Result:
         code = int(ExitCode.FINDINGS) if result.findings else 0
         ledger.finish_run(run_id, _now(), code, {k: v for k, v in data.items() if k not in ("identity", "findings")})
         _write_report(project, f"directory-apply-{run_id}", data)
-        return Result(data, code)
+        return Result({"command": "directory apply", **data, "exit_code": code}, code)
     finally:
         ledger.close()

@@ -691,6 +691,28 @@ class ImapStore:
             raise MailferryError(f"{self.label}: the target lacks UIDPLUS; deletions are not propagated safely")
 
 
+def server_greeting(endpoint: Endpoint) -> str:
+    """The server's greeting, read without logging in (a failed login costs time — Dovecot delays
+    every NO — and lands in the server's security logs)."""
+    ctx: ssl.SSLContext | None = None
+    if endpoint.security != "none":
+        ctx = ssl.create_default_context(cafile=endpoint.ca_file or None)
+        if not endpoint.verify_certificates:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+    try:
+        c = imapclient.IMAPClient(
+            endpoint.host, port=endpoint.port, ssl=endpoint.security == "tls", ssl_context=ctx, timeout=endpoint.timeout
+        )
+    except (OSError, IMAPClientError, imaplib.IMAP4.error):
+        return ""
+    try:
+        return _text(getattr(c, "welcome", b""))[:300]
+    finally:
+        with contextlib.suppress(Exception):
+            c.logout()
+
+
 class ServerRefused(MailferryError):
     """The server answered NO/BAD to a command (not a connection problem)."""
 

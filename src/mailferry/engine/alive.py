@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from mailferry.connectors.imap import ImapStore, Login
+from mailferry.connectors.imap import ImapStore, Login, server_greeting
 from mailferry.connectors.wrappers import RetryPolicy
 from mailferry.errors import MailboxCollision, MailferryError, TemporaryFailure
 
@@ -196,14 +196,9 @@ def bring_alive(
                     f"{user} (target): not tried: {unreachable.message}", hint="run again when the target answers"
                 )
                 continue
-            if admin is not None and not admin_tried:
+            if not admin_tried:
                 admin_tried = True
-                try:
-                    admin_store = open_store(admin, readonly=False, label="target admin", retry=retry)
-                    other = admin_store.other_users_prefix()
-                except MailferryError as e:
-                    tell(f"the target admin can't log in as itself ({e.message}): accounts are only logged in alone")
-                    admin_store = None
+                admin_store, other = _open_admin(admin, retry, tell)
             home = f"{other[0]}{user}" if admin_store is not None and other is not None else None
             existed: bool | None = None
             if home is not None and admin_store is not None:
@@ -255,6 +250,33 @@ def bring_alive(
                 admin_store.close()
     report.collisions = guard.settle(found)
     return report
+
+
+def _open_admin(
+    admin: Connection | None, retry: RetryPolicy, tell: Callable[[str], None]
+) -> tuple[ImapStore | None, tuple[str, str] | None]:
+    """The admin logged in as itself, and its "Other Users" namespace; (None, None) where there
+    is no such admin. Tried only on Cyrus (``admins:`` log in as themselves and see every
+    account): elsewhere, a Dovecot master user say, it would only be a failed login, which costs
+    time (Dovecot delays every NO) and lands in the server's security log."""
+    if admin is None or "cyrus" not in server_greeting(admin.endpoint).lower():
+        return None, None
+    from mailferry.engine.migrate import open_store
+
+    try:
+        store = open_store(admin, readonly=False, label="target admin", retry=retry)
+    except MailferryError as e:
+        tell(f"the target admin can't log in as itself ({e.message}): accounts are only logged in alone")
+        return None, None
+    try:
+        other = store.other_users_prefix()
+    except MailferryError:
+        other = None
+    if other is None:
+        with contextlib.suppress(Exception):
+            store.close()
+        return None, None
+    return store, other
 
 
 def inbox_ids(store: ImapStore) -> dict[str, str | None]:
