@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mailferry.config.model import AccountConfig, Project, ServerConfig
-from mailferry.connectors.imap import Endpoint, ImapStore, Login
+from mailferry.connectors.imap import Endpoint, ImapStore, Login, server_greeting
 from mailferry.connectors.wrappers import RetryPolicy
-from mailferry.engine.alive import AliveReport, MailboxGuard, admin_connection, bring_alive, inbox_ids
+from mailferry.engine.alive import AliveReport, MailboxGuard, admin_connection, bring_alive, check_folder
 from mailferry.engine.migrate import AccountJob, AccountStats, Connection, Engine, Options, Reporter
 from mailferry.engine.verify_run import verify_account
 from mailferry.errors import ExitCode, MailferryError, UsageError
@@ -165,21 +165,40 @@ def _parallel(n: int, fn: Callable[[AccountJob], Any], items: Sequence[AccountJo
         return list(pool.map(fn, items))
 
 
-def _bring_alive(project: Project, js: Sequence[AccountJob], guard: MailboxGuard) -> AliveReport:
+def _guard(project: Project, ledger: SqliteLedger, run_id: int = 0, *, record: bool = True) -> MailboxGuard:
+    """The mailbox guard of the project's target accounts (all of them, not only those of this
+    run: a collision recorded for one blocks the other in a run of only one)."""
+    return MailboxGuard.of(ledger, run_id, record=record, accounts={a.target_user for a in project.accounts})
+
+
+def _bring_alive(
+    project: Project, js: Sequence[AccountJob], guard: MailboxGuard, *, create: bool = True
+) -> AliveReport:
     """Before any parallel login to the target: each account the guard doesn't know logs in
-    alone, one after another, and the ids of its folders are settled (:mod:`mailferry.engine.alive`)."""
+    alone, one after another, and the ids of its folders are settled (:mod:`mailferry.engine.alive`).
+    ``create``: False for the commands that write nothing."""
+    from mailferry.state.ledger import alive_lock
+
     if not js:
         return AliveReport()
-    return bring_alive(
-        [(j.target_user, j.target) for j in js],
-        guard,
-        retry=RetryPolicy(attempts=max(1, project.performance.retries)),
-        admin=admin_connection(js[0].target),
-    )
+    with alive_lock(project.ledger_path):
+        return bring_alive(
+            [(j.target_user, j.target) for j in js],
+            guard,
+            retry=RetryPolicy(attempts=max(1, project.performance.retries)),
+            admin=admin_connection(js[0].target),
+            create=create,
+        )
 
 
 def _held_back(job: AccountJob, guard: MailboxGuard, alive: AliveReport) -> MailferryError | None:
-    """Why this account must not run (its target mailbox is shared, or its first login failed)."""
+    """Why this account must not run (its target mailbox is shared, its first login failed, or
+    it has no mailbox yet and this command creates none)."""
+    if job.target_user in alive.missing:
+        return MailferryError(
+            f"{job.target_user} (target): no mailbox yet",
+            hint="'mailferry migrate' creates it (the admin, one account at a time); nothing was created now",
+        )
     return guard.blocked(job.target_user) or alive.failed.get(job.target_user)
 
 
@@ -226,10 +245,12 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
     js = jobs(project, accs)
     ledger = open_ledger(project, readonly=True)
     try:
-        guard = MailboxGuard.of(ledger, record=False)
+        guard = _guard(project, ledger, record=False)
     finally:
         ledger.close()
-    alive = _bring_alive(project, js, guard)
+    alive = _bring_alive(project, js, guard, create=False)
+    if not alive.server and js:
+        alive.server = ImapStore.product(server_greeting(js[0].target.endpoint))
 
     def one(job: AccountJob) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -239,6 +260,13 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
             "warnings": [],
         }
         for role, conn, readonly in (("source", job.source, True), ("target", job.target, False)):
+            if role == "target" and job.target_user in alive.missing:
+                out[role] = {"ok": False, "error": f"{job.target_user} has no mailbox yet on the target"}
+                out["warnings"].append(
+                    f"{job.target_user} has no mailbox yet on the target: migrate creates it (the admin, one account "
+                    "at a time)"
+                )
+                continue
             held = _held_back(job, guard, alive) if role == "target" else None
             if held is not None:
                 out[role] = {"ok": False, "error": str(held)}
@@ -254,7 +282,7 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
                 continue
             try:
                 if role == "target":
-                    guard.check(job.target_user, inbox_ids(st))
+                    check_folder(guard, job.target_user, st, "INBOX")
                 info = st.info()
                 folders = st.list_folders()
                 side: dict[str, Any] = {
@@ -343,9 +371,9 @@ def plan(project: Project, names: Sequence[str] | None = None) -> Result:
     accs = select_accounts(project, names)
     ledger = open_ledger(project, readonly=True)
     try:
-        guard = MailboxGuard.of(ledger, record=False)
+        guard = _guard(project, ledger, record=False)
         js = jobs(project, accs)
-        alive = _bring_alive(project, js, guard)
+        alive = _bring_alive(project, js, guard, create=False)
         engine = Engine(ledger, options(project), guard=guard)
 
         def one(job: AccountJob) -> dict[str, Any]:
@@ -417,7 +445,7 @@ def migrate(
         ledger.acquire("migrate")
         run_id = ledger.start_run("migrate", _now())
         t0 = time.monotonic()
-        guard = MailboxGuard.of(ledger, run_id)
+        guard = _guard(project, ledger, run_id)
         alive = _bring_alive(project, js, guard)  # one at a time, before any parallel login
         held = {j.source_user: h for j in js if (h := _held_back(j, guard, alive)) is not None}
         runnable = [j for j in js if j.source_user not in held]
@@ -443,6 +471,7 @@ def migrate(
             "flag_updates": sum(s.flag_updates for s in stats),
             "deleted": sum(s.deleted for s in stats),
             "accounts": [_account_row(s) for s in stats],
+            "target": alive.as_dict(),
             "findings": [_finding(f) for f in ledger.findings(run_id)],
             "exit_code": code,
         }
@@ -531,9 +560,9 @@ def verify(project: Project, names: Sequence[str] | None = None, *, deep: bool =
     accs = select_accounts(project, names)
     ledger = open_ledger(project, readonly=True)
     try:
-        guard = MailboxGuard.of(ledger, record=False)
+        guard = _guard(project, ledger, record=False)
         js = jobs(project, accs)
-        alive = _bring_alive(project, js, guard)
+        alive = _bring_alive(project, js, guard, create=False)
         engine = Engine(ledger, options(project), guard=guard)
 
         def one(job: AccountJob) -> dict[str, Any]:

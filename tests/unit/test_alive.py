@@ -1,4 +1,5 @@
-"""The mailbox guard: an id held by two target accounts blocks both; nothing else is blocked."""
+"""The mailbox guard: an id held by two target accounts blocks both, and stays recorded until
+both are read again; nothing else is blocked."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from mailferry.state.ledger import SqliteLedger
 
 
 def test_shared_inbox_blocks_both_and_names_them() -> None:
-    g = MailboxGuard({})
+    g = MailboxGuard()
     new = g.settle(
         {"bob": {"INBOX": "X", "Sent": "S2"}, "alice": {"INBOX": "X", "Sent": "S1"}, "carol": {"INBOX": "Y"}}
     )
@@ -25,44 +26,73 @@ def test_shared_inbox_blocks_both_and_names_them() -> None:
 
 
 def test_inbox_collision_is_the_one_named_first() -> None:
-    g = MailboxGuard({})
+    g = MailboxGuard()
     g.settle({"a": {"Drafts": "D", "INBOX": "I"}, "b": {"Drafts": "D", "INBOX": "I"}})
     hit = g.blocked("a")
     assert hit is not None and hit.mailbox_id == "I"
 
 
-def test_an_earlier_owner_collides_with_a_new_claim() -> None:
-    g = MailboxGuard({"X": ("alice", "INBOX")})
+def test_two_folders_of_one_account_on_one_id_is_a_collision_too() -> None:
+    g = MailboxGuard()
+    g.settle({"a": {"INBOX": "I", "Drafts": "I"}})
+    hit = g.blocked("a")
+    assert hit is not None and hit.folders == ("Drafts", "INBOX")
+    g2 = MailboxGuard([("I", "a", "INBOX")])
+    with pytest.raises(MailboxCollision):
+        g2.check("a", "Projects", "I", created=True)  # a folder just created on an existing id
+
+
+def test_a_renamed_folder_keeps_its_id_without_a_collision() -> None:
+    g = MailboxGuard([("P", "a", "Old")])
+    g.check("a", "New", "P")  # RFC 8474: RENAME keeps MAILBOXID
+    assert g.blocked("a") is None
+
+
+def test_an_earlier_holder_collides_with_a_new_claim() -> None:
+    g = MailboxGuard([("X", "alice", "INBOX")])
     assert g.known("alice")
     with pytest.raises(MailboxCollision) as e:
-        g.check("bob", {"INBOX": "X"})
+        g.check("bob", "INBOX", "X")
     assert e.value.accounts == ("alice", "bob")
     assert g.blocked("alice") is not None  # the earlier holder is not written to either
-    g.check("carol", {"INBOX": "Z"})  # others go on
+    g.check("carol", "INBOX", "Z")  # others go on
 
 
-def test_same_account_again_is_not_a_collision() -> None:
-    g = MailboxGuard({"X": ("alice", "INBOX")})
-    g.check("alice", {"INBOX": "X"})
-    g.check("alice", {"Sent": "S"})
-    assert g.blocked("alice") is None
+def test_a_recorded_collision_blocks_a_run_of_only_one_of_them(tmp_path) -> None:
+    led = SqliteLedger(tmp_path / "l.sqlite")
+    try:
+        MailboxGuard.of(led, 1).settle({"r03": {"INBOX": "X"}, "r09": {"INBOX": "X"}})
+        later = MailboxGuard.of(led, 2, accounts={"r03", "r09"})
+        assert not later.known("r03") and not later.known("r09")  # to be read again
+        later.settle({"r03": {"INBOX": "X"}})  # a run of r03 alone: r09's row still holds X
+        assert later.blocked("r03") is not None
+        repaired = MailboxGuard.of(led, 3, accounts={"r03", "r09"})
+        repaired.settle({"r03": {"INBOX": "X"}, "r09": {"INBOX": "Y"}})  # r09 recreated on the server
+        assert repaired.blocked("r03") is None and repaired.blocked("r09") is None
+        assert MailboxGuard.of(led, 4).known("r03")  # its stale row is gone
+    finally:
+        led.close()
 
 
-def test_claims_are_recorded_once_in_the_ledger(tmp_path) -> None:
+def test_rows_of_accounts_no_longer_in_the_project_are_ignored() -> None:
+    g = MailboxGuard([("X", "alice", "INBOX")], accounts={"alice.smith"})  # renamed in the CSV
+    g.check("alice.smith", "INBOX", "X")
+    assert g.blocked("alice.smith") is None
+
+
+def test_claims_are_recorded_in_the_ledger_and_read_only_commands_record_nothing(tmp_path) -> None:
     led = SqliteLedger(tmp_path / "l.sqlite")
     try:
         g = MailboxGuard.of(led, 7)
-        g.settle(
-            {"alice": {"INBOX": "A1", "Sent": "A2"}, "bob": {"INBOX": "B1"}, "x": {"INBOX": "C"}, "y": {"INBOX": "C"}}
-        )
-        assert led.mailbox_owners() == {"A1": ("alice", "INBOX"), "A2": ("alice", "Sent"), "B1": ("bob", "INBOX")}
+        g.settle({"alice": {"INBOX": "A1", "Sent": "A2"}, "bob": {"INBOX": "B1"}})
+        assert led.mailbox_holders() == [("A1", "alice", "INBOX"), ("A2", "alice", "Sent"), ("B1", "bob", "INBOX")]
         g2 = MailboxGuard.of(led, 8)
-        assert g2.known("alice") and not g2.known("x")
+        assert g2.known("alice")
         with pytest.raises(MailboxCollision):
-            g2.check("carol", {"INBOX": "B1"})
+            g2.check("carol", "INBOX", "B1")
         ro = MailboxGuard.of(led, record=False)
-        ro.check("dave", {"INBOX": "D"})
-        assert "D" not in led.mailbox_owners()  # read-only commands record nothing
+        ro.check("dave", "INBOX", "D")
+        assert all(mid != "D" for mid, _u, _f in led.mailbox_holders())
     finally:
         led.close()
 
@@ -73,8 +103,9 @@ ids = st.sampled_from(["1", "2", "3", "4", "5"])
 
 @given(st.dictionaries(users, st.dictionaries(st.sampled_from(["INBOX", "Sent", "Trash"]), ids, max_size=3)))
 def test_blocked_exactly_the_accounts_sharing_an_id(claims: dict[str, dict[str, str]]) -> None:
-    g = MailboxGuard({})
+    g = MailboxGuard()
     g.settle(claims)
     for u, mine in claims.items():
         shares = any(set(mine.values()) & set(other.values()) for v, other in claims.items() if v != u)
-        assert (g.blocked(u) is not None) == shares
+        own_repeat = len(set(mine.values())) < len(mine)
+        assert (g.blocked(u) is not None) == (shares or own_repeat)

@@ -405,8 +405,12 @@ class ImapStore:
     @property
     def server_product(self) -> str:
         """The server software as its greeting names it ("Cyrus IMAP", "Dovecot"), else ""."""
+        return self.product(self.greeting)
+
+    @staticmethod
+    def product(greeting: str) -> str:
         for name in ("Cyrus IMAP", "Dovecot", "Courier", "Zimbra", "Microsoft Exchange", "Stalwart"):
-            if name.lower() in self.greeting.lower():
+            if name.lower() in greeting.lower():
                 return name
         return ""
 
@@ -414,7 +418,7 @@ class ImapStore:
         """The server's own unique id of ``folder``: RFC 8474 MAILBOXID where the server has
         OBJECTID, else Dovecot's STATUS X-GUID (tried once per connection), else None (the server
         gives none, or an id that is not one). Raises :class:`ServerRefused` when the folder does
-        not exist.
+        not exist or may not be looked at.
 
         Asked for alone: Cyrus 3.6 answers ``STATUS f (MESSAGES MAILBOXID)`` on a folder created in
         the same session with random bytes in place of the id (``STATUS f (MAILBOXID)`` is right)."""
@@ -424,9 +428,10 @@ class ImapStore:
             else:
                 try:
                     st = self._call(f"STATUS {folder}", "folder_status", self._wire(folder), ["X-GUID"])
-                except ServerRefused as e:
-                    if "error: BAD" not in e.message:
-                        raise  # NO: the folder itself is the problem, not the item
+                except ServerRefused:
+                    # BAD, or a NO from a server that refuses unknown items that way: a plain
+                    # STATUS tells "no such item" (it works) from "no such folder" (it fails too).
+                    self._call(f"STATUS {folder}", "folder_status", self._wire(folder), ["MESSAGES"])
                     self._id_item = None
                     return None
                 self._id_item = "X-GUID"
@@ -436,6 +441,30 @@ class ImapStore:
             return None
         st = self._call(f"STATUS {folder}", "folder_status", self._wire(folder), [item])
         return _id_value(st.get(item.encode()))
+
+    def own_folders(self) -> list[FolderInfo]:
+        """The account's own folders: INBOX and those of its personal namespace, without the
+        "Other Users" and shared namespaces (RFC 2342) that LIST "*" also shows (public folders,
+        folders other people share): those are not this account's mailbox."""
+        personal, others = "", []
+        if "NAMESPACE" in self._caps:
+            ns = self._call("NAMESPACE", "namespace")
+            if ns.personal:
+                personal = _decode_name(ns.personal[0][0], self._utf8)
+            for group in (ns.other or (), ns.shared or ()):
+                for prefix, _delim in group:
+                    p = _decode_name(prefix, self._utf8)
+                    if p:
+                        others.append(p)
+
+        def own(name: str) -> bool:
+            if name.upper() == "INBOX":
+                return True
+            if personal:  # Cyrus "INBOX/": a shared namespace may have the empty prefix
+                return name.startswith(personal)
+            return not any(name.startswith(p) for p in others)
+
+        return [f for f in self.list_folders() if own(f.name)]
 
     def folder_exists(self, name: str) -> bool:
         return bool(self._call(f"LIST {name}", "folder_exists", self._wire(name)))

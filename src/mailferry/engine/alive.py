@@ -38,11 +38,11 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from mailferry.connectors.imap import ImapStore, Login, server_greeting
+from mailferry.connectors.imap import ImapStore, Login, ServerRefused, server_greeting
 from mailferry.connectors.wrappers import RetryPolicy
 from mailferry.errors import MailboxCollision, MailferryError, TemporaryFailure
 
@@ -52,12 +52,29 @@ if TYPE_CHECKING:
 
 
 class MailboxGuard:
-    """Who holds which target mailbox (id -> target account, folder), shared by every account of
-    a run; thread-safe. ``ledger``: where claims are recorded (None: a read-only command)."""
+    """Who holds which target mailbox, shared by every account of a run; thread-safe.
 
-    def __init__(self, owners: Mapping[str, tuple[str, str]], ledger: Ledger | None = None, run_id: int = 0) -> None:
-        self._owners: dict[str, tuple[str, str]] = dict(owners)
-        self._known = {user for user, _f in self._owners.values()}
+    Holders are (mailbox id, target account, folder). Two accounts on one id is a collision:
+    both are blocked, and it stays recorded (ledger) until both accounts are read again and no
+    longer share it, so a later run of only one of them is blocked too. One account's two folders
+    on one id, seen in one full read or right after mailferry created one of them, is a collision
+    of that account with itself. ``accounts``: the project's target accounts; rows of accounts no
+    longer in the project are stale and ignored. ``ledger``: where claims are recorded (None: a
+    read-only command).
+    """
+
+    def __init__(
+        self,
+        holders: Iterable[tuple[str, str, str]] = (),
+        ledger: Ledger | None = None,
+        run_id: int = 0,
+        accounts: Collection[str] | None = None,
+    ) -> None:
+        self._by_user: dict[str, dict[str, str]] = {}  # account -> folder -> id
+        self._by_id: dict[str, dict[str, set[str]]] = {}  # id -> account -> folders
+        for mid, user, folder in holders:
+            if accounts is None or user in accounts:
+                self._put(user, folder, mid)
         self._blocked: dict[str, MailboxCollision] = {}
         self._ledger = ledger
         self._run_id = run_id
@@ -65,61 +82,96 @@ class MailboxGuard:
         self.collisions: list[MailboxCollision] = []
 
     @classmethod
-    def of(cls, ledger: Ledger, run_id: int = 0, *, record: bool = True) -> MailboxGuard:
-        return cls(ledger.mailbox_owners(), ledger if record else None, run_id)
+    def of(
+        cls, ledger: Ledger, run_id: int = 0, *, record: bool = True, accounts: Collection[str] | None = None
+    ) -> MailboxGuard:
+        return cls(ledger.mailbox_holders(), ledger if record else None, run_id, accounts)
+
+    def _put(self, user: str, folder: str, mid: str) -> None:
+        self._drop(user, folder)
+        self._by_user.setdefault(user, {})[folder] = mid
+        self._by_id.setdefault(mid, {}).setdefault(user, set()).add(folder)
+
+    def _drop(self, user: str, folder: str) -> None:
+        old = self._by_user.get(user, {}).pop(folder, None)
+        if old is not None:
+            folders = self._by_id[old][user]
+            folders.discard(folder)
+            if not folders:
+                del self._by_id[old][user]
+                if not self._by_id[old]:
+                    del self._by_id[old]
+
+    def _holders(self, mid: str) -> dict[str, list[str]]:
+        return {u: sorted(fs) for u, fs in self._by_id.get(mid, {}).items()}
 
     def known(self, target_user: str) -> bool:
-        """True when the ledger (or this run) has seen this account alive with ids of its own."""
+        """True when this account was seen alive with ids of its own that no other account holds."""
         with self._lock:
-            return target_user in self._known
+            ids = self._by_user.get(target_user)
+            if not ids or target_user in self._blocked:
+                return False
+            return all(len(self._holders(m)) == 1 for m in set(ids.values()))
 
     def blocked(self, target_user: str) -> MailboxCollision | None:
         with self._lock:
             return self._blocked.get(target_user)
 
-    def check(self, target_user: str, ids: Mapping[str, str | None]) -> None:
-        """Claim ``ids`` (folder -> mailbox id) for ``target_user``; raise the collision when one
-        of them, or an earlier claim of this account, is held by another account."""
-        self.settle({target_user: ids})
-        hit = self.blocked(target_user)
-        if hit is not None:
-            raise hit
+    def _collide(self, mid: str, holders: Mapping[str, Sequence[str]]) -> MailboxCollision:
+        pairs = sorted((u, f) for u, fs in holders.items() for f in sorted(fs))
+        collision = MailboxCollision(mid, tuple(u for u, _ in pairs), tuple(f for _, f in pairs))
+        self.collisions.append(collision)
+        for u in holders:
+            self._blocked.setdefault(u, collision)
+        return collision
 
     def settle(self, found: Mapping[str, Mapping[str, str | None]]) -> list[MailboxCollision]:
-        """Claims of several accounts at once: every account of a shared id is blocked, those
-        claimed now and the earlier holder alike. Returns the new collisions."""
+        """Full reads of some accounts (account -> every folder -> id): they replace what was
+        known of them; then every id on two accounts, or on two folders of one account just read,
+        is a collision. Returns the new collisions, an account's INBOX first."""
         new: list[MailboxCollision] = []
         with self._lock:
-            holders: dict[str, dict[str, str]] = {}  # id -> target user -> folder
             for user, ids in found.items():
-                for folder, mid in ids.items():
-                    if mid:
-                        holders.setdefault(mid, {}).setdefault(user, folder)
-            # An account's INBOX first: the collision named for it is the one that matters most.
-            for mid, users in sorted(holders.items(), key=lambda kv: "INBOX" not in kv[1].values()):
-                owner = self._owners.get(mid)
-                if owner is not None:
-                    users.setdefault(owner[0], owner[1])
-                if len(users) < 2:
-                    continue
-                names = tuple(sorted(users))
-                collision = MailboxCollision(mid, names, tuple(users[u] for u in names))
-                new.append(collision)
-                for u in names:
-                    self._blocked.setdefault(u, collision)
-            for user, ids in found.items():
-                if user in self._blocked:
-                    continue
                 own = {folder: mid for folder, mid in ids.items() if mid}
-                fresh = {f: m for f, m in own.items() if self._owners.get(m) != (user, f)}
+                for folder in list(self._by_user.get(user, {})):
+                    self._drop(user, folder)
                 for folder, mid in own.items():
-                    self._owners[mid] = (user, folder)
-                if own:
-                    self._known.add(user)
-                if fresh and self._ledger is not None:
-                    self._ledger.record_mailboxes(user, fresh, self._run_id)
-            self.collisions.extend(new)
+                    self._put(user, folder, mid)
+                if self._ledger is not None:
+                    self._ledger.record_mailboxes(user, own, self._run_id, replace=True)
+            touched = sorted(
+                {m for ids in found.values() for m in ids.values() if m},
+                key=lambda m: (not any(ids.get("INBOX") == m for ids in found.values()), m),
+            )
+            for mid in touched:
+                holders = self._holders(mid)
+                if len(holders) > 1 or any(len(fs) > 1 and u in found for u, fs in holders.items()):
+                    new.append(self._collide(mid, holders))
         return new
+
+    def check(self, target_user: str, folder: str, mailbox_id: str, *, created: bool = False) -> None:
+        """Claim one folder's id for ``target_user``; raise the collision when another account
+        holds it (or, for a folder mailferry has just created, another folder of the same account:
+        Cyrus has handed out such repeats), or when the account is blocked already."""
+        with self._lock:
+            hit = self._blocked.get(target_user)
+            if hit is None:
+                holders = self._holders(mid := mailbox_id)
+                others = {u: fs for u, fs in holders.items() if u != target_user}
+                mine = [f for f in holders.get(target_user, []) if f != folder]
+                if others or (created and mine):
+                    hit = self._collide(mid, {**others, target_user: [folder, *(mine if created else [])]})
+                else:
+                    # Another folder of the same account on this id and not just created: renamed
+                    # on the target (RFC 8474 keeps the id across RENAME), not a collision.
+                    for f in mine:
+                        self._drop(target_user, f)
+                    if self._by_user.get(target_user, {}).get(folder) != mid:
+                        self._put(target_user, folder, mid)
+                        if self._ledger is not None:
+                            self._ledger.record_mailboxes(target_user, {folder: mid}, self._run_id)
+        if hit is not None:
+            raise hit
 
 
 @dataclass(slots=True)
@@ -130,6 +182,7 @@ class AliveReport:
     autocreated: list[str] = field(default_factory=list)  # their INBOX appeared at that first login
     created: list[str] = field(default_factory=list)  # their INBOX created by the admin
     failed: dict[str, MailferryError] = field(default_factory=dict)  # target account -> why
+    missing: list[str] = field(default_factory=list)  # no mailbox yet, left alone (create=False)
     collisions: list[MailboxCollision] = field(default_factory=list)
     no_ids: bool = False  # the server names no mailbox id: the guard could check nothing
     server: str = ""  # the target's software as its greeting names it
@@ -140,6 +193,7 @@ class AliveReport:
             "created_at_first_login": sorted(self.autocreated),
             "created_by_admin": sorted(self.created),
             "failed": {u: str(e) for u, e in sorted(self.failed.items())},
+            "without_mailbox": sorted(self.missing),
             "collisions": [
                 {"mailbox_id": c.mailbox_id, "accounts": list(c.accounts), "folders": list(c.folders)}
                 for c in self.collisions
@@ -168,12 +222,15 @@ def bring_alive(
     admin: Connection | None = None,
     note: Callable[[str], None] | None = None,
     every: bool = False,
+    create: bool = True,
 ) -> AliveReport:
     """Log every target account the guard does not know yet in alone, one after another; create
     what is missing with the admin; read the ids of its folders; settle them with the guard.
 
     ``targets``: (target account, how to log in as it); an account listed twice is done once.
-    ``every``: log in the accounts the guard knows too (the directory's mailbox confirmation)."""
+    ``every``: log in the accounts the guard knows too (the directory's mailbox confirmation).
+    ``create``: False for commands that write nothing (check, plan, verify): an account the admin
+    sees without a mailbox is left alone (``report.missing``), not created and not logged in."""
     from mailferry.engine.migrate import open_store
 
     report = AliveReport()
@@ -204,6 +261,9 @@ def bring_alive(
             if home is not None and admin_store is not None:
                 try:
                     existed = admin_store.folder_exists(home)
+                    if not existed and not create:
+                        report.missing.append(user)
+                        continue
                     if not existed:
                         # Created through the admin's one connection, not by a first login: Cyrus
                         # (Debian 3.6) gives ids that can repeat across its processes, so even
@@ -230,10 +290,13 @@ def bring_alive(
                 if existed is False and user not in report.created and store.folder_exists("INBOX"):
                     report.autocreated.append(user)
                 ids: dict[str, str | None] = {}
-                for f in store.list_folders():
+                for f in store.own_folders():  # not public folders nor other people's shared ones
                     if not f.selectable:
                         continue
-                    mid = store.mailbox_id(f.name)
+                    try:
+                        mid = store.mailbox_id(f.name)
+                    except ServerRefused:
+                        continue  # may be listed but not looked at: nothing of it to hold
                     if mid is None:
                         report.no_ids = True
                         break
@@ -279,6 +342,17 @@ def _open_admin(
     return store, other
 
 
-def inbox_ids(store: ImapStore) -> dict[str, str | None]:
-    """INBOX -> its id, for an account's own check on its first target connection."""
-    return {"INBOX": store.mailbox_id("INBOX")}
+def check_folder(
+    guard: MailboxGuard, target_user: str, store: ImapStore, folder: str, *, created: bool = False
+) -> None:
+    """Read ``folder``'s id on ``store`` and claim it (see :meth:`MailboxGuard.check`); a folder
+    that can't be looked at (no such folder, no right) holds nothing."""
+    hit = guard.blocked(target_user)
+    if hit is not None:
+        raise hit
+    try:
+        mid = store.mailbox_id(folder)
+    except ServerRefused:
+        return
+    if mid is not None:
+        guard.check(target_user, folder, mid, created=created)

@@ -310,7 +310,7 @@ class DirectoryApply:
             (a, Connection(endpoint, Login(a, admin.password, admin.admin, admin.method, admin.master_separator)))
             for a, _dn in people
         ]
-        guard = MailboxGuard.of(self.ledger, self.run_id)
+        guard = MailboxGuard.of(self.ledger, self.run_id, accounts={a for a, _dn in people})
         alive = bring_alive(
             targets, guard, retry=RetryPolicy(attempts=3), admin=admin_connection(targets[0][1]), every=True
         )

@@ -329,21 +329,26 @@ class AccountRun:
             self._guard_folder(store, "INBOX")
         return self.target
 
-    def _guard_folder(self, store: WriteStore, folder: str) -> None:
+    def _guard_folder(self, store: WriteStore, folder: str, *, created: bool = False) -> None:
         """Refuse (MailboxCollision, exit 78) to go on with a target folder whose server id
         another target account of the project holds (see :mod:`mailferry.engine.alive`)."""
         guard = self.e.guard
         if guard is None:
             return
-        hit = guard.blocked(self.job.target_user)
+        self._stop_if_blocked()
+        try:
+            mailbox_id: str | None = self.retry(store, store.mailbox_id, folder)
+        except ServerRefused:
+            return  # no such folder (yet), or no right to look: nothing of it to hold
+        if mailbox_id is not None:
+            guard.check(self.job.target_user, folder, mailbox_id, created=created)
+
+    def _stop_if_blocked(self) -> None:
+        """Before every write: stop when the guard has found this account's mailbox shared
+        (by this pass or by another account's, running at the same time)."""
+        hit = self.e.guard.blocked(self.job.target_user) if self.e.guard is not None else None
         if hit is not None:
             raise hit
-        try:
-            mailbox_id = store.mailbox_id(folder)
-        except ServerRefused:
-            return  # no such folder (yet): nothing of it to hold
-        if mailbox_id is not None:
-            guard.check(self.job.target_user, {folder: mailbox_id})
 
     def _writer(self, i: int) -> WriteStore:
         while len(self.writers) <= i:
@@ -487,8 +492,12 @@ class AccountRun:
                 )
             if m.target not in self.target_folders:
                 target_name = m.target or ""
+                self._stop_if_blocked()
                 self.retry(tgt, tgt.create_folder, target_name, m.special_use)
                 self.target_folders.add(target_name)
+                # A new folder's id too (parents that hold no mail included): Cyrus has given a
+                # folder created here the id of another account's INBOX.
+                self._guard_folder(tgt, target_name, created=True)
             if self.opts.subscriptions and f.subscribed:
                 self.retry(tgt, tgt.subscribe, m.target or "")
         # Plan every folder and do what needs no copying, then copy all folders' messages in one
@@ -510,6 +519,7 @@ class AccountRun:
                 self._run_folder(j.folder, j.mapping, j.status)  # re-plan: looks at the target
             else:
                 self._finish_folder(j)
+        self._stop_if_blocked()  # found shared while others wrote: this account fails too
 
     def _drop_refusals_of_folders_left(self, mappings: list[FolderMapping], by_name: dict[str, FolderInfo]) -> None:
         """Refused messages of a folder the source no longer has, or the admin's rules now
@@ -707,9 +717,11 @@ class AccountRun:
                 copies.append(a.meta)
         flag_changes = [a for a in plan.actions if isinstance(a, SetFlags)]
         if flag_changes:
+            self._stop_if_blocked()
             self._set_flags(job, flag_changes)
         deletes = [a for a in plan.actions if isinstance(a, Delete)]
         if deletes:
+            self._stop_if_blocked()
             self.retry(tgt, lambda: tgt.expunge_uids(target_folder, [a.target_uid for a in deletes]))
             self.ledger.forget(self.account, folder, [(a.uidvalidity, a.uid) for a in deletes])
             self.stats.deleted += len(deletes)
@@ -901,6 +913,7 @@ class AccountRun:
             raise errors[0]
 
     def _append_batch(self, w: WriteStore, job: _FolderJob, items: list[tuple[MessageMeta, bytes]]) -> None:
+        self._stop_if_blocked()
         folder, target_folder, validity = job.folder.name, job.target_folder, job.status.uidvalidity
         pending = [
             MessageRecord(

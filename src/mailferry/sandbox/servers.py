@@ -922,11 +922,13 @@ class CyrusServer:
         httpd: str | None,
         autocreate_folders: Sequence[str],
         max_message_size: int | None,
+        repeat_ids: bool = False,
     ) -> None:
         self.host = HOST
         self.base_dir = base_dir.resolve()
         self.users = dict(users)
         self.admin = admin
+        self.repeat_ids = repeat_ids
         self.port = imap_port or free_port()
         self.http_port = (http_port or free_port()) if httpd else None
         self.imapd = imapd
@@ -952,10 +954,19 @@ class CyrusServer:
         autocreate_folders: Sequence[str] = (),
         max_message_size: int | None = None,
         first_login: bool = True,
+        repeat_ids: bool = False,
     ) -> CyrusServer:
         """Write a config under ``base_dir``, start Cyrus, wait for its greeting and log every
         user in once, one after another (INBOX autocreation). ``first_login=False`` leaves the
         accounts never used: no mailbox until their first login (see :meth:`first_logins_at_once`).
+
+        ``repeat_ids``: keep Cyrus' own mailbox ids. The Debian build makes them from ``rand()``,
+        and its server processes repeat each other's ids: several accounts' first logins at once
+        get one INBOX, and folders created in different connections can get one id (see the
+        README's server notes). By default the sandbox preloads a ``rand()`` drawn from
+        ``getrandom()`` (built with the C compiler once), which makes the ids unique (12 first
+        logins at once: 12 ids instead of 1), so that tests of migrations into Cyrus don't meet
+        that defect by chance; the tests of the defect itself pass ``repeat_ids=True``.
 
         CalDAV/CardDAV (``httpd``, package ``cyrus-caldav``) is started too when its binary is
         found next to ``imapd`` or in /usr/lib/cyrus/bin; ``http_port`` is ``None`` otherwise.
@@ -980,6 +991,7 @@ class CyrusServer:
                 httpd=httpd,
                 autocreate_folders=autocreate_folders,
                 max_message_size=max_message_size,
+                repeat_ids=repeat_ids,
             )
             try:
                 server._prepare()
@@ -1201,8 +1213,13 @@ DAEMON {{
             argv = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups", *argv]
         log = (root / "log" / "master.log").open("ab")
         try:
+            env = dict(os.environ)
+            if not self.repeat_ids:
+                lib = _unique_rand_library()
+                if lib is not None:
+                    env["LD_PRELOAD"] = str(lib)
             self._proc = subprocess.Popen(
-                argv, cwd=root, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+                argv, cwd=root, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=env
             )
         finally:
             log.close()
@@ -1258,6 +1275,33 @@ DAEMON {{
                 with contextlib.suppress(Exception):
                     c.logout()
         return out
+
+
+_UNIQUE_RAND_C = b"""
+/* mailferry sandbox: rand() from getrandom(), so that Cyrus' mailbox ids don't repeat. */
+#include <sys/random.h>
+int rand(void) { unsigned int x = 0; if (getrandom(&x, sizeof x, 0) != sizeof x) x = 0; return (int)(x & 0x7fffffff); }
+void srand(unsigned int seed) { (void)seed; }
+"""
+
+
+def _unique_rand_library() -> Path | None:
+    """The preload library of :class:`CyrusServer` (``repeat_ids``), built once per machine in
+    the temp folder; None without a C compiler (then Cyrus keeps its repeating ids)."""
+    import hashlib
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None
+    lib = Path(tempfile.gettempdir()) / f"mailferry-rand-{hashlib.sha256(_UNIQUE_RAND_C).hexdigest()[:16]}.so"
+    if not lib.exists():
+        src = lib.with_suffix(".c")
+        src.write_bytes(_UNIQUE_RAND_C)
+        tmp = lib.with_name(lib.name + f".{os.getpid()}")
+        run_tool([cc, "-shared", "-fPIC", "-O2", "-o", str(tmp), str(src)])
+        tmp.chmod(0o755)
+        os.replace(tmp, lib)
+    return lib
 
 
 def _cyrus_owner() -> tuple[int, int]:

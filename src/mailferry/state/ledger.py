@@ -139,10 +139,11 @@ _MIGRATIONS: dict[int, str] = {
     """,
     3: """
     CREATE TABLE target_mailboxes (
-        mailbox_id TEXT PRIMARY KEY,
+        mailbox_id TEXT NOT NULL,
         target_user TEXT NOT NULL,
         folder TEXT NOT NULL,
-        run_id INTEGER NOT NULL
+        run_id INTEGER NOT NULL,
+        PRIMARY KEY (mailbox_id, target_user, folder)
     );
     CREATE INDEX target_mailboxes_user ON target_mailboxes (target_user);
     """,
@@ -243,12 +244,14 @@ class Ledger(Protocol):
     def forget(self, account: str, source_folder: str, keys: Sequence[tuple[int, int]]) -> None: ...
     def rebase(self, account: str, source_folder: str, moves: Sequence[tuple[int, int, int, int]]) -> None: ...
     def add_finding(self, run_id: int, f: Finding) -> None: ...
-    def mailbox_owners(self) -> dict[str, tuple[str, str]]:
-        """mailbox id -> (target account, folder) of every target folder seen alive."""
+    def mailbox_holders(self) -> list[tuple[str, str, str]]:
+        """(mailbox id, target account, folder) of every target folder seen: two accounts on one
+        id is a collision that stays recorded until both are read again."""
         ...
 
-    def record_mailboxes(self, target_user: str, ids: dict[str, str], run_id: int) -> None:
-        """These folders (folder -> mailbox id) of ``target_user`` are alive and its own."""
+    def record_mailboxes(self, target_user: str, ids: dict[str, str], run_id: int, *, replace: bool = False) -> None:
+        """These folders (folder -> mailbox id) of ``target_user`` were seen; ``replace``: they are
+        all of its folders (a full read), so its older rows go."""
         ...
 
     def findings(self, run_id: int | None = None, account: str | None = None) -> list[Finding]: ...
@@ -588,12 +591,21 @@ class SqliteLedger:
 
     # -- target mailboxes ---------------------------------------------------------------------
 
-    def mailbox_owners(self) -> dict[str, tuple[str, str]]:
-        rows = self._db.execute("SELECT mailbox_id, target_user, folder FROM target_mailboxes").fetchall()
-        return {r[0]: (r[1], r[2]) for r in rows}
+    def mailbox_holders(self) -> list[tuple[str, str, str]]:
+        rows = self._db.execute(
+            "SELECT mailbox_id, target_user, folder FROM target_mailboxes ORDER BY mailbox_id, target_user, folder"
+        ).fetchall()
+        return [(r[0], r[1], r[2]) for r in rows]
 
-    def record_mailboxes(self, target_user: str, ids: dict[str, str], run_id: int) -> None:
+    def record_mailboxes(self, target_user: str, ids: dict[str, str], run_id: int, *, replace: bool = False) -> None:
         with self._tx() as db:
+            if replace:
+                db.execute("DELETE FROM target_mailboxes WHERE target_user=?", (target_user,))
+            else:  # a folder's id is the one last seen (a folder recreated on the target gets a new one)
+                db.executemany(
+                    "DELETE FROM target_mailboxes WHERE target_user=? AND folder=?",
+                    [(target_user, folder) for folder in ids],
+                )
             db.executemany(
                 "INSERT OR REPLACE INTO target_mailboxes (mailbox_id, target_user, folder, run_id) VALUES (?, ?, ?, ?)",
                 [(mid, target_user, folder, run_id) for folder, mid in ids.items()],
@@ -661,6 +673,27 @@ class SqliteLedger:
         if self._lockfile is not None:
             self._lockfile.close()
             self._lockfile = None
+
+
+@contextmanager
+def alive_lock(ledger_path: Path) -> Iterator[None]:
+    """Held while a command brings the project's target accounts alive one at a time (see
+    :mod:`mailferry.engine.alive`): a ``check`` started during a ``migrate`` waits instead of
+    logging accounts in beside it. Waits (it is short), unlike the run lock. The lock file lives
+    in the temp folder, keyed by the ledger's path: commands that write nothing leave nothing in
+    the project."""
+    import fcntl
+    import hashlib
+    import tempfile
+
+    key = hashlib.sha256(str(ledger_path.resolve()).encode()).hexdigest()[:20]
+    path = Path(tempfile.gettempdir()) / f"mailferry-alive-{key}.lock"
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _split(script: str) -> list[str]:
