@@ -15,6 +15,7 @@ from mailferry.formats.server_words import server_words
             "STATUS failed: Mailbox does not exist.",
         ),
         ("Completed (0.000 secs 1 calls)", "Completed"),
+        ("FETCH failed: Mailbox does not exist (0.000 sec)", "FETCH failed: Mailbox does not exist"),
         ("APPEND failed: Message contains invalid header", "APPEND failed: Message contains invalid header"),
         ("[b'caf\\xc3\\xa9 is full']", "café is full"),
         (

@@ -14,7 +14,7 @@ import re
 
 # b'...' or b"..." (with escapes), optionally inside the brackets of a one-element list repr.
 _BYTES = re.compile(r"""\[?\bb(['"])((?:\\.|(?!\1).)*)\1(?:,\s*)?\]?""")
-_TIMING = r"\s*\(\d+(?:\.\d+)?(?: \+ \d+(?:\.\d+)?)* secs(?: \d+ calls?)?\)"
+_TIMING = r"\s*\(\d+(?:\.\d+)?(?: \+ \d+(?:\.\d+)?)* secs?(?: \d+ calls?)?\)"
 _TIMING_AFTER_STOP = re.compile(r"(?<=\.)" + _TIMING + r"\.")  # "done. (0.001 secs)." -> "done."
 _TIMING_ANY = re.compile(_TIMING)
 
