@@ -437,6 +437,19 @@ def test_changing_mail_keeps_the_old_one_as_an_address() -> None:
     assert isinstance(add, AddAddresses) and add.values == ("smtp:a@old.test",)
 
 
+def test_a_target_mail_the_template_replaces_stays_an_address() -> None:
+    # Found by test_replan_after_apply_plans_nothing: the old mail, no address of the source's, was
+    # lost, and the next run matched (or left ambiguous) other people than this one did.
+    s = src("a", login="a")
+    for dialect, attr, old in [("ad", "proxyAddresses", "smtp:a.t@tgt.test"), ("generic", "mailAlternateAddress",
+                                                                                "a.t@tgt.test")]:  # fmt: skip
+        t = tgt("A", login="a", mail="a.t@tgt.test")
+        kw = {"dialect": dialect, "lock_marker": {"x": "y"}} if dialect == "generic" else {}
+        plan = make_plan(match_people([s], [t], ["login"]), mail_attrs_template={"mail": "${login}@new.test"}, **kw)
+        (add,) = plan.of(AddAddresses)
+        assert isinstance(add, AddAddresses) and add.attribute == attr and old in add.values
+
+
 def test_generic_addresses_go_to_the_alias_attribute() -> None:
     s = src("a", login="a", legacy_dn=LEG, proxy_addresses=("SMTP:a@old.test", "smtp:b@old.test"))
     t = tgt("A", login="a", proxy_addresses=generic_proxies("a@old.test", []))

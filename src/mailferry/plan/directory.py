@@ -46,7 +46,8 @@ Planning (:func:`plan_directory`), per outcome:
 outcome             actions
 ==================  =====================================================================
 matched             ``AddAddresses`` (old X500 and SMTP addresses the target lacks, after the
-                    mail attributes are set), ``SetMailAttributes`` (template values that
+                    mail attributes are set; a mail the template replaces stays an address),
+                    ``SetMailAttributes`` (template values that
                     differ from the target's), ``MergeContact`` (``Outcome.contact``), each only
                     when there is something to do: a finished person plans nothing
 to_create (user)    ``CreateUser``: the whole entry in one add (disabled; names, phones,
@@ -890,6 +891,7 @@ def _update(
     p, t = o.source, o.target
     actions: list[Action] = []
     after = t
+    change: dict[str, str] = {}
     if t.kind == "user":
         rendered, _ = _render(mail_template, _placeholders(p, t.login or _login_of(p)), "mail attributes template")
         change = {k: v for k, v in rendered.items() if _get(t, k) != (v,)}
@@ -906,6 +908,12 @@ def _update(
     smtp_keys, x500_keys = set(after.smtp_keys), set(after.x500_keys)
     if keep_old:
         values, dropped = _missing_addresses(p, smtp_keys, x500_keys, dialect)
+        # The target's own mail, replaced by the template, stays an address too: mail to it still
+        # arrives, and the next run matches as this one did.
+        if "mail" in change and t.mail and normalize_email(t.mail) not in smtp_keys:
+            old_mail = as_secondary_smtp(t.mail) if dialect == "ad" else t.mail.strip()
+            if normalize_email(t.mail) not in {normalize_email(v.split(":", 1)[-1]) for v in values}:
+                values.append(old_mail)
         if values:
             actions.insert(
                 0,
