@@ -711,6 +711,8 @@ def directory_job(project: Project, *, confirm: bool = True) -> Any:
         alias_attribute=t_attrs.get("alias", "mailAlternateAddress"),
         imap_endpoint=imap_endpoint,
         imap_admin=imap_admin,
+        resolutions=dict(d.resolve),
+        upn_suffix=d.upn_suffix,
     )
 
 
@@ -751,7 +753,8 @@ def _outcome_row(o: Any) -> dict[str, Any]:
 
 
 def _action_row(a: Any) -> dict[str, Any]:
-    from mailferry.plan.directory import AddAddresses, CreateUser, MergeContact, SetMailAttributes
+    from mailferry.engine.directory import jsonable
+    from mailferry.plan.directory import AddAddresses, CreateUser, MergeContact, SetMailAttributes, SetManager
 
     if isinstance(a, CreateUser):
         return {
@@ -770,7 +773,8 @@ def _action_row(a: Any) -> dict[str, Any]:
             "source": a.source.dn,
             "reason": a.reason,
             "groups": list(a.groups_to_move),
-            "copy": a.attrs_to_copy,
+            "copy": {k: jsonable(v) for k, v in a.attrs_to_copy.items()},
+            "not_copied": list(a.not_copied),
             "addresses": list(a.addresses),
         }
     if isinstance(a, AddAddresses):
@@ -790,39 +794,72 @@ def _action_row(a: Any) -> dict[str, Any]:
             "attributes": a.attrs,
             "reason": a.reason,
         }
+    if isinstance(a, SetManager):
+        return {"action": "set-manager", "dn": a.dn, "source": a.source.dn, "manager": a.manager, "reason": a.reason}
     return {"action": "skip", "source": a.source.dn, "reason": a.reason, "finding": a.finding}
 
 
-def directory_plan(project: Project) -> Result:
-    from mailferry.engine.directory import make_plan, read_people
+OUTCOMES = ("matched", "to_create", "contact_to_merge", "ambiguous", "conflict")
 
+
+def directory_plan(project: Project, outcomes: Sequence[str] | None = None) -> Result:
+    """What ``directory apply`` would do, and whether the target allows it (preconditions).
+
+    ``outcomes``: list only the people of these outcomes and their actions (the counts stay
+    whole). Exit code 78 when a precondition fails (apply would write nothing), 1 with ambiguous
+    or conflicting people or read problems."""
+    from mailferry.engine.directory import kept_contacts, make_plan, open_directory, precondition_rows, read_people
+
+    unknown = [o for o in outcomes or () if o not in OUTCOMES]
+    if unknown:
+        raise UsageError(f"unknown outcome(s) {', '.join(unknown)}", hint=f"use {', '.join(OUTCOMES)}")
     job = directory_job(project, confirm=False)
+    ledger = open_ledger(project, readonly=True)
+    try:
+        kept = kept_contacts(ledger)
+    finally:
+        ledger.close()
     t0 = time.monotonic()
-    source, target, problems = read_people(job)
-    t1 = time.monotonic()
-    outcomes, plan = make_plan(job, source, target)
+    tgt = open_directory(job.target, readonly=True, label="target directory")
+    try:
+        source, target, problems = read_people(job, tgt)
+        t1 = time.monotonic()
+        found, plan, more = make_plan(job, source, target, tgt, kept)
+    finally:
+        tgt.close()
     t2 = time.monotonic()
-    rows = [_outcome_row(o) for o in outcomes]
+    rows = [_outcome_row(o) for o in found]
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
+    shown = [r for r in rows if not outcomes or r["status"] in outcomes]
+    listed = {r["source"] for r in shown}
+    actions = [_action_row(a) for a in plan.actions]
     data = {
         "counts": counts,
-        "people": rows,
-        "actions": [_action_row(a) for a in plan.actions],
+        "preconditions": precondition_rows(plan),
+        "people": shown,
+        "actions": [a for a in actions if not outcomes or a["source"] in listed],
         "notes": plan.notes,
-        "problems": problems,
+        "problems": problems + more,
         "source_people": len(source),
         "target_people": len(target),
         "read_seconds": round(t1 - t0, 3),
         "plan_seconds": round(t2 - t1, 3),
     }
-    findings = problems or any(r["status"] in ("ambiguous", "conflict") for r in rows)
-    code = int(ExitCode.FINDINGS) if findings else 0
+    if outcomes:
+        data["outcome_filter"] = list(outcomes)
+    if plan.blocked:
+        code = int(ExitCode.CONFIG)
+    else:
+        findings = problems or more or any(r["status"] in ("ambiguous", "conflict") for r in rows)
+        code = int(ExitCode.FINDINGS) if findings else 0
     return Result({"command": "directory plan", **data, "exit_code": code}, code)
 
 
-def directory_apply(project: Project) -> Result:
+def directory_apply(project: Project, reporter: Any = None) -> Result:
+    """Carry the plan out; ``reporter`` (an ``engine.directory.DirectoryReporter``) sees progress.
+    Exit code 78 when a precondition fails (nothing is written), 1 with findings."""
     from mailferry.engine.directory import DirectoryApply
 
     d = _directory(project)
@@ -831,26 +868,70 @@ def directory_apply(project: Project) -> Result:
     try:
         ledger.acquire("directory apply")
         run_id = ledger.start_run("directory apply", _now())
-        result = DirectoryApply(job, ledger, run_id).run(d.accounts_csv, d.account_key)
+        result = DirectoryApply(job, ledger, run_id, reporter=reporter).run(d.accounts_csv, d.account_key)
         data = {
             "run": run_id,
+            "blocked": result.blocked,
+            "preconditions": result.preconditions,
             "created": result.created,
             "merged": result.merged,
             "addresses_added": result.addresses,
             "mail_attributes_set": result.mail_attributes,
+            "managers_set": result.managers,
             "skipped": result.skipped,
             "failed": result.failed,
+            "not_attempted": result.not_attempted,
             "mailboxes_confirmed": result.confirmed,
             "mailboxes_not_alive": result.not_alive,
-            "findings": result.findings,
+            "findings": [{"run": run_id, **f} for f in result.findings],
+            "actions": result.actions,
             "identity": result.identity,
-            "accounts_csv": str(d.accounts_csv) if d.accounts_csv else None,
+            "accounts_csv": str(d.accounts_csv) if d.accounts_csv and not result.blocked else None,
             "seconds": result.seconds,
             "plan_seconds": result.plan_seconds,
         }
         code = int(ExitCode.FINDINGS) if result.findings else 0
-        ledger.finish_run(run_id, _now(), code, {k: v for k, v in data.items() if k not in ("identity", "findings")})
+        if result.blocked:  # the target can't take this plan as configured: a config-type problem
+            code = int(ExitCode.CONFIG)
+        summary = {k: v for k, v in data.items() if k not in ("identity", "findings", "actions", "preconditions")}
+        ledger.finish_run(run_id, _now(), code, summary)
         _write_report(project, f"directory-apply-{run_id}", data)
         return Result({"command": "directory apply", **data, "exit_code": code}, code)
+    finally:
+        ledger.close()
+
+
+def directory_restore(project: Project, contact: str | None = None) -> Result:
+    """Put merged contacts back from the ledger (all, or ``contact``), undoing what each merge
+    gave its user. The restored entries' LDIF is also written beside the report."""
+    import os
+
+    from mailferry.engine.directory import DirectoryRestore
+
+    job = directory_job(project, confirm=False)
+    ledger = open_ledger(project)
+    try:
+        ledger.acquire("directory restore")
+        run_id = ledger.start_run("directory restore", _now())
+        result = DirectoryRestore(job, ledger, run_id).run(contact)
+        ldif_path = None
+        if result.restored:
+            project.reports_dir.mkdir(parents=True, exist_ok=True)
+            ldif_path = project.reports_dir / f"directory-restore-{run_id}.ldif"
+            fd = os.open(ldif_path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write("".join(r["ldif"] for r in result.restored))
+        data = {
+            "command": "directory restore",
+            "run": run_id,
+            "restored": [{k: v for k, v in r.items() if k != "ldif"} for r in result.restored],
+            "findings": [{"run": run_id, **f} for f in result.findings],
+            "ldif": str(ldif_path) if ldif_path else None,
+        }
+        code = int(ExitCode.FINDINGS) if result.findings else 0
+        ledger.finish_run(run_id, _now(), code, {"restored": len(result.restored), "findings": len(result.findings)})
+        data["exit_code"] = code
+        _write_report(project, f"directory-restore-{run_id}", data)
+        return Result(data, code)
     finally:
         ledger.close()

@@ -12,7 +12,8 @@ code  meaning
 70    internal error: a bug in mailferry (a traceback is printed)
 75    temporary failure: a server was unreachable or throttling; retry later
 77    authentication failed
-78    configuration: the project file (or a file it names) is wrong
+78    configuration: the project file (or a file it names) is wrong, or the target directory
+      does not allow what it asks (directory plan/apply preconditions; nothing is written)
 ====  ==========================================================================
 
 The messages of these exceptions are shown to operators and written to reports, so they must
@@ -43,7 +44,8 @@ EXIT_CODE_HELP = """Exit codes:
   70  internal error (a bug: please report the traceback)
   75  temporary failure (server unreachable or throttling, or another run holds the project: retry later)
   77  authentication failed
-  78  configuration error (the project file, a secret reference, a TLS certificate that does not verify)"""
+  78  configuration error (the project file, a secret reference, a TLS certificate that does not verify;
+      a target directory that does not allow the directory plan: nothing was written)"""
 
 
 class MailferryError(Exception):

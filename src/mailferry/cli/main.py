@@ -195,14 +195,24 @@ def directory_discover(project: ProjectArg, as_json: JsonOpt = False) -> None:
     raise Exit(r.exit_code)
 
 
+OutcomeOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--outcome",
+        help="list only people of this outcome (repeatable): matched, to_create, contact_to_merge, ambiguous, conflict",
+    ),
+]
+
+
 @directory_app.command("plan")
-def directory_plan(project: ProjectArg, as_json: JsonOpt = False) -> None:
+def directory_plan(project: ProjectArg, as_json: JsonOpt = False, outcome: OutcomeOpt = None) -> None:
     """For every source person: matched (by which rule), to create, contact to merge, ambiguous or
-    conflict, and the changes apply would make. Writes nothing."""
+    conflict, the changes apply would make, and whether the target allows them (preconditions; exit
+    code 78 when one fails: apply would write nothing). Writes nothing."""
     from mailferry import api
     from mailferry.cli import render
 
-    r = api.directory_plan(_load(project))
+    r = api.directory_plan(_load(project), outcome)
     _emit(r.data, as_json, render.directory_plan)
     raise Exit(r.exit_code)
 
@@ -210,12 +220,37 @@ def directory_plan(project: ProjectArg, as_json: JsonOpt = False) -> None:
 @directory_app.command("apply")
 def directory_apply(project: ProjectArg, as_json: JsonOpt = False) -> None:
     """Carry the plan out on the target: create disabled users, merge contacts, keep old addresses,
-    set mail attributes, confirm mailboxes, and write the accounts CSV that migrate reads."""
+    set mail attributes and managers, confirm mailboxes, and write the accounts CSV that migrate
+    reads. A failing precondition writes nothing (exit code 78)."""
+    from mailferry import api
+
+    proj = _load(project)
+    if as_json:
+        r = api.directory_apply(proj)
+        _emit(r.data, True, None)
+        raise Exit(r.exit_code)
+    from mailferry.cli import progress, render
+
+    reporter = progress.make_directory_reporter()
+    with reporter:
+        r = api.directory_apply(proj, reporter=reporter)
+    _emit(r.data, False, render.directory_apply)
+    raise Exit(r.exit_code)
+
+
+@directory_app.command("restore")
+def directory_restore(
+    project: ProjectArg,
+    as_json: JsonOpt = False,
+    contact: Annotated[str | None, typer.Option("--contact", help="only this merged contact (its DN)")] = None,
+) -> None:
+    """Undo contact merges: put each merged contact (or --contact) back from the ledger, into its
+    groups, and take from its user what the merge gave it. The LDIF is written beside the report."""
     from mailferry import api
     from mailferry.cli import render
 
-    r = api.directory_apply(_load(project))
-    _emit(r.data, as_json, render.directory_apply)
+    r = api.directory_restore(_load(project), contact)
+    _emit(r.data, as_json, render.directory_restore)
     raise Exit(r.exit_code)
 
 

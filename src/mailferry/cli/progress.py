@@ -79,3 +79,40 @@ class RichReporter:
 def make_reporter(*, quiet: bool) -> RichReporter:
     err = Console(stderr=True, highlight=False)
     return RichReporter(err, live=err.is_terminal and not quiet)
+
+
+class DirectoryProgress:
+    """Progress of ``directory apply``: a bar of actions on a terminal; refusals as they happen."""
+
+    def __init__(self, console: Console, live: bool) -> None:
+        self._console = console
+        self._p = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} actions"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not live,
+            transient=False,
+        )
+        self._task = self._p.add_task("directory apply", total=0)
+
+    def __enter__(self) -> DirectoryProgress:
+        self._p.__enter__()
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self._p.__exit__(t, e, tb)
+
+    def started(self, actions: int) -> None:
+        self._p.update(self._task, total=actions)
+
+    def action(self, kind: str, dn: str, outcome: str) -> None:
+        self._p.advance(self._task)
+        if outcome in ("refused", "not attempted"):
+            self._console.print(f"{kind} {dn}: {outcome}", highlight=False, markup=False)
+
+
+def make_directory_reporter() -> DirectoryProgress:
+    err = Console(stderr=True, highlight=False)
+    return DirectoryProgress(err, live=err.is_terminal)

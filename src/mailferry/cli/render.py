@@ -231,31 +231,73 @@ def directory_discover(data: dict[str, Any]) -> None:
         c.print(t)
 
 
+_CHECK_MARK = {True: "ok", False: "[red]FAILS[/red]", None: "[yellow]not checked[/yellow]"}
+
+
+def _preconditions(c: Console, rows: list[dict[str, Any]]) -> None:
+    for p in rows:
+        c.print(f"  {_CHECK_MARK[p['ok']]}: ", end="")
+        c.print(p["message"], markup=False, highlight=False)
+
+
 def directory_plan(data: dict[str, Any]) -> None:
+    """The outcome summary first; then what the target allows; then the people the admin must
+    decide on (ambiguous, conflict), each reason in full; then the others and the actions."""
     c = _console()
-    t = Table(title=f"{data['source_people']} source people, {data['target_people']} target people")
-    for col in ("source", "outcome", "rule", "target", "reason"):
-        t.add_column(col)
-    for p in data["people"]:
-        t.add_row(p["source"], p["status"], p["rule"] or "", p["target"] or "", p["reason"])
-    c.print(t)
-    c.print("outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(data["counts"].items())))
+    counts = data["counts"]
+    order = ["ambiguous", "conflict", "contact_to_merge", "to_create", "matched"]
+    summary = ", ".join(f"{k} {counts[k]}" for k in order if k in counts) or "nobody to migrate"
+    c.print(f"[bold]{data['source_people']} source people, {data['target_people']} target people:[/bold] {summary}")
+    blocked = [p for p in data["preconditions"] if p["ok"] is False]
+    c.print("preconditions" + (": [red]apply would write nothing[/red]" if blocked else ":"))
+    _preconditions(c, data["preconditions"])
+    if data.get("outcome_filter"):
+        c.print(f"people with outcome {', '.join(data['outcome_filter'])}:")
+    rank = {k: i for i, k in enumerate(order)}
+    for p in sorted(data["people"], key=lambda p: rank.get(p["status"], len(order))):
+        head = f"{p['status']}" + (f" ({p['rule']})" if p["rule"] else "")
+        c.print(f"[bold]{head}[/bold]: ", end="")
+        where = f" -> {p['target']}" if p["target"] else ""
+        c.print(f"{p['source']}{where}: {p['reason']}", markup=False, highlight=False)
+    if data["actions"]:
+        c.print("actions:")
     for a in data["actions"]:
         what = a.get("dn") or a.get("source")
-        c.print(f"  {a['action']}: {what}: {a['reason']}")
+        c.print(f"  {a['action']}: {what}: {a['reason']}", markup=False, highlight=False)
+        for n in [*a.get("notes", []), *(f"not copied: {x}" for x in a.get("not_copied", []))]:
+            c.print(f"    {n}", markup=False, highlight=False)
     for n in data["notes"] + data["problems"]:
-        c.print(f"  [yellow]note:[/yellow] {n}")
+        c.print("  [yellow]note:[/yellow] ", end="")
+        c.print(n, markup=False, highlight=False)
 
 
 def directory_apply(data: dict[str, Any]) -> None:
     c = _console()
+    if data["blocked"]:
+        c.print(f"run {data['run']}: [red]nothing was written[/red]: the target does not allow the plan")
+        _preconditions(c, [p for p in data["preconditions"] if p["ok"] is not True])
+        return
     c.print(
         f"run {data['run']}: created {data['created']}, contacts merged {data['merged']}, "
         f"addresses added to {data['addresses_added']}, mail attributes set on {data['mail_attributes_set']}, "
-        f"skipped {data['skipped']}, refused {data['failed']}; mailboxes confirmed {data['mailboxes_confirmed']}, "
+        f"managers set {data['managers_set']}, skipped {data['skipped']}, refused {data['failed']}, "
+        f"not attempted {data['not_attempted']}; mailboxes confirmed {data['mailboxes_confirmed']}, "
         f"not alive {data['mailboxes_not_alive']} ({data['seconds']:.1f} s)"
     )
     for f in data["findings"]:
-        c.print(f"  [yellow]{f['kind']}[/yellow]: {f['message']}" + (f" ({f['hint']})" if f["hint"] else ""))
+        c.print(f"  [yellow]{f['kind']}[/yellow]: ", end="")
+        c.print(f["message"] + (f" ({f['hint']})" if f["hint"] else ""), markup=False, highlight=False)
     if data["accounts_csv"]:
         c.print(f"accounts for migrate written to {data['accounts_csv']}")
+
+
+def directory_restore(data: dict[str, Any]) -> None:
+    c = _console()
+    c.print(f"run {data['run']}: {len(data['restored'])} contacts restored")
+    for r in data["restored"]:
+        c.print(f"  {r['contact']} (merged into {r['user']}), back in {len(r['groups'])} groups", markup=False)
+    for f in data["findings"]:
+        c.print(f"  [yellow]{f['kind']}[/yellow]: ", end="")
+        c.print(f["message"], markup=False, highlight=False)
+    if data["ldif"]:
+        c.print(f"their LDIF: {data['ldif']}", markup=False)

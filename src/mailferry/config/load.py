@@ -129,11 +129,13 @@ KNOWN_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
             "accounts_csv",
             "account_key",
             "confirm_mailboxes",
+            "upn_suffix",
             "source",
             "target",
             "create",
             "mail_attributes",
             "lock",
+            "resolve",
         ),
         "directory.source": _LDAP_KEYS,
         "directory.source.attributes": (),
@@ -142,6 +144,7 @@ KNOWN_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "directory.create": (),
         "directory.mail_attributes": (),
         "directory.lock": (),
+        "directory.resolve": ("source", "target"),
     }
 )
 
@@ -700,6 +703,8 @@ def template_problems(text: str) -> list[str]:
 
 _LDAP_ATTRIBUTE = re.compile(r"(?:[A-Za-z][A-Za-z0-9-]*|\d+(?:\.\d+)+)(?:;[A-Za-z0-9-]+)*")
 _TLS_NAME = re.compile(r"[A-Za-z0-9*](?:[A-Za-z0-9.*-]*[A-Za-z0-9])?\.?")
+_DNS_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_DNS_NAME = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})+")
 
 
 # --- the project --------------------------------------------------------------------------------
@@ -1068,6 +1073,10 @@ class _ProjectReader(_Reader):
         create = self.attribute_values(table, at, "create", templates=True)
         mail_attributes = self.attribute_values(table, at, "mail_attributes", templates=True)
         lock = self.attribute_values(table, at, "lock", templates=False)
+        upn_suffix = self.string(table, at, "upn_suffix", "", empty_ok=True)
+        if upn_suffix and not _DNS_NAME.fullmatch(upn_suffix.strip()):
+            self.problem((*at, "upn_suffix"), f"must be a DNS name such as new.example, got {_show(upn_suffix)}")
+        resolve = self.resolutions(table, at)
         if target is not None and target.dialect == "generic" and lock == {}:
             self.problem(
                 (*at, "lock"),
@@ -1078,6 +1087,7 @@ class _ProjectReader(_Reader):
             return None
         assert source and target and container and rules and custom is not None and account_key
         assert create is not None and mail_attributes is not None and lock is not None
+        assert upn_suffix is not None and resolve is not None
         return DirectoryConfig(
             source=source,
             target=target,
@@ -1093,7 +1103,56 @@ class _ProjectReader(_Reader):
             mail_attributes=mail_attributes,
             lock=lock,
             confirm_mailboxes=confirm,
+            upn_suffix=upn_suffix.strip().lower(),
+            resolve=resolve,
         )
+
+    def resolutions(self, directory: Mapping[str, object], at: KeyPath) -> Mapping[str, str] | None:
+        """``[[directory.resolve]]``: the admin's decision for a person the rules can't place,
+        ``source`` (a source DN) -> ``target`` (a target DN, or "create"). Each source once; each
+        target DN once (two people can't be one entry)."""
+        result: dict[str, str] = {}
+        sources: dict[str, int] = {}
+        targets: dict[str, int] = {}
+        ok = True
+        for path, item in self.tables(directory, at, "resolve", "directory.resolve"):
+            index = int(path[-1])
+            source = self.dn(item, path, "source", required=True)
+            target_text = self.string(item, path, "target", required=True)
+            target: str | None = None
+            if target_text is not None:
+                target_text = target_text.strip()
+                if target_text.lower() == "create":
+                    target = "create"
+                else:
+                    checked = dn_problem(target_text)
+                    if checked is None:
+                        target = target_text
+                    else:
+                        self.problem(
+                            (*path, "target"), f'must be a target DN or "create" ({_show(target_text)}: {checked})'
+                        )
+            if source is None or target is None:
+                ok = False
+                continue
+            key = source.lower()
+            if key in sources:
+                self.problem((*path, "source"), f"{_show(source)} is resolved already in resolve[{sources[key]}]")
+                ok = False
+                continue
+            sources[key] = index
+            if target != "create":
+                if target.lower() in targets:
+                    self.problem(
+                        (*path, "target"),
+                        f"{_show(target)} is resolve[{targets[target.lower()]}]'s target already: two people can't "
+                        "be one entry",
+                    )
+                    ok = False
+                    continue
+                targets[target.lower()] = index
+            result[source] = target
+        return MappingProxyType(result) if ok else None
 
     def ldap_server(self, directory: Mapping[str, object], role: str) -> LdapServerConfig | None:
         table = self.table(directory, ("directory",), role, f"directory.{role}", required=True)

@@ -215,6 +215,8 @@ class DirectoryConfig:
     ``create``: attribute templates for created users (``${login}``, ``${mail}``, ``${given}``,
     ``${sn}``, ``${primary_smtp}``); ``mail_attributes``: set on every matched/created user to
     activate its mailbox; ``lock``: generic dialect, attributes that mark a created user locked.
+    ``upn_suffix`` (AD): of created users' userPrincipalName (empty: the target's DNS domain).
+    ``resolve``: the admin's decisions, source DN -> target DN or ``"create"``.
     """
 
     source: LdapServerConfig
@@ -231,6 +233,8 @@ class DirectoryConfig:
     mail_attributes: Mapping[str, str] = field(default_factory=dict)
     lock: Mapping[str, str] = field(default_factory=dict)
     confirm_mailboxes: bool = True
+    upn_suffix: str = ""
+    resolve: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -184,6 +184,9 @@ _DIRECTORY = f"""\
 # account_key = "login"
 # After apply, log in to each mailbox on the target with the target admin login to confirm it.
 # confirm_mailboxes = true
+# Active Directory: the suffix of created users' userPrincipalName (their name part is the
+# source UPN's, else the login). Empty: the target domain's DNS name.
+# upn_suffix = ""
 
 {
     _DIRECTORY_SERVER.format(
@@ -218,6 +221,13 @@ _DIRECTORY = f"""\
 # e.g. with OpenLDAP's ppolicy overlay. Active Directory users are created disabled instead.
 # [directory.lock]
 # pwdAccountLockedTime = "000001010000Z"
+
+# Your decision for a person the rules can't place (`directory plan` lists the ambiguous and
+# conflicting ones first): the source person's DN, and the target entry's DN (a user; or a
+# contact, which is merged into a new user) or "create". Repeat the block for more people.
+# [[directory.resolve]]
+# source = "CN=Frank Fox,OU=Staff,DC=old,DC=example"
+# target = "CN=Frank Fox,OU=Sales,DC=new,DC=example"
 """
 
 

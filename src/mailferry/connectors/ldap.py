@@ -32,6 +32,7 @@ from ldap3.utils.conv import escape_filter_chars
 
 from mailferry.errors import AuthError, ServerError, TemporaryFailure, TLSVerifyError
 from mailferry.formats.addresses import generic_proxies
+from mailferry.formats.ldap_schema import Schema, parse_schema
 from mailferry.formats.ldif import dn_key
 from mailferry.formats.sid import GuidError, SidError, guid_to_str, sid_to_str
 from mailferry.model.directory import Person, PersonKind
@@ -97,6 +98,17 @@ class Container:
     users: int = 0
     contacts: int = 0
     groups: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerInfo:
+    """What the server says about a container: whether it exists, and the object classes the
+    bound account may create in it (AD's constructed ``allowedChildClassesEffective``; None when
+    the server does not say, as OpenLDAP)."""
+
+    dn: str
+    exists: bool
+    child_classes: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -344,6 +356,7 @@ class LdapDirectory:
             attrs=attrs,
             member_of=tuple(groups),
             custom=custom,
+            object_classes=tuple(_texts(e, "objectClass")),
         )
 
     def containers(self) -> list[Container]:
@@ -382,6 +395,88 @@ class LdapDirectory:
             if e.get("type") == "searchResEntry":
                 return {k: list(v) for k, v in e["raw_attributes"].items()}
         return None
+
+    def entries(self, dns: Sequence[str]) -> dict[str, dict[str, list[bytes]]]:
+        """Every stored attribute of each entry of ``dns`` that exists, keyed by ``dn_key``.
+
+        A few paged searches under the bases, a hundred DNs to a filter on the entry's own DN
+        (AD: distinguishedName; OpenLDAP: entryDN), not one request per entry; an entry such a
+        search does not return (a server without that attribute) is read by itself."""
+        wanted = {_dn_norm(d): d for d in dict.fromkeys(dns)}
+        out: dict[str, dict[str, list[bytes]]] = {}
+        by = "distinguishedName" if self.options.dialect == "ad" else "entryDN"
+        keys = list(wanted.values())
+        for i in range(0, len(keys), _DNS_PER_FILTER):
+            flt = "(|" + "".join(f"({by}={escape_filter_chars(d)})" for d in keys[i : i + _DNS_PER_FILTER]) + ")"
+            for base in self._bases():
+                for e in self._search(base, flt, ["*"]):
+                    asked = wanted.get(_dn_norm(e["dn"]))
+                    if asked is not None:
+                        out[dn_key(asked)] = {k: list(v) for k, v in e["raw_attributes"].items()}
+        for dn in keys:
+            if dn_key(dn) not in out:
+                entry = self.entry(dn)
+                if entry is not None:
+                    out[dn_key(dn)] = entry
+        return out
+
+    def container(self, dn: str) -> ContainerInfo:
+        """Whether ``dn`` exists and which classes the bound account may create under it."""
+        ok = self._c.search(dn, "(objectClass=*)", search_scope=BASE, attributes=["allowedChildClassesEffective"])
+        if not ok or not self._c.response:
+            if (self._c.result or {}).get("description") == "noSuchObject":
+                return ContainerInfo(dn, False)
+            raise DirectoryRefused(
+                f"{self.label}: cannot read {dn!r}: {(self._c.result or {}).get('description')}",
+                hint="check the DN and the bind account's read rights",
+            )
+        for e in self._c.response:
+            if e.get("type") == "searchResEntry":
+                raw = {k.lower(): v for k, v in e["raw_attributes"].items()}
+                values = raw.get("allowedchildclasseseffective")
+                # AD computes it (no value: nothing may be created there); a server that does not
+                # (OpenLDAP) ignores the name. The rootDSE's capabilities tell them apart.
+                if not values and not self._has_effective_rights():
+                    return ContainerInfo(dn, True, None)
+                return ContainerInfo(dn, True, tuple(v.decode("utf-8", "replace") for v in values or ()))
+        return ContainerInfo(dn, False)
+
+    def _has_effective_rights(self) -> bool:
+        """Whether the server computes allowedChildClassesEffective (Active Directory, Samba)."""
+        info = self._c.server.info
+        features = [str(f[0]) for f in (info.supported_features or [])] if info is not None else []
+        return "1.2.840.113556.1.4.800" in features  # LDAP_CAP_ACTIVE_DIRECTORY_OID (supportedCapabilities)
+
+    def schema(self) -> Schema | None:
+        """The server's schema from its subschema subentry (RFC 4512 §4.2), None if unreadable."""
+        ok = self._c.search("", "(objectClass=*)", search_scope=BASE, attributes=["subschemaSubentry"])
+        entry = next((e for e in self._c.response or [] if e.get("type") == "searchResEntry"), None) if ok else None
+        values = {k.lower(): v for k, v in (entry or {}).get("raw_attributes", {}).items()}.get("subschemasubentry")
+        if not values:
+            return None
+        where = values[0].decode("utf-8", "replace")
+        wanted = ["attributeTypes", "objectClasses", "dITContentRules"]
+        ok = self._c.search(where, "(objectClass=subschema)", search_scope=BASE, attributes=wanted)
+        entry = next((e for e in self._c.response or [] if e.get("type") == "searchResEntry"), None) if ok else None
+        if entry is None:
+            return None
+        raw = {k.lower(): v for k, v in entry["raw_attributes"].items()}
+
+        def texts(name: str) -> list[str]:
+            return [v.decode("utf-8", "replace") for v in raw.get(name.lower(), [])]
+
+        if not raw.get("attributetypes") or not raw.get("objectclasses"):
+            return None
+        return parse_schema(texts("attributeTypes"), texts("objectClasses"), texts("dITContentRules"))
+
+    @property
+    def dns_domain(self) -> str:
+        """The DNS name of the naming context (``DC=new,DC=example`` -> ``new.example``): AD's
+        default UPN suffix. Empty when the naming context is not made of DC= parts."""
+        parts = [p.strip() for p in self.naming_context.split(",") if p.strip()]
+        if not parts or not all(p.lower().startswith("dc=") for p in parts):
+            return ""
+        return ".".join(p[3:] for p in parts).lower()
 
     def exists(self, dn: str) -> bool:
         ok = self._c.search(dn, "(objectClass=*)", search_scope=BASE, attributes=["1.1"])
@@ -422,8 +517,8 @@ class LdapDirectory:
 
     def add(self, dn: str, attrs: Mapping[str, Sequence[str | bytes]]) -> None:
         self._writable()
-        classes = list(attrs.get("objectClass", []))
-        rest = {k: list(v) for k, v in attrs.items() if k != "objectClass" and v}
+        classes = [v for k, vs in attrs.items() if k.lower() == "objectclass" for v in vs]
+        rest = {k: list(v) for k, v in attrs.items() if k.lower() != "objectclass" and v}
         self._c.add(dn, classes, rest)
         self._check("creating", dn)
 
@@ -445,6 +540,34 @@ class LdapDirectory:
         self._writable()
         self._c.delete(dn)
         self._check("deleting", dn)
+
+
+_DNS_PER_FILTER = 100
+
+
+def _dn_norm(dn: str) -> str:
+    """A DN compared without case and whatever its escaping (RFC 4514 2.4): servers answer
+    ``cn=Smith\\, John`` as ``cn=Smith\\2C John`` (OpenLDAP), ``Zoë`` as ``Zo\\C3\\AB``. Escaped
+    characters come out as themselves, those that separate (``,+;="<>\\``) with a backslash."""
+    out: list[str] = []
+    i = 0
+    while i < len(dn):
+        if dn[i] != "\\":
+            out.append(dn[i])
+            i += 1
+            continue
+        raw = bytearray()
+        while dn[i : i + 1] == "\\" and _is_hex(dn[i + 1 : i + 3]):
+            raw += bytes.fromhex(dn[i + 1 : i + 3])
+            i += 3
+        chars = raw.decode("utf-8", "replace") if raw else dn[i + 1 : i + 2]
+        i += 0 if raw else 2
+        out += ["\\" + c if c in ',+;="<>\\' else c for c in chars]
+    return "".join(out).strip().lower()
+
+
+def _is_hex(pair: str) -> bool:
+    return len(pair) == 2 and all(c in "0123456789abcdefABCDEF" for c in pair)
 
 
 def _parent(dn: str) -> str:

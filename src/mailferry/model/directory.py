@@ -88,6 +88,7 @@ class Person:
     attrs: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
     member_of: tuple[str, ...] = ()  # group DNs
     custom: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+    object_classes: tuple[str, ...] = ()  # as the server lists them (what the entry may hold)
     # Derived once (the matcher asks for them many times); not part of equality or the repr.
     _smtp: tuple[str, ...] = field(init=False, repr=False, compare=False, hash=False)
     _x500: tuple[str, ...] = field(init=False, repr=False, compare=False, hash=False)

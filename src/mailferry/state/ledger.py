@@ -626,10 +626,16 @@ class SqliteLedger:
         return [{"run": r[0], "kind": r[1], "dn": r[2], "detail": json.loads(r[3])} for r in rows]
 
     def begin_merge(self, run_id: int, contact_dn: str, user_dn: str, contact_ldif: str, groups: Sequence[str]) -> None:
-        """The intent to fold a contact into a user, with the contact's LDIF, before any change."""
+        """The intent to fold a contact into a user, with the contact's LDIF, before any change.
+
+        A merge begun before and not finished keeps its first LDIF and groups: they are the
+        contact as it was before any change (a resumed merge sees it after some)."""
         with self._tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO directory_merges VALUES (?, ?, ?, ?, 'pending', ?)",
+                "INSERT INTO directory_merges VALUES (?, ?, ?, ?, 'pending', ?) ON CONFLICT (contact_dn) DO UPDATE SET "
+                "contact_ldif = CASE WHEN state = 'pending' THEN contact_ldif ELSE excluded.contact_ldif END, "
+                "groups = CASE WHEN state = 'pending' THEN groups ELSE excluded.groups END, "
+                "user_dn = excluded.user_dn, state = 'pending', run_id = excluded.run_id",
                 (contact_dn, user_dn, contact_ldif, json.dumps(list(groups)), run_id),
             )
 
