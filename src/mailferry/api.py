@@ -282,7 +282,7 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
                 continue
             try:
                 if role == "target":
-                    check_folder(guard, job.target_user, st, "INBOX")
+                    check_folder(guard, job.target_user, "INBOX", st.mailbox_id)
                 info = st.info()
                 folders = st.list_folders()
                 side: dict[str, Any] = {

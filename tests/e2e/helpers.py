@@ -49,10 +49,6 @@ def check_json_contract(argv: Sequence[str], result: CliResult) -> None:
     assert data["exit_code"] == result.code, (data.get("exit_code"), result.code)
     words = [a for a in argv if not a.startswith("-")]
     command = "-".join(words[:2]) if words[:1] == ["directory"] else words[0]
-    samples = os.environ.get("MAILFERRY_JSON_SAMPLES")  # a folder: keep every output (schema work)
-    if samples:
-        Path(samples).mkdir(parents=True, exist_ok=True)
-        (Path(samples) / f"{command}-{len(list(Path(samples).iterdir()))}.json").write_text(result.out)
     validate("error" if isinstance(data.get("error"), dict) else command, data)
 
 

@@ -723,7 +723,7 @@ def test_restored_contacts_are_not_merged_again() -> None:
 
 
 def test_merge_copies_every_attribute_the_schema_allows_and_names_the_others() -> None:
-    from tests_schema import ad_schema
+    from ad_schema_fixture import ad_schema
 
     contact = tgt("Erin Contact", kind="contact", mail="erin@old.test", member_of=("CN=G,DC=tgt",))
     entry = {

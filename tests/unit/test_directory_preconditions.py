@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests_schema import ad_schema
+from ad_schema_fixture import ad_schema
 
 from mailferry.engine.directory import accounts_csv, identity_rows
 from mailferry.formats.ldap_schema import parse_schema

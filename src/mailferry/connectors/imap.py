@@ -143,11 +143,7 @@ class ImapStore:
     # -- connection ---------------------------------------------------------------------------
 
     def _ssl_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=self.endpoint.ca_file or None)
-        if not self.endpoint.verify_certificates:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
+        return _ssl_context(self.endpoint)
 
     def connect(self) -> None:
         ep = self.endpoint
@@ -720,15 +716,18 @@ class ImapStore:
             raise MailferryError(f"{self.label}: the target lacks UIDPLUS; deletions are not propagated safely")
 
 
+def _ssl_context(endpoint: Endpoint) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=endpoint.ca_file or None)
+    if not endpoint.verify_certificates:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 def server_greeting(endpoint: Endpoint) -> str:
     """The server's greeting, read without logging in (a failed login costs time — Dovecot delays
     every NO — and lands in the server's security logs)."""
-    ctx: ssl.SSLContext | None = None
-    if endpoint.security != "none":
-        ctx = ssl.create_default_context(cafile=endpoint.ca_file or None)
-        if not endpoint.verify_certificates:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
+    ctx = _ssl_context(endpoint) if endpoint.security != "none" else None
     try:
         c = imapclient.IMAPClient(
             endpoint.host, port=endpoint.port, ssl=endpoint.security == "tls", ssl_context=ctx, timeout=endpoint.timeout

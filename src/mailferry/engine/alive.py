@@ -111,7 +111,7 @@ class MailboxGuard:
             ids = self._by_user.get(target_user)
             if not ids or target_user in self._blocked:
                 return False
-            return all(len(self._holders(m)) == 1 for m in set(ids.values()))
+            return all(len(self._by_id[m]) == 1 for m in set(ids.values()))
 
     def blocked(self, target_user: str) -> MailboxCollision | None:
         with self._lock:
@@ -139,9 +139,9 @@ class MailboxGuard:
                     self._put(user, folder, mid)
                 if self._ledger is not None:
                     self._ledger.record_mailboxes(user, own, self._run_id, replace=True)
+            inboxes = {ids.get("INBOX") for ids in found.values()}
             touched = sorted(
-                {m for ids in found.values() for m in ids.values() if m},
-                key=lambda m: (not any(ids.get("INBOX") == m for ids in found.values()), m),
+                {m for ids in found.values() for m in ids.values() if m}, key=lambda m: (m not in inboxes, m)
             )
             for mid in touched:
                 holders = self._holders(mid)
@@ -343,15 +343,21 @@ def _open_admin(
 
 
 def check_folder(
-    guard: MailboxGuard, target_user: str, store: ImapStore, folder: str, *, created: bool = False
+    guard: MailboxGuard,
+    target_user: str,
+    folder: str,
+    read_id: Callable[[str], str | None],
+    *,
+    created: bool = False,
 ) -> None:
-    """Read ``folder``'s id on ``store`` and claim it (see :meth:`MailboxGuard.check`); a folder
-    that can't be looked at (no such folder, no right) holds nothing."""
+    """Read ``folder``'s id with ``read_id`` (a store's ``mailbox_id``, retried or not) and claim
+    it (see :meth:`MailboxGuard.check`); a folder that can't be looked at (no such folder, no
+    right) holds nothing."""
     hit = guard.blocked(target_user)
     if hit is not None:
         raise hit
     try:
-        mid = store.mailbox_id(folder)
+        mid = read_id(folder)
     except ServerRefused:
         return
     if mid is not None:

@@ -27,8 +27,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mailferry.connectors.base import ReadStore, WriteStore
-from mailferry.connectors.imap import Endpoint, ImapStore, Login, ServerRefused
+from mailferry.connectors.imap import Endpoint, ImapStore, Login
 from mailferry.connectors.wrappers import RetryPolicy, retrying
+from mailferry.engine.alive import check_folder
 from mailferry.errors import ItemRefused, MailboxCollision, MailferryError, TemporaryFailure
 from mailferry.formats.folders import FolderMapping, Rules, Side, map_all
 from mailferry.model.mail import AppendItem, FolderInfo, FolderStatus, MessageMeta
@@ -332,16 +333,9 @@ class AccountRun:
     def _guard_folder(self, store: WriteStore, folder: str, *, created: bool = False) -> None:
         """Refuse (MailboxCollision, exit 78) to go on with a target folder whose server id
         another target account of the project holds (see :mod:`mailferry.engine.alive`)."""
-        guard = self.e.guard
-        if guard is None:
-            return
-        self._stop_if_blocked()
-        try:
-            mailbox_id: str | None = self.retry(store, store.mailbox_id, folder)
-        except ServerRefused:
-            return  # no such folder (yet), or no right to look: nothing of it to hold
-        if mailbox_id is not None:
-            guard.check(self.job.target_user, folder, mailbox_id, created=created)
+        if self.e.guard is not None:
+            read = functools.partial(self.retry, store, store.mailbox_id)
+            check_folder(self.e.guard, self.job.target_user, folder, read, created=created)
 
     def _stop_if_blocked(self) -> None:
         """Before every write: stop when the guard has found this account's mailbox shared
