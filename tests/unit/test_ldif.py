@@ -181,3 +181,11 @@ def test_round_trip(dn: str, attrs: dict[str, list[str | bytes]]) -> None:
         k: [as_bytes(v) for v in vs] for k, vs in unique.items()
     }
     assert entry_to_ldif(dn, unique) == text  # deterministic
+
+
+def test_parent_dn_honours_escaped_commas() -> None:
+    from mailferry.formats.ldif import parent_dn
+
+    assert parent_dn(r"CN=Smith\, John,OU=Users,DC=x") == "OU=Users,DC=x"
+    assert parent_dn("cn=a, ou=b") == "ou=b"
+    assert parent_dn("dc=top") == ""

@@ -33,7 +33,7 @@ from ldap3.utils.conv import escape_filter_chars
 from mailferry.errors import AuthError, ServerError, TemporaryFailure, TLSVerifyError
 from mailferry.formats.addresses import generic_proxies
 from mailferry.formats.ldap_schema import Schema, parse_schema
-from mailferry.formats.ldif import dn_key
+from mailferry.formats.ldif import dn_key, parent_dn
 from mailferry.formats.sid import GuidError, SidError, guid_to_str, sid_to_str
 from mailferry.model.directory import Person, PersonKind
 
@@ -371,8 +371,8 @@ class LdapDirectory:
                 names.setdefault(dn_key(e["dn"]), e["dn"])
                 counts.setdefault(dn_key(e["dn"]), _Counts())
             for e in self._search(base, self._kind_filter(), ["objectClass", self.attr["login"]]):
-                pk = dn_key(_parent(e["dn"]))
-                names.setdefault(pk, _parent(e["dn"]))
+                pk = dn_key(parent_dn(e["dn"]))
+                names.setdefault(pk, parent_dn(e["dn"]))
                 c = counts.setdefault(pk, _Counts())
                 kind = self._kind(e)
                 if kind == "user":
@@ -568,19 +568,6 @@ def _dn_norm(dn: str) -> str:
 
 def _is_hex(pair: str) -> bool:
     return len(pair) == 2 and all(c in "0123456789abcdefABCDEF" for c in pair)
-
-
-def _parent(dn: str) -> str:
-    """The parent DN, honouring escaped commas in the first RDN."""
-    i = 0
-    while i < len(dn):
-        if dn[i] == "\\":
-            i += 2
-            continue
-        if dn[i] == ",":
-            return dn[i + 1 :].strip()
-        i += 1
-    return ""
 
 
 def _raw(e: Mapping[str, Any], name: str) -> list[bytes]:

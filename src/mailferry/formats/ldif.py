@@ -180,6 +180,19 @@ def rdn(attr: str, value: str) -> str:
     return f"{attr}={escape_rdn_value(value)}"
 
 
+def parent_dn(dn: str) -> str:
+    """The parent DN, honouring escaped commas in the first RDN ("" for a DN of one RDN)."""
+    i = 0
+    while i < len(dn):
+        if dn[i] == "\\":
+            i += 2
+            continue
+        if dn[i] == ",":
+            return dn[i + 1 :].strip()
+        i += 1
+    return ""
+
+
 def dn_key(dn: str) -> str:
     """A comparison key for DNs as a directory returns them (same spelling, any case): stripped
     and lower-cased. Not a full RFC 4514 normalisation: the DNs compared come from one server."""

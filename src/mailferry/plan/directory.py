@@ -114,7 +114,7 @@ from mailferry.formats.addresses import (
     x500_key,
 )
 from mailferry.formats.ldap_schema import Schema
-from mailferry.formats.ldif import dn_key, entry_to_ldif, rdn
+from mailferry.formats.ldif import dn_key, entry_to_ldif, parent_dn, rdn
 from mailferry.model.directory import MATCH_RULES, MatchRule, Person
 
 __all__ = [
@@ -373,7 +373,7 @@ def _resolved(
     said = "resolved in the project file"
     login = new_login(p, dialect)
     same = [i for i, _ in index.get(("login", "user", login.casefold()), [])] if login and p.kind == "user" else []
-    ours = [i for i in same if dn_key(_parent_dn(target[i].dn)) == dn_key(container)]
+    ours = [i for i in same if dn_key(parent_dn(target[i].dn)) == dn_key(container)]
     created = target[ours[0]] if len(ours) == 1 else None  # the user an earlier apply created for p
     if choice.strip().lower() == "create":
         if created is not None:  # no contact is merged into it: to merge one, resolve to the contact
@@ -410,19 +410,6 @@ def _single_contact(
 ) -> Person | None:
     contacts = _contacts_for(p, target, index, kept)
     return target[next(iter(contacts))] if len(contacts) == 1 else None
-
-
-def _parent_dn(dn: str) -> str:
-    """The parent DN, honouring escaped commas in the first RDN."""
-    i = 0
-    while i < len(dn):
-        if dn[i] == "\\":
-            i += 2
-            continue
-        if dn[i] == ",":
-            return dn[i + 1 :].strip()
-        i += 1
-    return ""
 
 
 def _contacts_for(
