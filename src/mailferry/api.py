@@ -904,9 +904,7 @@ def directory_apply(project: Project, reporter: Any = None) -> Result:
 def directory_restore(project: Project, contact: str | None = None) -> Result:
     """Put merged contacts back from the ledger (all, or ``contact``), undoing what each merge
     gave its user. The restored entries' LDIF is also written beside the report."""
-    import os
-
-    from mailferry.engine.directory import DirectoryRestore
+    from mailferry.engine.directory import DirectoryRestore, write_private
 
     job = directory_job(project, confirm=False)
     ledger = open_ledger(project)
@@ -918,9 +916,7 @@ def directory_restore(project: Project, contact: str | None = None) -> Result:
         if result.restored:
             project.reports_dir.mkdir(parents=True, exist_ok=True)
             ldif_path = project.reports_dir / f"directory-restore-{run_id}.ldif"
-            fd = os.open(ldif_path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write("".join(r["ldif"] for r in result.restored))
+            write_private(ldif_path, "".join(r["ldif"] for r in result.restored))
         data = {
             "command": "directory restore",
             "run": run_id,

@@ -17,7 +17,7 @@ from typing import Any
 
 from helpers import cli, dir_project
 from ldap3 import MODIFY_REPLACE, SUBTREE, Connection, Server, Tls
-from test_directory_ad import _read, build_directories, directory_block
+from test_directory_ad import _can_bind, _read, build_directories, directory_block
 
 from mailferry.errors import ExitCode
 from mailferry.formats.ldif import ldif_to_entry
@@ -37,13 +37,6 @@ def _enable(dc: SambaDC, dn: str, password: str) -> None:
     c.modify(dn, {"userAccountControl": [(MODIFY_REPLACE, ["512"])]})
     assert c.result["description"] == "success", c.result
     c.unbind()
-
-
-def _can_bind(dc: SambaDC, name: str, password: str) -> bool:
-    c = Connection(Server(dc.ip, port=389), name, password)
-    ok = bool(c.bind())
-    c.unbind()
-    return ok
 
 
 def _state(dc: SambaDC, base: str) -> list[tuple[str, tuple[tuple[str, tuple[str, ...]], ...]]]:

@@ -341,7 +341,7 @@ class DirectoryApply:
         if self.job.imap_endpoint is not None and self.job.imap_admin is not None:
             self._confirm(rows)
         if accounts_path is not None:
-            _write_private(accounts_path, accounts_csv(rows, account_key))
+            write_private(accounts_path, accounts_csv(rows, account_key))
         self.result.seconds = round(time.monotonic() - t0, 3)
         return self.result
 
@@ -360,13 +360,10 @@ class DirectoryApply:
                 self.result.not_attempted += 1
                 self.finding("not-attempted", dn, message, "resolve the refusal above, then apply again",
                              a.source.dn)  # fmt: skip
-            elif isinstance(a, Skip):
-                outcome = "skipped"
-                self._do(tgt, a)
             else:
                 try:
                     self._do(tgt, a)
-                    outcome = "done"
+                    outcome = "skipped" if isinstance(a, Skip) else "done"
                 except DirectoryRefused as e:
                     outcome, message = "refused", e.message
                     self.result.failed += 1
@@ -554,7 +551,7 @@ def _dn_of(a: Any) -> str:
     return str(a.source.dn)
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)

@@ -91,7 +91,7 @@ def _decode_words(text: str) -> str:
         else:
             try:
                 parts.append(part.decode(charset, errors="replace"))
-            except LookupError:  # unknown charset name
+            except (LookupError, ValueError):  # unknown charset name, or one codecs can't look up ("\x00")
                 parts.append(part.decode("utf-8", errors="replace"))
     return "".join(parts)
 

@@ -151,7 +151,8 @@ class Schema:
         a = self.attribute(name)
         return a is not None and a.usage == "userApplications" and not a.no_user_modification
 
-    def _chain(self, names: Iterable[str]) -> list[ObjectClass]:
+    def chain(self, names: Iterable[str]) -> list[ObjectClass]:
+        """The known classes ``names`` and all their superclasses, each once."""
         out: list[ObjectClass] = []
         seen: set[str] = set()
         todo = list(names)
@@ -166,7 +167,7 @@ class Schema:
 
     def allowed(self, classes: Iterable[str]) -> frozenset[str]:
         """Every name (lower case) and OID of the attributes an entry of ``classes`` may hold."""
-        chain = self._chain(classes)
+        chain = self.chain(classes)
         extra: list[str] = []
         for c in chain:
             if c.kind == "STRUCTURAL":
@@ -181,7 +182,7 @@ class Schema:
             rule = self.rules.get(c.oid.lower())
             if rule is not None:
                 rule_attrs += [*rule.must, *rule.may]
-        for c in [*chain, *self._chain(extra)]:
+        for c in [*chain, *self.chain(extra)]:
             for a in (*c.must, *c.may):
                 names.add(a.lower())
         names.update(a.lower() for a in rule_attrs)

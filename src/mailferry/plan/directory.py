@@ -1284,7 +1284,7 @@ def _merge(
         low = k.lower()
         if low in present or low in _MERGE_HANDLED or low == rules.address_attr.lower():
             continue
-        if low in SYSTEM_ATTRIBUTES or low in _NOT_COPIED and low not in _MERGE_REFUSED:
+        if low in SYSTEM_ATTRIBUTES:
             continue
         if rules.schema is not None and rules.schema.attribute(k) is not None and not rules.schema.user_attribute(k):
             continue  # operational, or written by the server only
@@ -1607,26 +1607,18 @@ def _structural(classes: Sequence[str], schema: Schema | None, dialect: Dialect)
     """The structural class of an entry of ``classes``: the one no other listed class derives from."""
     if schema is not None:
         known = [c for c in classes if (oc := schema.object_class(c)) is not None and oc.kind == "STRUCTURAL"]
-        supers = {s.lower() for c in known for s in _supers(schema, c)}
+        supers = {  # names of the classes some known class derives from
+            n.lower() for c in known for oc in schema.chain(_sup(schema, c)) for n in oc.names
+        }
         for c in reversed(known):
             if c.lower() not in supers:
                 return c
     return "user" if dialect == "ad" else "inetOrgPerson"
 
 
-def _supers(schema: Schema, name: str) -> set[str]:
-    out: set[str] = set()
-    first = schema.object_class(name)
-    todo = list(first.sup) if first is not None else []
-    while todo:
-        n = todo.pop()
-        if n.lower() in out:
-            continue
-        out.add(n.lower())
-        c = schema.object_class(n)
-        if c is not None:
-            todo.extend(c.sup)
-    return out
+def _sup(schema: Schema, name: str) -> tuple[str, ...]:
+    c = schema.object_class(name)
+    return c.sup if c is not None else ()
 
 
 def _changed_dns(a: Action) -> list[str]:
