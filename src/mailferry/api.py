@@ -356,10 +356,7 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
     rows = _parallel(project.performance.accounts_in_parallel, one, js)
     code = worst([r["exit_code"] for r in rows])
     target = alive.as_dict()
-    target["collisions"] = [
-        {"mailbox_id": c.mailbox_id, "accounts": list(c.accounts), "folders": list(c.folders)}
-        for c in guard.collisions
-    ]
+    target["collisions"] = [c.as_dict() for c in guard.collisions]
     target["risks"] = _target_risks(alive)
     return Result({"command": "check", "accounts": rows, "target": target, "exit_code": code}, code)
 
@@ -451,9 +448,7 @@ def migrate(
         runnable = [j for j in js if j.source_user not in held]
         at_once = max(1, min(parallel_accounts(project), len(runnable)))
         engine = Engine(ledger, options(project, full=full, accounts_at_once=at_once), reporter, guard=guard)
-        done = {
-            s.account: s for s in _parallel(at_once, lambda j: engine.migrate_account(j, run_id), runnable)
-        }
+        done = {s.account: s for s in _parallel(at_once, lambda j: engine.migrate_account(j, run_id), runnable)}
         for j in js:
             if j.source_user in held:
                 done[j.source_user] = engine.refuse_account(j, run_id, held[j.source_user])
@@ -627,9 +622,7 @@ def report(project: Project, run: int | None = None) -> Result:
         return Result(empty, 0)
     ledger = open_ledger(project, readonly=True)
     try:
-        runs = [
-            {"run": r.pop("id"), **r} for r in ledger.runs() if run is None or r["id"] == run
-        ]
+        runs = [{"run": r.pop("id"), **r} for r in ledger.runs() if run is None or r["id"] == run]
         per_account = [
             {"run": a.pop("run_id"), "account": a.pop("account"), "target_account": a.pop("target_user"), **a}
             for a in ledger.account_runs(run)

@@ -134,6 +134,11 @@ class MailboxCollision(MailferryError):
         )
 
 
+    def as_dict(self) -> dict[str, object]:
+        """As findings' details and --json show it (schemas: common.schema.json#/$defs/collision)."""
+        return {"mailbox_id": self.mailbox_id, "accounts": list(self.accounts), "folders": list(self.folders)}
+
+
 class ItemRefused(ServerError):
     """The target refused one item (too large, malformed, over quota). Becomes a finding."""
 

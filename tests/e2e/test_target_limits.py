@@ -173,6 +173,9 @@ def test_refused_messages_are_retried_by_every_pass_and_keep_the_run_from_exitin
     assert second.json()["refused"] == refused and second.json()["copied"] == 0
     listed = outstanding()
     assert len(listed) == refused and {o["run"] for o in listed} == {second.json()["run"]}
+    alice = next(x for x in second.json()["accounts"] if x["account"] == "alice")
+    # only the folders holding refusals were planned again; the others stayed on the fast path
+    assert alice["folders_unchanged"] == alice["folders"] - len({o["source_folder"] for o in listed}) > 0
 
     # The target's quota is raised: a plain re-run (no --full) copies them, and is clean.
     tgt.set_limits(quota_mb=100)

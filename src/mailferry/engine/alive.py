@@ -194,10 +194,7 @@ class AliveReport:
             "created_by_admin": sorted(self.created),
             "failed": {u: str(e) for u, e in sorted(self.failed.items())},
             "without_mailbox": sorted(self.missing),
-            "collisions": [
-                {"mailbox_id": c.mailbox_id, "accounts": list(c.accounts), "folders": list(c.folders)}
-                for c in self.collisions
-            ],
+            "collisions": [c.as_dict() for c in self.collisions],
             "mailbox_ids": not self.no_ids,
             "server": self.server,
         }

@@ -226,7 +226,7 @@ class Engine:
             stats.status = "failed"
             stats.error = str(e)
             stats.exit_code = int(e.exit_code)
-            details = {"mailbox_id": e.mailbox_id, "accounts": list(e.accounts), "folders": list(e.folders)}
+            details = e.as_dict()
             run.finding("", None, "mailbox-collision", stats.error, details)
         except MailferryError as e:
             stats.status = "failed"
@@ -242,7 +242,7 @@ class Engine:
             run.finding("", None, "account-failed", stats.error, {})
         finally:
             run.close()
-            stats.outstanding = len(self.ledger.outstanding(job.source_user))
+            stats.outstanding = self.ledger.outstanding_count(job.source_user)
             stats.seconds = round(time.monotonic() - t0, 3)
             self.ledger.record_account_run(run_id, job.source_user, job.target_user, stats.as_dict())
             self.reporter.account_finished(job.source_user, stats)
@@ -258,7 +258,7 @@ class Engine:
         kind, details = "account-failed", {}
         if isinstance(error, MailboxCollision):
             kind = "mailbox-collision"
-            details = {"mailbox_id": error.mailbox_id, "accounts": list(error.accounts), "folders": list(error.folders)}
+            details = error.as_dict()
         self.reporter.account_started(job.source_user)
         self.ledger.add_finding(run_id, Finding(job.source_user, "", None, kind, stats.error, details))
         self.ledger.record_account_run(run_id, job.source_user, job.target_user, stats.as_dict())
@@ -310,6 +310,7 @@ class AccountRun:
         self._lock = threading.Lock()
         # What the mapping step learned of the target.
         self.target_folders: set[str] = set()
+        self._guarded: set[str] = set()  # target folders whose id this pass has checked
         self.target_limit: int | None = None
 
     # -- connections --------------------------------------------------------------------------
@@ -333,9 +334,10 @@ class AccountRun:
     def _guard_folder(self, store: WriteStore, folder: str, *, created: bool = False) -> None:
         """Refuse (MailboxCollision, exit 78) to go on with a target folder whose server id
         another target account of the project holds (see :mod:`mailferry.engine.alive`)."""
-        if self.e.guard is not None:
+        if self.e.guard is not None and (folder not in self._guarded or created):
             read = functools.partial(self.retry, store, store.mailbox_id)
             check_folder(self.e.guard, self.job.target_user, folder, read, created=created)
+            self._guarded.add(folder)  # once a pass (re-plans and dry runs ask again otherwise)
 
     def _stop_if_blocked(self) -> None:
         """Before every write: stop when the guard has found this account's mailbox shared
@@ -385,29 +387,30 @@ class AccountRun:
         folders: list[FolderInfo] = self.retry(src, src.list_folders)
         return sorted(folders, key=lambda f: f.name)
 
-    def _fast_path(self, folders: list[FolderInfo]) -> tuple[dict[str, FolderStatus], bool]:
-        """STATUS of every selectable folder; True when the ledger says nothing can have changed."""
+    def _fast_path(self, folders: list[FolderInfo]) -> tuple[dict[str, FolderStatus], set[str] | None]:
+        """STATUS of every selectable folder, and the folders a pass must look at: None for all
+        of them; else only those with refusals outstanding (empty: the account is done, without
+        connecting to the target), when the ledger says nothing else can have changed."""
         src = self.source_store()
         statuses: dict[str, FolderStatus] = {}
         for f in folders:
             if f.selectable:
                 statuses[f.name] = self.retry(src, src.status, f.name)
         if self.opts.full:
-            return statuses, False
+            return statuses, None
         known = {s.source_folder: s for s in self.ledger.folder_states(self.account)}
         if set(known) != {f.name for f in folders} or self.ledger.has_pending(self.account):
-            return statuses, False
-        if self.ledger.refused_folders(self.account):
-            return statuses, False  # outstanding refusals are tried again by every pass
+            return statuses, None
         for name, st in statuses.items():
             k = known[name]
             if (k.uidvalidity, k.uidnext, k.messages) != (st.uidvalidity, st.uidnext, st.messages):
-                return statuses, False
+                return statuses, None
             if self.opts.policy.sync_flags and st.highestmodseq is not None and k.highestmodseq != st.highestmodseq:
-                return statuses, False
+                return statuses, None
             if self.opts.policy.sync_flags and st.highestmodseq is None:
-                return statuses, False  # without CONDSTORE flag changes are invisible to STATUS
-        return statuses, True
+                return statuses, None  # without CONDSTORE flag changes are invisible to STATUS
+        # Unchanged but for refusals outstanding: every pass tries those again, and only those folders.
+        return statuses, self.ledger.refused_folders(self.account)
 
     def folder_map(self, folders: list[FolderInfo]) -> list[FolderMapping]:
         src, tgt = self.source_store(), self.target_store()
@@ -468,8 +471,8 @@ class AccountRun:
                 f"{self.account}: the source lists no folder at all",
                 hint="check the account; mailferry refuses to treat an empty listing as a mailbox",
             )
-        statuses, unchanged = self._fast_path(folders)
-        if unchanged:
+        statuses, redo = self._fast_path(folders)
+        if redo is not None and not redo:
             self.stats.folders = len(folders)
             self.stats.folders_unchanged = len(folders)
             return
@@ -503,6 +506,9 @@ class AccountRun:
                 continue
             f = by_name[m.source]
             self.stats.folders += 1
+            if redo is not None and f.name not in redo:
+                self.stats.folders_unchanged += 1
+                continue
             if not f.selectable:
                 self._save_noselect(m)
                 continue

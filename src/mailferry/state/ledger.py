@@ -225,6 +225,10 @@ class Ledger(Protocol):
         """Source folders of ``account`` with messages the target refused (outstanding)."""
         ...
 
+    def outstanding_count(self, account: str) -> int:
+        """How many messages of ``account`` the target refused and still lacks."""
+        ...
+
     def outstanding(self, account: str | None = None) -> list[dict[str, Any]]:
         """Each refused message once: account, folder, uidvalidity, uid, size, target_folder, the
         run that last tried it (``run``) and that run's finding about it (kind, message, details)."""
@@ -472,6 +476,12 @@ class SqliteLedger:
             "SELECT DISTINCT source_folder FROM messages WHERE account=? AND state='refused'", (account,)
         ).fetchall()
         return {r[0] for r in rows}
+
+    def outstanding_count(self, account: str) -> int:
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM messages WHERE account=? AND state='refused'", (account,)
+        ).fetchone()
+        return int(row[0])
 
     def outstanding(self, account: str | None = None) -> list[dict[str, Any]]:
         last = (
