@@ -140,7 +140,13 @@ class MailboxCollision(MailferryError):
 
 
 class ItemRefused(ServerError):
-    """The target refused one item (too large, malformed, over quota). Becomes a finding."""
+    """The target refused one item (too large, malformed, over quota). Becomes a finding.
+
+    ``status``: the HTTP status of a DAV refusal (403, 409, 412, 415, 507...), 0 for IMAP."""
+
+    def __init__(self, message: str, *, hint: str = "", status: int = 0) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
 
 
 class LockedError(MailferryError):

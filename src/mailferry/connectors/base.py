@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
 
+from mailferry.model.dav import BusyPeriod, Changes, Collection, DavItem, DavServerInfo, Share
 from mailferry.model.mail import AppendItem, FolderInfo, FolderStatus, MessageMeta, ServerInfo
 
 
@@ -107,4 +108,83 @@ class WriteStore(ReadStore, Protocol):
 
     def expunge_uids(self, folder: str, uids: Sequence[int]) -> None:
         """Remove these messages (used only for the opt-in propagation of source deletions)."""
+        ...
+
+
+# -- calendars and contacts -----------------------------------------------------------------------
+#
+# A DavStore is one account's calendars and address books on one CalDAV/CardDAV server (terms:
+# :mod:`mailferry.model.dav`). Contract (every implementation):
+#
+# - hrefs are absolute paths on the server, percent-encoded as the server gives them; collection
+#   hrefs end in "/". ETags are kept exactly as the server quotes them (with their quotes).
+# - ``collections`` lists the account's own calendars and address books (its calendar-home-set and
+#   addressbook-home-set, one level down), never the scheduling inbox/outbox, notifications or
+#   another account's collections shared with it.
+# - ``members`` and ``changes`` never read item bodies; ``fetch`` reads them in multiget batches and
+#   leaves out hrefs that vanished (not an error).
+# - ``put`` with ``etag=None`` creates only (``If-None-Match: *``): an existing resource at that href
+#   is :class:`~mailferry.errors.ItemRefused` with status 412; with an ETag it replaces only that
+#   version (``If-Match``). It returns the new ETag, or None when the server does not say.
+# - A refused item raises :class:`~mailferry.errors.ItemRefused` whose ``status`` is the HTTP status
+#   and whose message carries the server's words; connection trouble raises TemporaryFailure (the
+#   caller may retry), a refused login AuthError. Nothing here ever writes to a source store.
+
+
+class DavReadStore(Protocol):
+    label: str
+
+    def info(self) -> DavServerInfo:
+        """The DAV header, product, principal and home-set hrefs of this account (RFC 6764)."""
+        ...
+
+    def collections(self) -> list[Collection]:
+        """Every calendar and address book the account owns, with its properties."""
+        ...
+
+    def members(self, collection: Collection) -> dict[str, str | None]:
+        """href -> ETag of every item of the collection (PROPFIND depth 1)."""
+        ...
+
+    def changes(self, collection: Collection, token: str) -> Changes | None:
+        """What changed since ``token`` (RFC 6578 sync-collection); None when the server has no
+        sync-collection or no longer accepts the token (the caller falls back to ``members``)."""
+        ...
+
+    def fetch(self, collection: Collection, hrefs: Sequence[str]) -> Iterator[DavItem]:
+        """The exact bytes of each item asked for that still exists (calendar-/addressbook-multiget)."""
+        ...
+
+    def shares(self, collection: Collection) -> list[Share] | None:
+        """Who else may use the collection, in the server's own sharing mechanism; None when the
+        server can't tell (no ACL property, no sharing)."""
+        ...
+
+    def freebusy(self, account_address: str, start: str, end: str) -> list[BusyPeriod] | None:
+        """The busy periods of another account between two UTC times (``YYYYMMDDTHHMMSSZ``) as this
+        account sees them: RFC 6638 outbox POST, else the free-busy-query REPORT on each of its
+        calendars. None when this account may not see them."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class DavWriteStore(DavReadStore, Protocol):
+    def create_collection(self, collection: Collection) -> Collection:
+        """MKCALENDAR (calendars) or extended MKCOL (address books, RFC 5689) under this account's
+        home, named ``collection.name``, with its properties; returns the collection as created
+        (its target href). Creating one that exists is not an error: its properties are updated."""
+        ...
+
+    def put(self, collection: Collection, name: str, data: bytes, *, etag: str | None = None) -> str | None:
+        """Write one item as ``collection.href + name``; see the contract above."""
+        ...
+
+    def delete(self, href: str, etag: str | None) -> None:
+        """Remove one item (only for the opt-in propagation of source deletions)."""
+        ...
+
+    def set_share(self, collection: Collection, share: Share) -> None:
+        """Grant ``share.principal`` ``share.access`` to the collection in the server's own sharing
+        mechanism. Raises ItemRefused (status 501 when the server has no such mechanism)."""
         ...

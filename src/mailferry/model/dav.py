@@ -1,0 +1,120 @@
+"""Pure value types for calendars and contacts (CalDAV, RFC 4791; CardDAV, RFC 6352).
+
+Terminology (the mail words of :mod:`mailferry.model.mail` carry over):
+
+collection  one calendar or address book of an account, at an href on one server. Its identity
+            across servers is (account, kind, name): ``name`` is the last path segment, which
+            mailferry keeps on the target (``/dav/calendars/user/alice/Work/`` -> ``Work``).
+item        one calendar object resource (a VCALENDAR holding one UID: the master and its
+            RECURRENCE-ID overrides) or one vCard.
+DavRef      where an item lives on one server: (href, ETag). Changes on copy and on every write.
+DavKey      what makes two copies the same item: its UID within its collection (iCalendar and
+            vCard UID). Never used as a location.
+share       one principal's access to a collection: ``read``, ``read-write``, ``freebusy``
+            (free/busy only) or ``admin``; the principal is an account name on that server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+CollectionKind = Literal["calendar", "addressbook"]
+Access = Literal["freebusy", "read", "read-write", "admin"]
+ACCESS_ORDER: tuple[Access, ...] = ("freebusy", "read", "read-write", "admin")
+
+# The kinds of item a project moves; all by default (``migrate --only`` narrows a run).
+ItemType = Literal["mail", "calendars", "contacts"]
+ITEM_TYPES: tuple[ItemType, ...] = ("mail", "calendars", "contacts")
+
+
+@dataclass(frozen=True, slots=True)
+class Collection:
+    """One collection as PROPFIND shows it. ``href`` is the absolute path on its server ending
+    in ``/``; ``name`` its last segment (unquoted). Properties the server did not give are None.
+
+    ``components``: the supported calendar component set (``VEVENT``, ``VTODO``, ``VJOURNAL``),
+    empty for address books and for servers that don't say. ``transparent``: the calendar's
+    ``schedule-calendar-transp`` (RFC 6638) is ``transparent``: its events never count as busy.
+    ``sync_token`` (RFC 6578) and ``ctag`` (CalendarServer getctag) change with every change of
+    the collection's members; either lets a re-run skip an unchanged collection.
+    """
+
+    href: str
+    kind: CollectionKind
+    name: str
+    displayname: str | None = None
+    description: str | None = None
+    color: str | None = None
+    order: str | None = None
+    timezone: str | None = None  # the VTIMEZONE text of calendar-timezone
+    components: tuple[str, ...] = ()
+    transparent: bool | None = None
+    sync_token: str | None = None
+    ctag: str | None = None
+    owner: str | None = None  # the owner's account name when the server says
+
+
+@dataclass(frozen=True, slots=True)
+class DavRef:
+    href: str
+    etag: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DavItem:
+    """An item's exact bytes as the server gave them, with where it lives."""
+
+    href: str
+    etag: str | None
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What changed in a collection since a sync token (RFC 6578): members added or changed
+    (href -> ETag) and members gone. ``token`` is the new token to keep."""
+
+    token: str
+    changed: dict[str, str | None] = field(default_factory=dict)
+    removed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    principal: str  # an account name on the server that holds the collection
+    access: Access
+
+
+@dataclass(frozen=True, slots=True)
+class BusyPeriod:
+    """One FREEBUSY period in UTC, as ``YYYYMMDDTHHMMSSZ`` text, with its FBTYPE."""
+
+    start: str
+    end: str
+    fbtype: str = "BUSY"
+
+
+@dataclass(frozen=True, slots=True)
+class DavServerInfo:
+    """What a DAV server says of itself to one account.
+
+    ``dav``: the tokens of the OPTIONS ``DAV`` header, lower-cased (``calendar-access``,
+    ``addressbook``, ``calendar-auto-schedule``, ``resource-sharing``...). ``product``: the
+    ``Server`` header. ``principal``, ``calendar_home``, ``addressbook_home``, ``outbox``: hrefs
+    (absolute paths), None where the server has none. ``addresses``: calendar-user-address-set.
+    """
+
+    dav: frozenset[str]
+    product: str
+    principal: str
+    calendar_home: str | None
+    addressbook_home: str | None
+    outbox: str | None = None
+    addresses: tuple[str, ...] = ()
+
+    @property
+    def schedules(self) -> bool:
+        """True when the server does implicit scheduling (RFC 6638): a PUT of a meeting may send
+        invitations unless the attendees carry ``SCHEDULE-AGENT=CLIENT``."""
+        return "calendar-auto-schedule" in self.dav
