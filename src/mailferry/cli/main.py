@@ -77,6 +77,10 @@ def init(
         str | None, typer.Option(help="its password reference: env:NAME or file:PATH")
     ] = None,
     ledger: Annotated[str | None, typer.Option(help="ledger path (default: next to the project file)")] = None,
+    source_dav: Annotated[
+        str | None, typer.Option(help="source CalDAV/CardDAV base URL: https://host/ (http:// on loopback)")
+    ] = None,
+    target_dav: Annotated[str | None, typer.Option(help="target CalDAV/CardDAV base URL")] = None,
     force: Annotated[bool, typer.Option(help="overwrite an existing project file")] = False,
 ) -> None:
     """Write a commented project file to start from."""
@@ -95,6 +99,8 @@ def init(
         target_admin=target_admin,
         target_admin_password=target_admin_password,
         ledger=ledger,
+        source_dav=source_dav,
+        target_dav=target_dav,
     )
     project.write_text(text, encoding="utf-8")
     typer.echo(f"wrote {project}: review it, then run 'mailferry check {project}'")

@@ -28,18 +28,25 @@ from pathlib import Path
 from string import Template
 from types import MappingProxyType
 from typing import Literal, cast
+from urllib.parse import urlsplit
 
 from mailferry.config.accounts import read_accounts_csv
 from mailferry.config.model import (
     ADMIN_METHODS,
     DATE_HELP,
+    DAV_ADMIN_METHODS,
     DIRECTORY_RULES,
     LDAP_DIALECTS,
+    SCHEDULING_MODES,
     SECURITY_CHOICES,
     SIZE_HELP,
     AccountConfig,
     AdminLogin,
     AdminMethod,
+    CalendarRules,
+    DavAdminLogin,
+    DavAdminMethod,
+    DavServerConfig,
     DirectoryConfig,
     FolderRename,
     FolderRules,
@@ -48,17 +55,20 @@ from mailferry.config.model import (
     MessageRules,
     Performance,
     Project,
+    SchedulingMode,
     Security,
     ServerConfig,
     UrlProblem,
     default_port,
     is_loopback,
+    normalize_dav_url,
     parse_date,
     parse_size,
     split_server_url,
 )
 from mailferry.config.secrets import REFERENCE_HELP, SecretRef, file_mode_warning, parse_secret_ref
 from mailferry.errors import ConfigError
+from mailferry.model.dav import ITEM_TYPES
 
 KeyPath = tuple[str | int, ...]
 
@@ -72,8 +82,11 @@ _SERVER_KEYS = (
     "timeout",
     "max_connections",
     "admin",
+    "dav",
 )
 _ADMIN_KEYS = ("user", "password", "method", "master_separator")
+_DAV_KEYS = ("url", "verify_certificates", "ca_file", "allow_plaintext_login", "timeout", "max_connections", "admin")
+_DAV_ADMIN_KEYS = ("user", "password", "method")
 _LDAP_KEYS = (
     "url",
     "bind_dn",
@@ -94,12 +107,29 @@ _LDAP_KEYS = (
 #: ``()``: a table whose keys are free (LDAP attribute names or logical names), values strings.
 KNOWN_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
-        "": ("project", "source", "target", "accounts", "folders", "messages", "performance", "directory"),
-        "project": ("name", "ledger", "reports"),
+        "": (
+            "project",
+            "source",
+            "target",
+            "accounts",
+            "folders",
+            "messages",
+            "calendars",
+            "performance",
+            "directory",
+        ),
+        "project": ("name", "ledger", "reports", "items"),
         "source": _SERVER_KEYS,
         "source.admin": _ADMIN_KEYS,
+        "source.dav": _DAV_KEYS,
+        "source.dav.admin": _DAV_ADMIN_KEYS,
         "target": _SERVER_KEYS,
         "target.admin": _ADMIN_KEYS,
+        "target.dav": _DAV_KEYS,
+        "target.dav.admin": _DAV_ADMIN_KEYS,
+        "calendars": ("scheduling", "addresses", "domains", "propagate_deletions", "sharing", "batch_items"),
+        "calendars.addresses": (),
+        "calendars.domains": (),
         "accounts": ("csv", "override"),
         "accounts.override": (
             "source_user",
@@ -705,6 +735,7 @@ _LDAP_ATTRIBUTE = re.compile(r"(?:[A-Za-z][A-Za-z0-9-]*|\d+(?:\.\d+)+)(?:;[A-Za-
 _TLS_NAME = re.compile(r"[A-Za-z0-9*](?:[A-Za-z0-9.*-]*[A-Za-z0-9])?\.?")
 _DNS_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _DNS_NAME = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})+")
+_ADDRESS = re.compile(rf"[^@\s]+@{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
 
 
 # --- the project --------------------------------------------------------------------------------
@@ -738,11 +769,15 @@ class _ProjectReader(_Reader):
         messages = self.messages(document)
         performance = self.performance(document, target)
         directory = self.directory(document)
+        items = self.items(project, source, target)
+        calendars = self.calendar_rules(document)
+        if items is not None and accounts and source is not None and target is not None:
+            self.check_dav_logins(accounts, source, target, items)
 
         if self.problems:
             raise ConfigError(self.problems)
         assert name and ledger and reports and source and target and accounts is not None
-        assert folders and messages and performance
+        assert folders and messages and performance and items is not None and calendars is not None
         return Project(
             path=self.path,
             name=name,
@@ -755,7 +790,139 @@ class _ProjectReader(_Reader):
             messages=messages,
             performance=performance,
             directory=directory,
+            items=items,
+            calendars=calendars,
         )
+
+    def items(
+        self, project: Mapping[str, object], source: ServerConfig | None, target: ServerConfig | None
+    ) -> tuple[str, ...] | None:
+        """``[project] items``: what to move. Default: mail, and calendars and contacts when both
+        sides have a ``dav`` table."""
+        at: KeyPath = ("project",)
+        has_dav = source is not None and target is not None and source.dav is not None and target.dav is not None
+        value = project.get("items", _MISSING)
+        if value is _MISSING:
+            return ITEM_TYPES if has_dav else ("mail",)
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            self.problem((*at, "items"), f"must be a non-empty array of {', '.join(map(_show, ITEM_TYPES))}")
+            return None
+        unknown = [v for v in value if v not in ITEM_TYPES]
+        if unknown:
+            self.problem((*at, "items"), f"unknown item type {_show(unknown[0])}; known: {', '.join(ITEM_TYPES)}")
+            return None
+        if not has_dav and any(v in ("calendars", "contacts") for v in value) and source and target:
+            missing = " and ".join(r for r, s in (("source", source), ("target", target)) if s.dav is None)
+            self.problem(
+                (*at, "items"),
+                f"calendars and contacts need the DAV side of both servers: add [{missing}.dav] with its url",
+            )
+            return None
+        return tuple(t for t in ITEM_TYPES if t in value)
+
+    def dav(self, server: Mapping[str, object], role: str) -> DavServerConfig | None:
+        table = self.table(server, (role,), "dav", f"{role}.dav")
+        if table is None:
+            return None
+        at: KeyPath = (role, "dav")
+        before = len(self.problems)
+        url = self.string(table, at, "url", required=True)
+        verify = self.boolean(table, at, "verify_certificates", True)
+        ca_file = self.ca_file(table, at)
+        allow_plaintext = self.boolean(table, at, "allow_plaintext_login", False)
+        timeout = self.number(table, at, "timeout", 60.0)
+        max_connections = self.integer(table, at, "max_connections", 8, 1, 1000)
+        admin_table = self.table(table, at, "admin", f"{role}.dav.admin")
+        admin: DavAdminLogin | None = None
+        if admin_table is not None:
+            aat: KeyPath = (*at, "admin")
+            user = self.string(admin_table, aat, "user", required=True)
+            password = self.secret(admin_table, aat, "password", required=True)
+            method = cast(DavAdminMethod | None, self.choice(admin_table, aat, "method", DAV_ADMIN_METHODS, "path"))
+            if user and password and method:
+                admin = DavAdminLogin(user=user, password=password, method=method)
+        if url is not None:
+            try:
+                url = normalize_dav_url(url)
+            except UrlProblem as problem:
+                self.problem((*at, "url"), str(problem))
+                url = None
+        if url is not None and url.startswith("http://") and not allow_plaintext:
+            host = urlsplit(url).hostname or ""
+            if not is_loopback(host):
+                self.problem(
+                    (*at, "url"),
+                    f"http:// would send passwords unencrypted to {host}, which is not a loopback address; "
+                    "use https://, or set allow_plaintext_login = true",
+                )
+        if len(self.problems) > before or url is None:
+            return None
+        assert timeout and max_connections
+        return DavServerConfig(
+            url=url,
+            verify_certificates=verify,
+            ca_file=ca_file,
+            allow_plaintext_login=allow_plaintext,
+            timeout=timeout,
+            max_connections=max_connections,
+            admin=admin,
+        )
+
+    def check_dav_logins(
+        self, accounts: Sequence[AccountConfig], source: ServerConfig, target: ServerConfig, items: Sequence[str]
+    ) -> None:
+        """Every account can log in to both DAV sides: its own password reference, or a DAV admin.
+        (The IMAP admin's SASL authorization identity has no HTTP Basic equivalent.)"""
+        if not any(t in items for t in ("calendars", "contacts")):
+            return
+        for role, server in (("source", source), ("target", target)):
+            if server.dav is None or server.dav.admin is not None:
+                continue
+            lacking = [a.source_user for a in accounts if getattr(a, f"{role}_password") is None]
+            if lacking:
+                shown = ", ".join(lacking[:5]) + (f" and {len(lacking) - 5} more" if len(lacking) > 5 else "")
+                self.problem(
+                    (role, "dav"),
+                    f"accounts {shown} have no {role} password reference, and [{role}.dav] has no admin: "
+                    f"add [{role}.dav.admin] (see the README on each server's admin route) or give each "
+                    f"account a {role}_password",
+                )
+
+    def calendar_rules(self, document: Mapping[str, object]) -> CalendarRules | None:
+        table = self.table(document, (), "calendars", "calendars") or {}
+        at: KeyPath = ("calendars",)
+        before = len(self.problems)
+        scheduling = self.choice(table, at, "scheduling", SCHEDULING_MODES, "auto")
+        addresses = self.address_map(table, at, "addresses", domains=False)
+        domains = self.address_map(table, at, "domains", domains=True)
+        propagate = self.boolean(table, at, "propagate_deletions", False)
+        sharing = self.boolean(table, at, "sharing", True)
+        batch = self.integer(table, at, "batch_items", 100, 1, 10_000)
+        if len(self.problems) > before:
+            return None
+        assert scheduling and batch
+        return CalendarRules(
+            scheduling=cast(SchedulingMode, scheduling),
+            addresses=addresses,
+            domains=domains,
+            propagate_deletions=propagate,
+            sharing=sharing,
+            batch_items=batch,
+        )
+
+    def address_map(self, table: Mapping[str, object], at: KeyPath, key: str, *, domains: bool) -> dict[str, str]:
+        sub = self.table(table, at, key, f"calendars.{key}") or {}
+        out: dict[str, str] = {}
+        what = "a mail domain such as new.example" if domains else "an address such as ann@new.example"
+        for old, new in sub.items():
+            ok_old = _DNS_NAME.fullmatch(old) if domains else _ADDRESS.fullmatch(old)
+            if not ok_old:
+                self.problem((*at, key, old), f"the key must be {what.replace('new.', 'old.')}")
+            elif not isinstance(new, str) or not (_DNS_NAME.fullmatch(new) if domains else _ADDRESS.fullmatch(new)):
+                self.problem((*at, key, old), f"must be {what}, got {_show(new)}")
+            else:
+                out[old.lower()] = new
+        return out
 
     def server(self, document: Mapping[str, object], role: str) -> ServerConfig | None:
         table = self.table(document, (), role, role, required=True)
@@ -772,6 +939,7 @@ class _ProjectReader(_Reader):
         timeout = self.number(table, at, "timeout", 60.0)
         max_connections = self.integer(table, at, "max_connections", 24, 1, 1000)
         admin = self.admin(table, at)
+        dav = self.dav(table, role)
 
         if security == "none" and host is not None and not is_loopback(host) and not allow_plaintext:
             self.problem(
@@ -792,6 +960,7 @@ class _ProjectReader(_Reader):
             timeout=timeout,
             max_connections=max_connections,
             admin=admin,
+            dav=dav,
         )
 
     def ca_file(self, table: Mapping[str, object], at: KeyPath) -> Path | None:

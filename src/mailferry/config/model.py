@@ -74,6 +74,29 @@ def split_server_url(
     return host, port if port is not None else default(security), security
 
 
+def normalize_dav_url(url: str) -> str:
+    """``http(s)://host[:port][/path]`` -> the same with a path ending in ``/``. A path is
+    allowed (a DAV server often lives under one: ``/dav/``); a login, query or fragment is not.
+    Raises :class:`UrlProblem` (never repeating the URL, which may hold a pasted password)."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        raise UrlProblem("port", "not a URL (a bad port or [IPv6] address)") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise UrlProblem("scheme", "must start with https:// (or http:// to a loopback address)")
+    if "@" in parts.netloc:
+        raise UrlProblem("login", "must not hold a login or password: give the admin in [*.dav.admin]")
+    if not parts.hostname:
+        raise UrlProblem("host", "no host")
+    if parts.query or parts.fragment:
+        raise UrlProblem("path", "must not hold a query or fragment")
+    if port == 0:
+        raise UrlProblem("port", "port must be between 1 and 65535")
+    path = parts.path if parts.path.endswith("/") else parts.path + "/"
+    return f"{parts.scheme.lower()}://{parts.netloc}{path}"
+
+
 def is_loopback(host: str) -> bool:
     """True for ``localhost``, 127.0.0.0/8 and ::1 (also written ``[::1]`` or IPv4-mapped)."""
     name = host.strip().strip("[]").rstrip(".").lower()
@@ -102,6 +125,60 @@ class AdminLogin:
     master_separator: str = "*"
 
 
+DavAdminMethod = Literal["path", "authorize-as"]
+DAV_ADMIN_METHODS: tuple[DavAdminMethod, ...] = ("path", "authorize-as")
+SchedulingMode = Literal["auto", "paused", "client"]
+SCHEDULING_MODES: tuple[SchedulingMode, ...] = ("auto", "paused", "client")
+
+
+@dataclass(frozen=True, slots=True)
+class DavAdminLogin:
+    """One administrator login that opens every account's calendars and address books.
+
+    ``path``: the admin logs in as itself and opens each account's collections by their path
+    (Radicale with a rights rule that grants it). ``authorize-as``: the admin logs in as itself and
+    acts as the account (Cyrus httpd's ``Authorize-As`` header, for its admins).
+    """
+
+    user: str
+    password: SecretRef
+    method: DavAdminMethod = "path"
+
+
+@dataclass(frozen=True, slots=True)
+class DavServerConfig:
+    """The CalDAV/CardDAV side of a server: ``url`` is the base URL discovery starts from
+    (``https://dav.example/`` or, on loopback, ``http://``); RFC 6764 finds each account's homes."""
+
+    url: str
+    verify_certificates: bool = True
+    ca_file: Path | None = None
+    allow_plaintext_login: bool = False
+    timeout: float = 60.0
+    max_connections: int = 8
+    admin: DavAdminLogin | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarRules:
+    """``[calendars]``: how calendars and contacts are carried.
+
+    ``scheduling``: ``auto`` asks the target whether it schedules on import (RFC 6638
+    ``calendar-auto-schedule``) and then marks imported meetings ``SCHEDULE-AGENT=CLIENT``;
+    ``paused``: the admin has paused the target's scheduling for the migration window (Cyrus
+    ``caldav_allowscheduling: off``), meetings are imported unchanged; ``client``: always mark.
+    ``addresses``: old address -> new address, beside the identity map of ``directory apply``;
+    ``domains``: old mail domain -> new mail domain, for people neither names.
+    """
+
+    scheduling: SchedulingMode = "auto"
+    addresses: Mapping[str, str] = field(default_factory=dict)
+    domains: Mapping[str, str] = field(default_factory=dict)
+    propagate_deletions: bool = False
+    sharing: bool = True
+    batch_items: int = 100
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     host: str
@@ -113,6 +190,7 @@ class ServerConfig:
     timeout: float = 60.0
     max_connections: int = 24
     admin: AdminLogin | None = None
+    dav: DavServerConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +330,8 @@ class Project:
     messages: MessageRules
     performance: Performance
     directory: DirectoryConfig | None = None
+    items: tuple[str, ...] = ("mail",)  # of mailferry.model.dav.ITEM_TYPES, in that order
+    calendars: CalendarRules = field(default_factory=CalendarRules)
 
     @property
     def base_dir(self) -> Path:

@@ -125,6 +125,40 @@ max_connections = 24
 """
 
 
+def _dav(role: str, url: str | None) -> str:
+    """The ``[role.dav]`` table: written when a DAV URL is given, else shown commented out."""
+    from mailferry.config.model import UrlProblem, normalize_dav_url
+
+    c = "" if url else "# "
+    if url is not None:
+        try:
+            url = normalize_dav_url(url)
+        except UrlProblem as problem:
+            raise UsageError(f"--{role}-dav: {problem}") from None
+    shown = url or f"https://dav.{'old' if role == 'source' else 'new'}.example/"
+    return f"""
+# Calendars and contacts of this server (CalDAV/CardDAV): the base URL where discovery starts
+# (RFC 6764: /.well-known/caldav and /.well-known/carddav lead to each account's calendars).
+# https://, or http:// to a loopback address only (unless allow_plaintext_login = true).
+{c}[{role}.dav]
+{c}url = {_toml(shown)}
+{c}verify_certificates = true
+{c}ca_file = ""
+{c}allow_plaintext_login = false
+{c}timeout = 60
+# At most this many HTTP connections to this server at once, all accounts together.
+{c}max_connections = 8
+# One admin login that opens every account's calendars and address books. Without it each
+# account needs its own password reference in the accounts CSV. "path": the admin opens each
+# account's collections by their path (Radicale, with a rights rule granting the admin);
+# "authorize-as": the admin acts as each account (Cyrus httpd admins). See the README.
+# [{role}.dav.admin]
+# user = "davadmin"
+# password = "env:{role.upper()}_DAV_ADMIN_PASSWORD"
+# method = "path"
+"""
+
+
 _DIRECTORY_SERVER = """\
 # [directory.{role}]
 # The {what} directory: ldaps://host[:port] (TLS, 636), ldap+starttls://host[:port] (StartTLS,
@@ -242,6 +276,8 @@ def render_project(
     target_admin: str | None,
     target_admin_password: str | None,
     ledger: str | None,
+    source_dav: str | None = None,
+    target_dav: str | None = None,
 ) -> str:
     """The text of a new, fully commented project file. Raises :class:`UsageError` on bad input.
 
@@ -252,8 +288,10 @@ def render_project(
         raise UsageError("the project name must not be empty")
     if accounts_csv.strip() == "":
         raise UsageError("the accounts CSV path must not be empty")
-    source = _server("source", source_url, source_admin, source_admin_password)
-    target = _server("target", target_url, target_admin, target_admin_password)
+    if (source_dav is None) != (target_dav is None):
+        raise UsageError("give both --source-dav and --target-dav, or neither (calendars need both sides)")
+    source = _server("source", source_url, source_admin, source_admin_password) + _dav("source", source_dav)
+    target = _server("target", target_url, target_admin, target_admin_password) + _dav("target", target_dav)
     ledger_line = (
         f"ledger = {_toml(ledger)}"
         if ledger
@@ -275,6 +313,9 @@ name = {_toml(name)}
 {ledger_line}
 # Folder for run reports.
 reports = "reports"
+# What to move: "mail", "calendars", "contacts". Default: all three when both servers have a
+# [*.dav] table, else mail. `mailferry migrate --only calendars,contacts` narrows one run.
+# items = ["mail", "calendars", "contacts"]
 
 {source}
 {target}
@@ -327,6 +368,28 @@ min_size = ""
 propagate_deletions = false
 # Carry flag changes (\\Seen, \\Flagged, keywords) over on later passes.
 sync_flags = true
+
+[calendars]
+# Meetings and implicit scheduling (RFC 6638): a server that schedules would e-mail every
+# attendee of every imported meeting. "auto": mailferry asks the target; when it schedules,
+# imported meetings get SCHEDULE-AGENT=CLIENT on their attendees (nobody is notified, and the
+# server will not schedule later updates of those meetings either: the report names them).
+# "paused": you have paused the target's scheduling for the migration window (Cyrus:
+# caldav_allowscheduling: off), meetings are imported unchanged and scheduling works again
+# once you switch it back on. "client": always mark.
+scheduling = "auto"
+# Remove from the target the items mailferry copied that the source no longer has.
+propagate_deletions = false
+# Re-create who may see or edit each calendar and address book, for the mapped people.
+sharing = true
+# Items per calendar-multiget / addressbook-multiget request.
+batch_items = 100
+# ORGANIZER and ATTENDEE addresses of people who moved are rewritten to their new address:
+# through the identity map of `mailferry directory apply`, then these tables. Others are untouched.
+# [calendars.addresses]
+# "ann@old.example" = "ann.smith@new.example"
+# [calendars.domains]
+# "old.example" = "new.example"
 
 [performance]
 # Accounts migrated at the same time.
