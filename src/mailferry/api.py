@@ -259,7 +259,7 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
             "problems": [],
             "warnings": [],
         }
-        for role, conn, readonly in (("source", job.source, True), ("target", job.target, False)):
+        for role, conn in (("source", job.source), ("target", job.target)):
             if role == "target" and job.target_user in alive.missing:
                 out[role] = {"ok": False, "error": f"{job.target_user} has no mailbox yet on the target"}
                 out["warnings"].append(
@@ -354,6 +354,7 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
         return out
 
     rows = _parallel(project.performance.accounts_in_parallel, one, js)
+    _attach(rows, _dav_rows(project, accs, _dav_check))
     code = worst([r["exit_code"] for r in rows])
     target = alive.as_dict()
     target["collisions"] = [c.as_dict() for c in guard.collisions]
@@ -424,6 +425,7 @@ def plan(project: Project, names: Sequence[str] | None = None) -> Result:
         rows = _parallel(project.performance.accounts_in_parallel, one, js)
     finally:
         ledger.close()
+    _attach(rows, _dav_rows(project, accs, _dav_plan))
     code = worst([r["exit_code"] for r in rows])
     data = {"command": "plan", "accounts": rows, "copy": sum(r.get("messages", 0) for r in rows), "exit_code": code}
     return Result(data, code)
@@ -433,10 +435,20 @@ def plan(project: Project, names: Sequence[str] | None = None) -> Result:
 
 
 def migrate(
-    project: Project, names: Sequence[str] | None = None, *, reporter: Reporter | None = None, full: bool = False
+    project: Project,
+    names: Sequence[str] | None = None,
+    *,
+    reporter: Reporter | None = None,
+    full: bool = False,
+    only: Sequence[str] | None = None,
 ) -> Result:
+    """Mail, then calendars and contacts, of each account (``only`` narrows to some item types)."""
     accs = select_accounts(project, names)
+    types = _types(project, only)
     js = jobs(project, accs)  # resolves secrets: a missing one fails here, before any change
+    dav_types = _dav_types(project, types)
+    if dav_types:
+        _dav_jobs(project, accs)  # the DAV secrets too, before any change
     ledger = open_ledger(project)
     try:
         ledger.acquire("migrate")
@@ -448,15 +460,26 @@ def migrate(
         runnable = [j for j in js if j.source_user not in held]
         at_once = max(1, min(parallel_accounts(project), len(runnable)))
         engine = Engine(ledger, options(project, full=full, accounts_at_once=at_once), reporter, guard=guard)
-        done = {s.account: s for s in _parallel(at_once, lambda j: engine.migrate_account(j, run_id), runnable)}
+        if "mail" in types:
+            done = {s.account: s for s in _parallel(at_once, lambda j: engine.migrate_account(j, run_id), runnable)}
+        else:
+            done = {j.source_user: AccountStats(j.source_user, j.target_user, status="skipped") for j in runnable}
         for j in js:
             if j.source_user in held:
                 done[j.source_user] = engine.refuse_account(j, run_id, held[j.source_user])
         stats: list[AccountStats] = [done[j.source_user] for j in js]
-        code = worst([account_exit_code(s) for s in stats])
+        dav: dict[str, dict[str, Any]] = {}
+        if dav_types:
+            dav = _dav_migrate(project, ledger, run_id, dav_types, accs, full=full, reporter=reporter, skip=held)
+        rows = [_account_row(s) | ({"calendars": dav[s.account]} if s.account in dav else {}) for s in stats]
+        for r in rows:
+            if "calendars" in r:
+                r["exit_code"] = worst([r["exit_code"], dav_exit_code(r["calendars"])])
+        code = worst([r["exit_code"] for r in rows])
         summary = {
             "command": "migrate",
             "run": run_id,
+            "items": list(types),
             "seconds": round(time.monotonic() - t0, 3),
             "copied": sum(s.copied for s in stats),
             "bytes": sum(s.bytes for s in stats),
@@ -465,16 +488,39 @@ def migrate(
             "refused": sum(s.refused for s in stats),
             "flag_updates": sum(s.flag_updates for s in stats),
             "deleted": sum(s.deleted for s in stats),
-            "accounts": [_account_row(s) for s in stats],
+            "accounts": rows,
             "target": alive.as_dict(),
             "findings": [_finding(f) for f in ledger.findings(run_id)],
             "exit_code": code,
         }
+        if dav_types:
+            summary["calendars"] = {
+                k: sum(int(d.get(k, 0)) for d in dav.values())
+                for k in ("copied", "updated", "matched", "removed", "refused", "rewritten", "marked", "shares")
+            }
         ledger.finish_run(run_id, _now(), code, {k: v for k, v in summary.items() if k != "findings"})
         _write_report(project, f"migrate-{run_id}", summary)
         return Result(summary, code)
     finally:
         ledger.close()
+
+
+def _types(project: Project, only: Sequence[str] | None) -> tuple[str, ...]:
+    """The item types of this run: the project's, narrowed by ``--only``."""
+    if not only:
+        return project.items
+    from mailferry.model.dav import ITEM_TYPES
+
+    unknown = [t for t in only if t not in ITEM_TYPES]
+    if unknown:
+        raise UsageError(f"--only: unknown item type {unknown[0]!r}", hint=f"use {', '.join(ITEM_TYPES)}")
+    missing = [t for t in only if t not in project.items]
+    if missing:
+        raise UsageError(
+            f"--only {', '.join(missing)}: the project does not move {', '.join(missing)}",
+            hint="see [project] items and the [source.dav]/[target.dav] tables",
+        )
+    return tuple(t for t in project.items if t in only)
 
 
 def account_exit_code(s: AccountStats) -> int:
@@ -593,6 +639,10 @@ def verify(project: Project, names: Sequence[str] | None = None, *, deep: bool =
         rows = _parallel(project.performance.accounts_in_parallel, one, js)
     finally:
         ledger.close()
+    _attach(rows, _dav_rows(project, accs, _dav_verify(deep)))
+    for r in rows:
+        if "calendars" in r:
+            r["clean"] = r["clean"] and bool(r["calendars"].get("clean"))
     code = worst([r["exit_code"] for r in rows])
     data = {
         "command": "verify",
@@ -924,3 +974,237 @@ def directory_restore(project: Project, contact: str | None = None) -> Result:
         return Result(data, code)
     finally:
         ledger.close()
+
+
+# -- calendars and contacts (composed into check, plan, migrate, verify and report) ---------------
+
+
+def _dav_types(project: Project, only: Sequence[str] | None = None) -> tuple[str, ...]:
+    items = [t for t in project.items if only is None or t in only]
+    return tuple(t for t in items if t in ("calendars", "contacts"))
+
+
+def _dav_side(project: Project, server: ServerConfig, user: str, ref: Any) -> Any:
+    from mailferry.connectors.dav import DavEndpoint, DavLogin
+    from mailferry.engine.dav import DavConnection
+
+    dav = server.dav
+    assert dav is not None  # only called when the project has both DAV sides
+    endpoint = DavEndpoint(
+        base_url=dav.url,
+        verify_certificates=dav.verify_certificates,
+        ca_file=str(dav.ca_file) if dav.ca_file else None,
+        timeout=dav.timeout,
+    )
+    if ref is not None:
+        login = DavLogin(user=user, password=ref.resolve(project.base_dir))
+    elif dav.admin is not None:
+        login = DavLogin(
+            user=user,
+            password=dav.admin.password.resolve(project.base_dir),
+            admin=dav.admin.user,
+            method=dav.admin.method,
+        )
+    else:  # the loader refuses such a project; defensive
+        raise MailferryError(f"{user}: no password reference and no DAV admin login", hint="fix the project file")
+    return DavConnection(endpoint, login)
+
+
+def _dav_jobs(project: Project, accounts: Sequence[AccountConfig]) -> list[Any]:
+    from mailferry.engine.dav import DavJob
+
+    return [
+        DavJob(
+            source_user=a.source_user,
+            target_user=a.target_user,
+            source=_dav_side(project, project.source, a.source_user, a.source_password),
+            target=_dav_side(project, project.target, a.target_user, a.target_password),
+        )
+        for a in accounts
+    ]
+
+
+def _dav_engine(
+    project: Project, ledger: SqliteLedger, types: Sequence[str], *, full: bool = False, reporter: Any = None
+) -> Any:
+    from mailferry.connectors.dav import DavStore
+    from mailferry.engine.dav import DavEngine, DavOptions
+    from mailferry.plan.dav import DavPolicy, address_map, principal_map
+
+    rules = project.calendars
+    identity = ledger.identity()
+    target_dav = project.target.dav
+    writers = max(1, (target_dav.max_connections if target_dav else 8) // max(1, parallel_accounts(project)))
+
+    def open_store(conn: Any, readonly: bool, label: str) -> Any:
+        return DavStore(conn.endpoint, conn.login, readonly=readonly, label=label, batch=rules.batch_items)
+
+    note = (lambda a, t: reporter.note(a, t)) if reporter is not None else (lambda a, t: None)
+    return DavEngine(
+        ledger,
+        DavOptions(
+            types=tuple(types),
+            scheduling=rules.scheduling,
+            policy=DavPolicy(propagate_deletions=rules.propagate_deletions),
+            sharing=rules.sharing,
+            batch_items=rules.batch_items,
+            writers=min(8, writers),
+            full=full,
+        ),
+        open_store=open_store,
+        addresses=address_map(identity, rules.addresses, rules.domains),
+        principals=principal_map([(a.source_user, a.target_user) for a in project.accounts], identity),
+        note=note,
+    )
+
+
+def _attach(rows: list[dict[str, Any]], dav: Mapping[str, dict[str, Any]]) -> None:
+    """Put each account's calendars-and-contacts part into its row; the worse exit code wins."""
+    for r in rows:
+        d = dav.get(r["account"])
+        if d is not None:
+            r["calendars"] = d
+            r["exit_code"] = worst([r["exit_code"], int(d.get("exit_code", 0))])
+
+
+def _dav_error_stats(job: Any, e: MailferryError) -> dict[str, Any]:
+    return {"status": "failed", "error": str(e), "exit_code": int(e.exit_code)}
+
+
+def _dav_migrate(
+    project: Project,
+    ledger: SqliteLedger,
+    run_id: int,
+    types: Sequence[str],
+    accounts: Sequence[AccountConfig],
+    *,
+    full: bool,
+    reporter: Any,
+    skip: Mapping[str, MailferryError],
+) -> dict[str, dict[str, Any]]:
+    """Each account's calendars and contacts, after its mail: source user -> DAV stats."""
+    from mailferry.engine.dav import DavStats
+
+    engine = _dav_engine(project, ledger, types, full=full, reporter=reporter)
+    djobs = [j for j in _dav_jobs(project, accounts) if j.source_user not in skip]
+
+    def one(job: Any) -> DavStats:
+        stats: DavStats = engine.migrate_account(job, run_id)
+        return stats
+
+    out = {s.account: s.as_dict() for s in _parallel(parallel_accounts(project), one, djobs)}
+    for name, e in skip.items():
+        out[name] = _dav_error_stats(None, e)
+    return out
+
+
+def dav_exit_code(row: Mapping[str, Any]) -> int:
+    if row.get("exit_code"):
+        return int(row["exit_code"])
+    return int(ExitCode.FINDINGS) if row.get("findings") or row.get("outstanding") else 0
+
+
+def _dav_rows(
+    project: Project, accounts: Sequence[AccountConfig], fn: Callable[[Any, Any], dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """``fn(engine, job)`` for each account's DAV side, read-only: source user -> its result, or
+    the error that stopped it."""
+    types = _dav_types(project)
+    if not types:
+        return {}
+    ledger = open_ledger(project, readonly=True)
+    try:
+        engine = _dav_engine(project, ledger, types)
+
+        def one(job: Any) -> tuple[str, dict[str, Any]]:
+            try:
+                return job.source_user, fn(engine, job)
+            except MailferryError as e:
+                return job.source_user, {"error": str(e), "exit_code": int(e.exit_code)}
+
+        return dict(_parallel(parallel_accounts(project), one, _dav_jobs(project, accounts)))
+    finally:
+        ledger.close()
+
+
+def _dav_plan(engine: Any, job: Any) -> dict[str, Any]:
+    plans, marks = engine.plan_account(job)
+    return {
+        "scheduling": "marked" if marks else "unchanged",
+        "copy": sum(len(p.copies) for p in plans),
+        "update": sum(len(p.updates) for p in plans),
+        "remove": sum(len(p.removals) for p in plans),
+        "exit_code": 0,
+        "collections": [
+            {
+                "collection": p.source.name,
+                "kind": p.source.kind,
+                "target_href": p.target_href,
+                "create": p.create,
+                "copy": len(p.copies),
+                "update": len(p.updates),
+                "remove": len(p.removals),
+                "unchanged": p.kept,
+                "retry_refused": sum(1 for a in p.copies if a.retry),
+            }
+            for p in plans
+        ],
+    }
+
+
+def _dav_verify(deep: bool) -> Callable[[Any, Any], dict[str, Any]]:
+    def fn(engine: Any, job: Any) -> dict[str, Any]:
+        from mailferry.engine.dav import verify_dav_account
+
+        verdicts = verify_dav_account(engine, job, deep=deep)
+        clean = all(v.clean for v in verdicts)
+        return {
+            "clean": clean,
+            "exit_code": 0 if clean else int(ExitCode.FINDINGS),
+            "collections": [v.as_dict() for v in verdicts],
+        }
+
+    return fn
+
+
+def _dav_check(engine: Any, job: Any) -> dict[str, Any]:
+    """Log in to both DAV sides; what each server is, what it holds, and what will happen to
+    meetings on import."""
+    from mailferry.engine.dav import scheduling_marks
+
+    out: dict[str, Any] = {"problems": [], "warnings": [], "exit_code": 0}
+    for role, conn in (("source", job.source), ("target", job.target)):
+        label = f"{job.source_user} ({role})"
+        store = engine.open_store(conn, True, label)
+        try:
+            info = store.info()
+            colls = [c for c in store.collections() if c.kind in engine.kinds()]
+            out[role] = {
+                "ok": True,
+                "product": info.product,
+                "dav": sorted(info.dav),
+                "schedules": info.schedules,
+                "calendars": sum(1 for c in colls if c.kind == "calendar"),
+                "addressbooks": sum(1 for c in colls if c.kind == "addressbook"),
+            }
+            if role == "source":
+                out[role]["items"] = sum(len(store.members(c)) for c in colls)
+            else:
+                marks = scheduling_marks(engine.opts.scheduling, info)
+                out["scheduling"] = "marked" if marks else "unchanged"
+                if marks:
+                    out["warnings"].append(
+                        "the target schedules on import (calendar-auto-schedule): imported meetings will carry "
+                        "SCHEDULE-AGENT=CLIENT so that nobody is notified, and the server will not send later "
+                        "updates of those meetings either; to keep scheduling, pause it on the target for the "
+                        'migration (Cyrus: caldav_allowscheduling: off) and set [calendars] scheduling = "paused"'
+                    )
+        except MailferryError as e:
+            out[role] = {"ok": False, "error": str(e)}
+            out["problems"].append(str(e))
+            out["exit_code"] = worst([out["exit_code"], int(e.exit_code)])
+        finally:
+            store.close()
+    if not out["exit_code"] and (out["problems"] or out["warnings"]):
+        out["exit_code"] = int(ExitCode.FINDINGS)
+    return out

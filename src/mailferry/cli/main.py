@@ -134,20 +134,24 @@ def migrate(
     account: AccountOpt = None,
     as_json: JsonOpt = False,
     full: Annotated[bool, typer.Option("--full", help="re-examine every folder, ignoring the fast path")] = False,
+    only: Annotated[
+        str | None, typer.Option("--only", help="only these item types, comma-separated: mail, calendars, contacts")
+    ] = None,
 ) -> None:
     """Copy what is new or changed since the last pass (every run is a delta pass)."""
     from mailferry import api
 
     proj = _load(project)
+    kinds = [t.strip() for t in only.split(",") if t.strip()] if only else None
     if as_json:  # machines: no live display, and no need to import rich (a no-op pass starts faster)
-        r = api.migrate(proj, account, full=full)
+        r = api.migrate(proj, account, full=full, only=kinds)
         _emit(r.data, True, None)
         raise Exit(r.exit_code)
     from mailferry.cli import progress, render
 
     reporter = progress.make_reporter(quiet=False)
     with reporter:
-        r = api.migrate(proj, account, reporter=reporter, full=full)
+        r = api.migrate(proj, account, reporter=reporter, full=full, only=kinds)
     _emit(r.data, False, render.migrate)
     raise Exit(r.exit_code)
 

@@ -39,7 +39,7 @@ from typing import IO, Any, Protocol
 
 from mailferry.errors import LockedError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -147,6 +147,45 @@ _MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX target_mailboxes_user ON target_mailboxes (target_user);
     """,
+    4: """
+    CREATE TABLE dav_collections (
+        account TEXT NOT NULL,
+        source_href TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        target_href TEXT NOT NULL,
+        sync_token TEXT,
+        ctag TEXT,
+        complete INTEGER NOT NULL DEFAULT 0,
+        run_id INTEGER NOT NULL,
+        PRIMARY KEY (account, source_href)
+    );
+    CREATE TABLE dav_items (
+        account TEXT NOT NULL,
+        source_collection TEXT NOT NULL,
+        source_href TEXT NOT NULL,
+        source_etag TEXT,
+        uid TEXT NOT NULL DEFAULT '',
+        state TEXT NOT NULL CHECK (state IN ('pending', 'copied', 'refused')),
+        how TEXT NOT NULL DEFAULT '',
+        target_href TEXT NOT NULL,
+        target_etag TEXT,
+        rewrites INTEGER NOT NULL DEFAULT 0,
+        run_id INTEGER,
+        PRIMARY KEY (account, source_collection, source_href)
+    );
+    CREATE INDEX dav_items_state ON dav_items (account, state);
+    CREATE TABLE dav_shares (
+        account TEXT NOT NULL,
+        source_collection TEXT NOT NULL,
+        principal TEXT NOT NULL,
+        access TEXT NOT NULL,
+        target_principal TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('set', 'refused')),
+        run_id INTEGER NOT NULL,
+        PRIMARY KEY (account, source_collection, principal)
+    );
+    """,
 }
 
 
@@ -175,6 +214,36 @@ class MessageRecord:
     target_uid: int | None
     target_after_uid: int
     flags: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DavCollectionState:
+    """A source collection and the target collection it maps to; ``sync_token``/``ctag``: the
+    source's after the last complete pass (``complete``), so an unchanged collection is skipped."""
+
+    account: str
+    source_href: str
+    kind: str
+    name: str
+    target_href: str
+    sync_token: str | None
+    ctag: str | None
+    complete: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DavItemRecord:
+    """One source item (its href and ETag when copied), its identity (UID) and where it went.
+    States as for messages: ``pending`` (a PUT intended, not confirmed), ``copied``, ``refused``."""
+
+    source_href: str
+    source_etag: str | None
+    uid: str
+    state: str
+    how: str
+    target_href: str
+    target_etag: str | None
+    rewrites: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -567,6 +636,126 @@ class SqliteLedger:
 
     def counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT state, COUNT(*) FROM messages GROUP BY state").fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+    # -- calendars and contacts ---------------------------------------------------------------
+
+    def _dav_ready(self) -> bool:
+        """False for a read-only ledger written before schema 4 (it holds no DAV state yet)."""
+        return self.schema_version >= 4
+
+    def dav_collections(self, account: str) -> dict[str, DavCollectionState]:
+        if not self._dav_ready():
+            return {}
+        rows = self._db.execute(
+            "SELECT account, source_href, kind, name, target_href, sync_token, ctag, complete "
+            "FROM dav_collections WHERE account=?",
+            (account,),
+        ).fetchall()
+        return {r[1]: DavCollectionState(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7])) for r in rows}
+
+    def save_dav_collection(self, s: DavCollectionState, run_id: int) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO dav_collections (account, source_href, kind, name, target_href, sync_token, "
+                "ctag, complete, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    s.account,
+                    s.source_href,
+                    s.kind,
+                    s.name,
+                    s.target_href,
+                    s.sync_token,
+                    s.ctag,
+                    int(s.complete),
+                    run_id,
+                ),
+            )
+
+    def dav_items(self, account: str, source_collection: str) -> dict[str, DavItemRecord]:
+        if not self._dav_ready():
+            return {}
+        rows = self._db.execute(
+            "SELECT source_href, source_etag, uid, state, how, target_href, target_etag, rewrites FROM dav_items "
+            "WHERE account=? AND source_collection=?",
+            (account, source_collection),
+        ).fetchall()
+        return {r[0]: DavItemRecord(*r) for r in rows}
+
+    def record_dav_items(
+        self, account: str, source_collection: str, rows: Sequence[DavItemRecord], run_id: int
+    ) -> None:
+        """Insert or replace item records (an intent before a PUT; the fact after it)."""
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO dav_items (account, source_collection, source_href, source_etag, uid, state, "
+                "how, target_href, target_etag, rewrites, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        account,
+                        source_collection,
+                        r.source_href,
+                        r.source_etag,
+                        r.uid,
+                        r.state,
+                        r.how,
+                        r.target_href,
+                        r.target_etag,
+                        r.rewrites,
+                        run_id,
+                    )
+                    for r in rows
+                ],
+            )
+
+    def forget_dav_items(self, account: str, source_collection: str, hrefs: Sequence[str]) -> None:
+        with self._tx() as db:
+            db.executemany(
+                "DELETE FROM dav_items WHERE account=? AND source_collection=? AND source_href=?",
+                [(account, source_collection, h) for h in hrefs],
+            )
+
+    def dav_outstanding(self, account: str | None = None) -> list[dict[str, Any]]:
+        """Items the target refused and still lacks, with the run that last tried them."""
+        if not self._dav_ready():
+            return []
+        q = (
+            "SELECT account, source_collection, source_href, uid, target_href, run_id FROM dav_items "
+            "WHERE state='refused'"
+        )
+        args: tuple[Any, ...] = ()
+        if account is not None:
+            q += " AND account=?"
+            args = (account,)
+        rows = self._db.execute(q + " ORDER BY account, source_collection, source_href", args).fetchall()
+        names = ("account", "collection", "source_href", "item_uid", "target_href", "run")
+        return [dict(zip(names, r, strict=True)) for r in rows]
+
+    def dav_shares(self, account: str) -> list[dict[str, Any]]:
+        if not self._dav_ready():
+            return []
+        rows = self._db.execute(
+            "SELECT source_collection, principal, access, target_principal, state FROM dav_shares WHERE account=? "
+            "ORDER BY source_collection, principal",
+            (account,),
+        ).fetchall()
+        names = ("collection", "principal", "access", "target_principal", "state")
+        return [dict(zip(names, r, strict=True)) for r in rows]
+
+    def record_dav_share(
+        self, account: str, collection: str, principal: str, access: str, target_principal: str, state: str, run_id: int
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO dav_shares (account, source_collection, principal, access, target_principal, "
+                "state, run_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (account, collection, principal, access, target_principal, state, run_id),
+            )
+
+    def dav_counts(self) -> dict[str, int]:
+        if not self._dav_ready():
+            return {}
+        rows = self._db.execute("SELECT state, COUNT(*) FROM dav_items GROUP BY state").fetchall()
         return {r[0]: int(r[1]) for r in rows}
 
     # -- findings -----------------------------------------------------------------------------

@@ -1,0 +1,799 @@
+"""The calendar and contact engine: joins one account's DAV stores and the ledger, runs the plan
+of each collection (:mod:`mailferry.plan.dav`), writes, then records each fact.
+
+Per account: the source's calendars and address books are listed; each is matched by name to a
+target collection (created when missing, with its properties); a collection whose sync token or
+CTag is the one recorded after the last complete pass is skipped without reading a member. The
+others are planned from their members, the ledger and the target's members; new and changed
+items are read in multiget batches, inspected (UID, malformed input), their people's addresses
+rewritten through the identity map and, when the target would schedule on import, their
+meetings marked ``SCHEDULE-AGENT=CLIENT`` (so nobody is notified); then written with
+``If-None-Match: *`` (new) or ``If-Match`` (changed), several at once. Before each write the intent
+is recorded (``pending``), after it the fact (``copied`` with the target's ETag, or ``refused``
+with a finding), so a run killed at any moment ends, once re-run, as an uninterrupted one: a
+pending item whose UID the target already holds is adopted, not written twice. Last, each
+collection's sharing is re-created for the mapped principals.
+
+Never writes to a source store (it is opened read-only).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from mailferry.connectors.base import DavReadStore, DavWriteStore
+from mailferry.errors import ExitCode, ItemRefused, MailferryError
+from mailferry.formats import ical, vcard
+from mailferry.formats.ical import BadItem
+from mailferry.model.dav import Collection, DavItem, DavServerInfo, Share
+from mailferry.plan.dav import (
+    CollectionPlan,
+    Copy,
+    DavPolicy,
+    Update,
+    collection_target_href,
+    place,
+    plan_collection,
+)
+from mailferry.state.ledger import DavCollectionState, DavItemRecord, Finding, SqliteLedger
+
+KIND_OF_TYPE = {"calendars": "calendar", "contacts": "addressbook"}
+
+
+@dataclass(frozen=True, slots=True)
+class DavConnection:
+    """How to reach one account on one DAV server (the connector's endpoint and login)."""
+
+    endpoint: Any
+    login: Any
+
+
+@dataclass(frozen=True, slots=True)
+class DavJob:
+    source_user: str
+    target_user: str
+    source: DavConnection
+    target: DavConnection
+
+
+@dataclass(frozen=True, slots=True)
+class DavOptions:
+    types: tuple[str, ...] = ("calendars", "contacts")
+    scheduling: str = "auto"  # auto | paused | client
+    policy: DavPolicy = DavPolicy()
+    sharing: bool = True
+    batch_items: int = 100
+    writers: int = 4  # PUTs in flight per account
+    full: bool = False  # look at every collection, even those whose sync token says unchanged
+
+
+@dataclass(slots=True)
+class DavStats:
+    account: str
+    target_user: str
+    status: str = "ok"
+    collections: int = 0
+    collections_created: int = 0
+    collections_unchanged: int = 0
+    copied: int = 0
+    updated: int = 0
+    matched: int = 0  # already on the target (found by UID)
+    removed: int = 0
+    refused: int = 0
+    bytes: int = 0
+    rewritten: int = 0  # items whose ORGANIZER/ATTENDEE addresses were rewritten
+    marked: int = 0  # meetings marked SCHEDULE-AGENT=CLIENT
+    shares: int = 0
+    findings: int = 0
+    outstanding: int = 0
+    seconds: float = 0.0
+    error: str = ""
+    exit_code: int = 0
+    scheduling: str = ""  # what was done about the target's scheduling: "marked" | "unchanged"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+StoreOpener = Callable[[DavConnection, bool, str], DavWriteStore]
+
+
+def scheduling_marks(mode: str, target: DavServerInfo) -> bool:
+    """Whether imported meetings get SCHEDULE-AGENT=CLIENT: always with ``client``, never with
+    ``paused`` (the admin paused the target's scheduling), and with ``auto`` when the target says
+    it schedules (RFC 6638 ``calendar-auto-schedule``)."""
+    if mode == "client":
+        return True
+    if mode == "paused":
+        return False
+    return target.schedules
+
+
+@dataclass(slots=True)
+class _Inspected:
+    uid: str
+    summary: str
+    start: str
+    data: bytes
+    rewrites: int = 0
+    marked: bool = False
+
+
+class DavEngine:
+    def __init__(
+        self,
+        ledger: SqliteLedger,
+        opts: DavOptions,
+        *,
+        open_store: StoreOpener,
+        addresses: Callable[[str], str | None] = lambda _a: None,
+        principals: Callable[[str], str | None] = lambda _p: None,
+        note: Callable[[str, str], None] = lambda _a, _t: None,
+    ) -> None:
+        self.ledger = ledger
+        self.opts = opts
+        self.open_store = open_store
+        self.addresses = addresses
+        self.principals = principals
+        self.note = note
+
+    def kinds(self) -> set[str]:
+        return {KIND_OF_TYPE[t] for t in self.opts.types if t in KIND_OF_TYPE}
+
+    def migrate_account(self, job: DavJob, run_id: int) -> DavStats:
+        stats = DavStats(job.source_user, job.target_user)
+        t0 = time.monotonic()
+        run = _DavRun(self, job, run_id, stats)
+        try:
+            run.run()
+        except MailferryError as e:
+            stats.status = "failed"
+            stats.error = str(e)
+            stats.exit_code = int(e.exit_code)
+            run.finding("", "", "account-failed", str(e), {})
+        finally:
+            run.close()
+            stats.seconds = round(time.monotonic() - t0, 3)
+            stats.outstanding = len(self.ledger.dav_outstanding(job.source_user))
+        return stats
+
+    def plan_account(self, job: DavJob) -> tuple[list[CollectionPlan], bool]:
+        """What a migrate would do, reading only (the ledger is not written): the plans and
+        whether meetings would be marked SCHEDULE-AGENT=CLIENT."""
+        run = _DavRun(self, job, 0, DavStats(job.source_user, job.target_user), dry_run=True)
+        try:
+            return run.plans(), run.marks
+        finally:
+            run.close()
+
+
+class _DavRun:
+    def __init__(self, engine: DavEngine, job: DavJob, run_id: int, stats: DavStats, *, dry_run: bool = False):
+        self.e = engine
+        self.job = job
+        self.account = job.source_user
+        self.run_id = run_id
+        self.stats = stats
+        self.dry_run = dry_run
+        self.ledger = engine.ledger
+        self._lock = threading.Lock()
+        self.source: DavReadStore = engine.open_store(job.source, True, f"{job.source_user} (source)")
+        try:
+            self.target: DavWriteStore = engine.open_store(job.target, dry_run, f"{job.target_user} (target)")
+        except BaseException:
+            self.source.close()
+            raise
+        self.target_info = self.target.info()
+        self.marks = scheduling_marks(engine.opts.scheduling, self.target_info)
+        stats.scheduling = "marked" if self.marks else "unchanged"
+
+    def close(self) -> None:
+        self.source.close()
+        self.target.close()
+
+    def finding(
+        self, collection: str, item_uid: str, kind: str, message: str, details: dict[str, Any], *, notice: bool = False
+    ) -> None:
+        if not notice:
+            with self._lock:
+                self.stats.findings += 1
+        if not self.dry_run:
+            d = {"collection": collection, "item_uid": item_uid or None, **details}
+            self.ledger.add_finding(self.run_id, Finding(self.account, collection, None, kind, message, d))
+
+    # -- collections ------------------------------------------------------------------------------
+
+    def _homes(self) -> dict[str, str | None]:
+        i = self.target_info
+        return {"calendar": i.calendar_home, "addressbook": i.addressbook_home}
+
+    def _pairs(self) -> list[tuple[Collection, Collection | None, str]]:
+        """(source collection, the target's of the same kind and name or None, target href)."""
+        kinds = self.e.kinds()
+        sources = [c for c in self.source.collections() if c.kind in kinds]
+        targets = {(c.kind, c.name): c for c in self.target.collections()}
+        homes = self._homes()
+        out: list[tuple[Collection, Collection | None, str]] = []
+        for c in sorted(sources, key=lambda c: (c.kind, c.name)):
+            t = targets.get((c.kind, c.name))
+            home = homes[c.kind]
+            if t is None and home is None:
+                self.finding(
+                    c.name,
+                    "",
+                    "collection-refused",
+                    f"{self.account}: the target has no {c.kind} home for {self.job.target_user}; "
+                    f"{c.kind} {c.name!r} can't be created",
+                    {"kind": c.kind},
+                )
+                continue
+            out.append((c, t, t.href if t is not None else collection_target_href(home or "", c.name)))
+        return out
+
+    def plans(self) -> list[CollectionPlan]:
+        out: list[CollectionPlan] = []
+        for c, t, href in self._pairs():
+            records = self.ledger.dav_items(self.account, c.href)
+            members = self.source.members(c)
+            target_members = self.target.members(t) if t is not None else {}
+            out.append(
+                plan_collection(
+                    c,
+                    href,
+                    create=t is None,
+                    members=members,
+                    records=records,
+                    target_members=target_members,
+                    policy=self.e.opts.policy,
+                )
+            )
+        return out
+
+    def run(self) -> None:
+        for c, t, href in self._pairs():
+            self.stats.collections += 1
+            try:
+                self._collection(c, t, href)
+            except ItemRefused as e:
+                self.finding(
+                    c.name,
+                    "",
+                    "collection-refused",
+                    f"{self.account}: {c.kind} {c.name!r}: the target refused it: {e.message}",
+                    {"kind": c.kind, "status": e.status},
+                )
+
+    def _collection(self, c: Collection, t: Collection | None, href: str) -> None:
+        state = self.ledger.dav_collections(self.account).get(c.href)
+        records = self.ledger.dav_items(self.account, c.href)
+        if t is None:
+            t = self.target.create_collection(replace(c, href=href, sync_token=None, ctag=None))
+            self.stats.collections_created += 1
+        elif _properties_differ(c, t):
+            t = self.target.create_collection(replace(c, href=t.href, sync_token=None, ctag=None))
+        unsettled = any(r.state != "copied" for r in records.values())
+        if (
+            not self.e.opts.full
+            and state is not None
+            and state.complete
+            and not unsettled
+            and state.target_href == t.href
+            and _same_version(state, c)
+        ):
+            self.stats.collections_unchanged += 1
+            self._share(c, t)
+            return
+        members = self._members(c, state, records)
+        target_members = self.target.members(t)
+        plan = plan_collection(
+            c,
+            t.href,
+            create=False,
+            members=members,
+            records=records,
+            target_members=target_members,
+            policy=self.e.opts.policy,
+        )
+        self._execute(plan, t, records, target_members)
+        self.ledger.save_dav_collection(
+            DavCollectionState(self.account, c.href, c.kind, c.name, t.href, c.sync_token, c.ctag, True),
+            self.run_id,
+        )
+        self._share(c, t)
+
+    def _members(
+        self, c: Collection, state: DavCollectionState | None, records: dict[str, DavItemRecord]
+    ) -> dict[str, str | None]:
+        """The source's members now: from the changes since the recorded sync token when the
+        server still accepts it (no per-item listing), else a full listing."""
+        if not self.e.opts.full and state is not None and state.complete and state.sync_token:
+            changes = self.source.changes(c, state.sync_token)
+            if changes is not None:
+                members: dict[str, str | None] = {h: r.source_etag for h, r in records.items()}
+                for h in changes.removed:
+                    members.pop(h, None)
+                members.update(changes.changed)
+                return members
+        return self.source.members(c)
+
+    # -- items ------------------------------------------------------------------------------------
+
+    def _execute(
+        self,
+        plan: CollectionPlan,
+        t: Collection,
+        records: dict[str, DavItemRecord],
+        target_members: dict[str, str | None],
+    ) -> None:
+        c = plan.source
+        accounted = {r.target_href for r in records.values()}
+        unknown = [h for h in target_members if h not in accounted]
+        target_uids: dict[str, str] = {}
+        if unknown:  # the target holds items mailferry did not write: know them by UID
+            for item in self.target.fetch(t, unknown):
+                uid = self._uid_quietly(c.kind, item.data)
+                if uid:
+                    target_uids.setdefault(uid, item.href)
+        taken = set(target_members)
+        work: list[Copy | Update] = [*plan.copies, *plan.updates]
+        seen_uids: dict[str, str] = {r.uid: h for h, r in records.items() if r.uid}
+        by_href = {a.source_href: a for a in work}
+        batch = max(1, self.e.opts.batch_items)
+        hrefs = [a.source_href for a in work]
+        with ThreadPoolExecutor(max_workers=max(1, self.e.opts.writers), thread_name_prefix="dav-put") as pool:
+            for i in range(0, len(hrefs), batch):
+                items = list(self.source.fetch(c, hrefs[i : i + batch]))
+                jobs: list[tuple[Copy | Update, _Inspected, str, bool]] = []
+                for item in items:
+                    action = by_href.get(item.href)
+                    if action is None:
+                        continue
+                    got = self._inspect(c, item)
+                    if got is None:
+                        self._refuse_record(c, action, "", records)
+                        continue
+                    other = seen_uids.get(got.uid)
+                    if other is not None and other != item.href:
+                        self.finding(
+                            c.name,
+                            got.uid,
+                            "duplicate-uid",
+                            f"{self.account}: {c.kind} {c.name!r}: item {got.uid} ({got.summary}) is at two places "
+                            f"in the source ({other} and {item.href}); the target keeps one resource per UID: the "
+                            "second was not copied",
+                            {"source_href": item.href, "other_href": other, "summary": got.summary},
+                        )
+                        self._refuse_record(c, action, got.uid, records)
+                        continue
+                    seen_uids[got.uid] = item.href
+                    if isinstance(action, Update):
+                        jobs.append((action, got, action.target_href, False))
+                        continue
+                    wanted = action.target_href
+                    if action.resolve and wanted in target_members:
+                        target_uids.setdefault(self._target_uid(t, wanted, c.kind) or "", wanted)
+                    href, there = place(got.uid, wanted, target_uids, taken)
+                    taken.add(href)
+                    jobs.append((action, got, href, there))
+                intents = [
+                    DavItemRecord(a.source_href, a.etag, g.uid, "pending", "", href, None, g.rewrites)
+                    for a, g, href, there in jobs
+                    if not there and isinstance(a, Copy)
+                ]
+                if intents:
+                    self.ledger.record_dav_items(self.account, c.href, intents, self.run_id)
+                results = list(pool.map(lambda j: self._write(t, c, j, target_members), jobs))
+                done = [r for r in results if r is not None]
+                if done:
+                    self.ledger.record_dav_items(self.account, c.href, done, self.run_id)
+        for r in plan.removals:
+            try:
+                self.target.delete(r.target_href, r.target_etag)
+                self.ledger.forget_dav_items(self.account, c.href, [r.source_href])
+                self.stats.removed += 1
+            except ItemRefused as e:
+                self.finding(
+                    c.name,
+                    records[r.source_href].uid,
+                    "refused",
+                    f"{self.account}: {c.kind} {c.name!r}: the target refused to remove {r.target_href}: {e.message}",
+                    {"status": e.status, "target_href": r.target_href},
+                )
+
+    def _write(
+        self,
+        t: Collection,
+        c: Collection,
+        job: tuple[Copy | Update, _Inspected, str, bool],
+        target_members: dict[str, str | None],
+    ) -> DavItemRecord | None:
+        action, got, href, there = job
+        name = href.rsplit("/", 1)[-1]
+        if there:
+            with self._lock:
+                self.stats.matched += 1
+            return DavItemRecord(
+                action.source_href,
+                action.etag,
+                got.uid,
+                "copied",
+                "found",
+                href,
+                target_members.get(href),
+                got.rewrites,
+            )
+        etag_if = action.target_etag if isinstance(action, Update) else None
+        data = got.data
+        how = "updated" if isinstance(action, Update) else "copied"
+        try:
+            try:
+                new_etag = self.target.put(t, name, data, etag=etag_if)
+            except ItemRefused as e:
+                if c.kind == "addressbook" and e.status in (400, 403, 415, 422) and vcard.is_v21(data):
+                    data = vcard.to_v30(data)
+                    new_etag = self.target.put(t, name, data, etag=etag_if)
+                    self.finding(
+                        c.name,
+                        got.uid,
+                        "converted",
+                        f"{self.account}: address book {c.name!r}: vCard {got.uid} ({got.summary}) is vCard 2.1, "
+                        f"which the target refused ({e.message}); it was converted to vCard 3.0",
+                        {"source_href": action.source_href, "summary": got.summary},
+                    )
+                    how = "converted"
+                elif e.status == 412 and isinstance(action, Copy):
+                    uid = self._target_uid(t, href, c.kind)
+                    if uid == got.uid:
+                        with self._lock:
+                            self.stats.matched += 1
+                        return DavItemRecord(
+                            action.source_href, action.etag, got.uid, "copied", "found", href, None, got.rewrites
+                        )
+                    raise
+                else:
+                    raise
+        except ItemRefused as e:
+            if isinstance(action, Update) and e.status == 412:
+                self.finding(
+                    c.name,
+                    got.uid,
+                    "conflict",
+                    f"{self.account}: {c.kind} {c.name!r}: item {got.uid} ({got.summary}) changed on the target since "
+                    "mailferry copied it, and on the source too; the target's version was left as it is",
+                    {"source_href": action.source_href, "target_href": href, "summary": got.summary},
+                )
+                return None
+            self.finding(
+                c.name,
+                got.uid,
+                "refused",
+                f"{self.account}: {c.kind} {c.name!r}: the target refused item {got.uid} ({got.summary}"
+                f"{', ' + got.start if got.start else ''}): {e.message}",
+                {"source_href": action.source_href, "status": e.status, "summary": got.summary, "start": got.start},
+            )
+            with self._lock:
+                self.stats.refused += 1
+            return DavItemRecord(action.source_href, action.etag, got.uid, "refused", "", href, None, got.rewrites)
+        with self._lock:
+            if isinstance(action, Update):
+                self.stats.updated += 1
+            else:
+                self.stats.copied += 1
+            self.stats.bytes += len(data)
+            self.stats.rewritten += 1 if got.rewrites else 0
+            self.stats.marked += 1 if got.marked else 0
+        return DavItemRecord(action.source_href, action.etag, got.uid, "copied", how, href, new_etag, got.rewrites)
+
+    def _refuse_record(self, c: Collection, action: Copy | Update, uid: str, records: dict[str, DavItemRecord]) -> None:
+        with self._lock:
+            self.stats.refused += 1
+        target = action.target_href
+        self.ledger.record_dav_items(
+            self.account,
+            c.href,
+            [DavItemRecord(action.source_href, action.etag, uid, "refused", "", target, None)],
+            self.run_id,
+        )
+
+    def _target_uid(self, t: Collection, href: str, kind: str) -> str | None:
+        for item in self.target.fetch(t, [href]):
+            return self._uid_quietly(kind, item.data)
+        return None
+
+    @staticmethod
+    def _uid_quietly(kind: str, data: bytes) -> str | None:
+        try:
+            return (ical.inspect(data).uid if kind == "calendar" else vcard.inspect(data).uid) or None
+        except BadItem:
+            return None
+
+    def _inspect(self, c: Collection, item: DavItem) -> _Inspected | None:
+        """Read an item's identity and rewrite its people; None (and a finding) when it is too
+        malformed to carry (no UID, not iCalendar/vCard at all)."""
+        try:
+            if c.kind == "calendar":
+                obj = ical.inspect(item.data)
+                got = _Inspected(obj.uid, obj.summary or "", obj.start or "", item.data)
+                if obj.has_attendees or obj.organizer:
+                    data, rewrites = ical.rewrite(item.data, self.e.addresses, client_scheduling=self.marks)
+                    got.data = data
+                    got.rewrites = sum(1 for r in rewrites if r.property != "SCHEDULE-AGENT")
+                    got.marked = self.marks and obj.has_attendees
+                return got
+            card = vcard.inspect(item.data)
+            return _Inspected(card.uid, card.fn or "", "", item.data)
+        except BadItem as e:
+            self.finding(
+                c.name,
+                "",
+                "malformed",
+                f"{self.account}: {c.kind} {c.name!r}: item {item.href} is malformed ({e}); it was not copied: "
+                "repair or re-export it on the source, then run again",
+                {"source_href": item.href, "reason": str(e)},
+            )
+            return None
+
+    # -- sharing ----------------------------------------------------------------------------------
+
+    def _share(self, c: Collection, t: Collection) -> None:
+        if not self.e.opts.sharing or self.dry_run:
+            return
+        shares = self.source.shares(c)
+        if not shares:
+            return
+        done = {
+            (s["principal"], s["access"])
+            for s in self.ledger.dav_shares(self.account)
+            if s["collection"] == c.href and s["state"] == "set"
+        }
+        for s in shares:
+            if (s.principal, s.access) in done:
+                continue
+            tp = self.e.principals(s.principal)
+            if tp is None:
+                self.finding(
+                    c.name,
+                    "",
+                    "share-unmapped",
+                    f"{self.account}: {c.kind} {c.name!r} is shared with {s.principal} ({s.access}) on the source, "
+                    "who has no account on the target in this project: not shared",
+                    {"principal": s.principal, "access": s.access},
+                )
+                continue
+            try:
+                self.target.set_share(t, Share(tp, s.access))
+            except ItemRefused as e:
+                self.finding(
+                    c.name,
+                    "",
+                    "share-refused",
+                    f"{self.account}: {c.kind} {c.name!r}: the target could not share it with {tp} ({s.access}): "
+                    f"{e.message}",
+                    {"principal": s.principal, "target_principal": tp, "access": s.access, "status": e.status},
+                )
+                self.ledger.record_dav_share(self.account, c.href, s.principal, s.access, tp, "refused", self.run_id)
+                continue
+            self.ledger.record_dav_share(self.account, c.href, s.principal, s.access, tp, "set", self.run_id)
+            self.stats.shares += 1
+
+
+def _same_version(state: DavCollectionState, c: Collection) -> bool:
+    if c.sync_token and state.sync_token:
+        return c.sync_token == state.sync_token
+    if c.ctag and state.ctag:
+        return c.ctag == state.ctag
+    return False
+
+
+_PROPS = ("displayname", "description", "color", "order", "components", "transparent")
+
+
+def _properties_differ(s: Collection, t: Collection) -> bool:
+    """True when a property the source sets differs on the target (then it is set again)."""
+    for p in _PROPS:
+        v = getattr(s, p)
+        if v not in (None, (), "") and v != getattr(t, p):
+            return True
+    return False
+
+
+def worst_code(stats: Iterable[DavStats]) -> int:
+    codes = [s.exit_code or (int(ExitCode.FINDINGS) if s.findings or s.outstanding else 0) for s in stats]
+    return max(codes, default=0)
+
+
+# -- verify ---------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class CollectionVerdict:
+    """One source collection against its target copy. ``discrepancies``: each a dict with
+    ``what`` (missing | extra | altered | refused | sharing), the item's UID, summary, start and
+    the detail."""
+
+    name: str
+    kind: str
+    target_href: str | None
+    source_items: int = 0
+    target_items: int = 0
+    discrepancies: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not self.discrepancies
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "collection": self.name,
+            "kind": self.kind,
+            "target_href": self.target_href,
+            "source_items": self.source_items,
+            "target_items": self.target_items,
+            "clean": self.clean,
+            "discrepancies": self.discrepancies,
+        }
+
+
+def verify_dav_account(engine: DavEngine, job: DavJob, *, deep: bool = False) -> list[CollectionVerdict]:
+    """Compare every source collection with its target copy through the ledger: each source item
+    must be on the target where the ledger says (and, with ``deep``, equal after normalisation
+    except the rewrites mailferry makes); nothing the target holds may be unaccounted for; the
+    sharing must be the mapped source sharing."""
+    run = _VerifyRun(engine, job, 0, DavStats(job.source_user, job.target_user), dry_run=True)
+    try:
+        return run.verify(deep)
+    finally:
+        run.close()
+
+
+class _VerifyRun(_DavRun):
+    def verify(self, deep: bool) -> list[CollectionVerdict]:
+        out: list[CollectionVerdict] = []
+        kinds = self.e.kinds()
+        targets = {(c.kind, c.name): c for c in self.target.collections()}
+        for c in sorted((c for c in self.source.collections() if c.kind in kinds), key=lambda c: (c.kind, c.name)):
+            t = targets.get((c.kind, c.name))
+            v = CollectionVerdict(c.name, c.kind, t.href if t else None)
+            out.append(v)
+            members = self.source.members(c)
+            v.source_items = len(members)
+            if t is None:
+                v.discrepancies.append(
+                    {"what": "missing", "item_uid": None, "detail": f"no {c.kind} {c.name!r} on the target"}
+                )
+                continue
+            target_members = self.target.members(t)
+            v.target_items = len(target_members)
+            records = self.ledger.dav_items(self.account, c.href)
+            accounted: set[str] = set()
+            pairs: dict[str, str] = {}
+            for href in sorted(members):
+                r = records.get(href)
+                if r is not None:
+                    accounted.add(r.target_href)
+                if r is None or r.state != "copied" or r.target_href not in target_members:
+                    state = (
+                        "never copied" if r is None else ("refused by the target" if r.state == "refused" else r.state)
+                    )
+                    if r is not None and r.state == "copied":
+                        state = "gone from the target"
+                    v.discrepancies.append(
+                        {
+                            "what": "refused" if r is not None and r.state == "refused" else "missing",
+                            "item_uid": r.uid if r else None,
+                            "source_href": href,
+                            "detail": state,
+                        }
+                    )
+                elif r.source_etag is not None and members[href] is not None and r.source_etag != members[href]:
+                    v.discrepancies.append(
+                        {
+                            "what": "altered",
+                            "item_uid": r.uid,
+                            "source_href": href,
+                            "detail": "changed on the source since the last pass: run migrate again",
+                        }
+                    )
+                else:
+                    pairs[href] = r.target_href
+            for r in records.values():
+                accounted.add(r.target_href)
+            for href in sorted(set(target_members) - accounted):
+                v.discrepancies.append(
+                    {
+                        "what": "extra",
+                        "item_uid": None,
+                        "target_href": href,
+                        "detail": "on the target, not from this source collection",
+                    }
+                )
+            if deep and pairs:
+                self._deep_compare(c, t, pairs, v)
+            if self.e.opts.sharing:
+                self._compare_shares(c, t, v)
+        return out
+
+    def _deep_compare(self, c: Collection, t: Collection, pairs: dict[str, str], v: CollectionVerdict) -> None:
+        batch = max(1, self.e.opts.batch_items)
+        hrefs = sorted(pairs)
+        for i in range(0, len(hrefs), batch):
+            part = hrefs[i : i + batch]
+            source = {x.href: x.data for x in self.source.fetch(c, part)}
+            target = {x.href: x.data for x in self.target.fetch(t, [pairs[h] for h in part])}
+            for h in part:
+                s, d = source.get(h), target.get(pairs[h])
+                if s is None or d is None:
+                    continue  # vanished during the run: the shallow pass names it next time
+                if c.kind == "calendar":
+                    try:
+                        obj = ical.inspect(s)
+                        expected = s
+                        rewrites: list[Any] = []
+                        if obj.has_attendees or obj.organizer:
+                            expected, rewrites = ical.rewrite(s, self.e.addresses, client_scheduling=self.marks)
+                        diffs = ical.differences(expected, d)
+                        uid, summary, start = obj.uid, obj.summary or "", obj.start or ""
+                    except BadItem as e:
+                        diffs, uid, summary, start = [f"source item is malformed: {e}"], "", "", ""
+                else:
+                    try:
+                        card = vcard.inspect(s)
+                        diffs = vcard.differences(s, d)
+                        uid, summary, start = card.uid, card.fn or "", ""
+                    except BadItem as e:
+                        diffs, uid, summary, start = [f"source item is malformed: {e}"], "", "", ""
+                if diffs:
+                    v.discrepancies.append(
+                        {
+                            "what": "altered",
+                            "item_uid": uid,
+                            "summary": summary,
+                            "start": start,
+                            "source_href": h,
+                            "target_href": pairs[h],
+                            "detail": "; ".join(diffs),
+                        }
+                    )
+
+    def _compare_shares(self, c: Collection, t: Collection, v: CollectionVerdict) -> None:
+        source = self.source.shares(c)
+        if source is None:
+            return
+        expected = {(p, s.access) for s in source if (p := self.e.principals(s.principal)) is not None}
+        got = self.target.shares(t)
+        if got is None:
+            if expected:
+                v.discrepancies.append(
+                    {
+                        "what": "sharing",
+                        "item_uid": None,
+                        "detail": "the target can't tell who the collection is shared with",
+                    }
+                )
+            return
+        have = {(s.principal, s.access) for s in got}
+        for p, a in sorted(expected - have):
+            v.discrepancies.append(
+                {
+                    "what": "sharing",
+                    "item_uid": None,
+                    "principal": p,
+                    "access": a,
+                    "detail": f"shared with {p} ({a}) on the source, not so on the target",
+                }
+            )
+        for p, a in sorted(have - expected):
+            v.discrepancies.append(
+                {
+                    "what": "sharing",
+                    "item_uid": None,
+                    "principal": p,
+                    "access": a,
+                    "detail": f"shared with {p} ({a}) on the target, not so on the source",
+                }
+            )
