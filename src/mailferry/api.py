@@ -259,7 +259,7 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
             "problems": [],
             "warnings": [],
         }
-        for role, conn in (("source", job.source), ("target", job.target)):
+        for role, conn, readonly in (("source", job.source, True), ("target", job.target, False)):
             if role == "target" and job.target_user in alive.missing:
                 out[role] = {"ok": False, "error": f"{job.target_user} has no mailbox yet on the target"}
                 out["warnings"].append(
