@@ -689,6 +689,8 @@ def report(project: Project, run: int | None = None) -> Result:
                 "findings": findings,
                 "outstanding": outstanding,
                 "ledger": ledger.counts(),
+                "calendars_outstanding": ledger.dav_outstanding(),
+                "calendars_ledger": ledger.dav_counts(),
             },
             0,
         )
