@@ -911,7 +911,7 @@ class _ProjectReader(_Reader):
         )
 
     def address_map(self, table: Mapping[str, object], at: KeyPath, key: str, *, domains: bool) -> dict[str, str]:
-        sub = self.table(table, at, key, f"calendars.{key}") or {}
+        sub = self.free_table(table, at, key) or {}
         out: dict[str, str] = {}
         what = "a mail domain such as new.example" if domains else "an address such as ann@new.example"
         for old, new in sub.items():
