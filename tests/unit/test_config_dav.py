@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mailferry.config import load_project, render_project
-
 from test_config import GOOD, problems_of, write
+
+from mailferry.config import load_project, render_project
 
 DAV = """
 [source.dav]
