@@ -57,6 +57,7 @@ Comparison (:func:`differences`) after normalisation (:func:`normalize`):
 from __future__ import annotations
 
 import re
+import warnings
 import zoneinfo
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -284,7 +285,9 @@ def _tzids(comp: _Comp) -> Iterator[str]:
 def _value_problems(data: bytes) -> list[str]:
     """What icalendar's typed parser could not read: a problem each, never a refusal."""
     try:
-        calendars: Any = Calendar.from_ical(data, multiple=True)
+        with warnings.catch_warnings():  # e.g. GloballyUniqueTZIDGuessed: not ours to print
+            warnings.simplefilter("ignore")
+            calendars: Any = Calendar.from_ical(data, multiple=True)
     except Exception as exc:  # icalendar raises many types on odd values; the server decides
         return [f"icalendar can't read it: {str(exc)[:120]}"]
     out: list[str] = []

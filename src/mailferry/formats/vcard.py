@@ -39,6 +39,7 @@ from typing import Any
 
 import vobject
 import vobject.base
+from icalendar.parser import Contentlines
 
 from mailferry.formats.ical import BadItem
 
@@ -64,7 +65,7 @@ _DEFAULT_TYPES = {"EMAIL": {"internet"}, "TEL": {"voice"}}
 _NOT_COMPARED = frozenset({"VERSION", "PRODID"})
 
 
-def _read(data: bytes) -> tuple[Any, list[str]]:
+def _read(data: bytes) -> tuple[Any, list[str], str]:
     problems: list[str] = []
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
@@ -89,7 +90,7 @@ def _read(data: bytes) -> tuple[Any, list[str]]:
     card = cards[0]
     if card.name.upper() != "VCARD":
         raise BadItem(f"{card.name}, not VCARD")
-    return card, problems
+    return card, problems, text
 
 
 def _first(card: Any, name: str) -> str | None:
@@ -111,7 +112,7 @@ def _version(card: Any) -> str:
 
 def inspect(data: bytes) -> Card:
     """Read one card; raise :class:`BadItem` when it is malformed."""
-    card, problems = _read(data)
+    card, problems, _ = _read(data)
     version = _version(card)
     uid = _first(card, "UID")
     if not uid:
@@ -125,7 +126,7 @@ def inspect(data: bytes) -> Card:
 
 def is_v21(data: bytes) -> bool:
     """True for a vCard 2.1 (which many CardDAV servers refuse: see :func:`to_v30`)."""
-    card, _ = _read(data)
+    card, _, _ = _read(data)
     return _version(card) == "2.1"
 
 
@@ -152,7 +153,8 @@ def _structured(parts: list[Any]) -> str:
 def _binary(value: Any) -> str:
     if isinstance(value, bytes):
         return "sha256:" + hashlib.sha256(value).hexdigest()
-    text = str(value).strip()
+    # vobject reads a 4.0 ``data:`` URI as a comma-separated list: put it back together.
+    text = (",".join(map(str, value)) if isinstance(value, list) else str(value)).strip()
     if text[:5].lower() == "data:" and ";base64," in text[:100].lower():
         payload = text[text.lower().index(";base64,") + 8 :]
         try:
@@ -203,24 +205,49 @@ def _value(name: str, value: Any) -> list[str]:
     return [_esc(text)]
 
 
-def _meaning(card: Any) -> list[str]:
+def _raw_binary(text: str) -> dict[str, list[str]]:
+    """The raw values of PHOTO, LOGO, SOUND and KEY, by icalendar's generic content-line parser:
+    vobject 0.9.9 cuts a 4.0 ``data:image/png;base64,...`` URI at its comma."""
+    out: dict[str, list[str]] = {}
+    for content in Contentlines.from_ical(text):  # type: ignore[no-untyped-call]
+        if not content:
+            continue
+        try:
+            name, _, value = content.raw_parts()
+        except ValueError:
+            continue
+        bare = name.upper().rsplit(".", 1)[-1]
+        if bare in _BINARY:
+            out.setdefault(bare, []).append(value)
+    return out
+
+
+def _meaning(card: Any, text: str) -> list[str]:
     out: list[str] = []
+    raw: dict[str, list[str]] | None = None
+    seen: Counter[str] = Counter()
     for line in card.lines():
         name = _ALIASES.get(line.name.upper(), line.name.upper())
         if name in _NOT_COMPARED:
             continue
+        value = line.value
+        if name in _BINARY and not isinstance(value, bytes):
+            raw = _raw_binary(text) if raw is None else raw
+            found = raw.get(name, [])
+            value = found[seen[name]] if seen[name] < len(found) else value
+            seen[name] += 1
         types, pref = _types(line, name)
         head = name + (f";TYPE={','.join(types)}" if types else "") + (";PREF" if pref else "")
-        out.extend(f"{head}:{value}" for value in _value(name, line.value))
+        out.extend(f"{head}:{v}" for v in _value(name, value))
     return sorted(out)
 
 
 def normalize(data: bytes) -> str:
     """The meaning of a card as text: ``BEGIN:VCARD``, its VERSION, the canonical lines sorted,
     ``END:VCARD``, ``\\n`` line ends (module docstring). Idempotent. Raises :class:`BadItem`."""
-    card, _ = _read(data)
+    card, _, text = _read(data)
     version = _version(card)
-    lines = "".join(f"{line}\n" for line in _meaning(card))
+    lines = "".join(f"{line}\n" for line in _meaning(card, text))
     return f"BEGIN:VCARD\nVERSION:{version}\n{lines}END:VCARD\n"
 
 
@@ -236,9 +263,9 @@ def _short(lines: list[str]) -> str:
 def differences(source: bytes, target: bytes) -> list[str]:
     """What the two copies of one card say differently, as short texts naming the card (UID),
     the property and both sides; [] when they mean the same, whatever their versions."""
-    src_card, _ = _read(source)
-    tgt_card, _ = _read(target)
-    src, tgt = Counter(_meaning(src_card)), Counter(_meaning(tgt_card))
+    src_card, _, src_text = _read(source)
+    tgt_card, _, tgt_text = _read(target)
+    src, tgt = Counter(_meaning(src_card, src_text)), Counter(_meaning(tgt_card, tgt_text))
     if src == tgt:
         return []
     where = _first(src_card, "UID") or "VCARD"
@@ -261,7 +288,7 @@ def to_v30(data: bytes) -> bytes:
     dropped (the result is UTF-8), bare parameters (``TEL;CELL``) made ``TYPE=``, ``BASE64``
     made ``ENCODING=b``, VERSION 3.0. Serialised by vobject. Meant to be used only for such a
     target, and reported; a card that is not 2.1 comes back unchanged."""
-    card, _ = _read(data)
+    card, _, _ = _read(data)
     if _version(card) != "2.1":
         return data
     for line in card.lines():
