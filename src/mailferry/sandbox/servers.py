@@ -923,8 +923,10 @@ class CyrusServer:
         autocreate_folders: Sequence[str],
         max_message_size: int | None,
         repeat_ids: bool = False,
+        scheduling: bool = True,
     ) -> None:
         self.host = HOST
+        self.scheduling = scheduling
         self.base_dir = base_dir.resolve()
         self.users = dict(users)
         self.admin = admin
@@ -955,6 +957,7 @@ class CyrusServer:
         max_message_size: int | None = None,
         first_login: bool = True,
         repeat_ids: bool = False,
+        scheduling: bool = True,
     ) -> CyrusServer:
         """Write a config under ``base_dir``, start Cyrus, wait for its greeting and log every
         user in once, one after another (INBOX autocreation). ``first_login=False`` leaves the
@@ -970,6 +973,10 @@ class CyrusServer:
 
         CalDAV/CardDAV (``httpd``, package ``cyrus-caldav``) is started too when its binary is
         found next to ``imapd`` or in /usr/lib/cyrus/bin; ``http_port`` is ``None`` otherwise.
+        ``scheduling=False`` starts it with ``caldav_allowscheduling: off`` (RFC 6638 implicit
+        scheduling paused, as an admin would for a migration window); see :meth:`set_scheduling`.
+        Every iMIP message Cyrus sends (invitations, replies, cancellations) goes to a recording
+        ``sendmail`` instead of the world: :meth:`imip_messages`.
         """
         binary = find_cyrus_imapd(imapd)
         if binary is None:
@@ -992,6 +999,7 @@ class CyrusServer:
                 autocreate_folders=autocreate_folders,
                 max_message_size=max_message_size,
                 repeat_ids=repeat_ids,
+                scheduling=scheduling,
             )
             try:
                 server._prepare()
@@ -1048,6 +1056,29 @@ class CyrusServer:
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def dav_url(self) -> str:
+        """The CalDAV/CardDAV base URL (``http://127.0.0.1:<http_port>/``); discovery starts here."""
+        if self.http_port is None:
+            raise SandboxError("this Cyrus has no httpd (apt-get install cyrus-caldav)")
+        return f"http://{self.host}:{self.http_port}/"
+
+    def set_scheduling(self, on: bool) -> None:
+        """Switch ``caldav_allowscheduling`` (implicit scheduling, RFC 6638) on or off: rewrite
+        imapd.conf and restart (Cyrus reads it once per server process)."""
+        self.scheduling = on
+        root = self.data_dir.resolve()
+        (root / "imapd.conf").write_text(self._imapd_conf(root))
+        if self.running:
+            self.restart()
+
+    def imip_messages(self) -> list[bytes]:
+        """Every iMIP message Cyrus has handed to ``sendmail`` so far, oldest first: the
+        recording script's files (``sendmail:`` in imapd.conf points at it), each the message
+        as Cyrus wrote it, preceded by an ``X-Sendmail-Args:`` line with its arguments."""
+        folder = self.data_dir.resolve() / "imip"
+        return [p.read_bytes() for p in sorted(folder.glob("*.eml"))]
 
     separator = "/"
     prefix = "INBOX/"
@@ -1118,6 +1149,10 @@ class CyrusServer:
             (root / sub).mkdir(parents=True, exist_ok=True)
         (root / "imapd.conf").write_text(self._imapd_conf(root))
         (root / "cyrus.conf").write_text(self._cyrus_conf(root))
+        (root / "imip").mkdir(exist_ok=True)
+        sendmail = root / "sendmail"
+        sendmail.write_text(_RECORDING_SENDMAIL.format(folder=root / "imip"))
+        sendmail.chmod(0o755)
         self._saslpasswd(self.admin[0], self.admin[1])
         for name, pw in self.users.items():
             _check_user(name, pw)
@@ -1162,7 +1197,11 @@ autocreate_quota: 0
 autocreate_post: yes
 sharedprefix: Shared Folders
 httpmodules: caldav carddav freebusy
-caldav_allowscheduling: on
+caldav_allowscheduling: {"on" if self.scheduling else "off"}
+# iMIP (invitations to people outside the server): httpd hands it to notifyd ("mailto"
+# method), which pipes it to sendmail: here a script that records it (imip_messages())
+imipnotifier: mailto
+sendmail: {root}/sendmail
 caldav_create_default: yes
 caldav_create_sched: yes
 carddav_allowaddmember: yes
@@ -1179,7 +1218,8 @@ syslog_prefix: mailferry-cyrus-{self.port}
 }}
 SERVICES {{
   imap cmd="{self.imapd} -C {conf}" listen="{HOST}:{self.port}" prefork=0 maxchild=50
-{http}}}
+{http}  notify cmd="{CYRUS_BIN}/notifyd -C {conf}" listen="{root}/run/socket/notify" proto="udp" prefork=1
+}}
 EVENTS {{
   checkpoint cmd="{CYRUS_BIN}/ctl_cyrusdb -C {conf} -c" period=30
 }}
@@ -1275,6 +1315,16 @@ DAEMON {{
                 with contextlib.suppress(Exception):
                     c.logout()
         return out
+
+
+# The sandbox's sendmail: one file per message, named so that sorting keeps the order
+# (nanosecond time, then the pid), written under a temp name and renamed when complete.
+_RECORDING_SENDMAIL = """#!/bin/sh
+# mailferry sandbox: record what Cyrus would send; never send anything.
+f={folder}/$(date +%s%N)-$$
+{{ printf 'X-Sendmail-Args: %s\\r\\n' "$*"; cat; }} > "$f.tmp" && mv "$f.tmp" "$f.eml"
+exit 0
+"""
 
 
 _UNIQUE_RAND_C = b"""
