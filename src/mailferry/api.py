@@ -995,7 +995,7 @@ def _dav_side(project: Project, server: ServerConfig, user: str, ref: Any) -> An
     endpoint = DavEndpoint(
         base_url=dav.url,
         verify_certificates=dav.verify_certificates,
-        ca_file=str(dav.ca_file) if dav.ca_file else None,
+        ca_file=dav.ca_file,
         timeout=dav.timeout,
     )
     if ref is not None:
@@ -1005,7 +1005,7 @@ def _dav_side(project: Project, server: ServerConfig, user: str, ref: Any) -> An
             user=user,
             password=dav.admin.password.resolve(project.base_dir),
             admin=dav.admin.user,
-            method=dav.admin.method,
+            admin_method=dav.admin.method,
         )
     else:  # the loader refuses such a project; defensive
         raise MailferryError(f"{user}: no password reference and no DAV admin login", hint="fix the project file")
@@ -1039,7 +1039,14 @@ def _dav_engine(
     writers = max(1, (target_dav.max_connections if target_dav else 8) // max(1, parallel_accounts(project)))
 
     def open_store(conn: Any, readonly: bool, label: str) -> Any:
-        return DavStore(conn.endpoint, conn.login, readonly=readonly, label=label, batch=rules.batch_items)
+        return DavStore(
+            conn.endpoint,
+            conn.login,
+            readonly=readonly,
+            label=label,
+            batch_size=rules.batch_items,
+            max_connections=max(2, writers),
+        )
 
     note = (lambda a, t: reporter.note(a, t)) if reporter is not None else (lambda a, t: None)
     return DavEngine(

@@ -522,7 +522,7 @@ class _DavRun:
                 if obj.has_attendees or obj.organizer:
                     data, rewrites = ical.rewrite(item.data, self.e.addresses, client_scheduling=self.marks)
                     got.data = data
-                    got.rewrites = sum(1 for r in rewrites if r.property != "SCHEDULE-AGENT")
+                    got.rewrites = sum(1 for r in rewrites if not r.property.endswith("SCHEDULE-AGENT"))
                     got.marked = self.marks and obj.has_attendees
                 return got
             card = vcard.inspect(item.data)
