@@ -735,6 +735,7 @@ _LDAP_ATTRIBUTE = re.compile(r"(?:[A-Za-z][A-Za-z0-9-]*|\d+(?:\.\d+)+)(?:;[A-Za-
 _TLS_NAME = re.compile(r"[A-Za-z0-9*](?:[A-Za-z0-9.*-]*[A-Za-z0-9])?\.?")
 _DNS_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _DNS_NAME = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})+")
+_MAIL_DOMAIN = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")  # "internal" too: Cyrus' default
 _ADDRESS = re.compile(rf"[^@\s]+@{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
 
 
@@ -915,10 +916,10 @@ class _ProjectReader(_Reader):
         out: dict[str, str] = {}
         what = "a mail domain such as new.example" if domains else "an address such as ann@new.example"
         for old, new in sub.items():
-            ok_old = _DNS_NAME.fullmatch(old) if domains else _ADDRESS.fullmatch(old)
+            ok_old = _MAIL_DOMAIN.fullmatch(old) if domains else _ADDRESS.fullmatch(old)
             if not ok_old:
                 self.problem((*at, key, old), f"the key must be {what.replace('new.', 'old.')}")
-            elif not isinstance(new, str) or not (_DNS_NAME.fullmatch(new) if domains else _ADDRESS.fullmatch(new)):
+            elif not isinstance(new, str) or not (_MAIL_DOMAIN.fullmatch(new) if domains else _ADDRESS.fullmatch(new)):
                 self.problem((*at, key, old), f"must be {what}, got {_show(new)}")
             else:
                 out[old.lower()] = new

@@ -39,6 +39,8 @@ from mailferry.plan.dav import (
     collection_target_href,
     place,
     plan_collection,
+    resource_name,
+    target_names,
 )
 from mailferry.state.ledger import DavCollectionState, DavItemRecord, Finding, SqliteLedger
 
@@ -216,11 +218,14 @@ class _DavRun:
         """(source collection, the target's of the same kind and name or None, target href)."""
         kinds = self.e.kinds()
         sources = [c for c in self.source.collections() if c.kind in kinds]
-        targets = {(c.kind, c.name): c for c in self.target.collections()}
+        existing = self.target.collections()
+        targets = {(c.kind, c.name): c for c in existing}
         homes = self._homes()
+        names = target_names(sources, existing, same_home=_same(homes["calendar"], homes["addressbook"]))
         out: list[tuple[Collection, Collection | None, str]] = []
         for c in sorted(sources, key=lambda c: (c.kind, c.name)):
-            t = targets.get((c.kind, c.name))
+            tname = names[(c.kind, c.name)]
+            t = targets.get((c.kind, tname))
             home = homes[c.kind]
             if t is None and home is None:
                 self.finding(
@@ -232,7 +237,7 @@ class _DavRun:
                     {"kind": c.kind},
                 )
                 continue
-            out.append((c, t, t.href if t is not None else collection_target_href(home or "", c.name)))
+            out.append((c, t, t.href if t is not None else collection_target_href(home or "", tname)))
         return out
 
     def plans(self) -> list[CollectionPlan]:
@@ -271,11 +276,12 @@ class _DavRun:
     def _collection(self, c: Collection, t: Collection | None, href: str) -> None:
         state = self.ledger.dav_collections(self.account).get(c.href)
         records = self.ledger.dav_items(self.account, c.href)
+        tname = resource_name(href)
         if t is None:
-            t = self.target.create_collection(replace(c, href=href, sync_token=None, ctag=None))
+            t = self.target.create_collection(replace(c, href=href, name=tname, sync_token=None, ctag=None))
             self.stats.collections_created += 1
         elif _properties_differ(c, t):
-            t = self.target.create_collection(replace(c, href=t.href, sync_token=None, ctag=None))
+            t = self.target.create_collection(replace(c, href=t.href, name=tname, sync_token=None, ctag=None))
         unsettled = any(r.state != "copied" for r in records.values())
         if (
             not self.e.opts.full
@@ -582,6 +588,10 @@ class _DavRun:
             self.stats.shares += 1
 
 
+def _same(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and a.rstrip("/") == b.rstrip("/")
+
+
 def _same_version(state: DavCollectionState, c: Collection) -> bool:
     if c.sync_token and state.sync_token:
         return c.sync_token == state.sync_token
@@ -654,17 +664,18 @@ def verify_dav_account(engine: DavEngine, job: DavJob, *, deep: bool = False) ->
 class _VerifyRun(_DavRun):
     def verify(self, deep: bool) -> list[CollectionVerdict]:
         out: list[CollectionVerdict] = []
-        kinds = self.e.kinds()
-        targets = {(c.kind, c.name): c for c in self.target.collections()}
-        for c in sorted((c for c in self.source.collections() if c.kind in kinds), key=lambda c: (c.kind, c.name)):
-            t = targets.get((c.kind, c.name))
+        for c, t, _href in self._pairs():
             v = CollectionVerdict(c.name, c.kind, t.href if t else None)
             out.append(v)
             members = self.source.members(c)
             v.source_items = len(members)
             if t is None:
                 v.discrepancies.append(
-                    {"what": "missing", "item_uid": None, "detail": f"no {c.kind} {c.name!r} on the target"}
+                    {
+                        "what": "missing",
+                        "item_uid": None,
+                        "detail": f"no {c.kind} {resource_name(_href)!r} on the target",
+                    }
                 )
                 continue
             target_members = self.target.members(t)

@@ -110,6 +110,28 @@ def collection_target_href(home: str, name: str) -> str:
     return home.rstrip("/") + "/" + quote(name, safe="-_.@~") + "/"
 
 
+def target_names(
+    sources: Sequence[Collection], existing: Sequence[Collection], *, same_home: bool
+) -> dict[tuple[str, str], str]:
+    """(kind, source name) -> the collection's name on the target: the same name, except where
+    the target keeps calendars and address books in one home (Radicale: ``/alice/``) and an
+    address book's name is a calendar's too (Cyrus has a ``Default`` of each): then the address
+    book becomes ``<name>-contacts`` (and ``-contacts-2``... should that be taken as well)."""
+    out: dict[tuple[str, str], str] = {(c.kind, c.name): c.name for c in sources}
+    if not same_home:
+        return out
+    calendars = {c.name for c in sources if c.kind == "calendar"} | {c.name for c in existing if c.kind == "calendar"}
+    taken = calendars | {c.name for c in sources if c.kind == "addressbook"}
+    for c in sources:
+        if c.kind == "addressbook" and c.name in calendars:
+            name, n = f"{c.name}-contacts", 2
+            while name in taken:
+                name, n = f"{c.name}-contacts-{n}", n + 1
+            taken.add(name)
+            out[(c.kind, c.name)] = name
+    return out
+
+
 def plan_collection(
     source: Collection,
     target_href: str,

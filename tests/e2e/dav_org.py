@@ -1,0 +1,247 @@
+"""A small organization of calendars and contacts for the DAV end-to-end tests, seeded through
+mailferry's own connector as each user, plus readers of what a DAV server really holds."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailferry.connectors.dav import DavEndpoint, DavLogin, DavStore
+from mailferry.errors import ItemRefused
+from mailferry.formats import ical, vcard
+from mailferry.model.dav import Collection
+
+CRLF = "\r\n"
+OLD = "old.example"  # the people's mail domain on the source, in ORGANIZER/ATTENDEE
+EXTERNAL = "ext@partner.example"
+DATA = Path(__file__).parent.parent / "data" / "dav"
+
+
+def _cal(*lines: str) -> bytes:
+    return (CRLF.join(["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//mailferry tests//EN", *lines, "END:VCALENDAR"]) + CRLF).encode()
+
+
+BERLIN = [
+    "BEGIN:VTIMEZONE",
+    "TZID:Europe/Berlin",
+    "BEGIN:DAYLIGHT",
+    "TZOFFSETFROM:+0100",
+    "TZOFFSETTO:+0200",
+    "TZNAME:CEST",
+    "DTSTART:19700329T020000",
+    "RRULE:FREQ=YEARLY;BYMONTH=3;BYDAY=-1SU",
+    "END:DAYLIGHT",
+    "BEGIN:STANDARD",
+    "TZOFFSETFROM:+0200",
+    "TZOFFSETTO:+0100",
+    "TZNAME:CET",
+    "DTSTART:19701025T030000",
+    "RRULE:FREQ=YEARLY;BYMONTH=10;BYDAY=-1SU",
+    "END:STANDARD",
+    "END:VTIMEZONE",
+]
+
+
+def event(uid: str, summary: str, start: str, *extra: str) -> bytes:
+    return _cal(
+        "BEGIN:VEVENT",
+        f"UID:{uid}",
+        "DTSTAMP:20260101T090000Z",
+        f"DTSTART:{start}",
+        "DURATION:PT1H",
+        f"SUMMARY:{summary}",
+        *extra,
+        "END:VEVENT",
+    )
+
+
+def meeting(uid: str, organizer: str, attendees: Iterable[tuple[str, str]], start: str = "20271104T100000Z") -> bytes:
+    people = [f"ORGANIZER;CN={organizer.split('@')[0].title()}:mailto:{organizer}"] + [
+        f"ATTENDEE;CN={a.split('@')[0].title()};PARTSTAT={p};ROLE=REQ-PARTICIPANT;RSVP=TRUE:mailto:{a}"
+        for a, p in attendees
+    ]
+    return event(uid, f"Meeting {uid}", start, "SEQUENCE:0", *people)
+
+
+def recurring(uid: str) -> bytes:
+    return _cal(
+        *BERLIN,
+        "BEGIN:VEVENT",
+        f"UID:{uid}",
+        "DTSTAMP:20260101T090000Z",
+        "DTSTART;TZID=Europe/Berlin:20270104T090000",
+        "DTEND;TZID=Europe/Berlin:20270104T093000",
+        "RRULE:FREQ=WEEKLY;COUNT=10",
+        "EXDATE;TZID=Europe/Berlin:20270118T090000",
+        "SUMMARY:Weekly stand-up",
+        "CATEGORIES:work,daily",
+        "CLASS:PRIVATE",
+        "X-MAILFERRY-TEST:kept as it is",
+        "BEGIN:VALARM",
+        "ACTION:DISPLAY",
+        "DESCRIPTION:Stand-up",
+        "TRIGGER:-PT10M",
+        "END:VALARM",
+        "END:VEVENT",
+        "BEGIN:VEVENT",
+        f"UID:{uid}",
+        "DTSTAMP:20260101T090000Z",
+        "RECURRENCE-ID;TZID=Europe/Berlin:20270111T090000",
+        "DTSTART;TZID=Europe/Berlin:20270111T100000",
+        "DTEND;TZID=Europe/Berlin:20270111T103000",
+        "SUMMARY:Weekly stand-up (moved)",
+        "END:VEVENT",
+    )
+
+
+def todo(uid: str) -> bytes:
+    return _cal("BEGIN:VTODO", f"UID:{uid}", "DTSTAMP:20260101T090000Z", "SUMMARY:File the report", "STATUS:NEEDS-ACTION", "END:VTODO")
+
+
+def journal(uid: str) -> bytes:
+    return _cal("BEGIN:VJOURNAL", f"UID:{uid}", "DTSTAMP:20260101T090000Z", "DTSTART;VALUE=DATE:20260105", "SUMMARY:Notes", "DESCRIPTION:Line one\\nline two", "END:VJOURNAL")
+
+
+PHOTO = base64.b64encode(bytes(range(256)) * 4).decode()
+
+
+def card(uid: str, name: str, email: str, *, photo: bool = False) -> bytes:
+    lines = ["BEGIN:VCARD", "VERSION:3.0", f"UID:{uid}", f"FN:{name}", f"N:{name.split()[-1]};{name.split()[0]};;;"]
+    lines += [f"EMAIL;TYPE=INTERNET,WORK:{email}", "TEL;TYPE=CELL:+49 30 1234567", "ORG:Acme;Sales", "CATEGORIES:friends,work"]
+    if photo:
+        lines.append(f"PHOTO;ENCODING=b;TYPE=PNG:{PHOTO}")
+    lines.append("END:VCARD")
+    return (CRLF.join(lines) + CRLF).encode()
+
+
+def group(uid: str, members: Iterable[str]) -> bytes:
+    lines = ["BEGIN:VCARD", "VERSION:3.0", f"UID:{uid}", "FN:Team", "N:Team;;;;", "X-ADDRESSBOOKSERVER-KIND:group"]
+    lines += [f"X-ADDRESSBOOKSERVER-MEMBER:urn:uuid:{m}" for m in members]
+    lines.append("END:VCARD")
+    return (CRLF.join(lines) + CRLF).encode()
+
+
+def real_calendar_files(limit: int = 40) -> list[tuple[str, bytes]]:
+    """Calendar objects from the icalendar and vobject test suites that mailferry reads (one UID
+    per resource, split where a file holds several), with the names they came from."""
+    out: list[tuple[str, bytes]] = []
+    seen: set[str] = set()
+    for path in sorted(DATA.rglob("*.ics")):
+        raw = path.read_bytes()
+        if b"BEGIN:VCALENDAR" not in raw:
+            continue
+        try:
+            parts = ical.split(raw)
+        except ical.BadItem:
+            continue
+        for part in parts:
+            try:
+                obj = ical.inspect(part)
+            except ical.BadItem:
+                continue
+            if obj.uid in seen or obj.problems or len(part) > 200_000:
+                continue
+            seen.add(obj.uid)
+            out.append((path.relative_to(DATA).as_posix(), part))
+    return out[:limit]
+
+
+def real_vcards(limit: int = 20) -> list[tuple[str, bytes]]:
+    out: list[tuple[str, bytes]] = []
+    for path in sorted(DATA.rglob("*")):
+        if not path.is_file():
+            continue
+        raw = path.read_bytes()
+        if not raw.lstrip().startswith(b"BEGIN:VCARD") or raw.count(b"BEGIN:VCARD") != 1:
+            continue
+        try:
+            vcard.inspect(raw)
+        except vcard.BadItem:
+            continue
+        out.append((path.relative_to(DATA).as_posix(), raw))
+    return out[:limit]
+
+
+@dataclass
+class Seeded:
+    """What was put on the source: account -> collection name -> {UID: bytes}."""
+
+    items: dict[str, dict[str, dict[str, bytes]]]
+
+
+def store(url: str, user: str, password: str, *, readonly: bool = False) -> DavStore:
+    return DavStore(DavEndpoint(base_url=url), DavLogin(user=user, password=password), readonly=readonly, label=user)
+
+
+REFUSED_BY_SOURCE: list[str] = []  # real files the source server itself refused: left out, listed
+
+
+def put_all(st: DavStore, name: str, kind: str, items: Iterable[tuple[str, bytes]], **props: object) -> Collection:
+    info = st.info()
+    home = info.calendar_home if kind == "calendar" else info.addressbook_home
+    assert home is not None
+    existing = {c.name: c for c in st.collections()}
+    coll = existing.get(name) or st.create_collection(
+        Collection(href=home + name + "/", kind=kind, name=name, **props)  # type: ignore[arg-type]
+    )
+    for i, (label, data) in enumerate(items):
+        try:
+            st.put(coll, f"item-{i:03d}.{'ics' if kind == 'calendar' else 'vcf'}", data)
+        except ItemRefused as e:
+            if "/" not in label:  # our own items must land; real files may be refused: listed
+                raise
+            REFUSED_BY_SOURCE.append(f"{label}: {e.message}")
+    return coll
+
+
+def seed_org(url: str, passwords: dict[str, str], *, real: bool = True) -> None:
+    """alice: Work (events, a recurring event with an override, meetings she organizes with bob
+    and an outside person), Tasks (VTODO), Journal (VJOURNAL), Contacts (vCards with a photo and
+    a group); bob: Team (his meeting with alice), shared with alice read-write by the tests."""
+    alice = store(url, "alice", passwords["alice"])
+    try:
+        work = [
+            ("e1", event("e1@t", "Dentist", "20270301T080000Z", "TRANSP:OPAQUE")),
+            ("e2", recurring("e2@t")),
+            ("m1", meeting("m1@t", f"alice@{OLD}", [(f"bob@{OLD}", "ACCEPTED"), (EXTERNAL, "TENTATIVE")])),
+            ("m2", meeting("m2@t", f"alice@{OLD}", [(f"bob@{OLD}", "NEEDS-ACTION")], "20271105T140000Z")),
+        ]
+        if real:
+            work += real_calendar_files()
+        put_all(alice, "Work", "calendar", work, displayname="Work", description="Alice at work", color="#FF0000FF")
+        put_all(alice, "Tasks", "calendar", [("t1", todo("t1@t"))], displayname="Tasks", components=("VTODO",))
+        put_all(alice, "Journal", "calendar", [("j1", journal("j1@t"))], displayname="Journal", components=("VJOURNAL",))
+        contacts = [
+            ("c1", card("c1", "Ann Example", "ann@partner.example", photo=True)),
+            ("c2", card("c2", "Ben Example", "ben@partner.example")),
+            ("g1", group("g1", ["c1", "c2"])),
+        ]
+        if real:
+            contacts += real_vcards()
+        put_all(alice, "Contacts", "addressbook", contacts, displayname="Contacts")
+    finally:
+        alice.close()
+    bob = store(url, "bob", passwords["bob"])
+    try:
+        put_all(bob, "Team", "calendar", [("b1", meeting("b1@t", f"bob@{OLD}", [(f"alice@{OLD}", "ACCEPTED")]))], displayname="Team")
+    finally:
+        bob.close()
+
+
+def holdings(url: str, user: str, password: str) -> dict[str, dict[str, bytes]]:
+    """collection name -> {UID: bytes} of what the server holds for ``user``."""
+    st = store(url, user, password, readonly=True)
+    try:
+        out: dict[str, dict[str, bytes]] = {}
+        for c in st.collections():
+            members = st.members(c)
+            got: dict[str, bytes] = {}
+            for item in st.fetch(c, sorted(members)):
+                uid = (ical.inspect(item.data).uid if c.kind == "calendar" else vcard.inspect(item.data).uid)
+                got[uid] = item.data
+            out[c.name] = got
+        return out
+    finally:
+        st.close()
