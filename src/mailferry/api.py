@@ -24,7 +24,7 @@ from mailferry.errors import ExitCode, MailferryError, UsageError
 from mailferry.formats.folders import Rules
 from mailferry.plan.keywords import COMMON_LIMIT as COMMON_KEYWORD_LIMIT
 from mailferry.plan.planner import Adopt, Delete, Forget, Policy, Rebase, SetFlags, Skip
-from mailferry.state.ledger import SqliteLedger
+from mailferry.state.ledger import Finding, SqliteLedger
 
 # The worse outcome wins when accounts end differently.
 _SEVERITY = [
@@ -1102,6 +1102,18 @@ def _dav_migrate(
         return stats
 
     out = {s.account: s.as_dict() for s in _parallel(parallel_accounts(project), one, djobs)}
+    ok = [j for j in djobs if out[j.source_user]["status"] == "ok"]
+
+    def accept(job: Any) -> None:
+        try:
+            out[job.source_user]["shares_accepted"] = engine.accept_shares(job)
+        except MailferryError as e:  # the account's own run went through: this is a finding of its own
+            out[job.source_user]["findings"] += 1
+            ledger.add_finding(
+                run_id, Finding(job.source_user, "", None, "share-accept", f"{job.target_user}: {e}", {})
+            )
+
+    _parallel(parallel_accounts(project), accept, ok)
     for name, e in skip.items():
         out[name] = _dav_error_stats(None, e)
     return out

@@ -42,15 +42,24 @@ def domain_of(url: str, user: str) -> str:
 
 
 def dav_project(
-    tmp: Path, src_imap, tgt_imap, src_url: str, tgt_url: str, *, src_admin: bool, tgt_admin: bool, new_domain: str
+    tmp: Path,
+    src_imap,
+    tgt_imap,
+    src_url: str,
+    tgt_url: str,
+    *,
+    src_admin: bool,
+    tgt_admin: bool,
+    new_domain: str,
+    users: dict[str, str] = USERS,
 ) -> Path:
     tag = tmp.name.upper().replace("-", "_")
-    for u, pw in USERS.items():
+    for u, pw in users.items():
         os.environ[f"MF_{tag}_{u.upper()}"] = pw
     cols = "source_user,target_user,source_password,target_password\n"
     rows = "".join(
         f"{u},{u},{'' if src_admin else f'env:MF_{tag}_{u.upper()}'},{'' if tgt_admin else f'env:MF_{tag}_{u.upper()}'}\n"
-        for u in USERS
+        for u in users
     )
     os.environ[f"MF_{tag}_DAVADMIN"] = "adminpw"
     extra = f'\n[source.dav]\nurl = "{src_url}"\n'
@@ -64,7 +73,7 @@ def dav_project(
         tmp,
         src_imap,
         tgt_imap,
-        USERS,
+        users,
         source_admin=("admin", "adminpw") if src_admin else None,
         target_admin=("admin", "adminpw") if tgt_admin else None,
         csv_text=cols + rows,

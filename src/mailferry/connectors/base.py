@@ -188,3 +188,8 @@ class DavWriteStore(DavReadStore, Protocol):
         """Grant ``share.principal`` ``share.access`` to the collection in the server's own sharing
         mechanism. Raises ItemRefused (status 501 when the server has no such mechanism)."""
         ...
+
+    def accept_shares(self) -> int:
+        """Accept, as this account, the shares offered to it (where the server asks the sharee to:
+        Radicale's sharing API, Cyrus' invite notifications); the number accepted."""
+        ...

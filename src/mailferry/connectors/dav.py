@@ -193,6 +193,16 @@ def _path(href: str) -> str:
     return urlsplit(href).path if "://" in href else href
 
 
+def _shared_in(props: dict[str, Element], coll: Collection, me: str) -> bool:
+    """True for a collection in this account's home that another account owns and shares with it
+    (Cyrus: ``D:share-access`` read/read-write, owner the other account; Radicale: a share map
+    ``<owner>.<name>`` whose owner is the other account)."""
+    access = props.get(f"{{{D}}}share-access")
+    if access is not None and any(_local(c.tag) in ("read", "read-write") for c in access):
+        return True
+    return bool(coll.owner) and coll.owner != me
+
+
 def _segment(href: str) -> str:
     return unquote(href.rstrip("/").rsplit("/", 1)[-1])
 
@@ -340,11 +350,25 @@ class DavStore:
             if _segment(principal) != self.login.admin:
                 raise ServerError(f"{self.label}: the admin's principal {principal} does not end in its name")
             principal = principal.rstrip("/").rsplit("/", 1)[0] + "/" + quote(self.login.user) + "/"
-        if (
+        missing = (
             self.login.admin is not None
-            and not self.readonly
             and self._send("PROPFIND", principal, _PROPFIND_RTYPE, depth="0").status_code == 404
-        ):
+        )
+        if missing and self.readonly:
+            # A source account that never used the server: nothing to read (its home is its
+            # principal on Radicale, where this route is the admin's); collections() finds none.
+            options = self._send("OPTIONS", base_path)
+            dav = frozenset(
+                t.strip().lower() for value in options.headers.get_list("dav") for t in value.split(",") if t.strip()
+            )
+            return DavServerInfo(
+                dav=dav,
+                product=options.headers.get("server", ""),
+                principal=principal,
+                calendar_home=principal,
+                addressbook_home=principal,
+            )
+        if missing:
             # Radicale makes a principal collection at its user's first login only; an admin
             # opening a never-used target account makes it (MKCOL needs W there: the admin rule).
             made = self._send("MKCOL", principal)
@@ -397,21 +421,30 @@ class DavStore:
         "D:sync-token",
         "CS:getctag",
         "D:owner",
+        "D:share-access",
     )
 
     def collections(self) -> list[Collection]:
         info = self.info()
         homes = [h for h in dict.fromkeys([info.calendar_home, info.addressbook_home]) if h]
+        me = self._account_user()
         out: dict[str, Collection] = {}
         for home in homes:
-            root = self._propfind(home, self._COLLECTION_PROPS, "1")
+            body = f'<?xml version="1.0" encoding="utf-8"?><D:propfind {_XMLNS}><D:prop>'
+            body += "".join(f"<{p}/>" for p in self._COLLECTION_PROPS) + "</D:prop></D:propfind>"
+            response = self._send("PROPFIND", home, body, depth="1")
+            if response.status_code == 404:
+                continue  # an account that never used the server (Radicale makes its home at first login)
+            root = self._multistatus(response, "PROPFIND", home)
             for r in root.iter(f"{{{D}}}response"):
                 href = _path(_text(r.find(f"{{{D}}}href")) or "")
                 if not href or href.rstrip("/") == home.rstrip("/"):
                     continue
-                coll = self._collection(href, _props(r))
-                if coll is not None:
-                    out.setdefault(coll.href, coll)
+                props = _props(r)
+                coll = self._collection(href, props)
+                if coll is None or _shared_in(props, coll, me):
+                    continue  # another account's collection shared with this one: its owner's to move
+                out.setdefault(coll.href, coll)
         return sorted(out.values(), key=lambda c: c.href)
 
     @staticmethod
@@ -602,6 +635,8 @@ class DavStore:
                 if level is not None:
                     out.append(Share(principal=_account(href[0]), access=level))
             return sorted(out, key=lambda s: s.principal)
+        if self.login.admin is not None:
+            return None  # Radicale's sharing API answers as the caller: the admin sees only its own
         listed = self._radicale_sharing("list", {"PathMapped": collection.href})
         if listed is None:
             return None
@@ -638,6 +673,13 @@ class DavStore:
             if response.status_code not in (200, 201, 204):
                 raise self._refused(response, "POST share-resource", collection.href)
             return
+        if self.login.admin is not None:
+            raise ItemRefused(
+                f"{self.label}: sharing {collection.href} with {share.principal}: Radicale's sharing API acts as the "
+                "logged-in account only, and this is the admin's login: give the account's own password reference "
+                "(accounts CSV) or grant the access in Radicale's rights file",
+                status=501,
+            )
         owner = self._account_user()
         principals = info.principal.rstrip("/").rsplit("/", 1)[0]
         path = f"{principals}/{share.principal}/{owner}.{collection.name}/"
@@ -659,6 +701,64 @@ class DavStore:
                 f"{(answer or {}).get('Status', 'no sharing mechanism')}",
                 status=status,
             )
+
+    def accept_shares(self) -> int:
+        """Accept every share offered to this account that it has not accepted yet, so that the
+        shared collections show in its home as they did on the source; the number accepted.
+        Cyrus: the invite notifications in ``/dav/notifications/user/<me>/`` get an
+        ``invite-reply`` (access works before, the home listing only after). Radicale: the
+        sharee's ``map/enable`` and ``map/unhide`` (it can't open the share before)."""
+        self._guard("accept_shares")
+        info = self.info()
+        if "resource-sharing" in info.dav:
+            return self._accept_invites(info)
+        if self.login.admin is not None:
+            return 0  # see set_share: the admin can't accept for the account
+        listed = self._radicale_sharing("list", {})
+        if listed is None:
+            return 0
+        me = self._account_user()
+        n = 0
+        rows = listed.get("Content")
+        for row in rows if isinstance(rows, list) else []:
+            if not isinstance(row, dict) or row.get("User") != me or row.get("Owner") == me:
+                continue
+            request = {"PathOrToken": row.get("PathOrToken"), "PathMapped": row.get("PathMapped")}
+            if not row.get("EnabledByUser"):
+                self._radicale_sharing("enable", request)
+                n += 1
+            if row.get("HiddenByUser"):
+                self._radicale_sharing("unhide", request)
+        return n
+
+    def _accept_invites(self, info: DavServerInfo) -> int:
+        folder = info.principal.replace("/principals/", "/notifications/", 1)
+        response = self._send("PROPFIND", folder, _PROPFIND_RTYPE, depth="1")
+        if response.status_code != 207:
+            return 0
+        root = self._multistatus(response, "PROPFIND", folder)
+        me = next((a for a in info.addresses if a.lower().startswith("mailto:")), None)
+        home = info.calendar_home
+        n = 0
+        for r in root.iter(f"{{{D}}}response"):
+            href = _path(_text(r.find(f"{{{D}}}href")) or "")
+            if not href.endswith(".xml"):
+                continue
+            note = self._send("GET", href)
+            if note.status_code != 200 or b"invite-notification" not in note.content:
+                continue
+            if b"invite-accepted" in note.content or me is None:
+                continue
+            target_home = info.addressbook_home if b"addressbook" in note.content else home
+            body = (
+                f'<?xml version="1.0" encoding="utf-8"?><D:invite-reply {_XMLNS}><D:href>{escape(me)}</D:href>'
+                f"<D:invite-accepted/><D:create-in><D:href>{escape(target_home or '')}</D:href></D:create-in>"
+                "</D:invite-reply>"
+            )
+            answer = self._send("POST", href, body, content_type="application/davsharing+xml; charset=utf-8")
+            if answer.status_code in (200, 201, 204):
+                n += 1
+        return n
 
     @staticmethod
     def _sharee_address(info: DavServerInfo, account: str) -> str:

@@ -164,6 +164,20 @@ class DavEngine:
             stats.outstanding = len(self.ledger.dav_outstanding(job.source_user))
         return stats
 
+    def accept_shares(self, job: DavJob) -> int:
+        """After every account's collections are shared: accept, as this target account, the
+        shares offered to it (the target's own step; see DavWriteStore.accept_shares)."""
+        if not self.opts.sharing:
+            return 0
+        store = self.open_store(job.target, False, f"{job.target_user} (target)")
+        try:
+            return store.accept_shares()
+        except ItemRefused as e:
+            self.note(job.source_user, f"accepting the shares offered to {job.target_user}: {e.message}")
+            return 0
+        finally:
+            store.close()
+
     def plan_account(self, job: DavJob) -> tuple[list[CollectionPlan], bool]:
         """What a migrate would do, reading only (the ledger is not written): the plans and
         whether meetings would be marked SCHEDULE-AGENT=CLIENT."""
@@ -184,6 +198,7 @@ class _DavRun:
         self.dry_run = dry_run
         self.ledger = engine.ledger
         self._lock = threading.Lock()
+        self._told_sharing = False
         self.source: DavReadStore = engine.open_store(job.source, True, f"{job.source_user} (source)")
         try:
             self.target: DavWriteStore = engine.open_store(job.target, dry_run, f"{job.target_user} (target)")
@@ -546,10 +561,31 @@ class _DavRun:
 
     # -- sharing ----------------------------------------------------------------------------------
 
+    def _sharing_unknown(self, c: Collection) -> None:
+        """The source can't tell who the collection is shared with (no mechanism it answers, or
+        only as the account itself): once per account, so that the admin knows to look."""
+        with self._lock:
+            if self._told_sharing:
+                return
+            self._told_sharing = True
+        self.finding(
+            c.name,
+            "",
+            "sharing-unknown",
+            f"{self.account}: the source does not tell through this login who the account's calendars and address "
+            "books are shared with, so no sharing was re-created for them; with Radicale give the account's own "
+            "password reference, or re-create the sharing on the target",
+            {"kind": c.kind},
+            notice=True,
+        )
+
     def _share(self, c: Collection, t: Collection) -> None:
         if not self.e.opts.sharing or self.dry_run:
             return
         shares = self.source.shares(c)
+        if shares is None:
+            self._sharing_unknown(c)
+            return
         if not shares:
             return
         done = {
