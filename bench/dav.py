@@ -70,13 +70,16 @@ def radicale_collection_root(base: Path) -> Path:
     return base / "collections" / "collection-root"
 
 
-def start_radicale(base: Path, users: dict[str, str],
-                   shares: Iterable[tuple[str, str, str, str]] = ()) -> tuple[str, Callable[[], None]]:
+def start_radicale(base: Path, users: dict[str, str], shares: Iterable[tuple[str, str, str, str]] = (),
+                   max_connections: int | None = None) -> tuple[str, Callable[[], None]]:
     """Start Radicale on a free 127.0.0.1 port with its storage in ``base/collections`` and
     return ``(base URL, stop)``. Plain htpasswd of ``users`` plus :data:`RADICALE_ADMIN`, which
     may read and write every collection (mailferry's ``path`` admin route). ``shares``:
     ``(owner, collection, sharee, "read"|"read-write")``, as rights-file rules (Radicale has no
-    standard sharing). This is the seam for ``mailferry.sandbox.dav_servers.RadicaleServer``."""
+    standard sharing). ``max_connections``: Radicale's ``[server] max_connections`` (its
+    default is 8, with a 30 s socket timeout: a client holding more idle keep-alive connections
+    than that makes the others wait for the timeout). This is the seam for
+    ``mailferry.sandbox.dav_servers.RadicaleServer``."""
     base.mkdir(parents=True, exist_ok=True)
     (base / "collections").mkdir(exist_ok=True)
     port = free_port()
@@ -94,6 +97,7 @@ def start_radicale(base: Path, users: dict[str, str],
     (base / "rights").write_text("\n".join(rules))
     (base / "config").write_text(f"""[server]
 hosts = {HOST}:{port}
+{f"max_connections = {max_connections}" if max_connections else ""}
 [auth]
 type = htpasswd
 htpasswd_filename = {base}/users
@@ -157,11 +161,11 @@ class Side:
 
 
 def start_side(kind: str, base: Path, users: dict[str, str], *, seed_cache: Path | None = None,
-               shares: Iterable[tuple[str, str, str, str]] = ()) -> Side:
+               shares: Iterable[tuple[str, str, str, str]] = (), radicale_max_connections: int | None = None) -> Side:
     if kind == "radicale":
         if seed_cache is not None:
             dav_org.install_radicale(seed_cache, radicale_collection_root(base))
-        url, stop = start_radicale(base, users, shares)
+        url, stop = start_radicale(base, users, shares, radicale_max_connections)
         return Side("radicale", url, stop)
     server = CyrusServer.start(base, users=users)
     if server.http_port is None:
@@ -380,7 +384,8 @@ class DavBench:
         base = self.work / name
         shutil.rmtree(base, ignore_errors=True)
         side = start_side(kind, base, self.users, seed_cache=self.cache if seed and kind == "radicale" else None,
-                          shares=self.shares if seed else ())
+                          shares=self.shares if seed else (),
+                          radicale_max_connections=self.args.radicale_max_connections)
         self.sides.append(side)
         return side
 
@@ -497,6 +502,10 @@ class DavBench:
                            env=env)
             if full.exit_code != 0:
                 err = (full.stderr_tail.strip().splitlines() or [full.note])[-1]
+                with contextlib.suppress(OSError, ValueError, KeyError, TypeError, StopIteration):
+                    report = json.loads(Path(full.extra["stdout_file"]).read_text())
+                    first = next(a["error"] for a in report["accounts"] if a.get("error"))
+                    err = f"exit code {full.exit_code}: {first}"
                 full.note = f"not available: {err}"
                 self.record(full)
                 return
@@ -610,6 +619,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out",
                     help="organization cache, logs and dav-results.json (default bench/out)")
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds before one tool run is killed")
+    ap.add_argument("--radicale-max-connections", type=int, default=None,
+                    help="Radicale's [server] max_connections (default: Radicale's own, 8)")
     args = ap.parse_args(argv)
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -647,7 +658,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "duration_s": round(time.time() - started, 1),
-        "args": {"scale": spec.scale, "directions": directions, "tools": tools, "timeout": args.timeout},
+        "args": {"scale": spec.scale, "directions": directions, "tools": tools, "timeout": args.timeout,
+                 "radicale_max_connections": args.radicale_max_connections},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                     "vdirsyncer": _version([bench.vdirsyncer, "--version"]),
                     "radicale": _version([sys.executable, "-m", "radicale", "--version"])},
