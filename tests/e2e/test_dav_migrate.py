@@ -117,7 +117,9 @@ def test_radicale_to_cyrus_with_mail(dovecot_factory, cyrus_factory, radicale_fa
     tgt = cyrus_factory(users=USERS)
     seed_org(src.url, USERS, real=False)
     new = domain_of(tgt.dav_url, "alice")
-    project = dav_project(tmp_path / "r2c", src_imap, tgt, src.url, tgt.dav_url, src_admin=True, tgt_admin=False, new_domain=new)
+    project = dav_project(
+        tmp_path / "r2c", src_imap, tgt, src.url, tgt.dav_url, src_admin=True, tgt_admin=False, new_domain=new
+    )
     data = migrate_and_verify(project)
     assert data["items"] == ["mail", "calendars", "contacts"] and data["copied"] > 0
     assert_carried(src.url, tgt.dav_url, new)
@@ -130,7 +132,9 @@ def test_cyrus_to_radicale_with_mail(dovecot_factory, cyrus_factory, radicale_fa
     tgt_imap = dovecot_factory(users=USERS)
     tgt = radicale_factory()
     seed_org(src.dav_url, USERS, real=False)
-    project = dav_project(tmp_path / "c2r", src, tgt_imap, src.dav_url, tgt.url, src_admin=False, tgt_admin=True, new_domain="new.example")
+    project = dav_project(
+        tmp_path / "c2r", src, tgt_imap, src.dav_url, tgt.url, src_admin=False, tgt_admin=True, new_domain="new.example"
+    )
     migrate_and_verify(project)
     assert_carried(src.dav_url, tgt.url, "new.example")
 
@@ -140,6 +144,8 @@ def test_cyrus_to_cyrus(cyrus_factory, tmp_path) -> None:
     tgt = cyrus_factory(users=USERS)
     seed_org(src.dav_url, USERS, real=False)
     new = domain_of(tgt.dav_url, "alice")
-    project = dav_project(tmp_path / "c2c", src, tgt, src.dav_url, tgt.dav_url, src_admin=False, tgt_admin=False, new_domain=new)
+    project = dav_project(
+        tmp_path / "c2c", src, tgt, src.dav_url, tgt.dav_url, src_admin=False, tgt_admin=False, new_domain=new
+    )
     migrate_and_verify(project)
     assert_carried(src.dav_url, tgt.dav_url, new)

@@ -61,7 +61,9 @@ def can(url: str, who: str, href: str, method: str) -> int:
             kind = "text/vcard" if "Contacts" in href else "text/calendar"
             if kind == "text/vcard":
                 body = b"BEGIN:VCARD\r\nVERSION:3.0\r\nUID:new-by-sharee\r\nFN:New One\r\nN:One;New;;;\r\nEND:VCARD\r\n"
-            r = client.put(base + href + "new-by-sharee.x", content=body, headers={"Content-Type": kind, "If-None-Match": "*"})
+            r = client.put(
+                base + href + "new-by-sharee.x", content=body, headers={"Content-Type": kind, "If-None-Match": "*"}
+            )
         return r.status_code
 
 
