@@ -57,10 +57,10 @@ def dav_project(
     for u, pw in users.items():
         os.environ[f"MF_{tag}_{u.upper()}"] = pw
     cols = "source_user,target_user,source_password,target_password\n"
-    rows = "".join(
-        f"{u},{u},{'' if src_admin else f'env:MF_{tag}_{u.upper()}'},{'' if tgt_admin else f'env:MF_{tag}_{u.upper()}'}\n"
-        for u in users
-    )
+    def ref(u: str, admin: bool) -> str:
+        return "" if admin else f"env:MF_{tag}_{u.upper()}"
+
+    rows = "".join(f"{u},{u},{ref(u, src_admin)},{ref(u, tgt_admin)}\n" for u in users)
     os.environ[f"MF_{tag}_DAVADMIN"] = "adminpw"
     extra = f'\n[source.dav]\nurl = "{src_url}"\n'
     if src_admin:
