@@ -248,6 +248,8 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
         guard = _guard(project, ledger, record=False)
     finally:
         ledger.close()
+    if "mail" not in project.items:
+        js = []  # a project of calendars and contacts only: the IMAP servers are left alone
     alive = _bring_alive(project, js, guard, create=False)
     if not alive.server and js:
         alive.server = ImapStore.product(server_greeting(js[0].target.endpoint))
@@ -353,7 +355,10 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
         out.setdefault("exit_code", int(ExitCode.FINDINGS) if out["problems"] or out["warnings"] else 0)
         return out
 
-    rows = _parallel(project.performance.accounts_in_parallel, one, js)
+    rows = _parallel(project.performance.accounts_in_parallel, one, js) or [
+        _no_mail(a, ready=True, problems=[], warnings=[], source={"skipped": _NO_MAIL}, target={"skipped": _NO_MAIL})
+        for a in accs
+    ]
     _attach(rows, _dav_rows(project, accs, _dav_check))
     code = worst([r["exit_code"] for r in rows])
     target = alive.as_dict()
@@ -370,7 +375,7 @@ def plan(project: Project, names: Sequence[str] | None = None) -> Result:
     ledger = open_ledger(project, readonly=True)
     try:
         guard = _guard(project, ledger, record=False)
-        js = jobs(project, accs)
+        js = jobs(project, accs) if "mail" in project.items else []
         alive = _bring_alive(project, js, guard, create=False)
         engine = Engine(ledger, options(project), guard=guard)
 
@@ -422,7 +427,9 @@ def plan(project: Project, names: Sequence[str] | None = None) -> Result:
                 "folders": folders,
             }
 
-        rows = _parallel(project.performance.accounts_in_parallel, one, js)
+        rows = _parallel(project.performance.accounts_in_parallel, one, js) or [
+            _no_mail(a, messages=0, bytes=0, folders=[]) for a in accs
+        ]
     finally:
         ledger.close()
     _attach(rows, _dav_rows(project, accs, _dav_plan))
@@ -455,7 +462,9 @@ def migrate(
         run_id = ledger.start_run("migrate", _now())
         t0 = time.monotonic()
         guard = _guard(project, ledger, run_id)
-        alive = _bring_alive(project, js, guard)  # one at a time, before any parallel login
+        # One at a time, before any parallel login; also what Cyrus needs before its DAV answers
+        # for an account. A project that moves no mail leaves the IMAP servers alone.
+        alive = _bring_alive(project, js if "mail" in project.items else [], guard)
         held = {j.source_user: h for j in js if (h := _held_back(j, guard, alive)) is not None}
         runnable = [j for j in js if j.source_user not in held]
         at_once = max(1, min(parallel_accounts(project), len(runnable)))
@@ -602,7 +611,7 @@ def verify(project: Project, names: Sequence[str] | None = None, *, deep: bool =
     ledger = open_ledger(project, readonly=True)
     try:
         guard = _guard(project, ledger, record=False)
-        js = jobs(project, accs)
+        js = jobs(project, accs) if "mail" in project.items else []
         alive = _bring_alive(project, js, guard, create=False)
         engine = Engine(ledger, options(project), guard=guard)
 
@@ -636,7 +645,9 @@ def verify(project: Project, names: Sequence[str] | None = None, *, deep: bool =
                 ],
             }
 
-        rows = _parallel(project.performance.accounts_in_parallel, one, js)
+        rows = _parallel(project.performance.accounts_in_parallel, one, js) or [
+            _no_mail(a, clean=True, folders=[]) for a in accs
+        ]
     finally:
         ledger.close()
     _attach(rows, _dav_rows(project, accs, _dav_verify(deep)))
@@ -1065,6 +1076,14 @@ def _dav_engine(
         principals=principal_map([(a.source_user, a.target_user) for a in project.accounts], identity),
         note=note,
     )
+
+
+_NO_MAIL = "mail is not among the project's items"
+
+
+def _no_mail(a: AccountConfig, **fields: Any) -> dict[str, Any]:
+    """An account's row in a project that moves no mail: its calendars and contacts come next."""
+    return {"account": a.source_user, "target_account": a.target_user, "exit_code": 0, **fields}
 
 
 def _attach(rows: list[dict[str, Any]], dav: Mapping[str, dict[str, Any]]) -> None:
