@@ -28,16 +28,21 @@ server binaries (see ``tests/servers/REQUIREMENTS.txt``).
 from __future__ import annotations
 
 import atexit
+import base64
 import contextlib
 import datetime as dt
 import grp
+import http.client
+import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -58,6 +63,7 @@ __all__ = [
     "HOST",
     "CyrusServer",
     "DovecotServer",
+    "ImipMessage",
     "LdapUserdb",
     "SandboxError",
     "TcpProxy",
@@ -909,6 +915,9 @@ class CyrusServer:
     config_path: Path
     users: dict[str, str]
     admin: tuple[str, str]
+    #: The domain of this server's calendar user addresses (``defaultdomain``): ``mailto:bob@internal``
+    #: is the user bob (scheduling messages go to his Inbox); any other domain is external (iMIP).
+    mail_domain: str = "internal"
 
     def __init__(
         self,
@@ -942,6 +951,7 @@ class CyrusServer:
         self._private_data: Path | None = None
         self._proc: Process | None = None
         self._owner = _cyrus_owner()
+        self._dav_homes: set[str] = set()  # users whose DAV home was touched (_touch_dav_home)
 
     @classmethod
     def start(
@@ -976,7 +986,10 @@ class CyrusServer:
         ``scheduling=False`` starts it with ``caldav_allowscheduling: off`` (RFC 6638 implicit
         scheduling paused, as an admin would for a migration window); see :meth:`set_scheduling`.
         Every iMIP message Cyrus sends (invitations, replies, cancellations) goes to a recording
-        ``sendmail`` instead of the world: :meth:`imip_messages`.
+        ``sendmail`` instead of the world: :meth:`imip_messages`. With DAV, every user's DAV home
+        is touched once after the first logins (Cyrus creates Default, Inbox and Outbox on a
+        user's first DAV request; before that the user can't receive scheduling messages).
+        Addresses at :attr:`mail_domain` are this server's users; any other domain is external.
         """
         binary = find_cyrus_imapd(imapd)
         if binary is None:
@@ -1006,6 +1019,7 @@ class CyrusServer:
                 server._launch()
                 for name, pw in server.users.items() if first_login else ():
                     server._first_login(name, pw)
+                    server._touch_dav_home(name, pw)
                 ids = server.inbox_ids() if first_login else {}
             except BaseException:
                 server.close()
@@ -1066,19 +1080,55 @@ class CyrusServer:
 
     def set_scheduling(self, on: bool) -> None:
         """Switch ``caldav_allowscheduling`` (implicit scheduling, RFC 6638) on or off: rewrite
-        imapd.conf and restart (Cyrus reads it once per server process)."""
+        imapd.conf and restart (Cyrus reads it once per server process). Switched on, every
+        user's DAV home is touched again: Cyrus creates the scheduling Inbox and Outbox on a DAV
+        request only while scheduling is on, and an attendee without an Inbox gets nothing."""
         self.scheduling = on
         root = self.data_dir.resolve()
         (root / "imapd.conf").write_text(self._imapd_conf(root))
         if self.running:
             self.restart()
+            for name in sorted(self._dav_homes) if on else ():
+                self._touch_dav_home(name, self.users[name])
 
-    def imip_messages(self) -> list[bytes]:
-        """Every iMIP message Cyrus has handed to ``sendmail`` so far, oldest first: the
-        recording script's files (``sendmail:`` in imapd.conf points at it), each the message
-        as Cyrus wrote it, preceded by an ``X-Sendmail-Args:`` line with its arguments."""
+    def imip_messages(self) -> list[ImipMessage]:
+        """Every iMIP message Cyrus has handed to ``sendmail`` so far, oldest first, with its SMTP
+        envelope. Cyrus sends while it answers the DAV request (``sendmail -bs``, SMTP over a
+        pipe, to the recording script that ``sendmail:`` in imapd.conf names), so a message is
+        here as soon as the PUT that caused it has been answered. Nothing leaves the machine."""
         folder = self.data_dir.resolve() / "imip"
-        return [p.read_bytes() for p in sorted(folder.glob("*.eml"))]
+        out = []
+        for path in sorted(folder.glob("*.eml")):
+            head, _, data = path.read_bytes().partition(b"\n")
+            envelope = json.loads(head)
+            out.append(ImipMessage(envelope["mail_from"], tuple(envelope["rcpt_to"]), data))
+        return out
+
+    def inbox_items(self, user: str, password: str | None = None) -> dict[str, bytes]:
+        """The items in ``user``'s CalDAV scheduling Inbox (``/dav/calendars/user/<user>/Inbox/``),
+        href -> iCalendar bytes, read as that user (``password`` defaults to the one it was
+        created with): the scheduling messages (REQUEST, REPLY, CANCEL) Cyrus delivered to it.
+        With scheduling off Cyrus serves no Inbox: then ``{}``."""
+        from defusedxml import ElementTree as SafeET
+
+        password = self.users[user] if password is None else password
+        inbox = f"/dav/calendars/user/{user}/Inbox/"
+        listing = self._dav_request("PROPFIND", inbox, user, password, depth="1", body=_PROPFIND_RESOURCETYPE)
+        if listing.status == 404 and not self.scheduling:
+            return {}
+        if listing.status != 207:
+            raise SandboxError(f"PROPFIND {inbox} as {user}: HTTP {listing.status}")
+        hrefs = sorted(
+            h.text
+            for h in SafeET.fromstring(listing.body).iter("{DAV:}href")
+            if h.text and h.text.rstrip("/") != inbox.rstrip("/")
+        )
+        items: dict[str, bytes] = {}
+        for href in hrefs:
+            got = self._dav_request("GET", href, user, password)
+            if got.status == 200:
+                items[href] = got.body
+        return items
 
     separator = "/"
     prefix = "INBOX/"
@@ -1088,12 +1138,14 @@ class CyrusServer:
         return self.prefix + self.separator.join(parts)
 
     def add_user(self, name: str, password: str, *, first_login: bool = True) -> None:
-        """Add a SASL user and create its INBOX by logging it in once (unless ``first_login`` is off)."""
+        """Add a SASL user and create its INBOX by logging it in once, and its DAV home (Default,
+        Inbox, Outbox) by one DAV request (unless ``first_login`` is off)."""
         _check_user(name, password)
         self.users[name] = password
         self._saslpasswd(name, password)
         if self.running and first_login:
             self._first_login(name, password)
+            self._touch_dav_home(name, password)
 
     def first_logins_at_once(self, names: Sequence[str]) -> dict[str, str]:
         """Log ``names`` (never-used accounts) in at the same moment, one thread each, and
@@ -1151,7 +1203,9 @@ class CyrusServer:
         (root / "cyrus.conf").write_text(self._cyrus_conf(root))
         (root / "imip").mkdir(exist_ok=True)
         sendmail = root / "sendmail"
-        sendmail.write_text(_RECORDING_SENDMAIL.format(folder=root / "imip"))
+        sendmail.write_text(
+            f"#!{_system_python()}\n" + _RECORDING_SENDMAIL.replace("@FOLDER@", repr(str(root / "imip")))
+        )
         sendmail.chmod(0o755)
         self._saslpasswd(self.admin[0], self.admin[1])
         for name, pw in self.users.items():
@@ -1173,10 +1227,12 @@ proc_path: {root}/run/proc
 mboxname_lockpath: {root}/run/lock
 lmtpsocket: {root}/run/socket/lmtp
 idlesocket: {root}/run/socket/idle
-notifysocket: {root}/run/socket/notify
 cyrus_user: {user}
 cyrus_group: {group}
 servername: localhost
+# the domain of this server's calendar users (mailto:alice@internal): Cyrus delivers scheduling
+# messages for addresses there to the user's Inbox and mails (iMIP) every other address
+defaultdomain: {self.mail_domain}
 admins: {self.admin[0]}
 unixhierarchysep: yes
 altnamespace: no
@@ -1198,9 +1254,8 @@ autocreate_post: yes
 sharedprefix: Shared Folders
 httpmodules: caldav carddav freebusy
 caldav_allowscheduling: {"on" if self.scheduling else "off"}
-# iMIP (invitations to people outside the server): httpd hands it to notifyd ("mailto"
-# method), which pipes it to sendmail: here a script that records it (imip_messages())
-imipnotifier: mailto
+# iMIP (invitations to people outside the server): with no imipnotifier, httpd itself runs
+# "sendmail -bs" and speaks SMTP to it; here a script that records it (imip_messages())
 sendmail: {root}/sendmail
 caldav_create_default: yes
 caldav_create_sched: yes
@@ -1218,8 +1273,7 @@ syslog_prefix: mailferry-cyrus-{self.port}
 }}
 SERVICES {{
   imap cmd="{self.imapd} -C {conf}" listen="{HOST}:{self.port}" prefork=0 maxchild=50
-{http}  notify cmd="{CYRUS_BIN}/notifyd -C {conf}" listen="{root}/run/socket/notify" proto="udp" prefork=1
-}}
+{http}}}
 EVENTS {{
   checkpoint cmd="{CYRUS_BIN}/ctl_cyrusdb -C {conf} -c" period=30
 }}
@@ -1292,6 +1346,36 @@ DAEMON {{
                 client.logout()
         time.sleep(0.05)
 
+    def _dav_request(
+        self, method: str, path: str, user: str, password: str, *, depth: str | None = None, body: bytes = b""
+    ) -> _HttpAnswer:
+        if self.http_port is None:
+            raise SandboxError("this Cyrus has no httpd (apt-get install cyrus-caldav)")
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        headers = {"Authorization": f"Basic {token}"}
+        if depth is not None:
+            headers["Depth"] = depth
+        if body:
+            headers["Content-Type"] = "application/xml; charset=utf-8"
+        conn = http.client.HTTPConnection(HOST, self.http_port, timeout=30)
+        try:
+            conn.request(method, path, body=body or None, headers=headers)
+            answer = conn.getresponse()
+            return _HttpAnswer(answer.status, answer.read())
+        finally:
+            conn.close()
+
+    def _touch_dav_home(self, name: str, password: str) -> None:
+        """One DAV request as ``name``: Cyrus creates the user's calendar home (Default, and the
+        scheduling Inbox and Outbox) on a user's first authenticated DAV request."""
+        if self.http_port is None:
+            return
+        home = f"/dav/calendars/user/{name}/"
+        answer = self._dav_request("PROPFIND", home, name, password, depth="0", body=_PROPFIND_RESOURCETYPE)
+        if answer.status != 207:
+            raise SandboxError(f"Cyrus user {name!r}: PROPFIND {home} answered HTTP {answer.status}")
+        self._dav_homes.add(name)
+
     def inbox_ids(self, names: Sequence[str] | None = None) -> dict[str, str]:
         """Each user's INBOX MAILBOXID, read through the admin (SASL authorization identity);
         users without a mailbox are left out (the admin looks first: no login creates one)."""
@@ -1317,13 +1401,103 @@ DAEMON {{
         return out
 
 
-# The sandbox's sendmail: one file per message, named so that sorting keeps the order
-# (nanosecond time, then the pid), written under a temp name and renamed when complete.
-_RECORDING_SENDMAIL = """#!/bin/sh
-# mailferry sandbox: record what Cyrus would send; never send anything.
-f={folder}/$(date +%s%N)-$$
-{{ printf 'X-Sendmail-Args: %s\\r\\n' "$*"; cat; }} > "$f.tmp" && mv "$f.tmp" "$f.eml"
-exit 0
+@dataclass(frozen=True)
+class ImipMessage:
+    """One message Cyrus handed to ``sendmail`` (see :meth:`CyrusServer.imip_messages`).
+
+    ``sender`` and ``recipients`` are the SMTP envelope (``MAIL FROM`` / ``RCPT TO`` addresses,
+    without the angle brackets and parameters); ``data`` is the message as Cyrus wrote it
+    (headers and MIME body, CRLF line ends, dot-stuffing undone)."""
+
+    sender: str
+    recipients: tuple[str, ...]
+    data: bytes
+
+    @property
+    def method(self) -> str | None:
+        """The iTIP method of the calendar it carries (``REQUEST``, ``REPLY``, ``CANCEL``...)."""
+        found = re.search(rb"^METHOD:([A-Za-z-]+)\r?$", self.data, re.MULTILINE)
+        return found.group(1).decode().upper() if found else None
+
+
+@dataclass(frozen=True)
+class _HttpAnswer:
+    status: int
+    body: bytes
+
+
+_PROPFIND_RESOURCETYPE = (
+    b'<?xml version="1.0" encoding="utf-8"?>\n'
+    b'<D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/></D:prop></D:propfind>'
+)
+
+
+def _system_python() -> str:
+    """A Python the ``cyrus`` user may run (a virtualenv under root's home often is not)."""
+    for candidate in ("/usr/bin/python3", shutil.which("python3") or ""):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return sys.executable
+
+
+# The sandbox's sendmail. Cyrus (3.6, smtpclient) runs it as "sendmail -bs" and speaks SMTP on
+# its stdin/stdout: recipients are in RCPT TO, not in argv. One file per message: a JSON line
+# with the envelope, then the message; named so that sorting keeps the order (nanosecond time,
+# pid, counter), written under a temp name and renamed when complete (before the 250 reply).
+_RECORDING_SENDMAIL = """# mailferry sandbox: record what Cyrus would send; never send anything.
+import json, os, re, sys, time
+
+FOLDER = @FOLDER@
+out, env, data, count = sys.stdout.buffer, {"mail_from": "", "rcpt_to": [], "argv": sys.argv[1:]}, None, 0
+
+
+def reply(line):
+    out.write(line.encode() + b"\\r\\n")
+    out.flush()
+
+
+def address(line):
+    found = re.search(r"<([^>]*)>", line)
+    return found.group(1) if found else line.split(":", 1)[1].strip().split(" ")[0]
+
+
+reply("220 localhost mailferry-recording-sendmail ESMTP")
+for raw in sys.stdin.buffer:
+    if data is not None:
+        if raw.rstrip(b"\\r\\n") == b".":
+            count += 1
+            name = os.path.join(FOLDER, "%d-%08d-%04d" % (time.time_ns(), os.getpid(), count))
+            with open(name + ".tmp", "wb") as f:
+                f.write(json.dumps(env).encode() + b"\\n" + b"".join(data))
+            os.rename(name + ".tmp", name + ".eml")
+            env, data = {"mail_from": "", "rcpt_to": [], "argv": sys.argv[1:]}, None
+            reply("250 2.0.0 recorded")
+        else:
+            data.append(raw[1:] if raw.startswith(b".") else raw)
+        continue
+    line = raw.decode("utf-8", "replace").rstrip("\\r\\n")
+    verb = line[:4].upper()
+    if verb == "EHLO":
+        reply("250-localhost")
+        reply("250-8BITMIME")
+        reply("250 DSN")
+    elif verb == "MAIL":
+        env["mail_from"] = address(line)
+        reply("250 2.1.0 ok")
+    elif verb == "RCPT":
+        env["rcpt_to"].append(address(line))
+        reply("250 2.1.5 ok")
+    elif verb == "DATA":
+        data = []
+        reply("354 go ahead")
+    elif verb == "RSET":
+        env, data = {"mail_from": "", "rcpt_to": [], "argv": sys.argv[1:]}, None
+        reply("250 2.0.0 ok")
+    elif verb == "QUIT":
+        reply("221 2.0.0 bye")
+        break
+    else:
+        reply("250 ok")
 """
 
 
