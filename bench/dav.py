@@ -149,11 +149,21 @@ class Side:
     stop: Callable[[], None]
     imap_port: int | None = None
 
-    def collection_url(self, col: dav_org.Collection) -> str:
+    def collection_url(self, col: dav_org.Collection, source: str | None = None) -> str:
+        """Where ``col`` is on this server: as the benchmark's pairs put it, or with ``source``
+        (the kind of server it came from) where mailferry puts it: under the source's own name
+        (Radicale's default address book ``Contacts`` stays ``Contacts`` on Cyrus), and on a
+        Radicale target Cyrus' ``Default`` address book beside the ``Default`` calendar becomes
+        ``Default-contacts``."""
+        name = col.name if self.kind == "cyrus" else col.radicale_name
+        if source == "radicale":
+            name = col.radicale_name
+        elif source == "cyrus" and self.kind == "radicale":
+            name = "Default-contacts" if col.kind == "addressbook" and col.name == "Default" else col.name
         if self.kind == "radicale":
-            return f"{self.url}{col.owner}/{col.radicale_name}/"
+            return f"{self.url}{col.owner}/{name}/"
         home = "calendars" if col.kind == "calendar" else "addressbooks"
-        return f"{self.url}dav/{home}/user/{col.owner}/{col.name}/"
+        return f"{self.url}dav/{home}/user/{col.owner}/{name}/"
 
     def exists_by_default(self, col: dav_org.Collection) -> bool:
         """Cyrus creates each account's ``Default`` calendar and address book at first login."""
@@ -221,9 +231,9 @@ _PROPFIND = ('<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><
              '<D:resourcetype/></D:prop></D:propfind>')
 
 
-def count_collection(side: Side, col: dav_org.Collection) -> int:
+def count_collection(side: Side, col: dav_org.Collection, source: str | None = None) -> int:
     """Items in one collection: the Depth 1 PROPFIND's responses that are not collections."""
-    url = side.collection_url(col)
+    url = side.collection_url(col, source)
     r = client().request("PROPFIND", url, content=_PROPFIND, auth=(col.owner, password(col.owner)),
                          headers={"Depth": "1", "Content-Type": "application/xml; charset=utf-8"})
     if r.status_code == 404:
@@ -237,11 +247,11 @@ def count_collection(side: Side, col: dav_org.Collection) -> int:
     return n
 
 
-def count_items(side: Side, cols: Iterable[dav_org.Collection]) -> dict[str, int]:
+def count_items(side: Side, cols: Iterable[dav_org.Collection], source: str | None = None) -> dict[str, int]:
     cols = list(cols)
     with ThreadPoolExecutor(SEED_THREADS) as pool:
-        counts = list(pool.map(lambda c: count_collection(side, c), cols))
-    return {side.collection_url(c): n for c, n in zip(cols, counts, strict=True)}
+        counts = list(pool.map(lambda c: count_collection(side, c, source), cols))
+    return {side.collection_url(c, source): n for c, n in zip(cols, counts, strict=True)}
 
 
 def seed_cyrus(side: Side, org: dav_org.Organization, cache: Path) -> dict[str, Any]:
@@ -436,10 +446,10 @@ class DavBench:
     def _key(col: dav_org.Collection) -> str:
         return f"{col.owner}/{col.kind}/{col.name}"
 
-    def check(self, m: Measure, target: Side, expected: dict[str, int]) -> None:
+    def check(self, m: Measure, target: Side, expected: dict[str, int], source: str | None = None) -> None:
         try:
-            got = count_items(target, self.org.collections)
-            by_key = {self._key(c): got[target.collection_url(c)] for c in self.org.collections}
+            got = count_items(target, self.org.collections, source)
+            by_key = {self._key(c): got[target.collection_url(c, source)] for c in self.org.collections}
         except Exception as exc:  # noqa: BLE001 - a broken target is a finding, not a crash
             m.ok = False
             m.note = (m.note + "; " if m.note else "") + f"count failed: {str(exc)[:200]}"
@@ -509,14 +519,14 @@ class DavBench:
                 full.note = f"not available: {err}"
                 self.record(full)
                 return
-            self.check(full, target, expected)
+            self.check(full, target, expected, source.kind)
             if full.target_items == 0:
                 full.note = f"not available: migrate exited 0 but copied none of the {full.expected_items} items"
                 self.record(full)
                 return
             self.record(full)
             noop = measure("mailferry", direction, "noop", argv, logdir=self.logs, timeout=self.args.timeout, env=env)
-            self.check(noop, target, expected)
+            self.check(noop, target, expected, source.kind)
             self.record(noop)
         finally:
             self.drop(target)

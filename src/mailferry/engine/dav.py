@@ -641,11 +641,32 @@ _PROPS = ("displayname", "description", "color", "order", "components", "transpa
 
 def _properties_differ(s: Collection, t: Collection) -> bool:
     """True when a property the source sets differs on the target (then it is set again)."""
+    return bool(property_differences(s, t))
+
+
+def property_differences(s: Collection, t: Collection) -> list[str]:
+    """The collection properties the source sets that the target lacks or holds otherwise,
+    compared as the servers mean them: colours without case or an opaque alpha (``#ff0000`` is
+    ``#FF0000FF``), component sets as sets."""
+    out = []
     for p in _PROPS:
-        v = getattr(s, p)
-        if v not in (None, (), "") and v != getattr(t, p):
-            return True
-    return False
+        v, w = getattr(s, p), getattr(t, p)
+        if v in (None, (), ""):
+            continue
+        if p == "color":
+            v, w = _colour(v), _colour(w)
+        elif p == "components":
+            v, w = frozenset(v), frozenset(w or ())
+        if v != w:
+            out.append(p)
+    return out
+
+
+def _colour(c: str | None) -> str | None:
+    if c is None:
+        return None
+    c = c.strip().upper()
+    return c[:7] if len(c) == 9 and c.startswith("#") and c.endswith("FF") else c
 
 
 def worst_code(stats: Iterable[DavStats]) -> int:
