@@ -194,7 +194,9 @@ def client() -> httpx.Client:
     """One keep-alive client per thread."""
     c = getattr(_local, "client", None)
     if c is None:
-        c = _local.client = httpx.Client(timeout=120)
+        # No idle keep-alive connections: Cyrus httpd gives each connection a process of its own
+        # (maxchild), and connections the benchmark left open would starve the tools it measures.
+        c = _local.client = httpx.Client(timeout=120, limits=httpx.Limits(max_keepalive_connections=0))
     return c
 
 

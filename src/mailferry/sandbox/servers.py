@@ -1267,7 +1267,7 @@ syslog_prefix: mailferry-cyrus-{self.port}
         conf = root / "imapd.conf"
         http = ""
         if self.httpd is not None:
-            http = f'  http cmd="{self.httpd} -C {conf}" listen="{HOST}:{self.http_port}" prefork=0 maxchild=20\n'
+            http = f'  http cmd="{self.httpd} -C {conf}" listen="{HOST}:{self.http_port}" prefork=0 maxchild=100\n'
         return f"""START {{
   recover cmd="{CYRUS_BIN}/ctl_cyrusdb -C {conf} -r"
 }}
