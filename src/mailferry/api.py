@@ -1047,7 +1047,7 @@ def _dav_engine(
     rules = project.calendars
     identity = ledger.identity()
     target_dav = project.target.dav
-    writers = max(1, (target_dav.max_connections if target_dav else 8) // max(1, parallel_accounts(project)))
+    writers = max(1, (target_dav.max_connections if target_dav else 8) // dav_parallel_accounts(project))
 
     def open_store(conn: Any, readonly: bool, label: str) -> Any:
         return DavStore(
@@ -1095,6 +1095,15 @@ def _attach(rows: list[dict[str, Any]], dav: Mapping[str, dict[str, Any]]) -> No
             r["exit_code"] = worst([r["exit_code"], int(d.get("exit_code", 0))])
 
 
+def dav_parallel_accounts(project: Project) -> int:
+    """Accounts whose calendars and contacts move at once: half the smaller DAV side's
+    ``max_connections`` (each account holds a source and a target connection, more while it
+    writes), at least one."""
+    s, t = project.source.dav, project.target.dav
+    limit = min(s.max_connections if s else 8, t.max_connections if t else 8)
+    return max(1, limit // 2)
+
+
 def _dav_error_stats(job: Any, e: MailferryError) -> dict[str, Any]:
     return {"status": "failed", "error": str(e), "exit_code": int(e.exit_code)}
 
@@ -1120,8 +1129,9 @@ def _dav_migrate(
         stats: DavStats = engine.migrate_account(job, run_id)
         return stats
 
-    out = {s.account: s.as_dict() for s in _parallel(parallel_accounts(project), one, djobs)}
-    ok = [j for j in djobs if out[j.source_user]["status"] == "ok"]
+    out = {s.account: s.as_dict() for s in _parallel(dav_parallel_accounts(project), one, djobs)}
+    # Each target account offered a share in this run accepts it (the sharee's own step).
+    ok = [j for j in djobs if out[j.source_user]["status"] == "ok" and j.target_user in engine.offered]
 
     def accept(job: Any) -> None:
         try:
@@ -1132,7 +1142,7 @@ def _dav_migrate(
                 run_id, Finding(job.source_user, "", None, "share-accept", f"{job.target_user}: {e}", {})
             )
 
-    _parallel(parallel_accounts(project), accept, ok)
+    _parallel(dav_parallel_accounts(project), accept, ok)
     for name, e in skip.items():
         out[name] = _dav_error_stats(None, e)
     return out
@@ -1162,7 +1172,7 @@ def _dav_rows(
             except MailferryError as e:
                 return job.source_user, {"error": str(e), "exit_code": int(e.exit_code)}
 
-        return dict(_parallel(parallel_accounts(project), one, _dav_jobs(project, accounts)))
+        return dict(_parallel(dav_parallel_accounts(project), one, _dav_jobs(project, accounts)))
     finally:
         ledger.close()
 

@@ -832,7 +832,7 @@ class _ProjectReader(_Reader):
         ca_file = self.ca_file(table, at)
         allow_plaintext = self.boolean(table, at, "allow_plaintext_login", False)
         timeout = self.number(table, at, "timeout", 60.0)
-        max_connections = self.integer(table, at, "max_connections", 8, 1, 1000)
+        max_connections = self.integer(table, at, "max_connections", 16, 1, 1000)
         admin_table = self.table(table, at, "admin", f"{role}.dav.admin")
         admin: DavAdminLogin | None = None
         if admin_table is not None:

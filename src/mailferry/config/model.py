@@ -155,7 +155,7 @@ class DavServerConfig:
     ca_file: Path | None = None
     allow_plaintext_login: bool = False
     timeout: float = 60.0
-    max_connections: int = 8
+    max_connections: int = 16
     admin: DavAdminLogin | None = None
 
 

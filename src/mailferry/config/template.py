@@ -146,8 +146,9 @@ def _dav(role: str, url: str | None) -> str:
 {c}ca_file = ""
 {c}allow_plaintext_login = false
 {c}timeout = 60
-# At most this many HTTP connections to this server at once, all accounts together.
-{c}max_connections = 8
+# At most this many HTTP connections to this server at once, all accounts together (half
+# as many accounts move at once). Cyrus httpd gives each connection a process (maxchild).
+{c}max_connections = 16
 # One admin login that opens every account's calendars and address books. Without it each
 # account needs its own password reference in the accounts CSV. "path": the admin opens each
 # account's collections by their path (Radicale, with a rights rule granting the admin);

@@ -193,6 +193,21 @@ def _path(href: str) -> str:
     return urlsplit(href).path if "://" in href else href
 
 
+def _invite_shares(root: Element) -> list[Share]:
+    """The sharees of a ``D:invite`` property (draft-pot-webdav-resource-sharing), by account."""
+    out: list[Share] = []
+    for sharee in root.iter(f"{{{D}}}sharee"):
+        href = _hrefs(sharee)
+        access = sharee.find(f"{{{D}}}share-access")
+        if not href or access is None:
+            continue
+        kinds = {_local(c.tag) for c in access}
+        level: Access | None = "read-write" if "read-write" in kinds else "read" if "read" in kinds else None
+        if level is not None:
+            out.append(Share(principal=_account(href[0]), access=level))
+    return sorted(out, key=lambda s: s.principal)
+
+
 def _shared_in(props: dict[str, Element], coll: Collection, me: str) -> bool:
     """True for a collection in this account's home that another account owns and shares with it
     (Cyrus: ``D:share-access`` read/read-write, owner the other account; Radicale: a share map
@@ -422,6 +437,7 @@ class DavStore:
         "CS:getctag",
         "D:owner",
         "D:share-access",
+        "D:invite",
     )
 
     def collections(self) -> list[Collection]:
@@ -477,6 +493,7 @@ class DavStore:
             sync_token=_text(props.get(f"{{{D}}}sync-token")) or None,
             ctag=_text(props.get(f"{{{CS}}}getctag")) or None,
             owner=_segment(owner[0]) if owner[0] else None,
+            shares=tuple(_invite_shares(invite)) if (invite := props.get(f"{{{D}}}invite")) is not None else None,
         )
 
     def members(self, collection: Collection) -> dict[str, str | None]:
@@ -623,18 +640,7 @@ class DavStore:
 
     def shares(self, collection: Collection) -> list[Share] | None:
         if "resource-sharing" in self.info().dav:
-            root = self._propfind(collection.href, ["D:invite"], "0")
-            out: list[Share] = []
-            for sharee in root.iter(f"{{{D}}}sharee"):
-                href = _hrefs(sharee)
-                access = sharee.find(f"{{{D}}}share-access")
-                if not href or access is None:
-                    continue
-                kinds = {_local(c.tag) for c in access}
-                level: Access | None = "read-write" if "read-write" in kinds else "read" if "read" in kinds else None
-                if level is not None:
-                    out.append(Share(principal=_account(href[0]), access=level))
-            return sorted(out, key=lambda s: s.principal)
+            return _invite_shares(self._propfind(collection.href, ["D:invite"], "0"))
         if self.login.admin is not None:
             return None  # Radicale's sharing API answers as the caller: the admin sees only its own
         listed = self._radicale_sharing("list", {"PathMapped": collection.href})

@@ -143,6 +143,8 @@ class DavEngine:
         self.addresses = addresses
         self.principals = principals
         self.note = note
+        self.offered: set[str] = set()  # target accounts offered a share in this run: they accept it
+        self.offered_lock = threading.Lock()
 
     def kinds(self) -> set[str]:
         return {KIND_OF_TYPE[t] for t in self.opts.types if t in KIND_OF_TYPE}
@@ -200,18 +202,33 @@ class _DavRun:
         self._lock = threading.Lock()
         self._told_sharing = False
         self.source: DavReadStore = engine.open_store(job.source, True, f"{job.source_user} (source)")
-        try:
-            self.target: DavWriteStore = engine.open_store(job.target, dry_run, f"{job.target_user} (target)")
-        except BaseException:
-            self.source.close()
-            raise
-        self.target_info = self.target.info()
-        self.marks = scheduling_marks(engine.opts.scheduling, self.target_info)
-        stats.scheduling = "marked" if self.marks else "unchanged"
+        self._target: DavWriteStore | None = None
+        self._target_info: DavServerInfo | None = None
+
+    @property
+    def target(self) -> DavWriteStore:
+        """The target store, opened at first use: a pass that finds every source collection as
+        the ledger left it never logs in to the target."""
+        if self._target is None:
+            self._target = self.e.open_store(self.job.target, self.dry_run, f"{self.job.target_user} (target)")
+        return self._target
+
+    @property
+    def target_info(self) -> DavServerInfo:
+        if self._target_info is None:
+            self._target_info = self.target.info()
+            self.stats.scheduling = "marked" if self.marks else "unchanged"
+        return self._target_info
+
+    @property
+    def marks(self) -> bool:
+        """Whether imported meetings get SCHEDULE-AGENT=CLIENT (see :func:`scheduling_marks`)."""
+        return scheduling_marks(self.e.opts.scheduling, self.target_info)
 
     def close(self) -> None:
         self.source.close()
-        self.target.close()
+        if self._target is not None:
+            self._target.close()
 
     def finding(
         self, collection: str, item_uid: str, kind: str, message: str, details: dict[str, Any], *, notice: bool = False
@@ -275,6 +292,10 @@ class _DavRun:
         return out
 
     def run(self) -> None:
+        unchanged = self._unchanged()
+        if unchanged is not None and not unchanged[1]:
+            self.stats.collections = self.stats.collections_unchanged = unchanged[0]
+            return
         for c, t, href in self._pairs():
             self.stats.collections += 1
             try:
@@ -287,6 +308,26 @@ class _DavRun:
                     f"{self.account}: {c.kind} {c.name!r}: the target refused it: {e.message}",
                     {"kind": c.kind, "status": e.status},
                 )
+
+    def _unchanged(self) -> tuple[int, bool] | None:
+        """(collections, whether any needs a look): a collection needs none when its sync token
+        or CTag is the one recorded after its last complete pass, none of its items is pending
+        or refused, and its sharing is the one already re-created. None with ``--full``."""
+        if self.e.opts.full:
+            return None
+        kinds = self.e.kinds()
+        sources = [c for c in self.source.collections() if c.kind in kinds]
+        states = self.ledger.dav_collections(self.account)
+        unsettled = self.ledger.dav_unsettled(self.account)
+        shared = {(r["collection"], r["principal"], r["access"]) for r in self.ledger.dav_shares(self.account)}
+        for c in sources:
+            st = states.get(c.href)
+            if st is None or not st.complete or c.href in unsettled or not _same_version(st, c):
+                return len(sources), True
+            new_shares = c.shares is not None and any((c.href, x.principal, x.access) not in shared for x in c.shares)
+            if self.e.opts.sharing and new_shares:
+                return len(sources), True
+        return len(sources), False
 
     def _collection(self, c: Collection, t: Collection | None, href: str) -> None:
         state = self.ledger.dav_collections(self.account).get(c.href)
@@ -622,6 +663,8 @@ class _DavRun:
                 continue
             self.ledger.record_dav_share(self.account, c.href, s.principal, s.access, tp, "set", self.run_id)
             self.stats.shares += 1
+            with self.e.offered_lock:
+                self.e.offered.add(tp)
 
 
 def _same(a: str | None, b: str | None) -> bool:

@@ -29,6 +29,12 @@ ITEM_TYPES: tuple[ItemType, ...] = ("mail", "calendars", "contacts")
 
 
 @dataclass(frozen=True, slots=True)
+class Share:
+    principal: str  # an account name on the server that holds the collection
+    access: Access
+
+
+@dataclass(frozen=True, slots=True)
 class Collection:
     """One collection as PROPFIND shows it. ``href`` is the absolute path on its server ending
     in ``/``; ``name`` its last segment (unquoted). Properties the server did not give are None.
@@ -53,6 +59,7 @@ class Collection:
     sync_token: str | None = None
     ctag: str | None = None
     owner: str | None = None  # the owner's account name when the server says
+    shares: tuple[Share, ...] | None = None  # when the listing gave them (Cyrus' D:invite); else ask
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +85,6 @@ class Changes:
     token: str
     changed: dict[str, str | None] = field(default_factory=dict)
     removed: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Share:
-    principal: str  # an account name on the server that holds the collection
-    access: Access
 
 
 @dataclass(frozen=True, slots=True)

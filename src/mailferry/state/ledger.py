@@ -715,6 +715,15 @@ class SqliteLedger:
                 [(account, source_collection, h) for h in hrefs],
             )
 
+    def dav_unsettled(self, account: str) -> set[str]:
+        """Source collections of the account with items pending or refused."""
+        if not self._dav_ready():
+            return set()
+        rows = self._db.execute(
+            "SELECT DISTINCT source_collection FROM dav_items WHERE account=? AND state!='copied'", (account,)
+        ).fetchall()
+        return {r[0] for r in rows}
+
     def dav_outstanding(self, account: str | None = None) -> list[dict[str, Any]]:
         """Items the target refused and still lacks, with the run that last tried them."""
         if not self._dav_ready():
