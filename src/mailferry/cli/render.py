@@ -50,6 +50,7 @@ def check(data: dict[str, Any]) -> None:
             c.print(f"    lacks: {lack}")
         for w in a["warnings"]:
             c.print(f"  [yellow]warning:[/yellow] {w}")
+        _dav_check(c, a.get("calendars"))
     target = data.get("target", {})
     for x in target.get("collisions", []):
         where = ", ".join(f"{a} ({f})" for a, f in zip(x["accounts"], x["folders"], strict=True))
@@ -86,6 +87,7 @@ def plan(data: dict[str, Any]) -> None:
                 c.print(f"  note: {f['source_folder']}: {n}")
             for s in f["skips"]:
                 c.print(f"  skip: {f['source_folder']} UID {s['source_uid']} {s['message_id']}: {s['reason']}")
+        _dav_plan(c, a)
     c.print(f"total to copy: {data['copy']} messages")
 
 
@@ -124,11 +126,15 @@ def migrate(data: dict[str, Any]) -> None:
             rate,
         )
     c.print(t)
+    _dav_migrate(c, data)
     for f in data["findings"]:
         c.print(f"  [yellow]{f['kind']}[/yellow]: {f['message']}")
     for a in data["accounts"]:
         if a["error"]:
             c.print(f"  [red]{a['account']} failed[/red]: {a['error']}")
+        d = a.get("calendars") or {}
+        if d.get("error"):
+            c.print(f"  [red]{a['account']} calendars and contacts failed[/red]: {d['error']}")
 
 
 def verify(data: dict[str, Any]) -> None:
@@ -152,6 +158,7 @@ def verify(data: dict[str, Any]) -> None:
                     f"{d['message_id'] or '(no Message-ID)'} "
                     f"{d['date']!r} {d['subject']!r} {d['size']} bytes {d['detail']}"
                 )
+        _dav_verify(c, a.get("calendars"))
     c.print(
         ("verification (deep, SHA-256): " if data["deep"] else "verification: ")
         + ("CLEAN" if data["clean"] else "DIFFERENCES FOUND")
@@ -301,3 +308,95 @@ def directory_restore(data: dict[str, Any]) -> None:
         c.print(f["message"], markup=False, highlight=False)
     if data["ldif"]:
         c.print(f"their LDIF: {data['ldif']}", markup=False)
+
+
+# -- calendars and contacts ------------------------------------------------------------------------
+
+
+def _dav_check(c: Console, d: dict[str, Any] | None) -> None:
+    if d is None:
+        return
+    if "error" in d:
+        c.print(f"  calendars and contacts: [red]{d['error']}[/red]")
+        return
+    for role in ("source", "target"):
+        s = d.get(role) or {}
+        if not s.get("ok"):
+            c.print(f"  {role} DAV: [red]{s.get('error', 'not checked')}[/red]")
+            continue
+        what = f"{s['calendars']} calendars, {s['addressbooks']} address books"
+        line = f"  {role} DAV: {s['product'] or 'server'}; {what}"
+        if "items" in s:
+            line += f", {s['items']} items"
+        if s["schedules"]:
+            line += "; schedules on import (calendar-auto-schedule)"
+        c.print(line)
+    if d.get("scheduling"):
+        how = "marked SCHEDULE-AGENT=CLIENT" if d["scheduling"] == "marked" else "imported unchanged"
+        c.print(f"  meetings: {how}")
+    for w in d["warnings"]:
+        c.print(f"  [yellow]warning:[/yellow] {w}")
+    for p in d["problems"]:
+        c.print(f"  [red]problem:[/red] {p}")
+
+
+def _dav_plan(c: Console, a: dict[str, Any]) -> None:
+    d = a.get("calendars")
+    if d is None:
+        return
+    if "error" in d:
+        c.print(f"  calendars and contacts: [red]{d['error']}[/red]")
+        return
+    t = Table(title=f"{a['account']}: calendars and address books (meetings {d['scheduling']})")
+    for col in ("collection", "kind", "target", "copy", "update", "remove", "unchanged", "retry refused"):
+        t.add_column(col)
+    for x in d["collections"]:
+        target = x["target_href"] + (" (new)" if x["create"] else "")
+        row = (x["copy"], x["update"], x["remove"], x["unchanged"], x["retry_refused"])
+        t.add_row(x["collection"], x["kind"], target, *map(str, row))
+    c.print(t)
+
+
+def _dav_migrate(c: Console, data: dict[str, Any]) -> None:
+    rows = [(a["account"], a["calendars"]) for a in data["accounts"] if "calendars" in a and "copied" in a["calendars"]]
+    if not rows:
+        return
+    t = Table(title="calendars and contacts")
+    cols = ("account", "collections", "new", "copied", "updated", "already there", "refused", "outstanding")
+    for col in (*cols, "rewritten", "meetings marked", "shares", "seconds"):
+        t.add_column(col)
+    for name, d in rows:
+        t.add_row(
+            name,
+            str(d["collections"]),
+            str(d["collections_created"]),
+            str(d["copied"]),
+            str(d["updated"]),
+            str(d["matched"]),
+            str(d["refused"]),
+            str(d["outstanding"]),
+            str(d["rewritten"]),
+            str(d["marked"]),
+            str(d["shares"]),
+            f"{d['seconds']:.1f}",
+        )
+    c.print(t)
+    if any(d["marked"] for _, d in rows):
+        c.print(
+            "  [yellow]meetings marked SCHEDULE-AGENT=CLIENT[/yellow]: the target would have notified their attendees; "
+            "it will not schedule later updates of these meetings either (see the README: pause scheduling instead)"
+        )
+
+
+def _dav_verify(c: Console, d: dict[str, Any] | None) -> None:
+    if d is None:
+        return
+    if "error" in d:
+        c.print(f"  calendars and contacts: [red]{d['error']}[/red]")
+        return
+    for x in d["collections"]:
+        mark = "ok" if x["clean"] else "!!"
+        c.print(f"  {mark} {x['kind']} {x['collection']}: source {x['source_items']} items, target {x['target_items']}")
+        for y in x["discrepancies"]:
+            what = " ".join(str(y[k]) for k in ("item_uid", "summary", "start") if y.get(k))
+            c.print(f"     {y['what']}: {what} {y['detail']}")
