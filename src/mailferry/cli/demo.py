@@ -1,4 +1,6 @@
-"""``mailferry demo``: the whole job between two throwaway local Dovecot servers.
+"""``mailferry demo``: the whole job between throwaway local servers: mail between two Dovecot
+servers, calendars and contacts between two Radicale servers (people's addresses in meetings
+rewritten from old.example to new.example).
 
 Source: Courier-style (``INBOX.`` prefix, ``.`` separator, no special-use flags: Sent Items,
 Deleted Items... by name). Target: ``/`` separator, no prefix, RFC 6154 special-use folders.
@@ -21,6 +23,8 @@ def run_demo(workdir: Path) -> int:
     from mailferry.cli import render
     from mailferry.config.load import load_project
     from mailferry.config.template import render_project
+    from mailferry.sandbox.dav_sample import OLD_DOMAIN, seed_dav_sample
+    from mailferry.sandbox.dav_servers import RadicaleServer
     from mailferry.sandbox.seed import seed_sample
     from mailferry.sandbox.servers import DovecotServer
 
@@ -32,12 +36,16 @@ def run_demo(workdir: Path) -> int:
     c.rule("1. two throwaway IMAP servers on 127.0.0.1")
     src = DovecotServer.start(workdir / "source-server", style="dotted", users=USERS, special_use=False)
     tgt = DovecotServer.start(workdir / "target-server", style="slash", users=USERS, special_use=True)
+    dav_src = RadicaleServer.start(workdir / "source-dav", users=USERS)
+    dav_tgt = RadicaleServer.start(workdir / "target-dav", users=USERS)
     try:
         c.print(f"source: Dovecot on 127.0.0.1:{src.port} (INBOX. prefix, '.' separator, no SPECIAL-USE)")
         c.print(f"target: Dovecot on 127.0.0.1:{tgt.port} ('/' separator, special-use Sent/Drafts/Trash/Junk/Archive)")
         c.rule("2. seed a sample organization on the source")
         total = sum(seed_sample(src, user, pw) for user, pw in USERS.items())
-        c.print(f"{len(USERS)} accounts, {total} messages")
+        items = sum(seed_dav_sample(dav_src.url, u, pw, [x for x in USERS if x != u][:2]) for u, pw in USERS.items())
+        c.print(f"{len(USERS)} accounts, {total} messages; {items} calendar items and contacts")
+        c.print(f"calendars: Radicale on {dav_src.url} -> Radicale on {dav_tgt.url}")
         c.rule("3. mailferry init")
         (workdir / "accounts.csv").write_text(
             "source_user,target_user\n" + "".join(f"{u},{u}\n" for u in USERS), encoding="utf-8"
@@ -56,7 +64,14 @@ def run_demo(workdir: Path) -> int:
                 target_admin="admin",
                 target_admin_password="env:MAILFERRY_DEMO_TARGET_ADMIN",
                 ledger=None,
-            ),
+                source_dav=dav_src.url,
+                target_dav=dav_tgt.url,
+            )
+            .replace('# [source.dav.admin]\n# user = "davadmin"', '[source.dav.admin]\nuser = "admin"')
+            .replace('# [target.dav.admin]\n# user = "davadmin"', '[target.dav.admin]\nuser = "admin"')
+            .replace('# password = "env:SOURCE_DAV_ADMIN_PASSWORD"', 'password = "env:MAILFERRY_DEMO_SOURCE_ADMIN"')
+            .replace('# password = "env:TARGET_DAV_ADMIN_PASSWORD"', 'password = "env:MAILFERRY_DEMO_TARGET_ADMIN"')
+            + f'\n[calendars.domains]\n"{OLD_DOMAIN}" = "new.example"\n',
             encoding="utf-8",
         )
         c.print(f"wrote {project_path}")
@@ -70,16 +85,21 @@ def run_demo(workdir: Path) -> int:
         render.migrate(r.data)
         c.rule("7. mailferry migrate again: a delta pass copies nothing")
         r2 = api.migrate(project)
-        c.print(f"second pass copied {r2.data['copied']} messages in {r2.data['seconds']:.2f} s")
+        c.print(
+            f"second pass copied {r2.data['copied']} messages and {r2.data['calendars']['copied']} calendar items "
+            f"in {r2.data['seconds']:.2f} s"
+        )
         c.rule("8. mailferry verify --deep")
         v = api.verify(project, deep=True)
         render.verify(v.data)
         c.rule("9. mailferry report")
         render.report(api.report(project).data)
-        ok = v.data["clean"] and r2.data["copied"] == 0
+        ok = v.data["clean"] and r2.data["copied"] == 0 and r2.data["calendars"]["copied"] == 0
         c.print(f"\nproject, ledger and reports are in {workdir}")
         c.print("demo finished: " + ("verification CLEAN" if ok else "PROBLEMS (see above)"))
         return 0 if ok else 1
     finally:
         src.stop()
         tgt.stop()
+        dav_src.close()
+        dav_tgt.close()
