@@ -108,6 +108,11 @@ type = from_file
 file = {base}/rights
 [storage]
 filesystem_folder = {base}/collections
+[sharing]
+type = csv
+database_path = {base}/sharing.csv
+collection_by_map = true
+permit_create_map = true
 [logging]
 level = warning
 mask_passwords = true

@@ -20,7 +20,9 @@ DATA = Path(__file__).parent.parent / "data" / "dav"
 
 
 def _cal(*lines: str) -> bytes:
-    return (CRLF.join(["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//mailferry tests//EN", *lines, "END:VCALENDAR"]) + CRLF).encode()
+    return (
+        CRLF.join(["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//mailferry tests//EN", *lines, "END:VCALENDAR"]) + CRLF
+    ).encode()
 
 
 BERLIN = [
@@ -97,11 +99,26 @@ def recurring(uid: str) -> bytes:
 
 
 def todo(uid: str) -> bytes:
-    return _cal("BEGIN:VTODO", f"UID:{uid}", "DTSTAMP:20260101T090000Z", "SUMMARY:File the report", "STATUS:NEEDS-ACTION", "END:VTODO")
+    return _cal(
+        "BEGIN:VTODO",
+        f"UID:{uid}",
+        "DTSTAMP:20260101T090000Z",
+        "SUMMARY:File the report",
+        "STATUS:NEEDS-ACTION",
+        "END:VTODO",
+    )
 
 
 def journal(uid: str) -> bytes:
-    return _cal("BEGIN:VJOURNAL", f"UID:{uid}", "DTSTAMP:20260101T090000Z", "DTSTART;VALUE=DATE:20260105", "SUMMARY:Notes", "DESCRIPTION:Line one\\nline two", "END:VJOURNAL")
+    return _cal(
+        "BEGIN:VJOURNAL",
+        f"UID:{uid}",
+        "DTSTAMP:20260101T090000Z",
+        "DTSTART;VALUE=DATE:20260105",
+        "SUMMARY:Notes",
+        "DESCRIPTION:Line one\\nline two",
+        "END:VJOURNAL",
+    )
 
 
 PHOTO = base64.b64encode(bytes(range(256)) * 4).decode()
@@ -109,7 +126,12 @@ PHOTO = base64.b64encode(bytes(range(256)) * 4).decode()
 
 def card(uid: str, name: str, email: str, *, photo: bool = False) -> bytes:
     lines = ["BEGIN:VCARD", "VERSION:3.0", f"UID:{uid}", f"FN:{name}", f"N:{name.split()[-1]};{name.split()[0]};;;"]
-    lines += [f"EMAIL;TYPE=INTERNET,WORK:{email}", "TEL;TYPE=CELL:+49 30 1234567", "ORG:Acme;Sales", "CATEGORIES:friends,work"]
+    lines += [
+        f"EMAIL;TYPE=INTERNET,WORK:{email}",
+        "TEL;TYPE=CELL:+49 30 1234567",
+        "ORG:Acme;Sales",
+        "CATEGORIES:friends,work",
+    ]
     if photo:
         lines.append(f"PHOTO;ENCODING=b;TYPE=PNG:{PHOTO}")
     lines.append("END:VCARD")
@@ -212,7 +234,9 @@ def seed_org(url: str, passwords: dict[str, str], *, real: bool = True) -> None:
             work += real_calendar_files()
         put_all(alice, "Work", "calendar", work, displayname="Work", description="Alice at work", color="#FF0000FF")
         put_all(alice, "Tasks", "calendar", [("t1", todo("t1@t"))], displayname="Tasks", components=("VTODO",))
-        put_all(alice, "Journal", "calendar", [("j1", journal("j1@t"))], displayname="Journal", components=("VJOURNAL",))
+        put_all(
+            alice, "Journal", "calendar", [("j1", journal("j1@t"))], displayname="Journal", components=("VJOURNAL",)
+        )
         contacts = [
             ("c1", card("c1", "Ann Example", "ann@partner.example", photo=True)),
             ("c2", card("c2", "Ben Example", "ben@partner.example")),
@@ -225,7 +249,13 @@ def seed_org(url: str, passwords: dict[str, str], *, real: bool = True) -> None:
         alice.close()
     bob = store(url, "bob", passwords["bob"])
     try:
-        put_all(bob, "Team", "calendar", [("b1", meeting("b1@t", f"bob@{OLD}", [(f"alice@{OLD}", "ACCEPTED")]))], displayname="Team")
+        put_all(
+            bob,
+            "Team",
+            "calendar",
+            [("b1", meeting("b1@t", f"bob@{OLD}", [(f"alice@{OLD}", "ACCEPTED")]))],
+            displayname="Team",
+        )
     finally:
         bob.close()
 
@@ -239,9 +269,199 @@ def holdings(url: str, user: str, password: str) -> dict[str, dict[str, bytes]]:
             members = st.members(c)
             got: dict[str, bytes] = {}
             for item in st.fetch(c, sorted(members)):
-                uid = (ical.inspect(item.data).uid if c.kind == "calendar" else vcard.inspect(item.data).uid)
+                uid = ical.inspect(item.data).uid if c.kind == "calendar" else vcard.inspect(item.data).uid
                 got[uid] = item.data
             out[c.name] = got
         return out
     finally:
         st.close()
+
+
+# -- helpers of the DAV fault and bad-input tests (test_dav_faults.py, test_dav_bad_input.py) ----
+
+
+def radicale_write_raw(root: Path, user: str, collection: str, name: str, data: bytes) -> None:
+    """Put an item straight into a Radicale's storage (``<base_dir>/collections/collection-root/
+    <user>/<collection>/<name>``), past the validation of its PUT: for what a server holds
+    although it would refuse it today (a duplicate UID, say). The collection must exist (made
+    through DAV: its ``.Radicale.props``); Radicale 3.9 lists the file at the next request."""
+    folder = root / "collections" / "collection-root" / user / collection
+    assert (folder / ".Radicale.props").is_file(), f"no Radicale collection {folder}"
+    (folder / name).write_bytes(data)
+
+
+def vcard21(uid: str, first: str, last: str) -> bytes:
+    """A vCard 2.1 the way old phones and Outlook export it: QUOTED-PRINTABLE with CHARSET,
+    bare TYPE parameters."""
+    qp = qp_text(f"{first} {last}")
+    lines = [
+        "BEGIN:VCARD",
+        "VERSION:2.1",
+        f"N;CHARSET=UTF-8;ENCODING=QUOTED-PRINTABLE:{qp_text(last)};{qp_text(first)}",
+        f"FN;CHARSET=UTF-8;ENCODING=QUOTED-PRINTABLE:{qp}",
+        "TEL;CELL:+49 30 7654321",
+        "EMAIL;INTERNET:juergen@partner.example",
+        f"UID:{uid}",
+        "END:VCARD",
+    ]
+    return (CRLF.join(lines) + CRLF).encode()
+
+
+def qp_text(text: str) -> str:
+    return "".join(chr(b) if 33 <= b < 127 and b not in (59, 61) else f"={b:02X}" for b in text.encode())
+
+
+def dav_only_project(
+    tmp: Path,
+    imap_source: object,
+    imap_target: object,
+    source_url: str,
+    target_url: str,
+    users: dict[str, str],
+    *,
+    source_passwords: dict[str, str] | None = None,
+    target_passwords: dict[str, str] | None = None,
+    extra: str = "",
+) -> Path:
+    """A project whose DAV sides log in as each account (its own password, by env: reference;
+    ``source_passwords``/``target_passwords`` override one side's, e.g. a wrong one), with the
+    mail servers it needs as well (a project always has them; ``--only`` narrows a run)."""
+    import os
+
+    from helpers import write_project
+
+    tag = "".join(ch if ch.isalnum() else "_" for ch in tmp.name.upper())
+    src_pw = {**users, **(source_passwords or {})}
+    tgt_pw = {**users, **(target_passwords or {})}
+    for u in users:
+        os.environ[f"MF_{tag}_S_{u.upper()}"] = src_pw[u]
+        os.environ[f"MF_{tag}_T_{u.upper()}"] = tgt_pw[u]
+    csv = "source_user,target_user,source_password,target_password\n" + "".join(
+        f"{u},{u},env:MF_{tag}_S_{u.upper()},env:MF_{tag}_T_{u.upper()}\n" for u in users
+    )
+    dav = f'\n[source.dav]\nurl = "{source_url}"\n\n[target.dav]\nurl = "{target_url}"\n'
+    return write_project(
+        tmp, imap_source, imap_target, users, source_admin=None, target_admin=None, csv_text=csv, extra=dav + extra
+    )
+
+
+class DavProxy:
+    """A small HTTP proxy on 127.0.0.1 in front of a DAV server, for faults no real server makes
+    on demand. ``answer(method, path_regex, status, body)``: answer such requests itself (the
+    server never sees them); ``rewrite(pattern, repl)``: regex on the bodies of REPORT answers (a
+    source that serves malformed data); ``drop_puts_after(n)``: after n PUTs forwarded, close
+    every connection without an answer (the target gone mid-run); ``heal()`` undoes the faults.
+    ``seen``: (method, path, status) of every request."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.server
+        import re
+        import threading
+
+        import httpx
+
+        self.upstream = upstream.rstrip("/")
+        self.rules: list[tuple[str, re.Pattern[str], int, bytes]] = []
+        self.rewrites: list[tuple[re.Pattern[bytes], bytes]] = []
+        self.puts_left: int | None = None
+        self.seen: list[tuple[str, str, int]] = []
+        self._lock = threading.Lock()
+        self._client = httpx.Client(base_url=self.upstream, timeout=30, follow_redirects=False)
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _any(self) -> None:
+                proxy._handle(self)
+
+        methods = "GET HEAD PUT POST DELETE OPTIONS PROPFIND PROPPATCH REPORT MKCOL MKCALENDAR MOVE COPY"
+        for m in methods.split():
+            setattr(Handler, f"do_{m}", Handler._any)
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/"
+
+    def answer(self, method: str, path: str, status: int, body: bytes = b"") -> None:
+        import re
+
+        self.rules.append((method, re.compile(path), status, body))
+
+    def rewrite(self, pattern: bytes, repl: bytes) -> None:
+        import re
+
+        self.rewrites.append((re.compile(pattern, re.S), repl))
+
+    def drop_puts_after(self, n: int) -> None:
+        self.puts_left = n
+
+    def heal(self) -> None:
+        self.rules.clear()
+        self.puts_left = None
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._client.close()
+
+    def _handle(self, h: object) -> None:
+        from http.server import BaseHTTPRequestHandler
+
+        assert isinstance(h, BaseHTTPRequestHandler)
+        method, path = h.command, h.path
+        length = int(h.headers.get("Content-Length") or 0)
+        body = h.rfile.read(length) if length else b""
+        for m, rx, status, words in list(self.rules):
+            if m == method and rx.search(path):
+                self._reply(h, method, path, status, {"Content-Type": "application/xml; charset=utf-8"}, words)
+                return
+        if method == "PUT":
+            with self._lock:
+                gone = self.puts_left is not None and self.puts_left <= 0
+                if self.puts_left is not None:
+                    self.puts_left -= 1
+            if gone:
+                self.seen.append((method, path, 0))
+                h.close_connection = True
+                return
+        skip = {"host", "content-length", "connection", "accept-encoding", "transfer-encoding"}
+        headers = {k: v for k, v in h.headers.items() if k.lower() not in skip}
+        r = self._client.request(method, path, content=body, headers=headers)
+        content = r.content
+        if method == "REPORT":
+            for rx, repl in self.rewrites:
+                content = rx.sub(repl, content)
+        drop = {"content-length", "transfer-encoding", "connection", "content-encoding", "keep-alive"}
+        out = {k: v for k, v in r.headers.items() if k.lower() not in drop}
+        if "location" in out:
+            out["location"] = out["location"].replace(self.upstream + "/", self.url)
+        self._reply(h, method, path, r.status_code, out, content)
+
+    def _reply(self, h: object, method: str, path: str, status: int, headers: dict[str, str], body: bytes) -> None:
+        from http.server import BaseHTTPRequestHandler
+
+        assert isinstance(h, BaseHTTPRequestHandler)
+        self.seen.append((method, path, status))
+        h.send_response(status)
+        for k, v in headers.items():
+            h.send_header(k, v)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        if method != "HEAD":
+            h.wfile.write(body)
+
+
+def put_named(st: DavStore, name: str, kind: str, items: Iterable[tuple[str, bytes]], **props: object) -> Collection:
+    """Like :func:`put_all`, each item at ``<label>.ics``/``<label>.vcf`` (hrefs a test can name)."""
+    coll = put_all(st, name, kind, [], **props)
+    for label, data in items:
+        st.put(coll, f"{label}.{'ics' if kind == 'calendar' else 'vcf'}", data)
+    return coll

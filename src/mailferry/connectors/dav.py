@@ -290,7 +290,7 @@ class DavStore:
         except httpx.ConnectError as exc:
             if _is_verify_error(exc):
                 raise TLSVerifyError(f"{what}: the server's certificate did not verify") from None
-            raise TemporaryFailure(f"{what}: cannot connect ({_reason(exc)})") from None
+            raise TemporaryFailure(f"{what}: cannot connect to {self.endpoint.base_url} ({_reason(exc)})") from None
         except httpx.TimeoutException:
             raise TemporaryFailure(f"{what}: timed out after {self.endpoint.timeout:g} s") from None
         except (httpx.TransportError, httpx.TooManyRedirects) as exc:
@@ -304,7 +304,8 @@ class DavStore:
 
     @staticmethod
     def _words(response: httpx.Response) -> str:
-        return status_words(response.status_code, response.headers.get("content-type", ""), response.content)
+        words = status_words(response.status_code, response.headers.get("content-type", ""), response.content)
+        return words or response.reason_phrase  # Cyrus answers 413 with an empty body
 
     def _refused(self, response: httpx.Response, method: str, href: str) -> ItemRefused:
         return ItemRefused(

@@ -152,16 +152,21 @@ class DavEngine:
     def migrate_account(self, job: DavJob, run_id: int) -> DavStats:
         stats = DavStats(job.source_user, job.target_user)
         t0 = time.monotonic()
-        run = _DavRun(self, job, run_id, stats)
+        run: _DavRun | None = None
         try:
+            run = _DavRun(self, job, run_id, stats)
             run.run()
         except MailferryError as e:
             stats.status = "failed"
             stats.error = str(e)
             stats.exit_code = int(e.exit_code)
-            run.finding("", "", "account-failed", str(e), {})
+            self.ledger.add_finding(
+                run_id, Finding(job.source_user, "", None, "account-failed", str(e), {"collection": None})
+            )
+            stats.findings += 1
         finally:
-            run.close()
+            if run is not None:
+                run.close()
             stats.seconds = round(time.monotonic() - t0, 3)
             stats.outstanding = len(self.ledger.dav_outstanding(job.source_user))
         return stats
@@ -570,7 +575,7 @@ class _DavRun:
     @staticmethod
     def _uid_quietly(kind: str, data: bytes) -> str | None:
         try:
-            return (ical.inspect(data).uid if kind == "calendar" else vcard.inspect(data).uid) or None
+            return (ical.inspect(data, values=False).uid if kind == "calendar" else vcard.inspect(data).uid) or None
         except BadItem:
             return None
 
@@ -579,8 +584,18 @@ class _DavRun:
         malformed to carry (no UID, not iCalendar/vCard at all)."""
         try:
             if c.kind == "calendar":
-                obj = ical.inspect(item.data)
+                obj = ical.inspect(item.data, values=False)
                 got = _Inspected(obj.uid, obj.summary or "", obj.start or "", item.data)
+                if obj.problems:  # carried as it is; the target judges, and the admin is told
+                    self.finding(
+                        c.name,
+                        obj.uid,
+                        "unusual",
+                        f"{self.account}: {c.kind} {c.name!r}: item {obj.uid} ({got.summary}): "
+                        f"{'; '.join(obj.problems)}; copied as it is",
+                        {"source_href": item.href, "problems": list(obj.problems)},
+                        notice=True,
+                    )
                 if obj.has_attendees or obj.organizer:
                     data, rewrites = ical.rewrite(item.data, self.e.addresses, client_scheduling=self.marks)
                     got.data = data
@@ -590,11 +605,13 @@ class _DavRun:
             card = vcard.inspect(item.data)
             return _Inspected(card.uid, card.fn or "", "", item.data)
         except BadItem as e:
+            uid = _raw_uid(item.data)
+            named = f"item {uid} ({item.href})" if uid else f"item {item.href} (no UID)"
             self.finding(
                 c.name,
-                "",
+                uid,
                 "malformed",
-                f"{self.account}: {c.kind} {c.name!r}: item {item.href} is malformed ({e}); it was not copied: "
+                f"{self.account}: {c.kind} {c.name!r}: {named} is malformed ({e}); it was not copied: "
                 "repair or re-export it on the source, then run again",
                 {"source_href": item.href, "reason": str(e)},
             )
@@ -665,6 +682,15 @@ class _DavRun:
             self.stats.shares += 1
             with self.e.offered_lock:
                 self.e.offered.add(tp)
+
+
+def _raw_uid(data: bytes) -> str:
+    """The UID line of an item too malformed to parse, to name it (first one, unfolded)."""
+    import re
+
+    text = data.decode("utf-8", "replace").replace("\r\n ", "").replace("\n ", "")
+    m = re.search(r"^UID[;:](?:[^:\r\n]*:)?([^\r\n]*)", text, re.MULTILINE)
+    return m.group(1).strip() if m else ""
 
 
 def _same(a: str | None, b: str | None) -> bool:
