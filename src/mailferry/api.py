@@ -1047,7 +1047,8 @@ def _dav_engine(
     rules = project.calendars
     identity = ledger.identity()
     target_dav = project.target.dav
-    writers = max(1, (target_dav.max_connections if target_dav else 8) // dav_parallel_accounts(project))
+    in_flight = target_dav.max_connections if target_dav else 16
+    writers = max(1, in_flight // 2)  # per account; all accounts together share in_flight
 
     def open_store(conn: Any, readonly: bool, label: str) -> Any:
         return DavStore(
@@ -1068,7 +1069,8 @@ def _dav_engine(
             policy=DavPolicy(propagate_deletions=rules.propagate_deletions),
             sharing=rules.sharing,
             batch_items=rules.batch_items,
-            writers=min(8, writers),
+            writers=writers,
+            writes_in_flight=in_flight,
             full=full,
         ),
         open_store=open_store,

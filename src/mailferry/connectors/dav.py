@@ -256,7 +256,7 @@ class DavStore:
             auth=httpx.BasicAuth(login.admin or login.user, login.password),
             verify=verify,
             timeout=endpoint.timeout,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=2),
             headers=headers,
             follow_redirects=True,
         )

@@ -70,7 +70,8 @@ class DavOptions:
     policy: DavPolicy = DavPolicy()
     sharing: bool = True
     batch_items: int = 100
-    writers: int = 4  # PUTs in flight per account
+    writers: int = 4  # PUTs in flight per account at most...
+    writes_in_flight: int = 16  # ...and all accounts together (the target's max_connections)
     full: bool = False  # look at every collection, even those whose sync token says unchanged
 
 
@@ -143,6 +144,9 @@ class DavEngine:
         self.addresses = addresses
         self.principals = principals
         self.note = note
+        # PUTs in flight, all accounts together: an account with much to write uses the slots the
+        # others leave (a fixed share per account left the last big accounts writing alone).
+        self.write_slots = threading.BoundedSemaphore(max(1, opts.writes_in_flight))
         self.offered: set[str] = set()  # target accounts offered a share in this run: they accept it
         self.offered_lock = threading.Lock()
 
@@ -454,7 +458,7 @@ class _DavRun:
                 ]
                 if intents:
                     self.ledger.record_dav_items(self.account, c.href, intents, self.run_id)
-                results = list(pool.map(lambda j: self._write(t, c, j, target_members), jobs))
+                results = list(pool.map(lambda j: self._write_slot(t, c, j, target_members), jobs))
                 done = [r for r in results if r is not None]
                 if done:
                     self.ledger.record_dav_items(self.account, c.href, done, self.run_id)
@@ -471,6 +475,16 @@ class _DavRun:
                     f"{self.account}: {c.kind} {c.name!r}: the target refused to remove {r.target_href}: {e.message}",
                     {"status": e.status, "target_href": r.target_href},
                 )
+
+    def _write_slot(
+        self,
+        t: Collection,
+        c: Collection,
+        job: tuple[Copy | Update, _Inspected, str, bool],
+        target_members: dict[str, str | None],
+    ) -> DavItemRecord | None:
+        with self.e.write_slots:
+            return self._write(t, c, job, target_members)
 
     def _write(
         self,
