@@ -544,6 +544,9 @@ _DEFAULT_TYPE = {
 # Changed by servers on store (see the module docstring): not compared.
 _IGNORED_PROPS = {"VCALENDAR": frozenset({"METHOD", "PRODID"})}
 _IGNORED_EVERYWHERE = frozenset({"X-LIC-ERROR"})
+# Required by RFC 5545 in every component; a server adds one to an item that lacks it (Radicale
+# does DTSTAMP). Only its addition is tolerated: a changed value is a difference.
+_REQUIRED_STAMPS = frozenset({"DTSTAMP"})
 _IGNORED_PARAMS = frozenset({"SCHEDULE-STATUS", "SCHEDULE-FORCE-SEND", "X-DTSTAMP", "X-SEQUENCE"})
 _SERVER_PREFIXES = ("X-JMAP-",)
 
@@ -662,6 +665,8 @@ def _compare(source: _Comp, target: _Comp, where: str, out: list[str]) -> None:
             by_name.setdefault(_prop_name(line), ([], []))[1].append(line)
         for name in sorted(by_name):
             gone, added = by_name[name]
+            if name in _REQUIRED_STAMPS and not gone and len(added) == 1:
+                continue  # a required property the source lacked, which the server filled in on store
             out.append(f"{where}: {name} differs: source {_short(gone)}, target {_short(added)}")
     _compare_children(source.children, target.children, where, out)
 
