@@ -1048,7 +1048,7 @@ def _dav_engine(
     identity = ledger.identity()
     target_dav = project.target.dav
     in_flight = target_dav.max_connections if target_dav else 16
-    writers = max(1, in_flight // 2)  # per account; all accounts together share in_flight
+    writers = in_flight  # per account at most; all accounts together share in_flight (DavEngine.write_slots)
 
     def open_store(conn: Any, readonly: bool, label: str) -> Any:
         return DavStore(

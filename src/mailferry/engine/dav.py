@@ -416,9 +416,22 @@ class _DavRun:
         by_href = {a.source_href: a for a in work}
         batch = max(1, self.e.opts.batch_items)
         hrefs = [a.source_href for a in work]
-        with ThreadPoolExecutor(max_workers=max(1, self.e.opts.writers), thread_name_prefix="dav-put") as pool:
-            for i in range(0, len(hrefs), batch):
-                items = list(self.source.fetch(c, hrefs[i : i + batch]))
+        parts = [hrefs[i : i + batch] for i in range(0, len(hrefs), batch)]
+
+        def read(part: list[str]) -> list[DavItem]:
+            return list(self.source.fetch(c, part))
+
+        with (
+            ThreadPoolExecutor(max_workers=max(1, self.e.opts.writers), thread_name_prefix="dav-put") as pool,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="dav-read") as reader,
+        ):
+            # The next batch is read while this one is written (one batch ahead: memory stays
+            # bounded by two batches).
+            ahead = reader.submit(read, parts[0]) if parts else None
+            for n in range(len(parts)):
+                assert ahead is not None
+                items = ahead.result()
+                ahead = reader.submit(read, parts[n + 1]) if n + 1 < len(parts) else None
                 jobs: list[tuple[Copy | Update, _Inspected, str, bool]] = []
                 for item in items:
                     action = by_href.get(item.href)
