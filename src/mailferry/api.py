@@ -1050,7 +1050,7 @@ def _dav_engine(
     in_flight = target_dav.max_connections if target_dav else 16
     writers = in_flight  # per account at most; all accounts together share in_flight (DavEngine.write_slots)
 
-    def open_store(conn: Any, readonly: bool, label: str) -> Any:
+    def open_store(conn: Any, readonly: bool, label: str, known: Any = None) -> Any:
         return DavStore(
             conn.endpoint,
             conn.login,
@@ -1058,6 +1058,7 @@ def _dav_engine(
             label=label,
             batch_size=rules.batch_items,
             max_connections=max(2, writers),
+            known=known,
         )
 
     note = (lambda a, t: reporter.note(a, t)) if reporter is not None else (lambda a, t: None)

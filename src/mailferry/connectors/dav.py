@@ -58,6 +58,7 @@ Sharing (``shares``/``set_share``), per server mechanism:
 
 from __future__ import annotations
 
+import functools
 import re
 import ssl
 import threading
@@ -193,6 +194,13 @@ def _path(href: str) -> str:
     return urlsplit(href).path if "://" in href else href
 
 
+@functools.lru_cache(maxsize=8)
+def _tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """One verifying TLS context per CA file, shared by every store: building one reads the
+    whole trust store (about 25 ms), which a pass over many accounts paid per store."""
+    return ssl.create_default_context(cafile=ca_file)
+
+
 def _invite_shares(root: Element) -> list[Share]:
     """The sharees of a ``D:invite`` property (draft-pot-webdav-resource-sharing), by account."""
     out: list[Share] = []
@@ -237,7 +245,11 @@ class DavStore:
         label: str,
         batch_size: int = 100,
         max_connections: int = 8,
+        known: DavServerInfo | None = None,
     ) -> None:
+        """``known``: what an earlier discovery found for this account (the ledger keeps it), so
+        that a pass with nothing new reads one PROPFIND per home; found stale (a home that is no
+        longer there), it is discovered again."""
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.endpoint = endpoint
@@ -247,7 +259,7 @@ class DavStore:
         self.batch_size = batch_size
         verify: ssl.SSLContext | bool = False
         if endpoint.verify_certificates:
-            verify = ssl.create_default_context(cafile=str(endpoint.ca_file) if endpoint.ca_file else None)
+            verify = _tls_context(str(endpoint.ca_file) if endpoint.ca_file else None)
         headers = {"User-Agent": "mailferry"}
         if login.admin is not None and login.admin_method == "authorize-as":
             headers["Authorize-As"] = login.user
@@ -260,7 +272,8 @@ class DavStore:
             headers=headers,
             follow_redirects=True,
         )
-        self._info: DavServerInfo | None = None
+        self._info: DavServerInfo | None = known
+        self._known = known is not None  # discovery skipped: rediscover once if a home is gone
         self._lock = threading.Lock()
 
     # ---- plumbing
@@ -442,6 +455,17 @@ class DavStore:
     )
 
     def collections(self) -> list[Collection]:
+        try:
+            return self._collections()
+        except ServerError:
+            if not self._known:
+                raise
+        with self._lock:  # the discovery the ledger kept is stale: discover again
+            self._known = False
+            self._info = self._discover()
+        return self._collections()
+
+    def _collections(self) -> list[Collection]:
         info = self.info()
         homes = [h for h in dict.fromkeys([info.calendar_home, info.addressbook_home]) if h]
         me = self._account_user()
@@ -450,7 +474,7 @@ class DavStore:
             body = f'<?xml version="1.0" encoding="utf-8"?><D:propfind {_XMLNS}><D:prop>'
             body += "".join(f"<{p}/>" for p in self._COLLECTION_PROPS) + "</D:prop></D:propfind>"
             response = self._send("PROPFIND", home, body, depth="1")
-            if response.status_code == 404:
+            if response.status_code == 404 and not self._known:
                 continue  # an account that never used the server (Radicale makes its home at first login)
             root = self._multistatus(response, "PROPFIND", home)
             for r in root.iter(f"{{{D}}}response"):

@@ -30,7 +30,7 @@ from mailferry.connectors.base import DavReadStore, DavWriteStore
 from mailferry.errors import ExitCode, ItemRefused, MailferryError
 from mailferry.formats import ical, vcard
 from mailferry.formats.ical import BadItem
-from mailferry.model.dav import Collection, DavItem, DavServerInfo, Share
+from mailferry.model.dav import Collection, DavItem, DavServerInfo, Share, info_from_dict, info_to_dict
 from mailferry.plan.dav import (
     CollectionPlan,
     Copy,
@@ -103,7 +103,7 @@ class DavStats:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-StoreOpener = Callable[[DavConnection, bool, str], DavWriteStore]
+StoreOpener = Callable[..., DavWriteStore]  # (connection, readonly, label, known=DavServerInfo | None)
 
 
 def scheduling_marks(mode: str, target: DavServerInfo) -> bool:
@@ -160,6 +160,7 @@ class DavEngine:
         try:
             run = _DavRun(self, job, run_id, stats)
             run.run()
+            run.remember()
         except MailferryError as e:
             stats.status = "failed"
             stats.error = str(e)
@@ -210,7 +211,9 @@ class _DavRun:
         self.ledger = engine.ledger
         self._lock = threading.Lock()
         self._told_sharing = False
-        self.source: DavReadStore = engine.open_store(job.source, True, f"{job.source_user} (source)")
+        self.source: DavReadStore = engine.open_store(
+            job.source, True, f"{job.source_user} (source)", known=self._known("source")
+        )
         self._target: DavWriteStore | None = None
         self._target_info: DavServerInfo | None = None
 
@@ -219,7 +222,9 @@ class _DavRun:
         """The target store, opened at first use: a pass that finds every source collection as
         the ledger left it never logs in to the target."""
         if self._target is None:
-            self._target = self.e.open_store(self.job.target, self.dry_run, f"{self.job.target_user} (target)")
+            self._target = self.e.open_store(
+                self.job.target, self.dry_run, f"{self.job.target_user} (target)", known=self._known("target")
+            )
         return self._target
 
     @property
@@ -233,6 +238,21 @@ class _DavRun:
     def marks(self) -> bool:
         """Whether imported meetings get SCHEDULE-AGENT=CLIENT (see :func:`scheduling_marks`)."""
         return scheduling_marks(self.e.opts.scheduling, self.target_info)
+
+    def _known(self, role: str) -> DavServerInfo | None:
+        saved = self.e.ledger.dav_server(self.job.source_user, role)
+        return info_from_dict(saved) if saved else None
+
+    def remember(self) -> None:
+        """Keep what discovery found for the next pass (after a pass that went through)."""
+        if self.dry_run:
+            return
+        for role, store in (("source", self.source), ("target", self._target)):
+            if store is None:
+                continue
+            info = info_to_dict(store.info())
+            if info != self.e.ledger.dav_server(self.job.source_user, role):
+                self.e.ledger.save_dav_server(self.job.source_user, role, info)
 
     def close(self) -> None:
         self.source.close()

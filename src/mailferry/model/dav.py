@@ -119,3 +119,31 @@ class DavServerInfo:
         """True when the server does implicit scheduling (RFC 6638): a PUT of a meeting may send
         invitations unless the attendees carry ``SCHEDULE-AGENT=CLIENT``."""
         return "calendar-auto-schedule" in self.dav
+
+
+def info_to_dict(i: DavServerInfo) -> dict[str, object]:
+    return {
+        "dav": sorted(i.dav),
+        "product": i.product,
+        "principal": i.principal,
+        "calendar_home": i.calendar_home,
+        "addressbook_home": i.addressbook_home,
+        "outbox": i.outbox,
+        "addresses": list(i.addresses),
+    }
+
+
+def info_from_dict(d: dict[str, object]) -> DavServerInfo | None:
+    """The saved form back; None when it is not one (an older or damaged record)."""
+    try:
+        return DavServerInfo(
+            dav=frozenset(str(x) for x in d["dav"]),  # type: ignore[attr-defined]
+            product=str(d["product"]),
+            principal=str(d["principal"]),
+            calendar_home=None if d["calendar_home"] is None else str(d["calendar_home"]),
+            addressbook_home=None if d["addressbook_home"] is None else str(d["addressbook_home"]),
+            outbox=None if d["outbox"] is None else str(d["outbox"]),
+            addresses=tuple(str(x) for x in d["addresses"]),  # type: ignore[attr-defined]
+        )
+    except (KeyError, TypeError):
+        return None

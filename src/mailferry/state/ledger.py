@@ -175,6 +175,12 @@ _MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (account, source_collection, source_href)
     );
     CREATE INDEX dav_items_state ON dav_items (account, state);
+    CREATE TABLE dav_servers (
+        account TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('source', 'target')),
+        info TEXT NOT NULL,
+        PRIMARY KEY (account, role)
+    );
     CREATE TABLE dav_shares (
         account TEXT NOT NULL,
         source_collection TEXT NOT NULL,
@@ -713,6 +719,20 @@ class SqliteLedger:
             db.executemany(
                 "DELETE FROM dav_items WHERE account=? AND source_collection=? AND source_href=?",
                 [(account, source_collection, h) for h in hrefs],
+            )
+
+    def dav_server(self, account: str, role: str) -> dict[str, Any] | None:
+        """What discovery found for the account on one side (RFC 6764), as saved."""
+        if not self._dav_ready():
+            return None
+        row = self._db.execute("SELECT info FROM dav_servers WHERE account=? AND role=?", (account, role)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def save_dav_server(self, account: str, role: str, info: dict[str, Any]) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO dav_servers (account, role, info) VALUES (?, ?, ?)",
+                (account, role, json.dumps(info, sort_keys=True)),
             )
 
     def dav_unsettled(self, account: str) -> set[str]:
