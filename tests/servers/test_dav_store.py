@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 import pytest
@@ -148,7 +148,9 @@ def test_collections_round_trip_properties(dav: Dav, alice: DavStore) -> None:
     )
     assert (book.kind, book.displayname, book.description) == ("addressbook", "Friends", "d")
     listed = {c.href: c for c in alice.collections()}
-    assert listed[cal.href] == cal and listed[book.href].kind == "addressbook"
+    # The listing asks for the CTag only where a server gives no sync token (each costs the server
+    # a pass over the members); both servers here give one.
+    assert listed[cal.href] == replace(cal, ctag=None) and listed[book.href].kind == "addressbook"
     assert all("inbox" not in c.name.lower() and "outbox" not in c.name.lower() for c in listed.values())
     # creating one that exists updates its properties
     again = alice.create_collection(

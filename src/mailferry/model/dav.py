@@ -43,7 +43,8 @@ class Collection:
     empty for address books and for servers that don't say. ``transparent``: the calendar's
     ``schedule-calendar-transp`` (RFC 6638) is ``transparent``: its events never count as busy.
     ``sync_token`` (RFC 6578) and ``ctag`` (CalendarServer getctag) change with every change of
-    the collection's members; either lets a re-run skip an unchanged collection.
+    the collection's members; either lets a re-run skip an unchanged collection (a listing gives
+    the CTag only where the server gives no sync token: each costs the server a pass over the members).
     """
 
     href: str
