@@ -224,6 +224,17 @@ def report(data: dict[str, Any]) -> None:
             why = (o["details"] or {}).get("server") or o["message"] or ""
             t.add_row(o["account"], o["source_folder"], str(o["source_uid"]), str(o["size"]), str(o["run"]), why)
         c.print(t)
+    dav = data.get("calendars_outstanding") or []
+    if dav:
+        t = Table(title=f"outstanding: {len(dav)} calendar items and contacts the target refused and still lacks")
+        for col in ("account", "collection", "UID", "source item", "last tried in run"):
+            t.add_column(col)
+        for o in dav:
+            t.add_row(o["account"], o["collection"], o["item_uid"], o["source_href"], str(o["run"]))
+        c.print(t)
+    if data.get("calendars_ledger"):
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(data["calendars_ledger"].items()))
+        c.print(f"calendar items and contacts in the ledger: {counts}")
 
 
 def directory_discover(data: dict[str, Any]) -> None:
