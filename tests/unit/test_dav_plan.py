@@ -53,7 +53,10 @@ def test_unchanged_is_kept_changed_is_updated_with_the_target_etag():
     target = {TGT + "a.ics": '"ta"', TGT + "b.ics": '"tb"'}
     p = plan({a: '"1"', b: '"2"'}, records, target)
     assert isinstance(p.actions[0], Keep)
-    assert p.actions[1] == Update(b, '"2"', TGT + "b.ics", '"tb"', "ub")
+    # If-Match the version mailferry wrote (recorded), so a copy changed on the target is a conflict
+    assert p.actions[1] == Update(b, '"2"', TGT + "b.ics", '"t"', "ub")
+    blind = {b: DavItemRecord(b, '"1"', "ub", "copied", "copied", TGT + "b.ics", None)}
+    assert plan({b: '"2"'}, blind, target).actions[0] == Update(b, '"2"', TGT + "b.ics", '"tb"', "ub")
 
 
 def test_pending_is_resolved_and_refused_retried():

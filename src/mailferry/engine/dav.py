@@ -35,6 +35,7 @@ from mailferry.plan.dav import (
     CollectionPlan,
     Copy,
     DavPolicy,
+    Keep,
     Update,
     collection_target_href,
     place,
@@ -348,6 +349,8 @@ class _DavRun:
         sources = [c for c in self.source.collections() if c.kind in kinds]
         states = self.ledger.dav_collections(self.account)
         unsettled = self.ledger.dav_unsettled(self.account)
+        if self.e.opts.policy.propagate_deletions:
+            unsettled |= self.ledger.dav_gone(self.account)  # deletions to carry out now
         shared = {(r["collection"], r["principal"], r["access"]) for r in self.ledger.dav_shares(self.account)}
         for c in sources:
             st = states.get(c.href)
@@ -367,7 +370,8 @@ class _DavRun:
             self.stats.collections_created += 1
         elif _properties_differ(c, t):
             t = self.target.create_collection(replace(c, href=t.href, name=tname, sync_token=None, ctag=None))
-        unsettled = any(r.state != "copied" for r in records.values())
+        propagate = self.e.opts.policy.propagate_deletions
+        unsettled = any(r.state != "copied" or (propagate and r.how == "gone") for r in records.values())
         if (
             not self.e.opts.full
             and state is not None
@@ -405,7 +409,7 @@ class _DavRun:
         if not self.e.opts.full and state is not None and state.complete and state.sync_token:
             changes = self.source.changes(c, state.sync_token)
             if changes is not None:
-                members: dict[str, str | None] = {h: r.source_etag for h, r in records.items()}
+                members: dict[str, str | None] = {h: r.source_etag for h, r in records.items() if r.how != "gone"}
                 for h in changes.removed:
                     members.pop(h, None)
                 members.update(changes.changed)
@@ -437,6 +441,7 @@ class _DavRun:
         batch = max(1, self.e.opts.batch_items)
         hrefs = [a.source_href for a in work]
         parts = [hrefs[i : i + batch] for i in range(0, len(hrefs), batch)]
+        blind: list[DavItemRecord] = []
 
         def read(part: list[str]) -> list[DavItem]:
             return list(self.source.fetch(c, part))
@@ -495,6 +500,24 @@ class _DavRun:
                 done = [r for r in results if r is not None]
                 if done:
                     self.ledger.record_dav_items(self.account, c.href, done, self.run_id)
+                    blind.extend(r for r in done if r.state == "copied" and r.target_etag is None)
+        if blind:
+            # The target answered a PUT without an ETag (Cyrus, for an item it changes on
+            # store): take the version it holds now, so that a later change of that copy by
+            # someone else is seen as a conflict instead of overwritten.
+            now = self.target.members(t)
+            known = [replace(r, target_etag=now[r.target_href]) for r in blind if now.get(r.target_href)]
+            if known:
+                self.ledger.record_dav_items(self.account, c.href, known, self.run_id)
+        gone = [k.source_href for k in plan.actions if isinstance(k, Keep) and k.reason.startswith("gone")]
+        # A refused item the source no longer has is no longer outstanding; a copied one is
+        # remembered, so that turning propagate_deletions on later finds it without a listing.
+        self.ledger.forget_dav_items(self.account, c.href, [h for h in gone if records[h].state == "refused"])
+        marked = [
+            replace(records[h], how="gone") for h in gone if records[h].state == "copied" and records[h].how != "gone"
+        ]
+        if marked:
+            self.ledger.record_dav_items(self.account, c.href, marked, self.run_id)
         for r in plan.removals:
             try:
                 self.target.delete(r.target_href, r.target_etag)

@@ -157,7 +157,10 @@ def plan_collection(
         elif r.target_href not in target_members:
             plan.actions.append(Copy(href, etag, r.target_href, "copied before, but gone from the target"))
         elif etag is not None and etag != r.source_etag:
-            plan.actions.append(Update(href, etag, r.target_href, target_members.get(r.target_href), r.uid))
+            # If-Match the version mailferry wrote (a target copy someone changed since is a conflict,
+            # left alone); the target's current ETag where the PUT answered none.
+            current = target_members.get(r.target_href)
+            plan.actions.append(Update(href, etag, r.target_href, r.target_etag or current, r.uid))
         else:
             plan.actions.append(Keep(href, "copied, unchanged"))
     for href in sorted(set(records) - set(members)):

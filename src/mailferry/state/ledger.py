@@ -735,6 +735,16 @@ class SqliteLedger:
                 (account, role, json.dumps(info, sort_keys=True)),
             )
 
+    def dav_gone(self, account: str) -> set[str]:
+        """Source collections of the account with items copied that the source no longer has
+        (recorded ``how='gone'`` while deletions were not carried)."""
+        if not self._dav_ready():
+            return set()
+        rows = self._db.execute(
+            "SELECT DISTINCT source_collection FROM dav_items WHERE account=? AND how='gone'", (account,)
+        ).fetchall()
+        return {r[0] for r in rows}
+
     def dav_unsettled(self, account: str) -> set[str]:
         """Source collections of the account with items pending or refused."""
         if not self._dav_ready():

@@ -1,0 +1,90 @@
+"""Delta passes: a changed source item replaces its target copy (If-Match), a new one is copied,
+a deleted one stays on the target unless deletions are carried; a target copy someone changed
+since mailferry wrote it is left alone and named (a conflict)."""
+
+from __future__ import annotations
+
+import pytest
+from dav_org import event, holdings, seed_org, store
+from helpers import cli
+from test_dav_migrate import USERS, dav_project, domain_of
+
+from mailferry.errors import ExitCode
+from mailferry.sandbox.dav_servers import RadicaleServer
+
+
+def edit(url: str, user: str, uid: str, old: bytes, new: bytes) -> None:
+    """Change the item of this UID in the user's Work calendar (as the user, with If-Match)."""
+    st = store(url, user, USERS[user])
+    try:
+        coll = next(c for c in st.collections() if c.name == "Work")
+        for item in st.fetch(coll, sorted(st.members(coll))):
+            if f"UID:{uid}".encode() in item.data:
+                st.put(coll, item.href.rsplit("/", 1)[1], item.data.replace(old, new), etag=item.etag)
+                return
+        raise AssertionError(uid)
+    finally:
+        st.close()
+
+
+def add_and_delete(url: str) -> None:
+    st = store(url, "alice", USERS["alice"])
+    try:
+        coll = next(c for c in st.collections() if c.name == "Work")
+        st.put(coll, "new-one.ics", event("new@t", "New one", "20270401T080000Z"))
+        for item in st.fetch(coll, sorted(st.members(coll))):
+            if b"UID:e2@t" in item.data:
+                st.delete(item.href, item.etag)
+    finally:
+        st.close()
+
+
+@pytest.mark.parametrize("target", ["cyrus", "radicale"])
+def test_delta_passes_carry_changes_and_leave_conflicts(target, dovecot_factory, cyrus_factory, tmp_path) -> None:
+    src = RadicaleServer.start(tmp_path / "src", users=dict(USERS))
+    extra: list[RadicaleServer] = []
+    try:
+        if target == "cyrus":
+            tgt = cyrus_factory(users=dict(USERS))
+            tgt_imap, tgt_url = tgt, tgt.dav_url
+        else:
+            r = RadicaleServer.start(tmp_path / "tgt", users=dict(USERS))
+            extra.append(r)
+            tgt_imap, tgt_url = dovecot_factory(users=dict(USERS)), r.url
+        seed_org(src.url, USERS, real=False)
+        project = dav_project(
+            tmp_path / "p",
+            dovecot_factory(users=dict(USERS)),
+            tgt_imap,
+            src.url,
+            tgt_url,
+            src_admin=False,
+            tgt_admin=False,
+            new_domain=domain_of(tgt_url, "alice"),
+        )
+        assert cli("migrate", project, "--json").code == ExitCode.OK
+
+        edit(src.url, "alice", "e1@t", b"SUMMARY:Dentist", b"SUMMARY:Dentist (moved)")
+        edit(src.url, "alice", "m2@t", b"SEQUENCE:0", b"SEQUENCE:1")  # a meeting, rewritten on the way
+        edit(tgt_url, "alice", "m2@t", b"PARTSTAT=NEEDS-ACTION", b"PARTSTAT=DECLINED")  # someone on the target
+        add_and_delete(src.url)
+        r = cli("migrate", project, "--json")
+        assert r.code == ExitCode.FINDINGS, r.out + r.err  # the conflict
+        d = r.json()["calendars"]
+        assert (d["copied"], d["updated"], d["removed"]) == (1, 1, 0), d
+        conflicts = [f for f in r.json()["findings"] if f["kind"] == "conflict"]
+        assert len(conflicts) == 1 and "m2@t" in conflicts[0]["message"], r.json()["findings"]
+        work = holdings(tgt_url, "alice", USERS["alice"])["Work"]
+        assert b"SUMMARY:Dentist (moved)" in work["e1@t"] and "new@t" in work
+        assert "e2@t" in work  # deletions are not carried unless asked
+        assert b"PARTSTAT=DECLINED" in work["m2@t"].replace(b"\r\n ", b"")  # the target's change kept
+
+        with project.open("a") as fh:
+            fh.write("\n[calendars]\npropagate_deletions = true\n")
+        r = cli("migrate", project, "--json")
+        assert r.json()["calendars"]["removed"] == 1, r.out
+        assert "e2@t" not in holdings(tgt_url, "alice", USERS["alice"])["Work"]
+    finally:
+        src.close()
+        for x in extra:
+            x.close()
