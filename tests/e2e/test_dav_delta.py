@@ -88,3 +88,56 @@ def test_delta_passes_carry_changes_and_leave_conflicts(target, dovecot_factory,
         src.close()
         for x in extra:
             x.close()
+
+
+@pytest.mark.parametrize("target", ["cyrus", "radicale"])
+def test_item_names_that_need_quoting_land_where_the_ledger_says(
+    target, dovecot_factory, cyrus_factory, tmp_path
+) -> None:
+    """A resource name with a space, braces, a plus and non-ASCII letters (Outlook-style names)
+    is written under that very name once, and verify finds it there."""
+    from dav_org import put_named
+
+    src = RadicaleServer.start(tmp_path / "src", users=dict(USERS))
+    extra: list[RadicaleServer] = []
+    try:
+        if target == "cyrus":
+            tgt = cyrus_factory(users=dict(USERS))
+            tgt_imap, tgt_url = tgt, tgt.dav_url
+        else:
+            r = RadicaleServer.start(tmp_path / "tgt", users=dict(USERS))
+            extra.append(r)
+            tgt_imap, tgt_url = dovecot_factory(users=dict(USERS)), r.url
+        st = store(src.url, "alice", USERS["alice"])
+        try:
+            put_named(
+                st, "Work", "calendar", [("{A1} Café + Brötchen", event("odd@t", "Odd name", "20270501T080000Z"))]
+            )
+        finally:
+            st.close()
+        project = dav_project(
+            tmp_path / "p",
+            dovecot_factory(users=dict(USERS)),
+            tgt_imap,
+            src.url,
+            tgt_url,
+            src_admin=False,
+            tgt_admin=False,
+            new_domain="new.example",
+        )
+        assert cli("migrate", project, "--json").code == ExitCode.OK
+        v = cli("verify", project, "--deep", "--json")
+        assert v.code == ExitCode.OK and v.json()["clean"], v.out
+        t = store(tgt_url, "alice", USERS["alice"], readonly=True)
+        try:
+            coll = next(c for c in t.collections() if c.name == "Work")
+            names = [h.rsplit("/", 1)[1] for h in t.members(coll)]
+        finally:
+            t.close()
+        assert len(names) == 1 and "%25" not in names[0], names  # quoted once, not twice
+        again = cli("migrate", project, "--json").json()["calendars"]
+        assert (again["copied"], again["updated"], again["matched"]) == (0, 0, 0)
+    finally:
+        src.close()
+        for x in extra:
+            x.close()

@@ -138,6 +138,10 @@ class DavReadStore(Protocol):
         """The DAV header, product, principal and home-set hrefs of this account (RFC 6764)."""
         ...
 
+    def dav_header(self) -> frozenset[str]:
+        """The DAV header as the server sends it now (``info`` may come from an earlier run)."""
+        ...
+
     def collections(self) -> list[Collection]:
         """Every calendar and address book the account owns, with its properties."""
         ...

@@ -435,6 +435,15 @@ class DavStore:
             addresses=addresses,
         )
 
+    def dav_header(self) -> frozenset[str]:
+        """The server's DAV header now (OPTIONS on the calendar home): what it does may change
+        between runs (scheduling paused for a migration window, then switched back on)."""
+        info = self.info()
+        options = self._send("OPTIONS", info.calendar_home or info.principal)
+        return frozenset(
+            t.strip().lower() for value in options.headers.get_list("dav") for t in value.split(",") if t.strip()
+        )
+
     # ---- reading
 
     _COLLECTION_PROPS = (

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import unquote
 
 from mailferry.connectors.base import DavReadStore, DavWriteStore
 from mailferry.errors import ExitCode, ItemRefused, MailferryError
@@ -231,7 +232,10 @@ class _DavRun:
     @property
     def target_info(self) -> DavServerInfo:
         if self._target_info is None:
-            self._target_info = self.target.info()
+            info = self.target.info()
+            if self._known("target") is not None:  # kept from an earlier run: ask what it does now
+                info = replace(info, dav=self.target.dav_header())
+            self._target_info = info
             self.stats.scheduling = "marked" if self.marks else "unchanged"
         return self._target_info
 
@@ -394,9 +398,9 @@ class _DavRun:
             target_members=target_members,
             policy=self.e.opts.policy,
         )
-        self._execute(plan, t, records, target_members)
+        complete = self._execute(plan, t, records, target_members)
         self.ledger.save_dav_collection(
-            DavCollectionState(self.account, c.href, c.kind, c.name, t.href, c.sync_token, c.ctag, True),
+            DavCollectionState(self.account, c.href, c.kind, c.name, t.href, c.sync_token, c.ctag, complete),
             self.run_id,
         )
         self._share(c, t)
@@ -424,7 +428,9 @@ class _DavRun:
         t: Collection,
         records: dict[str, DavItemRecord],
         target_members: dict[str, str | None],
-    ) -> None:
+    ) -> bool:
+        """Carry out the plan; False when some item could not be read (the collection is then
+        not marked complete, so the next pass looks at it again)."""
         c = plan.source
         accounted = {r.target_href for r in records.values()}
         unknown = [h for h in target_members if h not in accounted]
@@ -437,11 +443,12 @@ class _DavRun:
         taken = set(target_members)
         work: list[Copy | Update] = [*plan.copies, *plan.updates]
         seen_uids: dict[str, str] = {r.uid: h for h, r in records.items() if r.uid}
-        by_href = {a.source_href: a for a in work}
+        by_href = {unquote(a.source_href): a for a in work}  # servers spell hrefs' quoting differently
         batch = max(1, self.e.opts.batch_items)
         hrefs = [a.source_href for a in work]
         parts = [hrefs[i : i + batch] for i in range(0, len(hrefs), batch)]
         blind: list[DavItemRecord] = []
+        complete = True
 
         def read(part: list[str]) -> list[DavItem]:
             return list(self.source.fetch(c, part))
@@ -457,9 +464,14 @@ class _DavRun:
                 assert ahead is not None
                 items = ahead.result()
                 ahead = reader.submit(read, parts[n + 1]) if n + 1 < len(parts) else None
+                served = {unquote(x.href) for x in items}
+                unserved = [by_href[unquote(h)] for h in parts[n] if unquote(h) not in served]
+                if unserved:
+                    complete = False  # listed but not served: looked at again next pass
+                    self._unserved(c, unserved)
                 jobs: list[tuple[Copy | Update, _Inspected, str, bool]] = []
                 for item in items:
-                    action = by_href.get(item.href)
+                    action = by_href.get(unquote(item.href))
                     if action is None:
                         continue
                     got = self._inspect(c, item)
@@ -524,6 +536,16 @@ class _DavRun:
                 self.ledger.forget_dav_items(self.account, c.href, [r.source_href])
                 self.stats.removed += 1
             except ItemRefused as e:
+                if e.status == 412:
+                    self.finding(
+                        c.name,
+                        records[r.source_href].uid,
+                        "conflict",
+                        f"{self.account}: {c.kind} {c.name!r}: item {records[r.source_href].uid} was deleted on the "
+                        "source but changed on the target since mailferry copied it: the target's copy was kept",
+                        {"target_href": r.target_href},
+                    )
+                    continue
                 self.finding(
                     c.name,
                     records[r.source_href].uid,
@@ -531,6 +553,20 @@ class _DavRun:
                     f"{self.account}: {c.kind} {c.name!r}: the target refused to remove {r.target_href}: {e.message}",
                     {"status": e.status, "target_href": r.target_href},
                 )
+        return complete
+
+    def _unserved(self, c: Collection, actions: list[Copy | Update]) -> None:
+        """Items the source lists but did not serve (a per-item error in the multiget answer, or
+        gone in between): named, and looked at again next pass; nothing is recorded as done."""
+        for a in actions:
+            self.finding(
+                c.name,
+                a.uid if isinstance(a, Update) else "",
+                "unreadable",
+                f"{self.account}: {c.kind} {c.name!r}: the source lists {a.source_href} but did not serve it; "
+                "it was not copied this pass and is looked at again on the next one",
+                {"source_href": a.source_href},
+            )
 
     def _write_slot(
         self,
@@ -550,7 +586,7 @@ class _DavRun:
         target_members: dict[str, str | None],
     ) -> DavItemRecord | None:
         action, got, href, there = job
-        name = href.rsplit("/", 1)[-1]
+        name = unquote(href.rsplit("/", 1)[-1])  # put() quotes it: the href itself is already quoted
         if there:
             with self._lock:
                 self.stats.matched += 1
@@ -572,7 +608,12 @@ class _DavRun:
                 new_etag = self.target.put(t, name, data, etag=etag_if)
             except ItemRefused as e:
                 if c.kind == "addressbook" and e.status in (400, 403, 415, 422) and vcard.is_v21(data):
-                    data = vcard.to_v30(data)
+                    try:
+                        data = vcard.to_v30(data)
+                    except Exception as bad:  # noqa: BLE001 - a card vobject can't convert is this item's finding
+                        raise ItemRefused(
+                            f"{e.message}; converting it to vCard 3.0 failed too ({bad})", status=e.status
+                        ) from None
                     new_etag = self.target.put(t, name, data, etag=etag_if)
                     self.finding(
                         c.name,

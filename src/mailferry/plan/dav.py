@@ -166,7 +166,8 @@ def plan_collection(
     for href in sorted(set(records) - set(members)):
         r = records[href]
         if policy.propagate_deletions and r.state == "copied" and r.target_href in target_members:
-            plan.actions.append(Remove(href, r.target_href, target_members.get(r.target_href)))
+            # only the version mailferry wrote: a copy someone changed on the target is not deleted
+            plan.actions.append(Remove(href, r.target_href, r.target_etag or target_members.get(r.target_href)))
         else:
             plan.actions.append(Keep(href, "gone from the source; deletions are not carried"))
     return plan
