@@ -127,6 +127,7 @@ class _Inspected:
     data: bytes
     rewrites: int = 0
     marked: bool = False
+    adopt_etag: str | None = None  # the source ETag to record if the target already holds the item
 
 
 class DavEngine:
@@ -442,7 +443,12 @@ class _DavRun:
                     target_uids.setdefault(uid, item.href)
         taken = set(target_members)
         work: list[Copy | Update] = [*plan.copies, *plan.updates]
-        seen_uids: dict[str, str] = {r.uid: h for h, r in records.items() if r.uid}
+        # UIDs the source holds elsewhere in this collection: not those of items gone from it or
+        # refused (a re-created item under a new name is not a duplicate of its deleted self)
+        listed = {a.source_href for a in plan.actions if not (isinstance(a, Keep) and a.reason.startswith("gone"))}
+        seen_uids: dict[str, str] = {
+            r.uid: h for h, r in records.items() if r.uid and r.state != "refused" and h in listed
+        }
         by_href = {unquote(a.source_href): a for a in work}  # servers spell hrefs' quoting differently
         batch = max(1, self.e.opts.batch_items)
         hrefs = [a.source_href for a in work]
@@ -500,6 +506,8 @@ class _DavRun:
                         target_uids.setdefault(self._target_uid(t, wanted, c.kind) or "", wanted)
                     href, there = place(got.uid, wanted, target_uids, taken)
                     taken.add(href)
+                    if there and action.resolve and action.source_href in records:
+                        got.adopt_etag = records[action.source_href].source_etag
                     jobs.append((action, got, href, there))
                 intents = [
                     DavItemRecord(a.source_href, a.etag, g.uid, "pending", "", href, None, g.rewrites)
@@ -590,9 +598,12 @@ class _DavRun:
         if there:
             with self._lock:
                 self.stats.matched += 1
+            # Adopted, not written: which version the target holds is not known. Recorded with the
+            # version this run intended (the pending row's) or none, so that a source change since
+            # is carried by an Update on the next pass rather than taken as done.
             return DavItemRecord(
                 action.source_href,
-                action.etag,
+                got.adopt_etag,
                 got.uid,
                 "copied",
                 "found",
@@ -630,7 +641,7 @@ class _DavRun:
                         with self._lock:
                             self.stats.matched += 1
                         return DavItemRecord(
-                            action.source_href, action.etag, got.uid, "copied", "found", href, None, got.rewrites
+                            action.source_href, got.adopt_etag, got.uid, "copied", "found", href, None, got.rewrites
                         )
                     raise
                 else:
