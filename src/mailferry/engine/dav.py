@@ -356,7 +356,11 @@ class _DavRun:
         unsettled = self.ledger.dav_unsettled(self.account)
         if self.e.opts.policy.propagate_deletions:
             unsettled |= self.ledger.dav_gone(self.account)  # deletions to carry out now
-        shared = {(r["collection"], r["principal"], r["access"]) for r in self.ledger.dav_shares(self.account)}
+        shared = {
+            (r["collection"], r["principal"], r["access"])
+            for r in self.ledger.dav_shares(self.account)
+            if r["state"] == "set"
+        }
         for c in sources:
             st = states.get(c.href)
             if st is None or not st.complete or c.href in unsettled or not _same_version(st, c):
@@ -400,11 +404,11 @@ class _DavRun:
             policy=self.e.opts.policy,
         )
         complete = self._execute(plan, t, records, target_members)
+        self._share(c, t)  # before the state is saved complete: a kill in between shares again
         self.ledger.save_dav_collection(
             DavCollectionState(self.account, c.href, c.kind, c.name, t.href, c.sync_token, c.ctag, complete),
             self.run_id,
         )
-        self._share(c, t)
 
     def _members(
         self, c: Collection, state: DavCollectionState | None, records: dict[str, DavItemRecord]
