@@ -12,17 +12,12 @@ from mailferry.connectors.dav import DavEndpoint, DavLogin, DavStore
 from mailferry.errors import ItemRefused
 from mailferry.formats import ical, vcard
 from mailferry.model.dav import Collection
+from mailferry.sandbox.dav_sample import calendar, event
 
 CRLF = "\r\n"
 OLD = "old.example"  # the people's mail domain on the source, in ORGANIZER/ATTENDEE
 EXTERNAL = "ext@partner.example"
 DATA = Path(__file__).parent.parent / "data" / "dav"
-
-
-def _cal(*lines: str) -> bytes:
-    return (
-        CRLF.join(["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//mailferry tests//EN", *lines, "END:VCALENDAR"]) + CRLF
-    ).encode()
 
 
 BERLIN = [
@@ -46,19 +41,6 @@ BERLIN = [
 ]
 
 
-def event(uid: str, summary: str, start: str, *extra: str) -> bytes:
-    return _cal(
-        "BEGIN:VEVENT",
-        f"UID:{uid}",
-        "DTSTAMP:20260101T090000Z",
-        f"DTSTART:{start}",
-        "DURATION:PT1H",
-        f"SUMMARY:{summary}",
-        *extra,
-        "END:VEVENT",
-    )
-
-
 def meeting(uid: str, organizer: str, attendees: Iterable[tuple[str, str]], start: str = "20271104T100000Z") -> bytes:
     people = [f"ORGANIZER;CN={organizer.split('@')[0].title()}:mailto:{organizer}"] + [
         f"ATTENDEE;CN={a.split('@')[0].title()};PARTSTAT={p};ROLE=REQ-PARTICIPANT;RSVP=TRUE:mailto:{a}"
@@ -68,7 +50,7 @@ def meeting(uid: str, organizer: str, attendees: Iterable[tuple[str, str]], star
 
 
 def recurring(uid: str) -> bytes:
-    return _cal(
+    return calendar(
         *BERLIN,
         "BEGIN:VEVENT",
         f"UID:{uid}",
@@ -99,7 +81,7 @@ def recurring(uid: str) -> bytes:
 
 
 def todo(uid: str) -> bytes:
-    return _cal(
+    return calendar(
         "BEGIN:VTODO",
         f"UID:{uid}",
         "DTSTAMP:20260101T090000Z",
@@ -110,7 +92,7 @@ def todo(uid: str) -> bytes:
 
 
 def journal(uid: str) -> bytes:
-    return _cal(
+    return calendar(
         "BEGIN:VJOURNAL",
         f"UID:{uid}",
         "DTSTAMP:20260101T090000Z",

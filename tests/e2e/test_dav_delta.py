@@ -39,18 +39,22 @@ def add_and_delete(url: str) -> None:
         st.close()
 
 
+def target_side(target: str, dovecot_factory, cyrus_factory, tmp_path, started: list[RadicaleServer]):
+    """(the target's mail server, its DAV URL): a Cyrus, or a Radicale beside a Dovecot."""
+    if target == "cyrus":
+        tgt = cyrus_factory(users=dict(USERS))
+        return tgt, tgt.dav_url
+    r = RadicaleServer.start(tmp_path / "tgt", users=dict(USERS))
+    started.append(r)
+    return dovecot_factory(users=dict(USERS)), r.url
+
+
 @pytest.mark.parametrize("target", ["cyrus", "radicale"])
 def test_delta_passes_carry_changes_and_leave_conflicts(target, dovecot_factory, cyrus_factory, tmp_path) -> None:
     src = RadicaleServer.start(tmp_path / "src", users=dict(USERS))
     extra: list[RadicaleServer] = []
     try:
-        if target == "cyrus":
-            tgt = cyrus_factory(users=dict(USERS))
-            tgt_imap, tgt_url = tgt, tgt.dav_url
-        else:
-            r = RadicaleServer.start(tmp_path / "tgt", users=dict(USERS))
-            extra.append(r)
-            tgt_imap, tgt_url = dovecot_factory(users=dict(USERS)), r.url
+        tgt_imap, tgt_url = target_side(target, dovecot_factory, cyrus_factory, tmp_path, extra)
         seed_org(src.url, USERS, real=False)
         project = dav_project(
             tmp_path / "p",
@@ -101,13 +105,7 @@ def test_item_names_that_need_quoting_land_where_the_ledger_says(
     src = RadicaleServer.start(tmp_path / "src", users=dict(USERS))
     extra: list[RadicaleServer] = []
     try:
-        if target == "cyrus":
-            tgt = cyrus_factory(users=dict(USERS))
-            tgt_imap, tgt_url = tgt, tgt.dav_url
-        else:
-            r = RadicaleServer.start(tmp_path / "tgt", users=dict(USERS))
-            extra.append(r)
-            tgt_imap, tgt_url = dovecot_factory(users=dict(USERS)), r.url
+        tgt_imap, tgt_url = target_side(target, dovecot_factory, cyrus_factory, tmp_path, extra)
         st = store(src.url, "alice", USERS["alice"])
         try:
             put_named(

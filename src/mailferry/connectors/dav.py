@@ -386,13 +386,10 @@ class DavStore:
         if missing and self.readonly:
             # A source account that never used the server: nothing to read (its home is its
             # principal on Radicale, where this route is the admin's); collections() finds none.
-            options = self._send("OPTIONS", base_path)
-            dav = frozenset(
-                t.strip().lower() for value in options.headers.get_list("dav") for t in value.split(",") if t.strip()
-            )
+            dav, product = self._options(base_path)
             return DavServerInfo(
                 dav=dav,
-                product=options.headers.get("server", ""),
+                product=product,
                 principal=principal,
                 calendar_home=principal,
                 addressbook_home=principal,
@@ -421,13 +418,10 @@ class DavStore:
         outbox = _hrefs(props.get(f"{{{C}}}schedule-outbox-URL"))
         addresses = tuple(_hrefs(props.get(f"{{{C}}}calendar-user-address-set")))
         calendar_home = _path(cal[0]) if cal else None
-        options = self._send("OPTIONS", calendar_home or principal)
-        dav = frozenset(
-            t.strip().lower() for value in options.headers.get_list("dav") for t in value.split(",") if t.strip()
-        )
+        dav, product = self._options(calendar_home or principal)
         return DavServerInfo(
             dav=dav,
-            product=options.headers.get("server", ""),
+            product=product,
             principal=principal,
             calendar_home=calendar_home,
             addressbook_home=_path(book[0]) if book else None,
@@ -439,10 +433,16 @@ class DavStore:
         """The server's DAV header now (OPTIONS on the calendar home): what it does may change
         between runs (scheduling paused for a migration window, then switched back on)."""
         info = self.info()
-        options = self._send("OPTIONS", info.calendar_home or info.principal)
-        return frozenset(
+        return self._options(info.calendar_home or info.principal)[0]
+
+    def _options(self, href: str) -> tuple[frozenset[str], str]:
+        """OPTIONS: the DAV header's tokens, lower-cased (Cyrus splits them over several
+        headers), and the Server header."""
+        options = self._send("OPTIONS", href)
+        dav = frozenset(
             t.strip().lower() for value in options.headers.get_list("dav") for t in value.split(",") if t.strip()
         )
+        return dav, options.headers.get("server", "")
 
     # ---- reading
 

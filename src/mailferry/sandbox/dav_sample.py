@@ -12,13 +12,15 @@ from mailferry.model.dav import Collection
 OLD_DOMAIN = "old.example"
 
 
-def _ics(*lines: str) -> bytes:
-    body = ["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//mailferry demo//EN", *lines, "END:VCALENDAR"]
+def calendar(*lines: str) -> bytes:
+    """A VCALENDAR around these content lines, CRLF-terminated (the demo's and the tests')."""
+    body = ["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//mailferry sandbox//EN", *lines, "END:VCALENDAR"]
     return ("\r\n".join(body) + "\r\n").encode()
 
 
-def _event(uid: str, summary: str, start: str, *extra: str) -> bytes:
-    return _ics(
+def event(uid: str, summary: str, start: str, *extra: str) -> bytes:
+    """One hour-long VEVENT starting at ``start`` (UTC), with ``extra`` content lines."""
+    return calendar(
         "BEGIN:VEVENT",
         f"UID:{uid}",
         "DTSTAMP:20260101T090000Z",
@@ -47,8 +49,8 @@ def _card(uid: str, name: str, email: str) -> bytes:
 def sample_items(user: str, colleagues: Sequence[str]) -> tuple[list[bytes], list[bytes]]:
     """(calendar objects, vCards) of one account."""
     events = [
-        _event(f"{user}-1@demo", "Dentist", "20270301T080000Z", "TRANSP:OPAQUE"),
-        _ics(
+        event(f"{user}-1@demo", "Dentist", "20270301T080000Z", "TRANSP:OPAQUE"),
+        calendar(
             "BEGIN:VEVENT",
             f"UID:{user}-2@demo",
             "DTSTAMP:20260101T090000Z",
@@ -66,7 +68,7 @@ def sample_items(user: str, colleagues: Sequence[str]) -> tuple[list[bytes], lis
             "SUMMARY:Weekly review (moved)",
             "END:VEVENT",
         ),
-        _event(
+        event(
             f"{user}-3@demo",
             f"Planning with {', '.join(colleagues)}",
             "20271104T100000Z",
