@@ -29,7 +29,7 @@ import pytest
 from dav_org import (
     CRLF,
     DavProxy,
-    _cal,
+    calendar,
     card,
     dav_only_project,
     event,
@@ -83,7 +83,7 @@ def seed_source(src: RadicaleServer) -> None:
             # an IANA-looking TZID no VTIMEZONE defines
             (
                 "tz",
-                _cal(
+                calendar(
                     "BEGIN:VEVENT",
                     "UID:tz@t",
                     "DTSTAMP:20260101T090000Z",
@@ -95,7 +95,7 @@ def seed_source(src: RadicaleServer) -> None:
             ),
             (
                 "rr",
-                _cal(
+                calendar(
                     "BEGIN:VEVENT",
                     "UID:rr@t",
                     "DTSTAMP:20260101T090000Z",
