@@ -54,6 +54,19 @@ Sharing (``shares``/``set_share``), per server mechanism:
   enable it (``map/enable``, Radicale's "security by default"). Expresses read and read-write.
 - Otherwise ``shares`` is None and ``set_share`` raises ItemRefused(status=501). ``freebusy``
   and ``admin`` access can't be granted through either mechanism (501).
+
+Who may see an account's free/busy (``freebusy_access``/``set_freebusy_access``):
+
+- Read from the ``DAV:acl`` of the account's scheduling inbox (RFC 6638 §6.1.2:
+  ``schedule-query-freebusy``, or the aggregate ``schedule-deliver``/``DAV:all``). Cyrus answers
+  it (its right ``9`` on ``#calendars/Inbox``; every account by default). Radicale has no
+  scheduling inbox: free/busy there is the ``f`` permission of its rights file, which no request
+  shows, so ``freebusy_access`` is None.
+- Written on Cyrus through IMAP: Cyrus 3.6 refuses the WebDAV ACL method on the scheduling inbox
+  (405 "ACLs can only be set on collections"), but the account itself may SETACL its own
+  ``INBOX/#calendars/Inbox`` mailbox (hidden from LIST, there all the same). The store is given
+  an ``imap_acl`` factory for that (the account's IMAP login on the same server, composed by
+  ``api``). Elsewhere ``set_freebusy_access`` raises ItemRefused(status=501).
 """
 
 from __future__ import annotations
@@ -62,7 +75,7 @@ import functools
 import re
 import ssl
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -73,10 +86,29 @@ from xml.sax.saxutils import escape
 import httpx
 from defusedxml import ElementTree as SafeET
 
+from mailferry.connectors.base import MailboxAcl
 from mailferry.errors import AuthError, ItemRefused, MailferryError, ServerError, TemporaryFailure, TLSVerifyError
-from mailferry.model.dav import Access, BusyPeriod, Changes, Collection, CollectionKind, DavItem, DavServerInfo, Share
+from mailferry.model.dav import (
+    Access,
+    BusyPeriod,
+    Changes,
+    Collection,
+    CollectionKind,
+    DavItem,
+    DavServerInfo,
+    FreeBusyAccess,
+    Share,
+)
 
-__all__ = ["DavEndpoint", "DavLogin", "DavStore", "ReadOnlyViolation", "parse_freebusy", "status_words"]
+__all__ = [
+    "DavEndpoint",
+    "DavLogin",
+    "DavStore",
+    "ReadOnlyViolation",
+    "freebusy_access_of",
+    "parse_freebusy",
+    "status_words",
+]
 
 D, C, R, CS, A = (
     "DAV:",
@@ -216,6 +248,43 @@ def _invite_shares(root: Element) -> list[Share]:
     return sorted(out, key=lambda s: s.principal)
 
 
+_FREEBUSY_PRIVILEGES = {
+    f"{{{C}}}schedule-query-freebusy",
+    f"{{{C}}}schedule-deliver",  # the aggregate of the three schedule-deliver-* (RFC 6638 §6.1.1)
+    f"{{{D}}}all",
+}
+
+
+def freebusy_access_of(root: Element, owner: str) -> FreeBusyAccess | None:
+    """Who may query free/busy, from the ``DAV:acl`` (RFC 3744 §5.5) of a scheduling inbox in a
+    PROPFIND answer: granted to ``DAV:all`` or ``DAV:authenticated`` -> everyone; to a principal
+    href -> that account. The owner (``DAV:self``, or its own href) is left out. None when the
+    answer has no ACL or denies something (this reading knows grant-only ACLs). Pure."""
+    acl = next(root.iter(f"{{{D}}}acl"), None)
+    if acl is None:
+        return None
+    everyone = False
+    names: set[str] = set()
+    for ace in acl.findall(f"{{{D}}}ace"):
+        if ace.find(f"{{{D}}}deny") is not None:
+            return None
+        grant = ace.find(f"{{{D}}}grant")
+        principal = ace.find(f"{{{D}}}principal")
+        if grant is None or principal is None:
+            continue
+        privileges = {p.tag for priv in grant.findall(f"{{{D}}}privilege") for p in priv}
+        if not privileges & _FREEBUSY_PRIVILEGES:
+            continue
+        for who in principal:
+            if who.tag in (f"{{{D}}}all", f"{{{D}}}authenticated"):
+                everyone = True
+            elif who.tag == f"{{{D}}}href" and who.text:
+                name = _account(who.text.strip())
+                if name and name != owner:
+                    names.add(name)
+    return FreeBusyAccess(everyone=everyone, principals=frozenset(names))
+
+
 def _shared_in(props: dict[str, Element], coll: Collection, me: str) -> bool:
     """True for a collection in this account's home that another account owns and shares with it
     (Cyrus: ``D:share-access`` read/read-write, owner the other account; Radicale: a share map
@@ -246,10 +315,12 @@ class DavStore:
         batch_size: int = 100,
         max_connections: int = 8,
         known: DavServerInfo | None = None,
+        imap_acl: Callable[[], MailboxAcl] | None = None,
     ) -> None:
         """``known``: what an earlier discovery found for this account (the ledger keeps it), so
         that a pass with nothing new reads one PROPFIND per home; found stale (a home that is no
-        longer there), it is discovered again."""
+        longer there), it is discovered again. ``imap_acl``: opens this account's IMAP session on
+        the same server, for what the server keeps as mailbox ACLs only (see the module docstring)."""
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.endpoint = endpoint
@@ -272,6 +343,7 @@ class DavStore:
             headers=headers,
             follow_redirects=True,
         )
+        self._imap_acl = imap_acl
         self._info: DavServerInfo | None = known
         self._known = known is not None  # discovery skipped: rediscover once if a home is gone
         self._lock = threading.Lock()
@@ -406,6 +478,7 @@ class DavStore:
                 "C:calendar-home-set",
                 "R:addressbook-home-set",
                 "C:schedule-outbox-URL",
+                "C:schedule-inbox-URL",
                 "C:calendar-user-address-set",
             ],
             "0",
@@ -416,6 +489,7 @@ class DavStore:
         cal = _hrefs(props.get(f"{{{C}}}calendar-home-set"))
         book = _hrefs(props.get(f"{{{R}}}addressbook-home-set"))
         outbox = _hrefs(props.get(f"{{{C}}}schedule-outbox-URL"))
+        inbox = _hrefs(props.get(f"{{{C}}}schedule-inbox-URL"))
         addresses = tuple(_hrefs(props.get(f"{{{C}}}calendar-user-address-set")))
         calendar_home = _path(cal[0]) if cal else None
         dav, product = self._options(calendar_home or principal)
@@ -427,6 +501,7 @@ class DavStore:
             addressbook_home=_path(book[0]) if book else None,
             outbox=_path(outbox[0]) if outbox else None,
             addresses=addresses,
+            inbox=_path(inbox[0]) if inbox else None,
         )
 
     def dav_header(self) -> frozenset[str]:
@@ -760,6 +835,55 @@ class DavStore:
                 f"{(answer or {}).get('Status', 'no sharing mechanism')}",
                 status=status,
             )
+
+    # ---- who may see free/busy
+
+    def freebusy_access(self) -> FreeBusyAccess | None:
+        info = self.info()
+        if info.inbox is None and self._known and info.outbox is not None:
+            with self._lock:  # a discovery kept by an older mailferry, before the inbox was asked
+                self._known = False
+                self._info = info = self._discover()
+        if info.inbox is None:
+            return None
+        response = self._send(
+            "PROPFIND",
+            info.inbox,
+            f'<?xml version="1.0" encoding="utf-8"?><D:propfind {_XMLNS}><D:prop><D:acl/></D:prop></D:propfind>',
+            depth="0",
+        )
+        if response.status_code != 207:
+            return None
+        return freebusy_access_of(self._multistatus(response, "PROPFIND", info.inbox), self._account_user())
+
+    def set_freebusy_access(self, access: FreeBusyAccess) -> None:
+        self._guard("set_freebusy_access")
+        info = self.info()
+        if info.inbox is None or self._imap_acl is None or "cyrus" not in info.product.lower():
+            raise ItemRefused(
+                f"{self.label}: who may see free/busy ({access.describe()}): this server offers no way to set it "
+                "over DAV"
+                + ("" if info.inbox else " (no scheduling inbox: Radicale gives free/busy by its rights file)"),
+                status=501,
+            )
+        me = self._account_user()
+        session = self._imap_acl()
+        try:
+            mailbox = session.dav_mailbox(("#calendars", _segment(info.inbox)))
+            current = session.get_acl(mailbox)
+            wanted = {"anyone": access.everyone, **{p: True for p in access.principals}}
+            for who in sorted(set(current) | set(wanted)):
+                if who == me or who == "anonymous":
+                    continue
+                rights = current.get(who, "")
+                new = rights.replace("9", "") + ("9" if wanted.get(who, False) else "")
+                if new != rights:
+                    session.set_acl(mailbox, who, new)
+        except MailferryError as e:
+            what = f"{self.label}: who may see free/busy ({access.describe()})"
+            raise ItemRefused(f"{what}: {e.message}", status=403) from None
+        finally:
+            session.close()
 
     def accept_shares(self) -> int:
         """Accept every share offered to this account that it has not accepted yet, so that the

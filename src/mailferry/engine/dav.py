@@ -31,7 +31,15 @@ from mailferry.connectors.base import DavReadStore, DavWriteStore
 from mailferry.errors import ExitCode, ItemRefused, MailferryError
 from mailferry.formats import ical, vcard
 from mailferry.formats.ical import BadItem
-from mailferry.model.dav import Collection, DavItem, DavServerInfo, Share, info_from_dict, info_to_dict
+from mailferry.model.dav import (
+    Collection,
+    DavItem,
+    DavServerInfo,
+    FreeBusyAccess,
+    Share,
+    info_from_dict,
+    info_to_dict,
+)
 from mailferry.plan.dav import (
     CollectionPlan,
     Copy,
@@ -55,6 +63,7 @@ class DavConnection:
 
     endpoint: Any
     login: Any
+    imap_acl: Any = None  # opens the account's IMAP session on the same server (Cyrus' mailbox ACLs), or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +336,7 @@ class _DavRun:
         return out
 
     def run(self) -> None:
+        self._freebusy()
         unchanged = self._unchanged()
         if unchanged is not None and not unchanged[1]:
             self.stats.collections = self.stats.collections_unchanged = unchanged[0]
@@ -763,6 +773,77 @@ class _DavRun:
             notice=True,
         )
 
+    def _wanted_freebusy(self) -> tuple[FreeBusyAccess, FreeBusyAccess, list[str]] | None:
+        """(who may see the account's free/busy on the source, the same on the target through the
+        principal map, the source's principals with no target account); None when the source
+        does not tell or calendars are not moved."""
+        if not self.e.opts.sharing or "calendar" not in self.e.kinds():
+            return None
+        source = self.source.freebusy_access()
+        if source is None:
+            return None  # Radicale: its rights file, which no request shows; the target keeps its own
+        mapped = {p: self.e.principals(p) for p in source.principals}
+        target = FreeBusyAccess(source.everyone, frozenset(t for t in mapped.values() if t is not None))
+        return source, target, sorted(p for p, t in mapped.items() if t is None)
+
+    def _freebusy(self) -> None:
+        """Who may see the account's free/busy, as on the source. Every pass reads it from the
+        source (one PROPFIND); the target is read, and written, only when that differs from
+        what the ledger says was re-created (rows of ``dav_shares`` under :data:`FREEBUSY`)."""
+        if self.dry_run:
+            return
+        wanted = self._wanted_freebusy()
+        if wanted is None:
+            return
+        source, target, unmapped = wanted
+        keys = _freebusy_keys(source)
+        rows = self.ledger.dav_shares(self.account)
+        done = {r["principal"] for r in rows if r["collection"] == FREEBUSY and r["state"] == "set"}
+        if keys == done:
+            return
+        for p in unmapped:
+            self.finding(
+                FREEBUSY_NAME,
+                "",
+                "share-unmapped",
+                f"{self.account}: {p} may see the account's free/busy on the source, but has no account on the "
+                "target in this project: not granted",
+                {"principal": p, "access": "freebusy"},
+            )
+        state = "set"
+        have = self.target.freebusy_access()
+        if have is None and target.everyone and not target.principals:
+            self.finding(
+                FREEBUSY_NAME,
+                "",
+                "freebusy-unknown",
+                f"{self.account}: everyone could see the account's free/busy on the source; the target does not "
+                "say who may (Radicale: the 'f' permission of its rights file), so check it there",
+                {"access": "freebusy"},
+                notice=True,
+            )
+        elif have != target:
+            try:
+                self.target.set_freebusy_access(target)
+            except ItemRefused as e:
+                state = "refused"
+                self.finding(
+                    FREEBUSY_NAME,
+                    "",
+                    "freebusy-refused",
+                    f"{self.account}: on the source {source.describe()} may see the account's free/busy; the target "
+                    f"could not be set so ({e.message}); nothing was widened: set it on the target by hand",
+                    {"access": "freebusy", "status": e.status, "principals": sorted(target.principals)},
+                )
+            else:
+                self.stats.shares += 1
+        for k in sorted(keys - done):
+            tp = "*" if k == "*" else self.e.principals(k) or ""
+            self.ledger.record_dav_share(self.account, FREEBUSY, k, "freebusy", tp, state, self.run_id)
+        if state == "set":  # whom the source no longer lets see it: the target no longer does either
+            for k in sorted(done - keys):
+                self.ledger.record_dav_share(self.account, FREEBUSY, k, "freebusy", "", "refused", self.run_id)
+
     def _share(self, c: Collection, t: Collection) -> None:
         if not self.e.opts.sharing or self.dry_run:
             return
@@ -808,6 +889,15 @@ class _DavRun:
             self.stats.shares += 1
             with self.e.offered_lock:
                 self.e.offered.add(tp)
+
+
+FREEBUSY = "#freebusy"  # the ledger's pseudo-collection for who may see an account's free/busy
+FREEBUSY_NAME = "free/busy"  # how findings and verdicts name it
+
+
+def _freebusy_keys(access: FreeBusyAccess) -> set[str]:
+    """The ledger rows of one free/busy access: ``*`` for everyone, else one per account."""
+    return set(access.principals) | ({"*"} if access.everyone else set())
 
 
 def _raw_uid(data: bytes) -> str:
@@ -979,7 +1069,27 @@ class _VerifyRun(_DavRun):
                 self._deep_compare(c, t, pairs, v)
             if self.e.opts.sharing:
                 self._compare_shares(c, t, v)
+        self._compare_freebusy(out)
         return out
+
+    def _compare_freebusy(self, verdicts: list[CollectionVerdict]) -> None:
+        """Who may see the account's free/busy on the target against the source (mapped), named on
+        the account's first calendar's verdict (free/busy is the account's, not a collection's)."""
+        wanted = self._wanted_freebusy()
+        where = next((v for v in verdicts if v.kind == "calendar" and v.target_href), None)
+        if wanted is None or where is None:
+            return
+        _source, target, _unmapped = wanted
+        have = self.target.freebusy_access()
+        if have is None:
+            if target.everyone and not target.principals:
+                return  # the target does not tell; migrate named it (freebusy-unknown)
+            detail = f"on the source {target.describe()} may see the free/busy; the target does not tell who may"
+        elif have != target:
+            detail = f"on the source {target.describe()} may see the free/busy; on the target {have.describe()}"
+        else:
+            return
+        where.discrepancies.append({"what": "freebusy", "item_uid": None, "detail": detail})
 
     def _deep_compare(self, c: Collection, t: Collection, pairs: dict[str, str], v: CollectionVerdict) -> None:
         batch = max(1, self.e.opts.batch_items)
