@@ -223,6 +223,7 @@ class _DavRun:
         self.ledger = engine.ledger
         self._lock = threading.Lock()
         self._told_sharing = False
+        self._conflicted: set[str] = set()  # source collections with a conflict this pass
         self.source: DavReadStore = engine.open_store(
             job.source, True, f"{job.source_user} (source)", known=self._known("source")
         )
@@ -387,8 +388,10 @@ class _DavRun:
         if t is None:
             t = self.target.create_collection(replace(c, href=href, name=tname, sync_token=None, ctag=None))
             self.stats.collections_created += 1
+            self._properties_kept(c, t)
         elif _properties_differ(c, t):
             t = self.target.create_collection(replace(c, href=t.href, name=tname, sync_token=None, ctag=None))
+            self._properties_kept(c, t)
         propagate = self.e.opts.policy.propagate_deletions
         unsettled = any(r.state != "copied" or (propagate and r.how == "gone") for r in records.values())
         if (
@@ -414,6 +417,8 @@ class _DavRun:
             policy=self.e.opts.policy,
         )
         complete = self._execute(plan, t, records, target_members)
+        with self._lock:
+            complete = complete and c.href not in self._conflicted  # named again on the next pass
         self._share(c, t)  # before the state is saved complete: a kill in between shares again
         self.ledger.save_dav_collection(
             DavCollectionState(self.account, c.href, c.kind, c.name, t.href, c.sync_token, c.ctag, complete),
@@ -577,6 +582,20 @@ class _DavRun:
                 )
         return complete
 
+    def _properties_kept(self, c: Collection, t: Collection) -> None:
+        """A property the target did not take (a PROPPATCH answered 207 with a failed propstat, or
+        a value it changed) is named, not taken for done; the items are carried all the same."""
+        lost = property_differences(c, t)
+        if lost:
+            self.finding(
+                c.name,
+                "",
+                "properties-refused",
+                f"{self.account}: {c.kind} {c.name!r}: the target did not keep {', '.join(lost)} as the source has "
+                "them; the items are carried, the properties are set again on the next pass",
+                {"kind": c.kind, "properties": lost},
+            )
+
     def _unserved(self, c: Collection, actions: list[Copy | Update]) -> None:
         """Items the source lists but did not serve (a per-item error in the multiget answer, or
         gone in between): named, and looked at again next pass; nothing is recorded as done."""
@@ -662,12 +681,15 @@ class _DavRun:
                     raise
         except ItemRefused as e:
             if isinstance(action, Update) and e.status == 412:
+                with self._lock:
+                    self._conflicted.add(c.href)
                 self.finding(
                     c.name,
                     got.uid,
                     "conflict",
                     f"{self.account}: {c.kind} {c.name!r}: item {got.uid} ({got.summary}) changed on the target since "
-                    "mailferry copied it, and on the source too; the target's version was left as it is",
+                    "mailferry copied it, and on the source too; the target's version was left as it is (named on "
+                    "every pass until then): to carry the source's version, delete the target's copy and run again",
                     {"source_href": action.source_href, "target_href": href, "summary": got.summary},
                 )
                 return None
@@ -681,7 +703,10 @@ class _DavRun:
             )
             with self._lock:
                 self.stats.refused += 1
-            return DavItemRecord(action.source_href, action.etag, got.uid, "refused", "", href, None, got.rewrites)
+            # A refused update leaves the older copy where it is: remembered (href and ETag), so that
+            # the retry replaces it in place instead of writing a second copy beside it.
+            kept = action.target_etag if isinstance(action, Update) else None
+            return DavItemRecord(action.source_href, action.etag, got.uid, "refused", "", href, kept, got.rewrites)
         with self._lock:
             if isinstance(action, Update):
                 self.stats.updated += 1
@@ -696,10 +721,11 @@ class _DavRun:
         with self._lock:
             self.stats.refused += 1
         target = action.target_href
+        kept = action.target_etag if isinstance(action, Update) else None  # the older copy stays: see _write
         self.ledger.record_dav_items(
             self.account,
             c.href,
-            [DavItemRecord(action.source_href, action.etag, uid, "refused", "", target, None)],
+            [DavItemRecord(action.source_href, action.etag, uid, "refused", "", target, kept)],
             self.run_id,
         )
 
@@ -1100,8 +1126,19 @@ class _VerifyRun(_DavRun):
             target = {x.href: x.data for x in self.target.fetch(t, [pairs[h] for h in part])}
             for h in part:
                 s, d = source.get(h), target.get(pairs[h])
-                if s is None or d is None:
-                    continue  # vanished during the run: the shallow pass names it next time
+                if s is None:
+                    continue  # gone from the source during the run: the shallow pass names it next time
+                if d is None:  # listed by the target a moment ago, but not served: not proven there
+                    v.discrepancies.append(
+                        {
+                            "what": "missing",
+                            "item_uid": None,
+                            "source_href": h,
+                            "target_href": pairs[h],
+                            "detail": "the target lists it but did not serve it, so it could not be compared",
+                        }
+                    )
+                    continue
                 if c.kind == "calendar":
                     try:
                         obj = ical.inspect(s)
