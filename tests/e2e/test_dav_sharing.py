@@ -147,6 +147,12 @@ def test_sharing_and_freebusy_survive_the_source(direction, dovecot_factory, cyr
         assert len(freebusy) == (1 if restricted and tkind == "radicale" else 0), freebusy
         again = cli("migrate", project, "--json")
         assert sum(a["calendars"]["shares"] for a in again.json()["accounts"]) == 0
+        if skind == "radicale":  # a share added later is seen by a pass with nothing else new
+            # (Tasks, not Work: Cyrus 3.6 leaves a calendar out of its owner's free/busy as the
+            # sharee asks for it once the sharee has accepted it; seen here, not mailferry's doing)
+            share(src_url, "alice", "Tasks", "bob", "read")
+            later = cli("migrate", project, "--json")
+            assert sum(a["calendars"]["shares"] for a in later.json()["accounts"]) == 1, later.out
         src_dav.stop()  # the old server is switched off
 
         team = shared_href(tgt_url, "alice", "bob", "Team")
@@ -156,6 +162,9 @@ def test_sharing_and_freebusy_survive_the_source(direction, dovecot_factory, cyr
         assert can(tgt_url, "alice", team, "PUT") in (201, 204)  # read-write, as on the source
         assert can(tgt_url, "bob", contacts, "GET") == 207
         assert can(tgt_url, "bob", contacts, "PUT") == 403  # read only, as on the source
+        if skind == "radicale":  # the share added after the first pass
+            tasks = shared_href(tgt_url, "bob", "alice", "Tasks")
+            assert tasks and can(tgt_url, "bob", tasks, "GET") == 207 and can(tgt_url, "bob", tasks, "PUT") == 403
         # carol, shared nothing: neither reads nor writes the owners' collections on the target
         for owner, name in (("bob", "Team"), ("alice", "Contacts")):
             st = store(tgt_url, owner, ALL[owner], readonly=True)

@@ -28,7 +28,7 @@ from mailferry.connectors.dav import (
 )
 from mailferry.connectors.imap import Endpoint, ImapStore, Login
 from mailferry.errors import AuthError, ItemRefused, TemporaryFailure
-from mailferry.model.dav import Collection, FreeBusyAccess, Share
+from mailferry.model.dav import Collection, DavServerInfo, FreeBusyAccess, Share
 from mailferry.sandbox.dav_servers import RadicaleServer
 from mailferry.sandbox.servers import CyrusServer, ImipMessage, free_port
 
@@ -327,6 +327,27 @@ def test_freebusy_access_of_reads_who_may_query() -> None:
     assert only_bob.describe() == "only bob"
     assert read() == FreeBusyAccess(False) and FreeBusyAccess(False).describe() == "nobody but the owner"
     assert read(_ace("<D:all/>", "C:schedule-query-freebusy", deny=True)) is None  # this reading knows grants only
+
+
+def test_invite_sharees_keep_their_domain_where_logins_are_addresses() -> None:
+    from defusedxml import ElementTree
+
+    from mailferry.connectors.dav import _invite_shares
+
+    invite = ElementTree.fromstring(
+        '<D:invite xmlns:D="DAV:"><D:sharee><D:href>mailto:bob@example.com</D:href>'
+        "<D:share-access><D:read-write/></D:share-access></D:sharee>"
+        "<D:sharee><D:href>/dav/principals/user/carol@example.com/</D:href>"
+        "<D:share-access><D:read/></D:share-access></D:sharee></D:invite>"
+    )
+    assert _invite_shares(invite) == [Share("bob", "read-write"), Share("carol@example.com", "read")]
+    assert _invite_shares(invite, qualified=True) == [
+        Share("bob@example.com", "read-write"),
+        Share("carol@example.com", "read"),
+    ]
+    assert DavStore._sharee_address(DavServerInfo(frozenset(), "", "/p/u/a/", None, None), "bob@example.com") == (
+        "mailto:bob@example.com"
+    )
 
 
 def test_freebusy_access_read_and_set(dav: Dav) -> None:

@@ -233,8 +233,10 @@ def _tls_context(ca_file: str | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=ca_file)
 
 
-def _invite_shares(root: Element) -> list[Share]:
-    """The sharees of a ``D:invite`` property (draft-pot-webdav-resource-sharing), by account."""
+def _invite_shares(root: Element, qualified: bool = False) -> list[Share]:
+    """The sharees of a ``D:invite`` property (draft-pot-webdav-resource-sharing), by account;
+    ``qualified``: the server's logins are whole addresses (``bob@example.com``), so a
+    ``mailto:`` sharee keeps its domain."""
     out: list[Share] = []
     for sharee in root.iter(f"{{{D}}}sharee"):
         href = _hrefs(sharee)
@@ -244,7 +246,7 @@ def _invite_shares(root: Element) -> list[Share]:
         kinds = {_local(c.tag) for c in access}
         level: Access | None = "read-write" if "read-write" in kinds else "read" if "read" in kinds else None
         if level is not None:
-            out.append(Share(principal=_account(href[0]), access=level))
+            out.append(Share(principal=_account(href[0], qualified), access=level))
     return sorted(out, key=lambda s: s.principal)
 
 
@@ -293,6 +295,20 @@ def _shared_in(props: dict[str, Element], coll: Collection, me: str) -> bool:
     if access is not None and any(_local(c.tag) in ("read", "read-write") for c in access):
         return True
     return bool(coll.owner) and coll.owner != me
+
+
+def _radicale_shares(listed: Mapping[str, object], href: str, me: str) -> list[Share]:
+    """The shares of the collection at ``href`` in an answer of Radicale's ``map/list``."""
+    found: list[Share] = []
+    rows = listed.get("Content")
+    for row in rows if isinstance(rows, list) else []:
+        if not isinstance(row, dict) or row.get("PathMapped") != href:
+            continue
+        perms = str(row.get("Permissions", ""))
+        user = str(row.get("User", ""))
+        if user and user != me:
+            found.append(Share(principal=user, access="read-write" if "w" in perms else "read"))
+    return sorted(found, key=lambda s: s.principal)
 
 
 def _segment(href: str) -> str:
@@ -576,7 +592,21 @@ class DavStore:
                 out.setdefault(coll.href, coll)
         if any(c.sync_token is None for c in out.values()):
             out = self._with_ctags(homes, out)
+        if self.readonly and out and "resource-sharing" not in info.dav and self.login.admin is None:
+            out = self._with_radicale_shares(out)
         return sorted(out.values(), key=lambda c: c.href)
+
+    def _with_radicale_shares(self, found: dict[str, Collection]) -> dict[str, Collection]:
+        """A source's collections with their sharing from one ``map/list`` of Radicale's sharing
+        API (all of the account's shares in one request), so that a pass with nothing else new
+        sees a share added since, as Cyrus' listing (``D:invite``) shows it."""
+        listed = self._radicale_sharing("list", {})
+        if listed is None:
+            return found
+        return {
+            href: replace(c, shares=tuple(_radicale_shares(listed, href, self._account_user())))
+            for href, c in found.items()
+        }
 
     def _with_ctags(self, homes: Sequence[str], found: dict[str, Collection]) -> dict[str, Collection]:
         """The collections with their CTag, for a server without sync tokens (RFC 6578)."""
@@ -591,8 +621,7 @@ class DavStore:
                     out[href] = replace(out[href], ctag=ctag)
         return out
 
-    @staticmethod
-    def _collection(href: str, props: dict[str, Element]) -> Collection | None:
+    def _collection(self, href: str, props: dict[str, Element]) -> Collection | None:
         rtype = props.get(f"{{{D}}}resourcetype")
         kinds = {child.tag for child in rtype} if rtype is not None else set()
         kind: CollectionKind
@@ -621,7 +650,9 @@ class DavStore:
             sync_token=_text(props.get(f"{{{D}}}sync-token")) or None,
             ctag=_text(props.get(f"{{{CS}}}getctag")) or None,
             owner=_segment(owner[0]) if owner[0] else None,
-            shares=tuple(_invite_shares(invite)) if (invite := props.get(f"{{{D}}}invite")) is not None else None,
+            shares=tuple(_invite_shares(invite, self._qualified()))
+            if (invite := props.get(f"{{{D}}}invite")) is not None
+            else None,
         )
 
     def members(self, collection: Collection) -> dict[str, str | None]:
@@ -768,22 +799,13 @@ class DavStore:
 
     def shares(self, collection: Collection) -> list[Share] | None:
         if "resource-sharing" in self.info().dav:
-            return _invite_shares(self._propfind(collection.href, ["D:invite"], "0"))
+            return _invite_shares(self._propfind(collection.href, ["D:invite"], "0"), self._qualified())
         if self.login.admin is not None:
             return None  # Radicale's sharing API answers as the caller: the admin sees only its own
         listed = self._radicale_sharing("list", {"PathMapped": collection.href})
         if listed is None:
             return None
-        found: list[Share] = []
-        rows = listed.get("Content")
-        for row in rows if isinstance(rows, list) else []:
-            if not isinstance(row, dict) or row.get("PathMapped") != collection.href:
-                continue
-            perms = str(row.get("Permissions", ""))
-            user = str(row.get("User", ""))
-            if user and user != self._account_user():
-                found.append(Share(principal=user, access="read-write" if "w" in perms else "read"))
-        return sorted(found, key=lambda s: s.principal)
+        return _radicale_shares(listed, collection.href, self._account_user())
 
     def set_share(self, collection: Collection, share: Share) -> None:
         self._guard("set_share")
@@ -948,6 +970,8 @@ class DavStore:
         """The sharee as Cyrus records it: a calendar-user address in this account's mail domain
         (``mailto:bob@internal``). Cyrus answers 204 to a principal-path sharee but records no
         share; the draft allows either."""
+        if "@" in account:  # a domain-qualified login is its own address
+            return f"mailto:{account}"
         mine = next((a for a in info.addresses if a.lower().startswith("mailto:") and "@" in a), None)
         if mine is None:
             return info.principal.rstrip("/").rsplit("/", 1)[0] + "/" + quote(account) + "/"
@@ -955,6 +979,10 @@ class DavStore:
 
     def _account_user(self) -> str:
         return _segment(self.info().principal)
+
+    def _qualified(self) -> bool:
+        """Whether this server's logins are whole addresses (Cyrus with virtual domains)."""
+        return "@" in self._account_user()
 
     def _radicale_sharing(self, action: str, request: Mapping[str, object]) -> dict[str, object] | None:
         """Radicale's sharing API (``POST /.sharing/v1/map/<action>``, JSON in and out); None when
@@ -1082,11 +1110,11 @@ def _set_props(collection: Collection) -> str:
     return "".join(parts)
 
 
-def _account(href: str) -> str:
-    """An account name from a sharee href: ``mailto:bob@internal`` -> ``bob``, a principal path
-    ``/dav/principals/user/bob/`` -> ``bob``."""
+def _account(href: str, qualified: bool = False) -> str:
+    """An account name from a sharee href: ``mailto:bob@internal`` -> ``bob`` (``bob@internal``
+    where logins are ``qualified`` addresses), a principal path ``/dav/principals/user/bob/`` -> ``bob``."""
     if href.lower().startswith("mailto:"):
-        return href[7:].split("@", 1)[0]
+        return href[7:] if qualified else href[7:].split("@", 1)[0]
     return _segment(_path(href))
 
 
