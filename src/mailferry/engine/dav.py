@@ -958,7 +958,7 @@ def _properties_differ(s: Collection, t: Collection) -> bool:
 def property_differences(s: Collection, t: Collection) -> list[str]:
     """The collection properties the source sets that the target lacks or holds otherwise,
     compared as the servers mean them: colours without case or an opaque alpha (``#ff0000`` is
-    ``#FF0000FF``), component sets as sets."""
+    ``#FF0000FF``), component sets as sets, a target's that takes more (or doesn't say) kept."""
     out = []
     for p in _PROPS:
         v, w = getattr(s, p), getattr(t, p)
@@ -966,8 +966,9 @@ def property_differences(s: Collection, t: Collection) -> list[str]:
             continue
         if p == "color":
             v, w = _colour(v), _colour(w)
-        elif p == "components":
-            v, w = frozenset(v), frozenset(w or ())
+        elif p == "components":  # protected once made (RFC 4791 5.2.3): a target taking more is fine
+            if not w or frozenset(v) <= frozenset(w):
+                continue
         if v != w:
             out.append(p)
     return out
