@@ -75,6 +75,7 @@ import functools
 import re
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -387,7 +388,18 @@ class DavStore:
         content = body.encode() if isinstance(body, str) else body
         what = f"{self.label}: {method} {_path(href)}"
         try:
-            response = self._client.request(method, self._url(href), content=content, headers=h)
+            for attempt in range(_RESENDS + 1):
+                try:
+                    response = self._client.request(method, self._url(href), content=content, headers=h)
+                    break
+                except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+                    # A kept-alive connection the server closed as this request went out (Radicale
+                    # closes idle ones; under load Cyrus too): sent again on a fresh one. Safe for
+                    # every request here: writes are conditional (If-None-Match / If-Match), and a
+                    # PUT that did land before is recognised by its UID (412, then adopted).
+                    if attempt == _RESENDS:
+                        raise
+                    time.sleep(0.05 * (attempt + 1))
         except httpx.ConnectError as exc:
             if _is_verify_error(exc):
                 raise TLSVerifyError(f"{what}: the server's certificate did not verify") from None
@@ -1125,6 +1137,9 @@ def _is_verify_error(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+_RESENDS = 2  # a request whose kept-alive connection dropped before any answer is sent again this often
 
 
 def _reason(exc: BaseException) -> str:

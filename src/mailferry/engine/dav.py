@@ -680,6 +680,13 @@ class _DavRun:
                 else:
                     raise
         except ItemRefused as e:
+            if isinstance(action, Update) and e.status == 412 and (landed := self._holds(t, href, data)) is not None:
+                # the target holds exactly this version: a resend of a PUT that had landed
+                with self._lock:
+                    self.stats.updated += 1
+                return DavItemRecord(
+                    action.source_href, action.etag, got.uid, "copied", how, href, landed, got.rewrites
+                )
             if isinstance(action, Update) and e.status == 412:
                 with self._lock:
                     self._conflicted.add(c.href)
@@ -728,6 +735,19 @@ class _DavRun:
             [DavItemRecord(action.source_href, action.etag, uid, "refused", "", target, kept)],
             self.run_id,
         )
+
+    def _holds(self, t: Collection, href: str, data: bytes) -> str | None:
+        """The target's ETag of ``href`` when it holds ``data`` (as the server keeps it: compared
+        after normalisation), else None."""
+        for item in self.target.fetch(t, [href]):
+            try:
+                same = item.data == data or not (
+                    ical.differences(data, item.data) if t.kind == "calendar" else vcard.differences(data, item.data)
+                )
+            except BadItem:
+                return None
+            return (item.etag or "") if same else None
+        return None
 
     def _target_uid(self, t: Collection, href: str, kind: str) -> str | None:
         for item in self.target.fetch(t, [href]):
@@ -966,9 +986,8 @@ def property_differences(s: Collection, t: Collection) -> list[str]:
             continue
         if p == "color":
             v, w = _colour(v), _colour(w)
-        elif p == "components":  # protected once made (RFC 4791 5.2.3): a target taking more is fine
-            if not w or frozenset(v) <= frozenset(w):
-                continue
+        elif p == "components" and (not w or frozenset(v) <= frozenset(w)):
+            continue  # protected once made (RFC 4791 5.2.3): a target taking more (or not saying) is fine
         if v != w:
             out.append(p)
     return out
