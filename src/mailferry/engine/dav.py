@@ -223,7 +223,7 @@ class _DavRun:
         self.ledger = engine.ledger
         self._lock = threading.Lock()
         self._told_sharing = False
-        self._conflicted: set[str] = set()  # source collections with a conflict this pass
+        self._conflicted: set[str] = set()  # source collections with a conflict or a property not kept
         self.source: DavReadStore = engine.open_store(
             job.source, True, f"{job.source_user} (source)", known=self._known("source")
         )
@@ -417,8 +417,8 @@ class _DavRun:
             policy=self.e.opts.policy,
         )
         complete = self._execute(plan, t, records, target_members)
-        with self._lock:
-            complete = complete and c.href not in self._conflicted  # named again on the next pass
+        with self._lock:  # a conflict or a property not kept: looked at (and named) again next pass
+            complete = complete and c.href not in self._conflicted
         self._share(c, t)  # before the state is saved complete: a kill in between shares again
         self.ledger.save_dav_collection(
             DavCollectionState(self.account, c.href, c.kind, c.name, t.href, c.sync_token, c.ctag, complete),
@@ -587,6 +587,8 @@ class _DavRun:
         a value it changed) is named, not taken for done; the items are carried all the same."""
         lost = property_differences(c, t)
         if lost:
+            with self._lock:
+                self._conflicted.add(c.href)
             self.finding(
                 c.name,
                 "",
