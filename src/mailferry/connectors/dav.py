@@ -333,11 +333,14 @@ class DavStore:
         max_connections: int = 8,
         known: DavServerInfo | None = None,
         imap_acl: Callable[[], MailboxAcl] | None = None,
+        sync_tokens: bool = True,
     ) -> None:
         """``known``: what an earlier discovery found for this account (the ledger keeps it), so
         that a pass with nothing new reads one PROPFIND per home; found stale (a home that is no
         longer there), it is discovered again. ``imap_acl``: opens this account's IMAP session on
-        the same server, for what the server keeps as mailbox ACLs only (see the module docstring)."""
+        the same server, for what the server keeps as mailbox ACLs only (see the module docstring).
+        ``sync_tokens=False``: collections are listed without their sync token and CTag (a target's:
+        a server computes each over all the collection's members, Radicale under its storage lock)."""
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.endpoint = endpoint
@@ -361,6 +364,7 @@ class DavStore:
             follow_redirects=True,
         )
         self._imap_acl = imap_acl
+        self._sync_tokens = sync_tokens
         self._info: DavServerInfo | None = known
         self._known = known is not None  # discovery skipped: rediscover once if a home is gone
         self._lock = threading.Lock()
@@ -586,7 +590,7 @@ class DavStore:
             # Without CS:getctag first: a server computes each token over all members (Radicale:
             # ~30 ms per 400 items each), and the sync token is the one mailferry uses; the CTag
             # is asked for only where a server gives no sync token.
-            wanted = [p for p in self._COLLECTION_PROPS if p != "CS:getctag"]
+            wanted = self._listing_props()
             body = f'<?xml version="1.0" encoding="utf-8"?><D:propfind {_XMLNS}><D:prop>'
             body += "".join(f"<{p}/>" for p in wanted) + "</D:prop></D:propfind>"
             response = self._send("PROPFIND", home, body, depth="1")
@@ -602,7 +606,7 @@ class DavStore:
                 if coll is None or _shared_in(props, coll, me):
                     continue  # another account's collection shared with this one: its owner's to move
                 out.setdefault(coll.href, coll)
-        if any(c.sync_token is None for c in out.values()):
+        if self._sync_tokens and any(c.sync_token is None for c in out.values()):
             out = self._with_ctags(homes, out)
         if self.readonly and out and "resource-sharing" not in info.dav and self.login.admin is None:
             out = self._with_radicale_shares(out)
@@ -619,6 +623,9 @@ class DavStore:
             href: replace(c, shares=tuple(_radicale_shares(listed, href, self._account_user())))
             for href, c in found.items()
         }
+
+    def _listing_props(self) -> list[str]:
+        return [p for p in self._COLLECTION_PROPS if p != "CS:getctag" and (self._sync_tokens or p != "D:sync-token")]
 
     def _with_ctags(self, homes: Sequence[str], found: dict[str, Collection]) -> dict[str, Collection]:
         """The collections with their CTag, for a server without sync tokens (RFC 6578)."""
@@ -783,7 +790,8 @@ class DavStore:
             response = self._send("MKCOL", href, body)
             if response.status_code not in (200, 201):
                 raise self._refused(response, "MKCOL", href)
-        root = self._propfind(href, self._COLLECTION_PROPS, "0")
+        asked = list(self._COLLECTION_PROPS) if self._sync_tokens else self._listing_props()
+        root = self._propfind(href, asked, "0")
         for r in root.iter(f"{{{D}}}response"):
             created = self._collection(href, _props(r))
             if created is not None:
