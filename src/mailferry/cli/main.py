@@ -274,6 +274,25 @@ def demo(
     raise Exit(run_demo(workdir))
 
 
+@app.command()
+def console(
+    project_dir: Annotated[
+        Path, typer.Argument(help="the project folder (its one *.toml file; a new one is made there) or a project file")
+    ],
+    port: Annotated[int, typer.Option(help="the port to listen on (0: any free port)")] = 8765,
+    listen: Annotated[
+        str, typer.Option(help="the address to listen on; other than loopback only with --certificate and --key")
+    ] = "127.0.0.1",
+    certificate: Annotated[Path | None, typer.Option(help="TLS certificate (PEM) for https")] = None,
+    key: Annotated[Path | None, typer.Option(help="its private key (PEM)")] = None,
+) -> None:
+    """The migration console: a web wizard (servers, directory, people, plan, run, results) on this
+    machine. Prints a URL with a one-time access token to log in."""
+    from mailferry.console.serve import serve
+
+    raise Exit(serve(project_dir, host=listen, port=port, certificate=certificate, key=key))
+
+
 def _cli_exceptions() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
     """(usage errors, exits) of the argument parser: typer >= 0.26 vendors click as typer._click."""
     usage: list[type[BaseException]] = []
