@@ -1,0 +1,231 @@
+"""The console's pages in-process (HTTP client against the app) with real Dovecot servers: plan
+writes nothing, a batch runs in a worker process with progress as server-sent events, a second
+start is refused with the CLI's words, cancel, results with CSV/JSON, approval in the ledger;
+and a run from the console equals a run of ``mailferry migrate`` in ledger and report."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import socket
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import cli, holdings, seed_sample, write_project
+from starlette.testclient import TestClient
+
+from mailferry.config.load import load_project
+from mailferry.console.app import Console, create_app
+from mailferry.console.security import Sessions
+from mailferry.errors import ExitCode
+from mailferry.state.ledger import run_lock_holder
+
+TOKEN = "console-e2e-token-" + "y" * 16
+USERS = {"alice": "alicepw", "bob": "bobpw", "carol": "carolpw"}
+
+
+def client_for(place: Path) -> tuple[TestClient, Console]:
+    console = Console(place, sessions=Sessions(TOKEN))
+    client = TestClient(create_app(console), base_url="http://127.0.0.1", follow_redirects=False)
+    assert client.get(f"/login?token={TOKEN}").status_code == 303
+    return client, console
+
+
+def csrf(client: TestClient, page: str = "/people") -> str:
+    import re
+
+    m = re.search(r'name="csrf" value="([^"]+)"', client.get(page).text)
+    assert m
+    return m.group(1)
+
+
+def events(client: TestClient, batch: str) -> list[dict[str, Any]]:
+    r = client.get("/run/events", params={"batch": batch})
+    assert r.headers["content-type"].startswith("text/event-stream")
+    return [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
+
+
+@pytest.fixture(scope="module")
+def servers(dovecot_factory):
+    src = dovecot_factory(users=USERS)
+    for u, pw in USERS.items():
+        seed_sample(src, u, pw, messages=8)
+    return src
+
+
+def test_console_batch_plan_run_results_approve(servers, dovecot_factory, tmp_path: Path) -> None:
+    tgt = dovecot_factory(users=USERS)
+    project = write_project(tmp_path / "p", servers, tgt, list(USERS))
+    client, console = client_for(project.parent)
+    token = csrf(client)
+    assert (
+        client.post("/batches", data={"csrf": token, "batch": "wave 1", "account": ["alice", "bob"]}).status_code == 303
+    )
+
+    # Plan: per account folders and counts; nothing written (no ledger, nothing on the target).
+    plan = client.get("/plan", params={"batch": "wave 1"})
+    assert plan.status_code == 200
+    assert "alice → alice" in plan.text and "bob → bob" in plan.text and "carol →" not in plan.text
+    assert "messages to copy" in plan.text and "Folders of alice" in plan.text
+    assert not load_project(project).ledger_path.exists()
+    assert sum(len(v) for v in holdings(tgt, "alice", "alicepw").values()) == 0
+
+    # Run: a worker process; the page gets progress as server-sent events, from the first event.
+    r = client.post("/run/start", data={"csrf": token, "batch": "wave 1"})
+    assert r.status_code == 303, r.text
+    st = console.runs.wait("wave 1", 90)
+    assert st["state"] == "finished" and st["exit_code"] == 0, st
+    ev = events(client, "wave 1")
+    kinds = [e["t"] for e in ev]
+    assert kinds[0] == "queued" and kinds[-1] == "end"
+    assert {e["account"] for e in ev if e["t"] == "account_started"} == {"alice", "bob"}
+    copied = sum(e["messages"] for e in ev if e["t"] == "copied")
+    assert copied == sum(e["messages"] for e in ev if e["t"] == "planned") > 0
+    assert ev[-1]["exit_code"] == 0 and ev[-1]["run"] == 1
+    page = client.get("/run")
+    assert "finished, exit code 0" in page.text and 'data-state="finished"' in page.text
+
+    # Results: verified clean, ready; downloads; approval recorded in the ledger.
+    res = client.get("/results", params={"batch": "wave 1"})
+    assert res.status_code == 200
+    assert 'data-verdict="ready"' in res.text and "ready for cut-over" in res.text
+    c = client.get("/results/download", params={"batch": "wave 1", "format": "csv"})
+    assert c.headers["content-disposition"] == 'attachment; filename="results-wave_1.csv"'
+    rows = list(csv.reader(io.StringIO(c.text)))
+    assert rows[0][:4] == ["account", "type", "where", "kind"] and len(rows) == 1
+    j = client.get("/results/download", params={"batch": "wave 1", "format": "json"}).json()
+    assert j["verdict"]["state"] == "ready" and {a["account"] for a in j["verify"]["accounts"]} == {"alice", "bob"}
+    bad = client.post("/results/approve", data={"csrf": token, "batch": "wave 1", "approved_by": ""})
+    assert bad.status_code == 400 and 'id="e-approved_by"' in bad.text
+    ok = client.post("/results/approve", data={"csrf": token, "batch": "wave 1", "approved_by": "Ada Admin"})
+    assert ok.status_code == 303, ok.text
+    db = sqlite3.connect(load_project(project).ledger_path)
+    (by, at, accounts, last_run) = db.execute(
+        "SELECT approved_by, approved_at, accounts, last_run FROM approvals"
+    ).fetchone()
+    assert by == "Ada Admin" and at.endswith("Z") and json.loads(accounts) == ["alice", "bob"] and last_run == 1
+    assert "approved" in client.get("/results", params={"batch": "wave 1"}).text
+
+    # A batch whose accounts were never migrated is not ready, and can't be approved.
+    client.post("/batches", data={"csrf": token, "batch": "late", "account": ["carol"]})
+    res = client.get("/results", params={"batch": "late"})
+    assert 'data-verdict="not-ready"' in res.text and "not migrated yet: carol" in res.text
+    no = client.post("/results/approve", data={"csrf": token, "batch": "late", "approved_by": "Ada"})
+    assert no.status_code == 400 and "not ready for cut-over" in no.text
+    assert db.execute("SELECT count(*) FROM approvals").fetchone()[0] == 1
+
+
+def _strip(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k not in ("seconds", "started_at", "finished_at", "target", "id")}
+
+
+def test_a_console_run_equals_a_cli_run_in_ledger_and_report(servers, dovecot_factory, tmp_path: Path) -> None:
+    t1, t2 = dovecot_factory(users=USERS), dovecot_factory(users=USERS)
+    by_console = write_project(tmp_path / "console", servers, t1, list(USERS))
+    by_cli = write_project(tmp_path / "cli", servers, t2, list(USERS))
+    client, console = client_for(by_console.parent)
+    token = csrf(client)
+    client.post("/batches", data={"csrf": token, "batch": "w", "account": ["alice", "bob"]})
+    client.post("/run/start", data={"csrf": token, "batch": "w"})
+    assert console.runs.wait("w", 90)["exit_code"] == 0
+    assert cli("migrate", by_cli, "--account", "alice", "--account", "bob", "--json").code == 0
+
+    def ledger(project: Path) -> dict[str, Any]:
+        db = sqlite3.connect(load_project(project).ledger_path)
+        db.row_factory = sqlite3.Row
+        runs = [_strip(dict(r)) for r in db.execute("SELECT * FROM runs")]
+        for r in runs:
+            r["summary"] = _strip(json.loads(r["summary"]))
+            r["summary"]["accounts"] = [_strip(a) for a in r["summary"]["accounts"]]
+        return {
+            "runs": runs,
+            "account_runs": [_strip(dict(r)) for r in db.execute("SELECT * FROM account_runs ORDER BY account")],
+            "messages": [
+                (r["account"], r["source_folder"], r["uid"], r["key"], r["state"], r["how"], r["target_folder"])
+                for r in db.execute("SELECT * FROM messages ORDER BY account, source_folder, uid")
+            ],
+            "findings": [_strip(dict(r)) for r in db.execute("SELECT * FROM findings")],
+        }
+
+    assert ledger(by_console) == ledger(by_cli)
+    reports = [sorted(p.name for p in (x.parent / "reports").iterdir()) for x in (by_console, by_cli)]
+    assert reports[0] == reports[1] == ["migrate-1.json"]
+    r1, r2 = (json.loads((x.parent / "reports" / "migrate-1.json").read_text()) for x in (by_console, by_cli))
+    assert _strip(r1).keys() == _strip(r2).keys()
+    assert [_strip(a) for a in r1["accounts"]] == [_strip(a) for a in r2["accounts"]]
+    rep1 = cli("report", by_console, "--json").json()
+    rep2 = cli("report", by_cli, "--json").json()
+    assert [_strip(a) for a in rep1["accounts"]] == [_strip(a) for a in rep2["accounts"]]
+
+
+class BlackHole:
+    """A TCP port that accepts connections and never answers: a run against it hangs until cancelled."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def test_second_start_is_refused_with_the_clis_message_and_cancel_ends_the_run(servers, tmp_path: Path) -> None:
+    hole = BlackHole()
+    try:
+        project = write_project(tmp_path / "p", servers, servers, list(USERS), target_port=hole.port)
+        client, console = client_for(project.parent)
+        token = csrf(client)
+        client.post("/batches", data={"csrf": token, "batch": "a", "account": ["alice"]})
+        client.post("/batches", data={"csrf": token, "batch": "b", "account": ["bob"]})
+        assert client.post("/run/start", data={"csrf": token, "batch": "a"}).status_code == 303
+        pid = console.runs.status("a")["pid"]
+        # At once, before the worker holds the lock, and later while it holds it: the same words.
+        again = client.post("/run/start", data={"csrf": token, "batch": "a"})
+        assert again.status_code == 409
+        assert f"another mailferry run is using this project (migrate, pid {pid})" in again.text
+        ledger_path = load_project(project).ledger_path
+        for _ in range(100):
+            if run_lock_holder(ledger_path):
+                break
+            time.sleep(0.1)
+        assert run_lock_holder(ledger_path) == f"migrate, pid {pid}"
+        other = client.post("/run/start", data={"csrf": token, "batch": "b"})  # one run per project
+        assert other.status_code == 409
+        r = cli("migrate", project)
+        assert r.code == ExitCode.TEMPFAIL
+        message = r.err.splitlines()[0].removeprefix("mailferry: ")
+        hint = r.err.splitlines()[1].removeprefix("next step: ")
+        assert message == f"another mailferry run is using this project (migrate, pid {pid})"
+        assert message in other.text and hint in other.text
+        # The run goes on without any page open; a reload shows it running; cancel ends it.
+        page = client.get("/run")
+        assert page.text.count('data-state="running"') == 1
+        assert client.post("/run/cancel", data={"csrf": token, "batch": "a"}).status_code == 303
+        st = console.runs.status("a")
+        assert st["state"] == "cancelled", st
+        assert run_lock_holder(ledger_path) is None
+        ev = events(client, "a")
+        assert ev[-1]["t"] == "end" and ev[-1]["cancelled"] is True
+        assert "start the batch again to resume" in client.get("/run").text
+        assert client.post("/run/cancel", data={"csrf": token, "batch": "a"}).status_code == 409
+    finally:
+        hole.close()
