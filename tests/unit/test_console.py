@@ -158,42 +158,45 @@ def test_console_command_refuses_a_non_loopback_listen_without_tls(tmp_path: Pat
 
 
 def test_serve_prints_the_login_url_and_logs_no_token(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    """The real server (uvicorn, in a thread): the URL printed works once logged in; the access
-    log, which would hold the token, is off."""
+    """The real server (uvicorn, in a thread): the URL printed works; the access log, which
+    would hold the token, is off."""
     import threading
     import time
 
     import httpx
-    import uvicorn
+
+    from mailferry.console import serve as serving
 
     out = io.StringIO()
-    started: list[uvicorn.Server] = []
-    real_run = uvicorn.Server.run
+    prepared: list[serving.Prepared] = []
+    real_prepare = serving.prepare
 
-    def run(self: uvicorn.Server, sockets: object = None) -> None:
-        started.append(self)
-        real_run(self, sockets=sockets)  # type: ignore[arg-type]
+    def keep(*args: object, **kw: object) -> serving.Prepared:
+        p = real_prepare(*args, **kw)  # type: ignore[arg-type]
+        prepared.append(p)
+        return p
 
-    uvicorn.Server.run = run  # type: ignore[method-assign]
+    serving.prepare = keep  # type: ignore[assignment]
     try:
         t = threading.Thread(target=serve, args=(project_dir(tmp_path),), kwargs={"port": 0, "out": out}, daemon=True)
         t.start()
         for _ in range(100):
-            if started and started[0].started:
+            if prepared and prepared[0].server.started:
                 break
             time.sleep(0.05)
-        url = re.search(r"(http://127\.0\.0\.1:\d+/login\?token=\S+)", out.getvalue())
-        assert url, out.getvalue()
-        with httpx.Client() as h:
-            r = h.get(url.group(1), follow_redirects=False)
-            assert r.status_code == 303
-            page = h.get(url.group(1).split("/login")[0] + "/servers", cookies=r.cookies)
-            assert page.status_code == 200 and "Servers" in page.text
-        token = url.group(1).split("token=")[1]
-        started[0].should_exit = True
-        t.join(10)
     finally:
-        uvicorn.Server.run = real_run  # type: ignore[method-assign]
+        serving.prepare = real_prepare  # type: ignore[assignment]
+    url = re.search(r"(http://127\.0\.0\.1:\d+/login\?token=\S+)", out.getvalue())
+    assert url, out.getvalue()
+    with httpx.Client() as h:
+        r = h.get(url.group(1), follow_redirects=False)
+        assert r.status_code == 303
+        h.cookies = r.cookies
+        page = h.get(url.group(1).split("/login")[0] + "/servers")
+        assert page.status_code == 200 and "Servers" in page.text
+    token = url.group(1).split("token=")[1]
+    prepared[0].server.should_exit = True
+    t.join(10)
     captured = capfd.readouterr()
     assert token not in captured.out + captured.err
 

@@ -267,11 +267,16 @@ def directory_restore(
 @app.command()
 def demo(
     workdir: Annotated[Path, typer.Option(help="where the throwaway servers and the project live")] = Path("demo-run"),
+    console: Annotated[
+        bool, typer.Option("--console", help="set the organization up, then serve the console on it (until Ctrl-C)")
+    ] = False,
+    port: Annotated[int, typer.Option(help="with --console: the port to listen on (127.0.0.1)")] = 8765,
 ) -> None:
-    """Start two throwaway local Dovecot servers, seed a sample organization, migrate, verify, report."""
-    from mailferry.cli.demo import run_demo
+    """Start two throwaway local Dovecot servers, seed a sample organization, migrate, verify, report;
+    with --console, serve the migration console on it instead."""
+    from mailferry.cli.demo import run_demo, run_demo_console
 
-    raise Exit(run_demo(workdir))
+    raise Exit(run_demo_console(workdir, port=port) if console else run_demo(workdir))
 
 
 @app.command()
