@@ -110,6 +110,12 @@ def test_console_batch_plan_run_results_approve(servers, dovecot_factory, tmp_pa
     ).fetchone()
     assert by == "Ada Admin" and at.endswith("Z") and json.loads(accounts) == ["alice", "bob"] and last_run == 1
     assert "approved" in client.get("/results", params={"batch": "wave 1"}).text
+    # The CLI sees the approval too (report, checked against its JSON Schema).
+    rep = cli("report", project, "--json").json()
+    assert [(a["batch"], a["approved_by"], a["accounts"]) for a in rep["approvals"]] == [
+        ("wave 1", "Ada Admin", ["alice", "bob"])
+    ]
+    assert "batches approved for cut-over" in cli("report", project).out
 
     # A batch whose accounts were never migrated is not ready, and can't be approved.
     client.post("/batches", data={"csrf": token, "batch": "late", "account": ["carol"]})

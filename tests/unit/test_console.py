@@ -483,3 +483,31 @@ def test_no_secret_reaches_the_environment_of_pages(tmp_path: Path) -> None:
             assert "resolved-secret-value" not in client.get(path).text, path
     finally:
         del os.environ["MF_CONSOLE_SRC"]
+
+
+def test_approvals_in_the_ledger_schema_5(tmp_path: Path) -> None:
+    import sqlite3
+
+    from mailferry.state.ledger import SCHEMA_VERSION, SqliteLedger
+
+    assert SCHEMA_VERSION == 5
+    path = tmp_path / "l.sqlite"
+    led = SqliteLedger(path)
+    led.record_approval("w", ["a", "b"], "Ada", "2026-01-01T00:00:00Z", {"state": "ready"}, last_run=3)
+    led.close()
+    ro = SqliteLedger(path, readonly=True)
+    assert [(a["batch"], a["accounts"], a["approved_by"], a["last_run"]) for a in ro.approvals()] == [
+        ("w", ["a", "b"], "Ada", 3)
+    ]
+    assert ro.approvals("other") == []
+    ro.close()
+    # a ledger of schema 4 read without migrating it (report, the console's Results): no approvals yet
+    old = tmp_path / "old.sqlite"
+    db = sqlite3.connect(old)
+    db.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY)")
+    db.execute("PRAGMA user_version=4")
+    db.commit()
+    db.close()
+    ro = SqliteLedger(old, readonly=True)
+    assert ro.approvals() == []
+    ro.close()

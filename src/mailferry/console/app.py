@@ -17,7 +17,6 @@ import getpass
 import io
 import json
 import re
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -548,6 +547,9 @@ class Console:
         if unknown:
             errors["account"] = f"unknown account(s): {', '.join(unknown)}"
         if not errors:
+            # In the accounts CSV's order, whatever order the page listed them in.
+            order = {a.source_user: i for i, a in enumerate(project.accounts)}
+            ticked = sorted(dict.fromkeys(ticked), key=lambda a: (order.get(a, len(order)), a))
             try:
                 await run_in_threadpool(projectfile.set_batch, self.path, name, ticked)
                 return RedirectResponse("/people?done=batch", status_code=303)
@@ -694,8 +696,6 @@ class Console:
         ledger = SqliteLedger(project.ledger_path, readonly=True)
         try:
             return ledger.approvals(batch)
-        except sqlite3.OperationalError:  # a ledger no run of this version has opened yet
-            return []
         finally:
             ledger.close()
 

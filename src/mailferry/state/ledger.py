@@ -953,7 +953,10 @@ class SqliteLedger:
             return int(cur.lastrowid or 0)
 
     def approvals(self, batch: str | None = None) -> list[dict[str, Any]]:
-        """Every approval (of ``batch``), oldest first."""
+        """Every approval (of ``batch``), oldest first. None in a ledger that predates them (a
+        read-only ledger is not migrated)."""
+        if self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='approvals'").fetchone() is None:
+            return []
         where, args = ("WHERE batch = ?", (batch,)) if batch is not None else ("", ())
         rows = self._db.execute(
             "SELECT id, batch, accounts, approved_by, approved_at, verdict, acknowledged, last_run "
