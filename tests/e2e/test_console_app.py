@@ -235,3 +235,64 @@ def test_second_start_is_refused_with_the_clis_message_and_cancel_ends_the_run(s
         assert client.post("/run/cancel", data={"csrf": token, "batch": "a"}).status_code == 409
     finally:
         hole.close()
+
+
+def test_directory_pages_with_two_openldap_servers(slapd_factory, dovecot_factory, tmp_path: Path) -> None:
+    """Directory (containers as a tree, unknown container refused), People (outcomes with
+    reasons; an ambiguous person decided and saved as [[directory.resolve]]), directory apply
+    writing the accounts CSV the batches run from."""
+    from helpers import dir_project
+    from test_directory_ldap import block, person
+
+    src = slapd_factory(suffix="dc=src,dc=test", root_pw="srcpw")
+    tgt = slapd_factory(suffix="dc=tgt,dc=test", root_pw="tgtpw")
+    s, t = src.users_dn, tgt.users_dn
+    src.add_ldif(
+        "\n".join(
+            [
+                person(s, "Alice Ant", "alice", "alice@src.test"),
+                person(s, "Bob Bee", "bob", "bob@src.test"),
+                person(s, "Frank Fox", "frank", "frank@src.test"),
+            ]
+        )
+    )
+    tgt.add_ldif(
+        person(t, "Alice T", "alice.t", "alice.t@tgt.test", ["alice@src.test"])
+        + "\n"
+        + person(t, "Frank One", "frank1", "frank1@tgt.test", ["frank@src.test"])
+        + "\n"
+        + person(t, "Frank Two", "frank2", "frank2@tgt.test", ["frank@src.test"])
+    )
+    imap = dovecot_factory(users=USERS)
+    extra = 'account_key = "login"\nconfirm_mailboxes = false'
+    project = dir_project(tmp_path / "p", imap, imap, block(src, tgt, extra=extra))
+    client, _console = client_for(project.parent)
+    token = csrf(client, "/directory")
+
+    page = client.get("/directory")
+    assert page.status_code == 200
+    assert "3 users, 0 contacts, 0 groups" in page.text and f'value="{t}"' in page.text
+    bad = client.post("/directory", data={"csrf": token, "bases": "ou=Nowhere,dc=src,dc=test", "target_container": t,
+                                          "rules": "smtp, login"})  # fmt: skip
+    assert bad.status_code == 400 and 'id="e-bases"' in bad.text and "unknown container" in bad.text
+    ok = client.post("/directory", data={"csrf": token, "bases": s, "target_container": t, "rules": "smtp, login"})
+    assert ok.status_code == 303
+    assert load_project(project).directory.source.bases == (s,)  # type: ignore[union-attr]
+
+    people = client.get("/people")
+    assert "ambiguous" in people.text and "rule smtp finds 2 target entries" in people.text
+    assert "Your decision for frank" in people.text
+    frank = f"cn=Frank Fox,{s}"
+    wrong = client.post("/people/resolve", data={"csrf": token, "source": frank, "target": f"cn=Alice T,{t}"})
+    assert wrong.status_code == 400 and "choose one of the target entries" in wrong.text
+    assert "[[directory.resolve]]" not in project.read_text()
+    one = f"cn=Frank One,{t}"
+    assert client.post("/people/resolve", data={"csrf": token, "source": frank, "target": one}).status_code == 303
+    assert dict(load_project(project).directory.resolve) == {frank: one}  # type: ignore[union-attr]
+    assert "ambiguous" not in client.get("/people").text
+
+    applied = client.post("/people/apply", data={"csrf": token})
+    assert applied.status_code == 200 and 'id="applied"' in applied.text, applied.text
+    accounts = {a.source_user: a.target_user for a in load_project(project).accounts}
+    assert accounts == {"alice": "alice.t", "bob": "bob", "frank": "frank1"}
+    assert "no account yet" not in client.get("/people").text

@@ -56,6 +56,7 @@ DONE = {
     "directory": "Saved the containers and rules to the project file.",
     "batch": "Saved the batch to the project file.",
     "batch-deleted": "Removed the batch from the project file.",
+    "resolved": "Saved your decision in the project file ([[directory.resolve]]).",
     "started": "The batch is running; progress below. You may close the browser: the run goes on.",
     "cancelled": "The run was cancelled. Start the batch again to resume: nothing is copied twice.",
     "approved": "The approval is recorded in the ledger.",
@@ -466,6 +467,7 @@ class Console:
                         "rule": p["rule"],
                         "target": p["target"],
                         "reason": p["reason"],
+                        "candidates": p["candidates"],
                     }
                 )
         else:
@@ -492,7 +494,13 @@ class Console:
         return await self._people_page(request, project, {}, {})
 
     async def _people_page(
-        self, request: Request, project: Project, errors: dict[str, str], values: dict[str, Any], status: int = 200
+        self,
+        request: Request,
+        project: Project,
+        errors: dict[str, str],
+        values: dict[str, Any],
+        status: int = 200,
+        **ctx: Any,
     ) -> Response:
         try:
             rows, info = await run_in_threadpool(self._people, project)
@@ -523,6 +531,7 @@ class Console:
             errors=errors,
             values=values,
             directory=project.directory is not None,
+            **ctx,
         )
 
     async def batch_save(self, request: Request) -> Response:
@@ -556,6 +565,47 @@ class Console:
             except ConfigError as e:
                 errors["batch"] = "; ".join(e.problems)
         return await self._people_page(request, project, errors, {"batch": name, "ticked": set(ticked)}, 400)
+
+    async def resolve(self, request: Request) -> Response:
+        """Save the admin's decision for an ambiguous or conflicting person: one of the target
+        entries the rules found, or a new user. Saved in the project file ([[directory.resolve]])."""
+        form = await self.form(request)
+        if form is None:
+            return self.refused_csrf(request)
+        project = self.project()
+        if project is None or project.directory is None:
+            return self.no_project(request, "People and accounts")
+        source, target = str(form.get("source", "")), str(form.get("target", ""))
+        rows, _ = await run_in_threadpool(self._people, project)
+        row = next((r for r in rows if r["who"] == source and r["outcome"] in ("ambiguous", "conflict")), None)
+        errors: dict[str, str] = {}
+        if row is None:
+            errors["resolve"] = "this person has no open decision (reload the page)"
+        elif target != "create" and target not in row["candidates"]:
+            errors["resolve"] = "choose one of the target entries the rules found, or a new user"
+        if not errors:
+            try:
+                await run_in_threadpool(projectfile.add_resolution, self.path, source, target)
+                return RedirectResponse("/people?done=resolved", status_code=303)
+            except ConfigError as e:
+                errors["resolve"] = "; ".join(e.problems)
+        return await self._people_page(request, project, errors, {}, 400)
+
+    async def directory_apply(self, request: Request) -> Response:
+        """``directory apply``: create, merge and address people on the target as planned, and
+        write the accounts CSV (as the CLI's command; it takes the project's run lock)."""
+        form = await self.form(request)
+        if form is None:
+            return self.refused_csrf(request)
+        project = self.project()
+        if project is None or project.directory is None:
+            return self.no_project(request, "People and accounts")
+        try:
+            applied = (await run_in_threadpool(api.directory_apply, project)).data
+        except MailferryError as e:
+            return await self._people_page(request, project, {"apply": str(e)}, {}, 409)
+        project = self.project() or project
+        return await self._people_page(request, project, {}, {}, 200, applied=applied)
 
     async def batch_delete(self, request: Request) -> Response:
         form = await self.form(request)
@@ -872,6 +922,8 @@ def create_app(console: Console) -> ASGIApp:
             route("/people", c.people),
             route("/batches", c.batch_save, ["POST"]),
             route("/batches/delete", c.batch_delete, ["POST"]),
+            route("/people/resolve", c.resolve, ["POST"]),
+            route("/people/apply", c.directory_apply, ["POST"]),
             route("/plan", c.plan),
             route("/run", c.run),
             route("/run/start", c.run_start, ["POST"]),

@@ -455,6 +455,13 @@ def set_batch(path: Path, name: str, accounts: Sequence[str] | None) -> Project:
     return save(path, set_keys(text, "batches", {name: list(accounts) if accounts is not None else None}))
 
 
+def add_resolution(path: Path, source: str, target: str) -> Project:
+    """Append a ``[[directory.resolve]]`` decision (source person DN -> target DN or "create")."""
+    text = path.read_text(encoding="utf-8").rstrip("\n") + "\n"
+    text += f"\n[[directory.resolve]]\nsource = {_toml(source)}\ntarget = {_toml(target)}\n"
+    return save(path, text)
+
+
 def set_directory(path: Path, bases: Sequence[str], target_container: str, rules: Sequence[str]) -> Project:
     text = path.read_text(encoding="utf-8")
     text = set_keys(text, "directory.source", {"bases": list(bases)})

@@ -113,6 +113,13 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    // "?done=..." says once what a form did; a reload should not say it again.
+    if (window.history && window.location.search.indexOf("done=") !== -1) {
+      var params = new URLSearchParams(window.location.search);
+      params.delete("done");
+      var rest = params.toString();
+      window.history.replaceState(null, "", window.location.pathname + (rest ? "?" + rest : ""));
+    }
     var sections = document.querySelectorAll("section[data-events]");
     for (var i = 0; i < sections.length; i += 1) {
       if (sections[i].getAttribute("data-state") !== "idle") { follow(sections[i]); }
