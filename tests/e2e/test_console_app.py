@@ -222,9 +222,28 @@ def test_second_start_is_refused_with_the_clis_message_and_cancel_ends_the_run(s
         hint = r.err.splitlines()[1].removeprefix("next step: ")
         assert message == f"another mailferry run is using this project (migrate, pid {pid})"
         assert message in other.text and hint in other.text
-        # The run goes on without any page open; a reload shows it running; cancel ends it.
+        # The run goes on without any page open; a reload shows it running; pause stops the
+        # worker where it is, resume lets it go on; cancel (also of a paused run) ends it.
         page = client.get("/run")
         assert page.text.count('data-state="running"') == 1
+
+        def proc_state(want_stopped: bool) -> bool:
+            """Whether the worker is stopped as wanted (a signal takes a moment to land)."""
+            for _ in range(50):
+                stopped = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+                if stopped == want_stopped:
+                    return True
+                time.sleep(0.05)
+            return False
+
+        assert client.post("/run/resume", data={"csrf": token, "batch": "a"}).status_code == 409
+        assert client.post("/run/pause", data={"csrf": token, "batch": "a"}).status_code == 303
+        assert console.runs.status("a")["state"] == "paused" and proc_state(True)
+        assert 'data-state="paused"' in client.get("/run").text
+        assert client.post("/run/start", data={"csrf": token, "batch": "a"}).status_code == 409  # still holds it
+        assert client.post("/run/resume", data={"csrf": token, "batch": "a"}).status_code == 303
+        assert console.runs.status("a")["state"] == "running" and proc_state(False)
+        assert client.post("/run/pause", data={"csrf": token, "batch": "a"}).status_code == 303
         assert client.post("/run/cancel", data={"csrf": token, "batch": "a"}).status_code == 303
         st = console.runs.status("a")
         assert st["state"] == "cancelled", st

@@ -110,6 +110,10 @@ def test_every_post_needs_the_csrf_token(tmp_path: Path) -> None:
         ("/directory", {}),
         ("/run/start", {"batch": "w"}),
         ("/run/cancel", {"batch": "w"}),
+        ("/run/pause", {"batch": "w"}),
+        ("/run/resume", {"batch": "w"}),
+        ("/people/resolve", {"source": "x", "target": "create"}),
+        ("/people/apply", {}),
         ("/results/approve", {"batch": "w", "approved_by": "me"}),
         ("/logout", {}),
     ):

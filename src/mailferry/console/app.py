@@ -59,6 +59,8 @@ DONE = {
     "resolved": "Saved your decision in the project file ([[directory.resolve]]).",
     "started": "The batch is running; progress below. You may close the browser: the run goes on.",
     "cancelled": "The run was cancelled. Start the batch again to resume: nothing is copied twice.",
+    "paused": "The run is paused; its connections stay open. Resume it, or cancel it and start again later.",
+    "resumed": "The run goes on.",
     "approved": "The approval is recorded in the ledger.",
 }
 
@@ -681,6 +683,26 @@ class Console:
         self.runs.wait(batch, 15)
         return RedirectResponse("/run?done=cancelled", status_code=303)
 
+    async def run_pause(self, request: Request) -> Response:
+        return await self._run_signal(request, "pause")
+
+    async def run_resume(self, request: Request) -> Response:
+        return await self._run_signal(request, "resume")
+
+    async def _run_signal(self, request: Request, what: str) -> Response:
+        form = await self.form(request)
+        if form is None:
+            return self.refused_csrf(request)
+        project = self.project()
+        if project is None:
+            return self.no_project(request, "Run")
+        batch = str(form.get("batch", ""))
+        done = self.runs.pause(batch) if what == "pause" else self.runs.resume(batch)
+        if not done:
+            why = "This batch is not running." if what == "pause" else "This batch is not paused."
+            return self._run_page(request, project, 409, error=why, error_batch=batch)
+        return RedirectResponse(f"/run?done={'paused' if what == 'pause' else 'resumed'}", status_code=303)
+
     async def run_events(self, request: Request) -> Response:
         """Server-sent events: the batch's newest run, from its first event (a reloaded page
         rebuilds its state), then each new one until the run ends."""
@@ -716,7 +738,7 @@ class Console:
                     if quiet >= 10:
                         quiet = 0
                         yield b": keep-alive\n\n"
-                    if self.runs.status(batch)["state"] != "running":
+                    if self.runs.status(batch)["state"] not in ("running", "paused"):
                         # ended without an end line seen yet: give the reaper a moment, then stop
                         await asyncio.sleep(0.5)
                         if not any(e.get("t") == "end" for e in read_events(path)):
@@ -928,6 +950,8 @@ def create_app(console: Console) -> ASGIApp:
             route("/run", c.run),
             route("/run/start", c.run_start, ["POST"]),
             route("/run/cancel", c.run_cancel, ["POST"]),
+            route("/run/pause", c.run_pause, ["POST"]),
+            route("/run/resume", c.run_resume, ["POST"]),
             route("/run/events", c.run_events),
             route("/results", c.results),
             route("/results/download", c.results_download),

@@ -81,7 +81,7 @@ class Runs:
         return files[-1] if files else None
 
     def status(self, batch: str) -> dict[str, Any]:
-        """``{"state": idle|running|finished|cancelled|interrupted, ...}`` of the batch's newest run."""
+        """``{"state": idle|running|paused|finished|cancelled|interrupted, ...}`` of the batch's newest run."""
         path = self.latest(batch)
         if path is None:
             return {"state": "idle"}
@@ -106,11 +106,19 @@ class Runs:
                 proc = self._procs.get(batch)
             if proc is None or proc.poll() is not None:
                 out["state"] = "interrupted"
+        else:
+            marks = [e["t"] for e in events if e.get("t") in ("paused", "resumed")]
+            if marks and marks[-1] == "paused":
+                out["state"] = "paused"
         out["pid"] = pid
         return out
 
     def running_pid(self) -> int | None:
-        """A worker of this project still running (any batch), or None."""
+        """A worker of this project still running (any batch), or None. Ours are asked
+        directly: just after the fork a worker's /proc entry still shows this process."""
+        for proc in self._procs.values():
+            if proc.poll() is None:
+                return proc.pid
         if not self.folder.is_dir():
             return None
         for d in self.folder.iterdir():
@@ -184,15 +192,36 @@ class Runs:
                 },
             )
 
-    def cancel(self, batch: str) -> bool:
-        """End the batch's running worker (SIGTERM). False when none runs."""
+    def pause(self, batch: str) -> bool:
+        """Stop the batch's worker where it is (SIGSTOP); its connections stay open, and one a
+        server drops meanwhile is opened again on resume (the engine's retries). False when it
+        is not running."""
+        return self._signal(batch, "running", signal.SIGSTOP, "paused")
+
+    def resume(self, batch: str) -> bool:
+        """Let a paused worker go on (SIGCONT). False when it is not paused."""
+        return self._signal(batch, "paused", signal.SIGCONT, "resumed")
+
+    def _signal(self, batch: str, state: str, sig: signal.Signals, event: str) -> bool:
         st = self.status(batch)
-        if st["state"] != "running" or st.get("pid") is None:
+        path = self.latest(batch)
+        if st["state"] != state or st.get("pid") is None or path is None or not _alive(int(st["pid"])):
+            return False
+        os.kill(int(st["pid"]), sig)
+        _append(path, {"t": event})
+        return True
+
+    def cancel(self, batch: str) -> bool:
+        """End the batch's running (or paused) worker (SIGTERM). False when none runs."""
+        st = self.status(batch)
+        if st["state"] not in ("running", "paused") or st.get("pid") is None:
             return False
         pid = int(st["pid"])
         if not _alive(pid):
             return False
         os.kill(pid, signal.SIGTERM)
+        if st["state"] == "paused":
+            os.kill(pid, signal.SIGCONT)  # a stopped process takes its SIGTERM once it runs again
         with self._lock:
             proc = self._procs.get(batch)
         if proc is None:  # started by an earlier console: no one reaps it here, so say it here
@@ -215,7 +244,7 @@ class Runs:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             st = self.status(batch)
-            if st["state"] != "running":
+            if st["state"] not in ("running", "paused"):
                 return st
             time.sleep(0.1)
         return self.status(batch)

@@ -94,6 +94,10 @@
         a3.state = e.status + (e.findings ? ", " + e.findings + " findings" : "") + (e.error ? ": " + e.error : "");
       }
       else if (e.t === "note") { note(e.account + ": " + e.text); }
+      else if (e.t === "paused" || e.t === "resumed") {
+        if (stateEl) { stateEl.textContent = e.t === "paused" ? "paused" : "running"; }
+        section.setAttribute("data-state", e.t === "paused" ? "paused" : "running");
+      }
       else if (e.t === "end" || e.t === "interrupted" || e.t === "idle") {
         source.close();
         if (e.t === "end") {
