@@ -139,7 +139,10 @@ def test_a_console_run_equals_a_cli_run_in_ledger_and_report(servers, dovecot_fa
     client.post("/batches", data={"csrf": token, "batch": "w", "account": ["alice", "bob"]})
     client.post("/run/start", data={"csrf": token, "batch": "w"})
     assert console.runs.wait("w", 90)["exit_code"] == 0
-    assert cli("migrate", by_cli, "--account", "alice", "--account", "bob", "--json").code == 0
+    from mailferry.console.projectfile import set_batch
+
+    set_batch(by_cli, "w", ["alice", "bob"])  # the CLI runs the same batch by name
+    assert cli("migrate", by_cli, "--batch", "w", "--json").code == 0
 
     def ledger(project: Path) -> dict[str, Any]:
         db = sqlite3.connect(load_project(project).ledger_path)

@@ -515,3 +515,20 @@ def test_approvals_in_the_ledger_schema_5(tmp_path: Path) -> None:
     ro = SqliteLedger(old, readonly=True)
     assert ro.approvals() == []
     ro.close()
+
+
+def test_the_cli_takes_a_batch_by_name(tmp_path: Path) -> None:
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from mailferry.cli.main import _accounts, main
+
+    place = project_dir(tmp_path, '\n[batches]\n"wave 1" = ["bob", "alice"]\n')
+    p = load_project(place / "p.toml")
+    assert _accounts(p, None, "wave 1") == ["bob", "alice"]
+    assert _accounts(p, ["carol", "bob"], "wave 1") == ["bob", "alice", "carol"]
+    assert _accounts(p, ["carol"], None) == ["carol"]
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(["plan", str(place / "p.toml"), "--batch", "wave 2", "--json"])
+    assert code == 64
+    assert "no batch 'wave 2' in the project file" in err.getvalue() and "'wave 1'" in err.getvalue()
