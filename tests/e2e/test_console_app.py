@@ -110,6 +110,8 @@ def test_console_batch_plan_run_results_approve(servers, dovecot_factory, tmp_pa
     ).fetchone()
     assert by == "Ada Admin" and at.endswith("Z") and json.loads(accounts) == ["alice", "bob"] and last_run == 1
     assert "approved" in client.get("/results", params={"batch": "wave 1"}).text
+    deep = client.get("/results", params={"batch": "wave 1", "deep": "1", "fresh": "1"})
+    assert 'data-verdict="ready"' in deep.text and ", deep." in deep.text and 'name="deep" value="1"' in deep.text
     # The CLI sees the approval too (report, checked against its JSON Schema).
     rep = cli("report", project, "--json").json()
     assert [(a["batch"], a["approved_by"], a["accounts"]) for a in rep["approvals"]] == [

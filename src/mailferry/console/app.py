@@ -848,13 +848,14 @@ class Console:
         batch = str(form.get("batch", ""))
         who = str(form.get("approved_by", "")).strip()
         ack = form.get("acknowledge") == "yes"
+        deep = form.get("deep") == "1"
         errors: dict[str, str] = {}
         if not who or len(who) > 100 or re.search(r"[\x00-\x1f\x7f]", who):
             errors["approved_by"] = "who approves: your name (up to 100 characters)"
         holder = run_lock_holder(project.ledger_path)
         if holder is not None:
             errors[""] = f"a run is using this project ({holder}): approve once it has finished and been verified"
-        res = await run_in_threadpool(self._results, project, batch, False, True)
+        res = await run_in_threadpool(self._results, project, batch, deep, True)  # verified afresh
         if "error" in res:
             return self.page(request, "message.html", 404, title="Results", message=res["error"])
         v = res["verdict"]
@@ -863,7 +864,7 @@ class Console:
         elif v["state"] == "acknowledge" and not ack:
             errors["acknowledge"] = f"acknowledge the {v['open_findings']} open findings to approve with them"
         if errors:
-            ctx = {"batches": project.batches, "batch": batch, "deep": False, "res": res, "errors": errors, "who": who}
+            ctx = {"batches": project.batches, "batch": batch, "deep": deep, "res": res, "errors": errors, "who": who}
             return self.page(request, "results.html", 400, user=getpass.getuser(), columns=ITEM_COLUMNS, **ctx)
         ledger = SqliteLedger(project.ledger_path)
         try:
@@ -877,6 +878,7 @@ class Console:
                     "verified_clean": v["verified_clean"],
                     "open_findings": v["open_findings"],
                     "verified_at": res["verify"].get("verified_at"),
+                    "deep": deep,
                 },
                 acknowledged=v["open_findings"] if ack else 0,
                 last_run=v["last_run"],
