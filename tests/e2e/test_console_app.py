@@ -320,3 +320,36 @@ def test_directory_pages_with_two_openldap_servers(slapd_factory, dovecot_factor
     accounts = {a.source_user: a.target_user for a in load_project(project).accounts}
     assert accounts == {"alice": "alice.t", "bob": "bob", "frank": "frank1"}
     assert "no account yet" not in client.get("/people").text
+
+
+def test_console_over_tls_beyond_loopback(tmp_path: Path) -> None:
+    """--listen 0.0.0.0 with a certificate: served over TLS only, the session cookie Secure."""
+    import httpx
+
+    from mailferry.console.serve import prepare
+    from mailferry.sandbox.servers import _make_tls_files
+
+    ca, cert, key = _make_tls_files(tmp_path / "tls", "localhost")
+    (tmp_path / "p").mkdir()
+    p = prepare(tmp_path / "p", host="0.0.0.0", port=0, certificate=cert, key=key)
+    assert p.url.startswith("https://0.0.0.0:")
+    t = threading.Thread(target=p.run, daemon=True)
+    t.start()
+    try:
+        for _ in range(100):
+            if p.server.started:
+                break
+            time.sleep(0.05)
+        url = p.url.replace("0.0.0.0", "127.0.0.1")
+        with httpx.Client(verify=str(ca)) as h:
+            r = h.get(url, follow_redirects=False)
+            assert r.status_code == 303
+            cookie = r.headers["set-cookie"]
+            assert "Secure" in cookie and "HttpOnly" in cookie
+            h.cookies = r.cookies
+            assert h.get(url.split("/login")[0] + "/servers").status_code == 200
+        with pytest.raises(httpx.HTTPError):  # no plain HTTP on that port
+            httpx.get(url.replace("https://", "http://"), timeout=5)
+    finally:
+        p.server.should_exit = True
+        t.join(10)
