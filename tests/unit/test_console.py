@@ -532,3 +532,28 @@ def test_the_cli_takes_a_batch_by_name(tmp_path: Path) -> None:
         code = main(["plan", str(place / "p.toml"), "--batch", "wave 2", "--json"])
     assert code == 64
     assert "no batch 'wave 2' in the project file" in err.getvalue() and "'wave 1'" in err.getvalue()
+
+
+def test_a_server_or_reference_problem_is_a_message_not_a_500(tmp_path: Path) -> None:
+    directory = (
+        '\n[directory]\ntarget_container = "ou=Users,dc=tgt,dc=test"\n'
+        '[directory.source]\nurl = "ldap://127.0.0.1:1"\nbind_dn = "cn=admin,dc=src,dc=test"\n'
+        'password = "env:MF_CONSOLE_NOT_SET"\ndialect = "generic"\n'
+        '[directory.target]\nurl = "ldap://127.0.0.1:1"\nbind_dn = "cn=admin,dc=tgt,dc=test"\n'
+        'password = "env:MF_CONSOLE_NOT_SET"\ndialect = "generic"\n'
+        '[directory.lock]\nemployeeType = "locked"\n'
+    )
+    client, _ = make_client(project_dir(tmp_path, directory))
+    login(client)
+    page = client.get("/directory")
+    assert page.status_code == 200 and "Could not read the directories" in page.text
+    assert "MF_CONSOLE_NOT_SET" in page.text  # the reference is named, it holds no secret
+    csrf = csrf_of(page.text)
+    for path, data in (
+        ("/directory", {"target_container": "ou=Users,dc=tgt,dc=test", "rules": "smtp"}),
+        ("/batches", {"batch": "w", "account": "alice"}),
+        ("/people/resolve", {"source": "cn=x", "target": "create"}),
+    ):
+        r = client.post(path, data={"csrf": csrf, **data})
+        assert r.status_code in (400, 409, 503), (path, r.status_code)
+        assert "MF_CONSOLE_NOT_SET" in r.text, path

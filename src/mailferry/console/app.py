@@ -932,8 +932,16 @@ def create_app(console: Console) -> ASGIApp:
     async def home(request: Request) -> Response:
         return RedirectResponse("/servers", status_code=303)
 
+    async def refused(request: Request, exc: Exception) -> Response:
+        """A server, a lock or the project said no where a page did not expect it: its words and
+        the next step, not a bare 500 (MailferryError messages hold no secret)."""
+        e = exc if isinstance(exc, MailferryError) else MailferryError(str(exc))
+        status = 409 if e.fault == "usage" else (400 if e.fault == "config" else 503)
+        return c.page(request, "message.html", status, title="Could not do that", message=str(e))
+
     static = Path(__file__).parent / "static"
     app = Starlette(
+        exception_handlers={MailferryError: refused},
         routes=[
             route("/", home),
             route("/login", c.login),
