@@ -476,7 +476,10 @@ class DavBench:
         status = "ok" if m.ok else f"FAILED ({m.note})"
         if "items_written" in m.extra:
             status += f", wrote {m.extra['items_written']} items"
-        log(f"  {m.tool:<10} {m.phase:<8} {m.wall_s:8.2f} s  rss {m.max_rss_mb:7.1f} MB  items {items}  {status}")
+        cpu = m.extra.get("cpu_s")
+        cpu_text = f"cpu {cpu:6.1f} s" if isinstance(cpu, float | int) else ""
+        rss = f"rss {m.max_rss_mb:7.1f} MB"
+        log(f"  {m.tool:<10} {m.phase:<8} {m.wall_s:8.2f} s  {cpu_text}  {rss}  items {items}  {status}")
         if not m.ok and m.stderr_tail:
             log("    stderr tail:\n" + "\n".join("      " + line for line in m.stderr_tail.splitlines()[-8:]))
 

@@ -102,6 +102,7 @@ def run_tool(tool: str, rep: int, argv: list[str], *, timeout: float, logdir: Pa
     r.exit_code = proc.returncode
     r.timed_out = fired.is_set()
     r.max_rss_mb = usage.ru_maxrss / 1024.0
+    r.extra["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 2)  # the tool's own CPU (user + system)
     with contextlib.suppress(OSError, ValueError):
         r.max_rss_mb = int(rss_path.read_text().split()[-1]) / 1024.0
     r.extra["stdout_file"] = str(out_path)

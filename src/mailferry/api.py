@@ -1021,7 +1021,15 @@ def _dav_side(project: Project, server: ServerConfig, user: str, ref: Any) -> An
         )
     else:  # the loader refuses such a project; defensive
         raise MailferryError(f"{user}: no password reference and no DAV admin login", hint="fix the project file")
-    return DavConnection(endpoint, login)
+
+    def imap_acl() -> Any:
+        """The account's IMAP session on the same side, for what a server keeps as mailbox ACLs
+        (Cyrus: who may see free/busy); opened only when such a thing is to be written."""
+        from mailferry.connectors.imap import ImapStore
+
+        return ImapStore(_endpoint(server), _login(project, server, user, ref), readonly=False, label=f"{user} (IMAP)")
+
+    return DavConnection(endpoint, login, imap_acl=imap_acl if server is project.target else None)
 
 
 def _dav_jobs(project: Project, accounts: Sequence[AccountConfig]) -> list[Any]:
@@ -1060,6 +1068,7 @@ def _dav_engine(
             batch_size=rules.batch_items,
             max_connections=max(2, writers),
             known=known,
+            imap_acl=None if readonly else conn.imap_acl,
         )
 
     note = (lambda a, t: reporter.note(a, t)) if reporter is not None else (lambda a, t: None)

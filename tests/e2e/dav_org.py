@@ -332,7 +332,8 @@ class DavProxy:
     on demand. ``answer(method, path_regex, status, body)``: answer such requests itself (the
     server never sees them); ``rewrite(pattern, repl)``: regex on the bodies of REPORT answers (a
     source that serves malformed data); ``drop_puts_after(n)``: after n PUTs forwarded, close
-    every connection without an answer (the target gone mid-run); ``heal()`` undoes the faults.
+    every connection without an answer (the target gone mid-run); ``lose_answers(n)``: see there;
+    ``heal()`` undoes the faults.
     ``seen``: (method, path, status) of every request."""
 
     def __init__(self, upstream: str) -> None:
@@ -346,6 +347,9 @@ class DavProxy:
         self.rules: list[tuple[str, re.Pattern[str], int, bytes]] = []
         self.rewrites: list[tuple[re.Pattern[bytes], bytes]] = []
         self.puts_left: int | None = None
+        self.lose_every: int | None = None  # see lose_answers
+        self.puts_seen = 0
+        self.lost_once: set[str] = set()
         self.seen: list[tuple[str, str, int]] = []
         self._lock = threading.Lock()
         self._client = httpx.Client(base_url=self.upstream, timeout=30, follow_redirects=False)
@@ -385,9 +389,16 @@ class DavProxy:
     def drop_puts_after(self, n: int) -> None:
         self.puts_left = n
 
+    def lose_answers(self, every: int) -> None:
+        """Every ``every``-th PUT's connection is closed without an answer, alternately before
+        and after the server got it (a kept-alive connection the server dropped as the request
+        went out; an answer lost on the way back)."""
+        self.lose_every = every
+
     def heal(self) -> None:
         self.rules.clear()
         self.puts_left = None
+        self.lose_every = None
 
     def close(self) -> None:
         self._server.shutdown()
@@ -410,13 +421,22 @@ class DavProxy:
                 gone = self.puts_left is not None and self.puts_left <= 0
                 if self.puts_left is not None:
                     self.puts_left -= 1
-            if gone:
+                self.puts_seen += 1
+                n = self.puts_seen
+                lose = self.lose_every is not None and n % self.lose_every == 0 and path not in self.lost_once
+                if lose:
+                    self.lost_once.add(path)  # a one-off: never the same request twice
+            if gone or (lose and (n // self.lose_every) % 2 == 0):  # type: ignore[operator]
                 self.seen.append((method, path, 0))
                 h.close_connection = True
                 return
         skip = {"host", "content-length", "connection", "accept-encoding", "transfer-encoding"}
         headers = {k: v for k, v in h.headers.items() if k.lower() not in skip}
         r = self._client.request(method, path, content=body, headers=headers)
+        if method == "PUT" and lose:
+            self.seen.append((method, path, -r.status_code))  # landed, its answer lost
+            h.close_connection = True
+            return
         content = r.content
         if method == "REPORT":
             for rx, repl in self.rewrites:

@@ -83,6 +83,11 @@ def test_delta_passes_carry_changes_and_leave_conflicts(target, dovecot_factory,
         assert "e2@t" in work  # deletions are not carried unless asked
         assert b"PARTSTAT=DECLINED" in work["m2@t"].replace(b"\r\n ", b"")  # the target's change kept
 
+        r = cli("migrate", project, "--json")  # the conflict is not forgotten by a pass with nothing new
+        assert r.code == ExitCode.FINDINGS, r.out + r.err
+        assert [f["kind"] for f in r.json()["findings"]] == ["conflict"], r.json()["findings"]
+        assert b"PARTSTAT=DECLINED" in holdings(tgt_url, "alice", USERS["alice"])["Work"]["m2@t"].replace(b"\r\n ", b"")
+
         with project.open("a") as fh:
             fh.write("\n[calendars]\npropagate_deletions = true\n")
         r = cli("migrate", project, "--json")
@@ -139,3 +144,46 @@ def test_item_names_that_need_quoting_land_where_the_ledger_says(
         src.close()
         for x in extra:
             x.close()
+
+
+def test_a_refused_update_is_retried_in_place(dovecot_factory, cyrus_factory, tmp_path) -> None:
+    """An event changed on the source into one the target refuses (Cyrus: DTEND before DTSTART)
+    is a finding and stays outstanding; once the source mends it, the next pass replaces the
+    older copy where it is: one copy of the UID, no second resource beside it."""
+    src = RadicaleServer.start(tmp_path / "src", users=dict(USERS))
+    try:
+        seed_org(src.url, USERS, real=False)
+        tgt = cyrus_factory(users=dict(USERS))
+        project = dav_project(
+            tmp_path / "p",
+            dovecot_factory(users=dict(USERS)),
+            tgt,
+            src.url,
+            tgt.dav_url,
+            src_admin=False,
+            tgt_admin=False,
+            new_domain=domain_of(tgt.dav_url, "alice"),
+        )
+        assert cli("migrate", project, "--json").code == ExitCode.OK
+        edit(src.url, "alice", "e1@t", b"DURATION:PT1H", b"DTEND:20270301T070000Z")
+        r = cli("migrate", project, "--json")
+        assert r.code == ExitCode.FINDINGS, r.out + r.err
+        refused = [f for f in r.json()["findings"] if f["kind"] == "refused"]
+        assert len(refused) == 1 and "e1@t" in refused[0]["message"], r.json()["findings"]
+        report = cli("report", project, "--json").json()
+        assert [o["item_uid"] for o in report["calendars_outstanding"]] == ["e1@t"], report["calendars_outstanding"]
+
+        edit(src.url, "alice", "e1@t", b"DTEND:20270301T070000Z", b"DTEND:20270301T100000Z")
+        r = cli("migrate", project, "--json")
+        assert r.code == ExitCode.OK, r.out + r.err
+        assert r.json()["calendars"]["updated"] == 1, r.json()["calendars"]
+        st = store(tgt.dav_url, "alice", USERS["alice"], readonly=True)
+        try:
+            work = next(c for c in st.collections() if c.name == "Work")
+            copies = [x for x in st.fetch(work, sorted(st.members(work))) if b"UID:e1@t" in x.data]
+        finally:
+            st.close()
+        assert len(copies) == 1 and b"DTEND:20270301T100000Z" in copies[0].data, [x.href for x in copies]
+        assert cli("verify", project, "--deep").code == ExitCode.OK
+    finally:
+        src.close()

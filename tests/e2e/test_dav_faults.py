@@ -204,6 +204,43 @@ def test_target_gone_mid_run_is_a_temporary_failure_then_resumes(dovecot_factory
         proxy.close()
 
 
+def test_lost_answers_are_sent_again_and_land_once(dovecot_factory, radicale, tmp_path) -> None:
+    """Every 4th PUT's connection closes without an answer, half of them after the target stored
+    the item: the connector sends each again, a resend of one that had landed is recognised (by
+    its UID for a new item, by its content for a change), and the run ends clean in one pass."""
+    src, tgt = radicale("src"), radicale("tgt")
+    layout = {"alice": ({"Work": 30}, 10), "bob": ({"Team": 20}, 5)}
+    total = seed(src, layout)
+    proxy = DavProxy(tgt.url)
+    try:
+        proxy.lose_answers(4)
+        imap_src, imap_tgt = dovecot_factory(users=USERS), dovecot_factory(users=USERS)
+        project = dav_only_project(tmp_path / "p", imap_src, imap_tgt, src.url, proxy.url, USERS, extra=SMALL_BATCHES)
+        first = cli("migrate", project, *ONLY, "--json")
+        assert first.code == ExitCode.OK, first.out + first.err
+        lost = [s for s in proxy.seen if s[0] == "PUT" and s[2] <= 0]
+        assert any(s[2] == 0 for s in lost) and any(s[2] < 0 for s in lost), lost  # both kinds happened
+        counts = uid_counts(tgt.url)
+        assert sum(sum(c.values()) for per in counts.values() for c in per.values()) == total
+        assert all(n == 1 for per in counts.values() for c in per.values() for n in c.values())
+
+        st = store(src.url, "alice", USERS["alice"])  # changes: updates through the same faults
+        try:
+            work = next(c for c in st.collections() if c.name == "Work")
+            for item in list(st.fetch(work, sorted(st.members(work))))[:12]:
+                st.put(
+                    work, item.href.rsplit("/", 1)[1], item.data.replace(b"SUMMARY:", b"SUMMARY:Moved "), etag=item.etag
+                )
+        finally:
+            st.close()
+        second = cli("migrate", project, *ONLY, "--json")
+        assert second.code == ExitCode.OK, second.out + second.err  # no false conflict
+        assert second.json()["calendars"]["updated"] == 12, second.json()["calendars"]
+        assert cli("verify", project, "--deep", "--json").json()["clean"]
+    finally:
+        proxy.close()
+
+
 # A target that refuses one account's DAV login or can't be reached at the start fails that
 # account alone (its row: status failed, its exit code), not the whole migrate. Fixed in the
 # tree while these tests were written (engine/dav.py: _DavRun opens the target lazily).

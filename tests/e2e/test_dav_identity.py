@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from dav_org import EXTERNAL, holdings, meeting, put_all, store
 from helpers import cli
 from test_directory_ldap import block, person
@@ -25,7 +26,11 @@ class Closed:  # the mail side of a project that moves no mail: never contacted
         self.port = free_port()
 
 
-def test_meetings_follow_the_identity_map_of_directory_apply(slapd_factory, tmp_path) -> None:
+@pytest.mark.parametrize("direction", ["radicale-radicale", "radicale-cyrus", "cyrus-radicale", "cyrus-cyrus"])
+def test_meetings_follow_the_identity_map_of_directory_apply(direction, slapd_factory, cyrus_factory, tmp_path) -> None:
+    """Radicale sides are opened by the admin login; Cyrus has no DAV admin route, so there the
+    admin adds each account's password reference to the accounts CSV that ``directory apply``
+    wrote (as the README says), and migrates."""
     from helpers import write_project
 
     src, tgt = (
@@ -38,21 +43,33 @@ def test_meetings_follow_the_identity_map_of_directory_apply(slapd_factory, tmp_
         + person(src.users_dn, "Bob Bee", "bob", "bob@src.test")
     )
     tgt.add_ldif(person(tgt.users_dn, "Alice T", "alice.t", "alice.t@tgt.test", ["alice@src.test"]))
-    dav_src = RadicaleServer.start(tmp_path / "dav-src", users=dict(USERS))
-    dav_tgt = RadicaleServer.start(tmp_path / "dav-tgt", users=dict(USERS))
+    skind, tkind = direction.split("-")
+    radicale: list[RadicaleServer] = []
+
+    def side(kind: str, name: str) -> str:
+        if kind == "cyrus":
+            return cyrus_factory(users=dict(USERS)).dav_url
+        r = RadicaleServer.start(tmp_path / name, users=dict(USERS))
+        radicale.append(r)
+        return r.url
+
     try:
+        src_url, tgt_url = side(skind, "dav-src"), side(tkind, "dav-tgt")
         m1 = meeting("m1@t", "alice@src.test", [("bob@src.test", "ACCEPTED"), (EXTERNAL, "TENTATIVE")])
         for user in ("alice", "bob"):
-            st = store(dav_src.url, user, USERS[user])
+            st = store(src_url, user, USERS[user])
             try:
                 put_all(st, "Meetings", "calendar", [("m1", m1)], displayname="Meetings")
             finally:
                 st.close()
         os.environ["MF_ID_DAV"] = "adminpw"
-        dav = (
-            f'\n[source.dav]\nurl = "{dav_src.url}"\n[source.dav.admin]\nuser = "admin"\npassword = "env:MF_ID_DAV"\n'
-            f'\n[target.dav]\nurl = "{dav_tgt.url}"\n[target.dav.admin]\nuser = "admin"\npassword = "env:MF_ID_DAV"\n'
-        )
+        for u, pw in USERS.items():
+            os.environ[f"MF_ID_{u.upper().replace('.', '_')}"] = pw
+        dav = ""
+        for role, kind, url in (("source", skind, src_url), ("target", tkind, tgt_url)):
+            dav += f'\n[{role}.dav]\nurl = "{url}"\n'
+            if kind == "radicale":
+                dav += f'[{role}.dav.admin]\nuser = "admin"\npassword = "env:MF_ID_DAV"\n'
         project = write_project(
             tmp_path / "p",
             Closed(),
@@ -67,16 +84,29 @@ def test_meetings_follow_the_identity_map_of_directory_apply(slapd_factory, tmp_
         project.write_text(text)
         applied = cli("directory", "apply", project, "--json")
         assert applied.code == ExitCode.OK, applied.out + applied.err
-        assert (tmp_path / "p" / "accounts.csv").read_text().count("alice,alice.t") == 1
+        accounts = tmp_path / "p" / "accounts.csv"
+        assert accounts.read_text().count("alice,alice.t") == 1
+        if "cyrus" in direction:  # the admin adds the accounts' password references
+
+            def ref(user: str, kind: str) -> str:
+                return f"env:MF_ID_{user.upper().replace('.', '_')}" if kind == "cyrus" else ""
+
+            rows = [line.split(",") for line in accounts.read_text().splitlines()[1:]]
+            accounts.write_text(
+                "source_user,target_user,source_password,target_password\n"
+                + "".join(f"{s},{t},{ref(s, skind)},{ref(t, tkind)}\n" for s, t in rows)
+            )
         r = cli("migrate", project, "--json")
         assert r.code == ExitCode.OK, r.out + r.err
-        moved = holdings(dav_tgt.url, "alice.t", USERS["alice.t"])["Meetings"]["m1@t"].decode().replace("\r\n ", "")
-        assert "ORGANIZER;CN=Alice:mailto:alice.t@tgt.test" in moved  # matched by smtp to another login and address
+        moved = holdings(tgt_url, "alice.t", USERS["alice.t"])["Meetings"]["m1@t"].decode().replace("\r\n ", "")
+        assert "mailto:alice.t@tgt.test" in moved and "ORGANIZER" in moved  # matched by smtp: another login and address
+        organizer = next(line for line in moved.splitlines() if line.startswith("ORGANIZER"))
+        assert organizer.endswith("mailto:alice.t@tgt.test"), organizer
         assert f"mailto:{EXTERNAL}" in moved and "alice@src.test" not in moved
-        bobs = holdings(dav_tgt.url, "bob", USERS["bob"])["Meetings"]["m1@t"].decode().replace("\r\n ", "")
+        bobs = holdings(tgt_url, "bob", USERS["bob"])["Meetings"]["m1@t"].decode().replace("\r\n ", "")
         assert "mailto:alice.t@tgt.test" in bobs
         v = cli("verify", project, "--deep", "--json")
         assert v.code == ExitCode.OK and v.json()["clean"], v.out
     finally:
-        dav_src.close()
-        dav_tgt.close()
+        for x in radicale:
+            x.close()

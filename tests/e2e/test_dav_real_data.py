@@ -50,7 +50,8 @@ def test_real_files_are_carried_or_named(direction, dovecot_factory, cyrus_facto
         assert r.code in (ExitCode.OK, ExitCode.FINDINGS), r.out + r.err
         data = r.json()
         refused = {f["details"].get("item_uid") for f in data["findings"] if f["kind"] == "refused"}
-        assert all(f["kind"] in ("refused", "unusual", "sharing-unknown") for f in data["findings"]), data["findings"]
+        expected = ("refused", "unusual", "sharing-unknown", "freebusy-unknown")
+        assert all(f["kind"] in expected for f in data["findings"]), data["findings"]
         for f in data["findings"]:
             if f["kind"] == "refused":
                 assert f["details"]["status"] >= 400 and f["details"]["item_uid"] in f["message"], f

@@ -17,9 +17,18 @@ import httpx
 import pytest
 from imapclient import IMAPClient
 
-from mailferry.connectors.dav import DavEndpoint, DavLogin, DavStore, ReadOnlyViolation, parse_freebusy, status_words
+from mailferry.connectors.dav import (
+    DavEndpoint,
+    DavLogin,
+    DavStore,
+    ReadOnlyViolation,
+    freebusy_access_of,
+    parse_freebusy,
+    status_words,
+)
+from mailferry.connectors.imap import Endpoint, ImapStore, Login
 from mailferry.errors import AuthError, ItemRefused, TemporaryFailure
-from mailferry.model.dav import Collection, Share
+from mailferry.model.dav import Collection, DavServerInfo, FreeBusyAccess, Share
 from mailferry.sandbox.dav_servers import RadicaleServer
 from mailferry.sandbox.servers import CyrusServer, ImipMessage, free_port
 
@@ -284,6 +293,103 @@ def test_freebusy_of_another_account(dav: Dav, alice: DavStore) -> None:
     periods = alice.freebusy(address, "20260409T000000Z", "20260412T000000Z")
     assert periods is not None
     assert [(p.start, p.end) for p in periods if p.fbtype == "BUSY"] == [("20260410T090000Z", "20260410T100000Z")]
+
+
+_ACL = """<?xml version="1.0"?><D:multistatus xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">
+<D:response><D:href>/dav/calendars/user/alice/Inbox/</D:href><D:propstat><D:prop><D:acl>
+<D:ace><D:principal><D:self/></D:principal><D:grant><D:privilege><D:all/></D:privilege></D:grant></D:ace>
+<D:ace><D:principal><D:href>/dav/principals/user/alice/</D:href></D:principal>
+  <D:grant><D:privilege><D:all/></D:privilege></D:grant></D:ace>
+%s
+</D:acl></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response></D:multistatus>"""
+
+
+def _ace(principal: str, *privileges: str, deny: bool = False) -> str:
+    privs = "".join(f"<D:privilege><{p}/></D:privilege>" for p in privileges)
+    how = "deny" if deny else "grant"
+    return f"<D:ace><D:principal>{principal}</D:principal><D:{how}>{privs}</D:{how}></D:ace>"
+
+
+def test_freebusy_access_of_reads_who_may_query() -> None:
+    def read(*aces: str) -> FreeBusyAccess | None:
+        from defusedxml import ElementTree
+
+        return freebusy_access_of(ElementTree.fromstring(_ACL % "".join(aces)), "alice")
+
+    # Cyrus' default: the aggregate schedule-deliver to everyone; the owner is never listed
+    assert read(_ace("<D:all/>", "C:schedule-deliver")) == FreeBusyAccess(True)
+    assert read(_ace("<D:authenticated/>", "C:schedule-query-freebusy")) == FreeBusyAccess(True)
+    only_bob = read(
+        _ace("<D:all/>", "C:schedule-deliver-invite", "C:schedule-deliver-reply"),
+        _ace("<D:href>/dav/principals/user/bob/</D:href>", "C:schedule-query-freebusy"),
+    )
+    assert only_bob == FreeBusyAccess(False, frozenset({"bob"}))
+    assert only_bob.describe() == "only bob"
+    assert read() == FreeBusyAccess(False) and FreeBusyAccess(False).describe() == "nobody but the owner"
+    assert read(_ace("<D:all/>", "C:schedule-query-freebusy", deny=True)) is None  # this reading knows grants only
+
+
+def test_invite_sharees_keep_their_domain_where_logins_are_addresses() -> None:
+    from defusedxml import ElementTree
+
+    from mailferry.connectors.dav import _invite_shares
+
+    invite = ElementTree.fromstring(
+        '<D:invite xmlns:D="DAV:"><D:sharee><D:href>mailto:bob@example.com</D:href>'
+        "<D:share-access><D:read-write/></D:share-access></D:sharee>"
+        "<D:sharee><D:href>/dav/principals/user/carol@example.com/</D:href>"
+        "<D:share-access><D:read/></D:share-access></D:sharee></D:invite>"
+    )
+    assert _invite_shares(invite) == [Share("bob", "read-write"), Share("carol@example.com", "read")]
+    assert _invite_shares(invite, qualified=True) == [
+        Share("bob@example.com", "read-write"),
+        Share("carol@example.com", "read"),
+    ]
+    assert DavStore._sharee_address(DavServerInfo(frozenset(), "", "/p/u/a/", None, None), "bob@example.com") == (
+        "mailto:bob@example.com"
+    )
+
+
+def test_freebusy_access_read_and_set(dav: Dav) -> None:
+    """Who may see carol's free/busy: Cyrus tells (its scheduling inbox's ACL) and takes a change
+    through carol's own IMAP login; Radicale tells nothing (its rights file) and takes nothing."""
+    if dav.name == "radicale":
+        with dav.store("carol") as carol:
+            assert carol.freebusy_access() is None
+            with pytest.raises(ItemRefused) as e:
+                carol.set_freebusy_access(FreeBusyAccess(False, frozenset({"bob"})))
+            assert e.value.status == 501 and "rights file" in e.value.message
+        return
+    cyrus = dav.server
+    assert isinstance(cyrus, CyrusServer)
+
+    def imap() -> ImapStore:
+        return ImapStore(Endpoint("127.0.0.1", cyrus.port, "none"), Login("carol", USERS["carol"]), readonly=False)
+
+    def carols_busy(asker: str) -> object:
+        with dav.store(asker) as st:
+            return st.freebusy("mailto:carol@internal", "20260101T000000Z", "20270101T000000Z")
+
+    login = DavLogin("carol", USERS["carol"])
+    with DavStore(DavEndpoint(dav.url), login, readonly=False, label="carol", imap_acl=imap) as carol:
+        assert carol.freebusy_access() == FreeBusyAccess(True)
+        try:
+            carol.set_freebusy_access(FreeBusyAccess(False, frozenset({"bob"})))
+            assert carol.freebusy_access() == FreeBusyAccess(False, frozenset({"bob"}))
+            assert carols_busy("bob") is not None and carols_busy("alice") is None
+        finally:
+            carol.set_freebusy_access(FreeBusyAccess(True))
+        assert carol.freebusy_access() == FreeBusyAccess(True)
+        assert carols_busy("alice") is not None
+        session = imap()
+        try:  # bob's right 9 taken back left no empty entry behind (DELETEACL)
+            assert "bob" not in session.get_acl(session.dav_mailbox(("#calendars", "Inbox")))
+        finally:
+            session.close()
+    with DavStore(DavEndpoint(dav.url), login, readonly=False, label="carol") as no_imap:
+        with pytest.raises(ItemRefused) as e:
+            no_imap.set_freebusy_access(FreeBusyAccess(False))
+        assert e.value.status == 501
 
 
 # --------------------------------------------------------------------------- admin logins

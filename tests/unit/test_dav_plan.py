@@ -67,6 +67,18 @@ def test_pending_is_resolved_and_refused_retried():
     assert p.actions[0].resolve and p.actions[1].retry  # type: ignore[union-attr]
 
 
+def test_a_refused_update_replaces_the_older_copy_in_place():
+    """The target refused a change but still holds the copy mailferry wrote before (its ETag is
+    recorded): the retry is an If-Match update of that copy, not a second copy beside it."""
+    b = SRC.href + "b.ics"
+    refused_update = {b: rec(b, '"2"', state="refused", uid="ub")}
+    assert plan({b: '"3"'}, refused_update, {TGT + "b.ics": '"t"'}).actions == [
+        Update(b, '"3"', TGT + "b.ics", '"t"', "ub")
+    ]
+    gone_meanwhile = plan({b: '"3"'}, refused_update, {})  # the older copy is gone: copied anew
+    assert isinstance(gone_meanwhile.actions[0], Copy) and gone_meanwhile.actions[0].retry
+
+
 def test_deletions_only_when_asked():
     a = SRC.href + "a.ics"
     records = {a: rec(a, '"1"')}

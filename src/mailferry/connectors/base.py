@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
 
-from mailferry.model.dav import BusyPeriod, Changes, Collection, DavItem, DavServerInfo, Share
+from mailferry.model.dav import BusyPeriod, Changes, Collection, DavItem, DavServerInfo, FreeBusyAccess, Share
 from mailferry.model.mail import AppendItem, FolderInfo, FolderStatus, MessageMeta, ServerInfo
 
 
@@ -170,6 +170,11 @@ class DavReadStore(Protocol):
         calendars. None when this account may not see them."""
         ...
 
+    def freebusy_access(self) -> FreeBusyAccess | None:
+        """Who may see this account's free/busy (the ACL of its scheduling inbox); None when the
+        server does not tell (Radicale: its rights file)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -193,7 +198,33 @@ class DavWriteStore(DavReadStore, Protocol):
         mechanism. Raises ItemRefused (status 501 when the server has no such mechanism)."""
         ...
 
+    def set_freebusy_access(self, access: FreeBusyAccess) -> None:
+        """Let exactly ``access`` see this account's free/busy (others who could lose it; the owner
+        keeps it). Raises ItemRefused (status 501 where the server offers no way to set it)."""
+        ...
+
     def accept_shares(self) -> int:
         """Accept, as this account, the shares offered to it (where the server asks the sharee to:
         Radicale's sharing API, Cyrus' invite notifications); the number accepted."""
         ...
+
+
+class MailboxAcl(Protocol):
+    """RFC 4314 rights on one account's own mailboxes, for a server that keeps a DAV feature as
+    a mailbox ACL (Cyrus: who may see free/busy is right ``9`` on ``#calendars/Inbox``). An IMAP
+    session logged in as that account; never a source's."""
+
+    def dav_mailbox(self, parts: Sequence[str]) -> str:
+        """The name of the account's own mailbox ``parts`` (``("#calendars", "Inbox")``) as this
+        session names it (its personal namespace's prefix and separator)."""
+        ...
+
+    def get_acl(self, mailbox: str) -> dict[str, str]:
+        """identifier -> rights (GETACL)."""
+        ...
+
+    def set_acl(self, mailbox: str, identifier: str, rights: str) -> None:
+        """SETACL, or DELETEACL when ``rights`` is empty."""
+        ...
+
+    def close(self) -> None: ...

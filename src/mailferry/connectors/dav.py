@@ -54,6 +54,19 @@ Sharing (``shares``/``set_share``), per server mechanism:
   enable it (``map/enable``, Radicale's "security by default"). Expresses read and read-write.
 - Otherwise ``shares`` is None and ``set_share`` raises ItemRefused(status=501). ``freebusy``
   and ``admin`` access can't be granted through either mechanism (501).
+
+Who may see an account's free/busy (``freebusy_access``/``set_freebusy_access``):
+
+- Read from the ``DAV:acl`` of the account's scheduling inbox (RFC 6638 §6.1.2:
+  ``schedule-query-freebusy``, or the aggregate ``schedule-deliver``/``DAV:all``). Cyrus answers
+  it (its right ``9`` on ``#calendars/Inbox``; every account by default). Radicale has no
+  scheduling inbox: free/busy there is the ``f`` permission of its rights file, which no request
+  shows, so ``freebusy_access`` is None.
+- Written on Cyrus through IMAP: Cyrus 3.6 refuses the WebDAV ACL method on the scheduling inbox
+  (405 "ACLs can only be set on collections"), but the account itself may SETACL its own
+  ``INBOX/#calendars/Inbox`` mailbox (hidden from LIST, there all the same). The store is given
+  an ``imap_acl`` factory for that (the account's IMAP login on the same server, composed by
+  ``api``). Elsewhere ``set_freebusy_access`` raises ItemRefused(status=501).
 """
 
 from __future__ import annotations
@@ -62,7 +75,8 @@ import functools
 import re
 import ssl
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -73,10 +87,29 @@ from xml.sax.saxutils import escape
 import httpx
 from defusedxml import ElementTree as SafeET
 
+from mailferry.connectors.base import MailboxAcl
 from mailferry.errors import AuthError, ItemRefused, MailferryError, ServerError, TemporaryFailure, TLSVerifyError
-from mailferry.model.dav import Access, BusyPeriod, Changes, Collection, CollectionKind, DavItem, DavServerInfo, Share
+from mailferry.model.dav import (
+    Access,
+    BusyPeriod,
+    Changes,
+    Collection,
+    CollectionKind,
+    DavItem,
+    DavServerInfo,
+    FreeBusyAccess,
+    Share,
+)
 
-__all__ = ["DavEndpoint", "DavLogin", "DavStore", "ReadOnlyViolation", "parse_freebusy", "status_words"]
+__all__ = [
+    "DavEndpoint",
+    "DavLogin",
+    "DavStore",
+    "ReadOnlyViolation",
+    "freebusy_access_of",
+    "parse_freebusy",
+    "status_words",
+]
 
 D, C, R, CS, A = (
     "DAV:",
@@ -201,8 +234,10 @@ def _tls_context(ca_file: str | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=ca_file)
 
 
-def _invite_shares(root: Element) -> list[Share]:
-    """The sharees of a ``D:invite`` property (draft-pot-webdav-resource-sharing), by account."""
+def _invite_shares(root: Element, qualified: bool = False) -> list[Share]:
+    """The sharees of a ``D:invite`` property (draft-pot-webdav-resource-sharing), by account;
+    ``qualified``: the server's logins are whole addresses (``bob@example.com``), so a
+    ``mailto:`` sharee keeps its domain."""
     out: list[Share] = []
     for sharee in root.iter(f"{{{D}}}sharee"):
         href = _hrefs(sharee)
@@ -212,8 +247,45 @@ def _invite_shares(root: Element) -> list[Share]:
         kinds = {_local(c.tag) for c in access}
         level: Access | None = "read-write" if "read-write" in kinds else "read" if "read" in kinds else None
         if level is not None:
-            out.append(Share(principal=_account(href[0]), access=level))
+            out.append(Share(principal=_account(href[0], qualified), access=level))
     return sorted(out, key=lambda s: s.principal)
+
+
+_FREEBUSY_PRIVILEGES = {
+    f"{{{C}}}schedule-query-freebusy",
+    f"{{{C}}}schedule-deliver",  # the aggregate of the three schedule-deliver-* (RFC 6638 §6.1.1)
+    f"{{{D}}}all",
+}
+
+
+def freebusy_access_of(root: Element, owner: str) -> FreeBusyAccess | None:
+    """Who may query free/busy, from the ``DAV:acl`` (RFC 3744 §5.5) of a scheduling inbox in a
+    PROPFIND answer: granted to ``DAV:all`` or ``DAV:authenticated`` -> everyone; to a principal
+    href -> that account. The owner (``DAV:self``, or its own href) is left out. None when the
+    answer has no ACL or denies something (this reading knows grant-only ACLs). Pure."""
+    acl = next(root.iter(f"{{{D}}}acl"), None)
+    if acl is None:
+        return None
+    everyone = False
+    names: set[str] = set()
+    for ace in acl.findall(f"{{{D}}}ace"):
+        if ace.find(f"{{{D}}}deny") is not None:
+            return None
+        grant = ace.find(f"{{{D}}}grant")
+        principal = ace.find(f"{{{D}}}principal")
+        if grant is None or principal is None:
+            continue
+        privileges = {p.tag for priv in grant.findall(f"{{{D}}}privilege") for p in priv}
+        if not privileges & _FREEBUSY_PRIVILEGES:
+            continue
+        for who in principal:
+            if who.tag in (f"{{{D}}}all", f"{{{D}}}authenticated"):
+                everyone = True
+            elif who.tag == f"{{{D}}}href" and who.text:
+                name = _account(who.text.strip())
+                if name and name != owner:
+                    names.add(name)
+    return FreeBusyAccess(everyone=everyone, principals=frozenset(names))
 
 
 def _shared_in(props: dict[str, Element], coll: Collection, me: str) -> bool:
@@ -224,6 +296,20 @@ def _shared_in(props: dict[str, Element], coll: Collection, me: str) -> bool:
     if access is not None and any(_local(c.tag) in ("read", "read-write") for c in access):
         return True
     return bool(coll.owner) and coll.owner != me
+
+
+def _radicale_shares(listed: Mapping[str, object], href: str, me: str) -> list[Share]:
+    """The shares of the collection at ``href`` in an answer of Radicale's ``map/list``."""
+    found: list[Share] = []
+    rows = listed.get("Content")
+    for row in rows if isinstance(rows, list) else []:
+        if not isinstance(row, dict) or row.get("PathMapped") != href:
+            continue
+        perms = str(row.get("Permissions", ""))
+        user = str(row.get("User", ""))
+        if user and user != me:
+            found.append(Share(principal=user, access="read-write" if "w" in perms else "read"))
+    return sorted(found, key=lambda s: s.principal)
 
 
 def _segment(href: str) -> str:
@@ -246,10 +332,12 @@ class DavStore:
         batch_size: int = 100,
         max_connections: int = 8,
         known: DavServerInfo | None = None,
+        imap_acl: Callable[[], MailboxAcl] | None = None,
     ) -> None:
         """``known``: what an earlier discovery found for this account (the ledger keeps it), so
         that a pass with nothing new reads one PROPFIND per home; found stale (a home that is no
-        longer there), it is discovered again."""
+        longer there), it is discovered again. ``imap_acl``: opens this account's IMAP session on
+        the same server, for what the server keeps as mailbox ACLs only (see the module docstring)."""
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.endpoint = endpoint
@@ -272,6 +360,7 @@ class DavStore:
             headers=headers,
             follow_redirects=True,
         )
+        self._imap_acl = imap_acl
         self._info: DavServerInfo | None = known
         self._known = known is not None  # discovery skipped: rediscover once if a home is gone
         self._lock = threading.Lock()
@@ -299,7 +388,18 @@ class DavStore:
         content = body.encode() if isinstance(body, str) else body
         what = f"{self.label}: {method} {_path(href)}"
         try:
-            response = self._client.request(method, self._url(href), content=content, headers=h)
+            for attempt in range(_RESENDS + 1):
+                try:
+                    response = self._client.request(method, self._url(href), content=content, headers=h)
+                    break
+                except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+                    # A kept-alive connection the server closed as this request went out (Radicale
+                    # closes idle ones; under load Cyrus too): sent again on a fresh one. Safe for
+                    # every request here: writes are conditional (If-None-Match / If-Match), and a
+                    # PUT that did land before is recognised by its UID (412, then adopted).
+                    if attempt == _RESENDS:
+                        raise
+                    time.sleep(0.05 * (attempt + 1))
         except httpx.ConnectError as exc:
             if _is_verify_error(exc):
                 raise TLSVerifyError(f"{what}: the server's certificate did not verify") from None
@@ -406,6 +506,7 @@ class DavStore:
                 "C:calendar-home-set",
                 "R:addressbook-home-set",
                 "C:schedule-outbox-URL",
+                "C:schedule-inbox-URL",
                 "C:calendar-user-address-set",
             ],
             "0",
@@ -416,6 +517,7 @@ class DavStore:
         cal = _hrefs(props.get(f"{{{C}}}calendar-home-set"))
         book = _hrefs(props.get(f"{{{R}}}addressbook-home-set"))
         outbox = _hrefs(props.get(f"{{{C}}}schedule-outbox-URL"))
+        inbox = _hrefs(props.get(f"{{{C}}}schedule-inbox-URL"))
         addresses = tuple(_hrefs(props.get(f"{{{C}}}calendar-user-address-set")))
         calendar_home = _path(cal[0]) if cal else None
         dav, product = self._options(calendar_home or principal)
@@ -427,6 +529,7 @@ class DavStore:
             addressbook_home=_path(book[0]) if book else None,
             outbox=_path(outbox[0]) if outbox else None,
             addresses=addresses,
+            inbox=_path(inbox[0]) if inbox else None,
         )
 
     def dav_header(self) -> frozenset[str]:
@@ -501,7 +604,21 @@ class DavStore:
                 out.setdefault(coll.href, coll)
         if any(c.sync_token is None for c in out.values()):
             out = self._with_ctags(homes, out)
+        if self.readonly and out and "resource-sharing" not in info.dav and self.login.admin is None:
+            out = self._with_radicale_shares(out)
         return sorted(out.values(), key=lambda c: c.href)
+
+    def _with_radicale_shares(self, found: dict[str, Collection]) -> dict[str, Collection]:
+        """A source's collections with their sharing from one ``map/list`` of Radicale's sharing
+        API (all of the account's shares in one request), so that a pass with nothing else new
+        sees a share added since, as Cyrus' listing (``D:invite``) shows it."""
+        listed = self._radicale_sharing("list", {})
+        if listed is None:
+            return found
+        return {
+            href: replace(c, shares=tuple(_radicale_shares(listed, href, self._account_user())))
+            for href, c in found.items()
+        }
 
     def _with_ctags(self, homes: Sequence[str], found: dict[str, Collection]) -> dict[str, Collection]:
         """The collections with their CTag, for a server without sync tokens (RFC 6578)."""
@@ -516,8 +633,7 @@ class DavStore:
                     out[href] = replace(out[href], ctag=ctag)
         return out
 
-    @staticmethod
-    def _collection(href: str, props: dict[str, Element]) -> Collection | None:
+    def _collection(self, href: str, props: dict[str, Element]) -> Collection | None:
         rtype = props.get(f"{{{D}}}resourcetype")
         kinds = {child.tag for child in rtype} if rtype is not None else set()
         kind: CollectionKind
@@ -546,7 +662,9 @@ class DavStore:
             sync_token=_text(props.get(f"{{{D}}}sync-token")) or None,
             ctag=_text(props.get(f"{{{CS}}}getctag")) or None,
             owner=_segment(owner[0]) if owner[0] else None,
-            shares=tuple(_invite_shares(invite)) if (invite := props.get(f"{{{D}}}invite")) is not None else None,
+            shares=tuple(_invite_shares(invite, self._qualified()))
+            if (invite := props.get(f"{{{D}}}invite")) is not None
+            else None,
         )
 
     def members(self, collection: Collection) -> dict[str, str | None]:
@@ -693,22 +811,13 @@ class DavStore:
 
     def shares(self, collection: Collection) -> list[Share] | None:
         if "resource-sharing" in self.info().dav:
-            return _invite_shares(self._propfind(collection.href, ["D:invite"], "0"))
+            return _invite_shares(self._propfind(collection.href, ["D:invite"], "0"), self._qualified())
         if self.login.admin is not None:
             return None  # Radicale's sharing API answers as the caller: the admin sees only its own
         listed = self._radicale_sharing("list", {"PathMapped": collection.href})
         if listed is None:
             return None
-        found: list[Share] = []
-        rows = listed.get("Content")
-        for row in rows if isinstance(rows, list) else []:
-            if not isinstance(row, dict) or row.get("PathMapped") != collection.href:
-                continue
-            perms = str(row.get("Permissions", ""))
-            user = str(row.get("User", ""))
-            if user and user != self._account_user():
-                found.append(Share(principal=user, access="read-write" if "w" in perms else "read"))
-        return sorted(found, key=lambda s: s.principal)
+        return _radicale_shares(listed, collection.href, self._account_user())
 
     def set_share(self, collection: Collection, share: Share) -> None:
         self._guard("set_share")
@@ -760,6 +869,55 @@ class DavStore:
                 f"{(answer or {}).get('Status', 'no sharing mechanism')}",
                 status=status,
             )
+
+    # ---- who may see free/busy
+
+    def freebusy_access(self) -> FreeBusyAccess | None:
+        info = self.info()
+        if info.inbox is None and self._known and info.outbox is not None:
+            with self._lock:  # a discovery kept by an older mailferry, before the inbox was asked
+                self._known = False
+                self._info = info = self._discover()
+        if info.inbox is None:
+            return None
+        response = self._send(
+            "PROPFIND",
+            info.inbox,
+            f'<?xml version="1.0" encoding="utf-8"?><D:propfind {_XMLNS}><D:prop><D:acl/></D:prop></D:propfind>',
+            depth="0",
+        )
+        if response.status_code != 207:
+            return None
+        return freebusy_access_of(self._multistatus(response, "PROPFIND", info.inbox), self._account_user())
+
+    def set_freebusy_access(self, access: FreeBusyAccess) -> None:
+        self._guard("set_freebusy_access")
+        info = self.info()
+        if info.inbox is None or self._imap_acl is None or "cyrus" not in info.product.lower():
+            raise ItemRefused(
+                f"{self.label}: who may see free/busy ({access.describe()}): this server offers no way to set it "
+                "over DAV"
+                + ("" if info.inbox else " (no scheduling inbox: Radicale gives free/busy by its rights file)"),
+                status=501,
+            )
+        me = self._account_user()
+        session = self._imap_acl()
+        try:
+            mailbox = session.dav_mailbox(("#calendars", _segment(info.inbox)))
+            current = session.get_acl(mailbox)
+            wanted = {"anyone": access.everyone, **{p: True for p in access.principals}}
+            for who in sorted(set(current) | set(wanted)):
+                if who == me or who == "anonymous":
+                    continue
+                rights = current.get(who, "")
+                new = rights.replace("9", "") + ("9" if wanted.get(who, False) else "")
+                if new != rights:
+                    session.set_acl(mailbox, who, new)
+        except MailferryError as e:
+            what = f"{self.label}: who may see free/busy ({access.describe()})"
+            raise ItemRefused(f"{what}: {e.message}", status=403) from None
+        finally:
+            session.close()
 
     def accept_shares(self) -> int:
         """Accept every share offered to this account that it has not accepted yet, so that the
@@ -824,6 +982,8 @@ class DavStore:
         """The sharee as Cyrus records it: a calendar-user address in this account's mail domain
         (``mailto:bob@internal``). Cyrus answers 204 to a principal-path sharee but records no
         share; the draft allows either."""
+        if "@" in account:  # a domain-qualified login is its own address
+            return f"mailto:{account}"
         mine = next((a for a in info.addresses if a.lower().startswith("mailto:") and "@" in a), None)
         if mine is None:
             return info.principal.rstrip("/").rsplit("/", 1)[0] + "/" + quote(account) + "/"
@@ -831,6 +991,10 @@ class DavStore:
 
     def _account_user(self) -> str:
         return _segment(self.info().principal)
+
+    def _qualified(self) -> bool:
+        """Whether this server's logins are whole addresses (Cyrus with virtual domains)."""
+        return "@" in self._account_user()
 
     def _radicale_sharing(self, action: str, request: Mapping[str, object]) -> dict[str, object] | None:
         """Radicale's sharing API (``POST /.sharing/v1/map/<action>``, JSON in and out); None when
@@ -958,11 +1122,11 @@ def _set_props(collection: Collection) -> str:
     return "".join(parts)
 
 
-def _account(href: str) -> str:
-    """An account name from a sharee href: ``mailto:bob@internal`` -> ``bob``, a principal path
-    ``/dav/principals/user/bob/`` -> ``bob``."""
+def _account(href: str, qualified: bool = False) -> str:
+    """An account name from a sharee href: ``mailto:bob@internal`` -> ``bob`` (``bob@internal``
+    where logins are ``qualified`` addresses), a principal path ``/dav/principals/user/bob/`` -> ``bob``."""
     if href.lower().startswith("mailto:"):
-        return href[7:].split("@", 1)[0]
+        return href[7:] if qualified else href[7:].split("@", 1)[0]
     return _segment(_path(href))
 
 
@@ -973,6 +1137,9 @@ def _is_verify_error(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+_RESENDS = 2  # a request whose kept-alive connection dropped before any answer is sent again this often
 
 
 def _reason(exc: BaseException) -> str:

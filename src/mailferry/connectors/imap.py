@@ -704,6 +704,35 @@ class ImapStore:
             delete(lower)
             delete(upper)
 
+    # -- MailboxAcl (RFC 4314) -----------------------------------------------------------------
+
+    def dav_mailbox(self, parts: Sequence[str]) -> str:
+        prefix, sep = "", "/"
+        if "NAMESPACE" in self._caps:
+            ns = self._call("NAMESPACE", "namespace")
+            if ns.personal:
+                prefix = _decode_name(ns.personal[0][0], self._utf8)
+                sep = _text(ns.personal[0][1]) if ns.personal[0][1] else sep
+        return prefix + sep.join(parts)
+
+    def get_acl(self, mailbox: str) -> dict[str, str]:
+        rows = self._call(f"GETACL {mailbox}", "getacl", self._wire(mailbox))
+        return {_text(who): _text(rights) for who, rights in rows}
+
+    def set_acl(self, mailbox: str, identifier: str, rights: str) -> None:
+        self._refuse_on_source("change an ACL")
+        wire = self._wire(mailbox)
+        if rights:
+            self._call(f"SETACL {mailbox} {identifier}", "setacl", wire, identifier, rights)
+            return
+
+        def delete(c: Any) -> None:  # IMAPClient has no DELETEACL; its SETACL "" is refused (Cyrus: BAD)
+            typ, data = c._imap._simple_command("DELETEACL", _quoted(wire), _quoted(identifier))
+            if typ != "OK":
+                raise IMAPClientError(f"DELETEACL: {_text(data[-1]) if data else typ}")
+
+        self._call(f"DELETEACL {mailbox} {identifier}", delete)
+
     def expunge_uids(self, folder: str, uids: Sequence[int]) -> None:
         self._refuse_on_source("delete messages")
         if not uids:
@@ -714,6 +743,10 @@ class ImapStore:
             self._call(f"UID EXPUNGE {folder}", "uid_expunge", uid_ranges(uids))
         else:
             raise MailferryError(f"{self.label}: the target lacks UIDPLUS; deletions are not propagated safely")
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _ssl_context(endpoint: Endpoint) -> ssl.SSLContext:

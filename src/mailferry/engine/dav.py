@@ -31,7 +31,15 @@ from mailferry.connectors.base import DavReadStore, DavWriteStore
 from mailferry.errors import ExitCode, ItemRefused, MailferryError
 from mailferry.formats import ical, vcard
 from mailferry.formats.ical import BadItem
-from mailferry.model.dav import Collection, DavItem, DavServerInfo, Share, info_from_dict, info_to_dict
+from mailferry.model.dav import (
+    Collection,
+    DavItem,
+    DavServerInfo,
+    FreeBusyAccess,
+    Share,
+    info_from_dict,
+    info_to_dict,
+)
 from mailferry.plan.dav import (
     CollectionPlan,
     Copy,
@@ -55,6 +63,7 @@ class DavConnection:
 
     endpoint: Any
     login: Any
+    imap_acl: Any = None  # opens the account's IMAP session on the same server (Cyrus' mailbox ACLs), or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +223,7 @@ class _DavRun:
         self.ledger = engine.ledger
         self._lock = threading.Lock()
         self._told_sharing = False
+        self._conflicted: set[str] = set()  # source collections with a conflict this pass
         self.source: DavReadStore = engine.open_store(
             job.source, True, f"{job.source_user} (source)", known=self._known("source")
         )
@@ -327,6 +337,7 @@ class _DavRun:
         return out
 
     def run(self) -> None:
+        self._freebusy()
         unchanged = self._unchanged()
         if unchanged is not None and not unchanged[1]:
             self.stats.collections = self.stats.collections_unchanged = unchanged[0]
@@ -377,8 +388,10 @@ class _DavRun:
         if t is None:
             t = self.target.create_collection(replace(c, href=href, name=tname, sync_token=None, ctag=None))
             self.stats.collections_created += 1
+            self._properties_kept(c, t)
         elif _properties_differ(c, t):
             t = self.target.create_collection(replace(c, href=t.href, name=tname, sync_token=None, ctag=None))
+            self._properties_kept(c, t)
         propagate = self.e.opts.policy.propagate_deletions
         unsettled = any(r.state != "copied" or (propagate and r.how == "gone") for r in records.values())
         if (
@@ -404,6 +417,8 @@ class _DavRun:
             policy=self.e.opts.policy,
         )
         complete = self._execute(plan, t, records, target_members)
+        with self._lock:
+            complete = complete and c.href not in self._conflicted  # named again on the next pass
         self._share(c, t)  # before the state is saved complete: a kill in between shares again
         self.ledger.save_dav_collection(
             DavCollectionState(self.account, c.href, c.kind, c.name, t.href, c.sync_token, c.ctag, complete),
@@ -567,6 +582,20 @@ class _DavRun:
                 )
         return complete
 
+    def _properties_kept(self, c: Collection, t: Collection) -> None:
+        """A property the target did not take (a PROPPATCH answered 207 with a failed propstat, or
+        a value it changed) is named, not taken for done; the items are carried all the same."""
+        lost = property_differences(c, t)
+        if lost:
+            self.finding(
+                c.name,
+                "",
+                "properties-refused",
+                f"{self.account}: {c.kind} {c.name!r}: the target did not keep {', '.join(lost)} as the source has "
+                "them; the items are carried, the properties are set again on the next pass",
+                {"kind": c.kind, "properties": lost},
+            )
+
     def _unserved(self, c: Collection, actions: list[Copy | Update]) -> None:
         """Items the source lists but did not serve (a per-item error in the multiget answer, or
         gone in between): named, and looked at again next pass; nothing is recorded as done."""
@@ -651,13 +680,23 @@ class _DavRun:
                 else:
                     raise
         except ItemRefused as e:
+            if isinstance(action, Update) and e.status == 412 and (landed := self._holds(t, href, data)) is not None:
+                # the target holds exactly this version: a resend of a PUT that had landed
+                with self._lock:
+                    self.stats.updated += 1
+                return DavItemRecord(
+                    action.source_href, action.etag, got.uid, "copied", how, href, landed, got.rewrites
+                )
             if isinstance(action, Update) and e.status == 412:
+                with self._lock:
+                    self._conflicted.add(c.href)
                 self.finding(
                     c.name,
                     got.uid,
                     "conflict",
                     f"{self.account}: {c.kind} {c.name!r}: item {got.uid} ({got.summary}) changed on the target since "
-                    "mailferry copied it, and on the source too; the target's version was left as it is",
+                    "mailferry copied it, and on the source too; the target's version was left as it is (named on "
+                    "every pass until then): to carry the source's version, delete the target's copy and run again",
                     {"source_href": action.source_href, "target_href": href, "summary": got.summary},
                 )
                 return None
@@ -671,7 +710,10 @@ class _DavRun:
             )
             with self._lock:
                 self.stats.refused += 1
-            return DavItemRecord(action.source_href, action.etag, got.uid, "refused", "", href, None, got.rewrites)
+            # A refused update leaves the older copy where it is: remembered (href and ETag), so that
+            # the retry replaces it in place instead of writing a second copy beside it.
+            kept = action.target_etag if isinstance(action, Update) else None
+            return DavItemRecord(action.source_href, action.etag, got.uid, "refused", "", href, kept, got.rewrites)
         with self._lock:
             if isinstance(action, Update):
                 self.stats.updated += 1
@@ -686,12 +728,26 @@ class _DavRun:
         with self._lock:
             self.stats.refused += 1
         target = action.target_href
+        kept = action.target_etag if isinstance(action, Update) else None  # the older copy stays: see _write
         self.ledger.record_dav_items(
             self.account,
             c.href,
-            [DavItemRecord(action.source_href, action.etag, uid, "refused", "", target, None)],
+            [DavItemRecord(action.source_href, action.etag, uid, "refused", "", target, kept)],
             self.run_id,
         )
+
+    def _holds(self, t: Collection, href: str, data: bytes) -> str | None:
+        """The target's ETag of ``href`` when it holds ``data`` (as the server keeps it: compared
+        after normalisation), else None."""
+        for item in self.target.fetch(t, [href]):
+            try:
+                same = item.data == data or not (
+                    ical.differences(data, item.data) if t.kind == "calendar" else vcard.differences(data, item.data)
+                )
+            except BadItem:
+                return None
+            return (item.etag or "") if same else None
+        return None
 
     def _target_uid(self, t: Collection, href: str, kind: str) -> str | None:
         for item in self.target.fetch(t, [href]):
@@ -763,6 +819,77 @@ class _DavRun:
             notice=True,
         )
 
+    def _wanted_freebusy(self) -> tuple[FreeBusyAccess, FreeBusyAccess, list[str]] | None:
+        """(who may see the account's free/busy on the source, the same on the target through the
+        principal map, the source's principals with no target account); None when the source
+        does not tell or calendars are not moved."""
+        if not self.e.opts.sharing or "calendar" not in self.e.kinds():
+            return None
+        source = self.source.freebusy_access()
+        if source is None:
+            return None  # Radicale: its rights file, which no request shows; the target keeps its own
+        mapped = {p: self.e.principals(p) for p in source.principals}
+        target = FreeBusyAccess(source.everyone, frozenset(t for t in mapped.values() if t is not None))
+        return source, target, sorted(p for p, t in mapped.items() if t is None)
+
+    def _freebusy(self) -> None:
+        """Who may see the account's free/busy, as on the source. Every pass reads it from the
+        source (one PROPFIND); the target is read, and written, only when that differs from
+        what the ledger says was re-created (rows of ``dav_shares`` under :data:`FREEBUSY`)."""
+        if self.dry_run:
+            return
+        wanted = self._wanted_freebusy()
+        if wanted is None:
+            return
+        source, target, unmapped = wanted
+        keys = _freebusy_keys(source)
+        rows = self.ledger.dav_shares(self.account)
+        done = {r["principal"] for r in rows if r["collection"] == FREEBUSY and r["state"] == "set"}
+        if keys == done:
+            return
+        for p in unmapped:
+            self.finding(
+                FREEBUSY_NAME,
+                "",
+                "share-unmapped",
+                f"{self.account}: {p} may see the account's free/busy on the source, but has no account on the "
+                "target in this project: not granted",
+                {"principal": p, "access": "freebusy"},
+            )
+        state = "set"
+        have = self.target.freebusy_access()
+        if have is None and target.everyone and not target.principals:
+            self.finding(
+                FREEBUSY_NAME,
+                "",
+                "freebusy-unknown",
+                f"{self.account}: everyone could see the account's free/busy on the source; the target does not "
+                "say who may (Radicale: the 'f' permission of its rights file), so check it there",
+                {"access": "freebusy"},
+                notice=True,
+            )
+        elif have != target:
+            try:
+                self.target.set_freebusy_access(target)
+            except ItemRefused as e:
+                state = "refused"
+                self.finding(
+                    FREEBUSY_NAME,
+                    "",
+                    "freebusy-refused",
+                    f"{self.account}: on the source {source.describe()} may see the account's free/busy; the target "
+                    f"could not be set so ({e.message}); nothing was widened: set it on the target by hand",
+                    {"access": "freebusy", "status": e.status, "principals": sorted(target.principals)},
+                )
+            else:
+                self.stats.shares += 1
+        for k in sorted(keys - done):
+            tp = "*" if k == "*" else self.e.principals(k) or ""
+            self.ledger.record_dav_share(self.account, FREEBUSY, k, "freebusy", tp, state, self.run_id)
+        if state == "set":  # whom the source no longer lets see it: the target no longer does either
+            for k in sorted(done - keys):
+                self.ledger.record_dav_share(self.account, FREEBUSY, k, "freebusy", "", "refused", self.run_id)
+
     def _share(self, c: Collection, t: Collection) -> None:
         if not self.e.opts.sharing or self.dry_run:
             return
@@ -810,6 +937,15 @@ class _DavRun:
                 self.e.offered.add(tp)
 
 
+FREEBUSY = "#freebusy"  # the ledger's pseudo-collection for who may see an account's free/busy
+FREEBUSY_NAME = "free/busy"  # how findings and verdicts name it
+
+
+def _freebusy_keys(access: FreeBusyAccess) -> set[str]:
+    """The ledger rows of one free/busy access: ``*`` for everyone, else one per account."""
+    return set(access.principals) | ({"*"} if access.everyone else set())
+
+
 def _raw_uid(data: bytes) -> str:
     """The UID line of an item too malformed to parse, to name it (first one, unfolded)."""
     import re
@@ -842,7 +978,7 @@ def _properties_differ(s: Collection, t: Collection) -> bool:
 def property_differences(s: Collection, t: Collection) -> list[str]:
     """The collection properties the source sets that the target lacks or holds otherwise,
     compared as the servers mean them: colours without case or an opaque alpha (``#ff0000`` is
-    ``#FF0000FF``), component sets as sets."""
+    ``#FF0000FF``), component sets as sets, a target's that takes more (or doesn't say) kept."""
     out = []
     for p in _PROPS:
         v, w = getattr(s, p), getattr(t, p)
@@ -850,8 +986,8 @@ def property_differences(s: Collection, t: Collection) -> list[str]:
             continue
         if p == "color":
             v, w = _colour(v), _colour(w)
-        elif p == "components":
-            v, w = frozenset(v), frozenset(w or ())
+        elif p == "components" and (not w or frozenset(v) <= frozenset(w)):
+            continue  # protected once made (RFC 4791 5.2.3): a target taking more (or not saying) is fine
         if v != w:
             out.append(p)
     return out
@@ -979,7 +1115,27 @@ class _VerifyRun(_DavRun):
                 self._deep_compare(c, t, pairs, v)
             if self.e.opts.sharing:
                 self._compare_shares(c, t, v)
+        self._compare_freebusy(out)
         return out
+
+    def _compare_freebusy(self, verdicts: list[CollectionVerdict]) -> None:
+        """Who may see the account's free/busy on the target against the source (mapped), named on
+        the account's first calendar's verdict (free/busy is the account's, not a collection's)."""
+        wanted = self._wanted_freebusy()
+        where = next((v for v in verdicts if v.kind == "calendar" and v.target_href), None)
+        if wanted is None or where is None:
+            return
+        _source, target, _unmapped = wanted
+        have = self.target.freebusy_access()
+        if have is None:
+            if target.everyone and not target.principals:
+                return  # the target does not tell; migrate named it (freebusy-unknown)
+            detail = f"on the source {target.describe()} may see the free/busy; the target does not tell who may"
+        elif have != target:
+            detail = f"on the source {target.describe()} may see the free/busy; on the target {have.describe()}"
+        else:
+            return
+        where.discrepancies.append({"what": "freebusy", "item_uid": None, "detail": detail})
 
     def _deep_compare(self, c: Collection, t: Collection, pairs: dict[str, str], v: CollectionVerdict) -> None:
         batch = max(1, self.e.opts.batch_items)
@@ -990,8 +1146,19 @@ class _VerifyRun(_DavRun):
             target = {x.href: x.data for x in self.target.fetch(t, [pairs[h] for h in part])}
             for h in part:
                 s, d = source.get(h), target.get(pairs[h])
-                if s is None or d is None:
-                    continue  # vanished during the run: the shallow pass names it next time
+                if s is None:
+                    continue  # gone from the source during the run: the shallow pass names it next time
+                if d is None:  # listed by the target a moment ago, but not served: not proven there
+                    v.discrepancies.append(
+                        {
+                            "what": "missing",
+                            "item_uid": None,
+                            "source_href": h,
+                            "target_href": pairs[h],
+                            "detail": "the target lists it but did not serve it, so it could not be compared",
+                        }
+                    )
+                    continue
                 if c.kind == "calendar":
                     try:
                         obj = ical.inspect(s)

@@ -64,6 +64,22 @@ class Collection:
 
 
 @dataclass(frozen=True, slots=True)
+class FreeBusyAccess:
+    """Who may ask a server for an account's free/busy (RFC 6638 ``schedule-query-freebusy`` on
+    its scheduling inbox; Cyrus' right ``9``): ``everyone`` (DAV:all or DAV:authenticated), and
+    the account names granted one by one. The owner is not listed: it always may."""
+
+    everyone: bool
+    principals: frozenset[str] = frozenset()
+
+    def describe(self) -> str:
+        names = ", ".join(sorted(self.principals))
+        if self.everyone:
+            return "everyone" + (f" (and by name: {names})" if names else "")
+        return f"only {names}" if names else "nobody but the owner"
+
+
+@dataclass(frozen=True, slots=True)
 class DavRef:
     href: str
     etag: str | None
@@ -103,7 +119,7 @@ class DavServerInfo:
 
     ``dav``: the tokens of the OPTIONS ``DAV`` header, lower-cased (``calendar-access``,
     ``addressbook``, ``calendar-auto-schedule``, ``resource-sharing``...). ``product``: the
-    ``Server`` header. ``principal``, ``calendar_home``, ``addressbook_home``, ``outbox``: hrefs
+    ``Server`` header. ``principal``, ``calendar_home``, ``addressbook_home``, ``outbox``, ``inbox``: hrefs
     (absolute paths), None where the server has none. ``addresses``: calendar-user-address-set.
     """
 
@@ -114,6 +130,7 @@ class DavServerInfo:
     addressbook_home: str | None
     outbox: str | None = None
     addresses: tuple[str, ...] = ()
+    inbox: str | None = None  # the scheduling inbox (RFC 6638), whose ACL says who sees free/busy
 
     @property
     def schedules(self) -> bool:
@@ -131,6 +148,7 @@ def info_to_dict(i: DavServerInfo) -> dict[str, object]:
         "addressbook_home": i.addressbook_home,
         "outbox": i.outbox,
         "addresses": list(i.addresses),
+        "inbox": i.inbox,
     }
 
 
@@ -145,6 +163,7 @@ def info_from_dict(d: dict[str, object]) -> DavServerInfo | None:
             addressbook_home=None if d["addressbook_home"] is None else str(d["addressbook_home"]),
             outbox=None if d["outbox"] is None else str(d["outbox"]),
             addresses=tuple(str(x) for x in d["addresses"]),  # type: ignore[attr-defined]
+            inbox=None if d.get("inbox") is None else str(d["inbox"]),
         )
     except (KeyError, TypeError):
         return None

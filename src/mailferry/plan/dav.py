@@ -152,6 +152,9 @@ def plan_collection(
             plan.actions.append(Copy(href, etag, target_href_of(target_href, href), "new"))
         elif r.state == "pending":
             plan.actions.append(Copy(href, etag, r.target_href, "interrupted before it was confirmed", resolve=True))
+        elif r.state == "refused" and r.target_etag is not None and r.target_href in target_members:
+            # an update the target refused: its older copy is still there, replaced in place
+            plan.actions.append(Update(href, etag, r.target_href, r.target_etag, r.uid))
         elif r.state == "refused":
             plan.actions.append(Copy(href, etag, r.target_href, "refused before; tried again", retry=True))
         elif r.target_href not in target_members:

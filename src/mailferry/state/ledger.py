@@ -354,8 +354,49 @@ class Ledger(Protocol):
     def close(self) -> None: ...
 
 
+class _Rows:
+    """A statement's result read at once (see :class:`_Serialized`)."""
+
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self.description = cursor.description
+        self.lastrowid = cursor.lastrowid
+        self.rows = cursor.fetchall()
+
+    def fetchall(self) -> list[Any]:
+        return self.rows
+
+    def fetchone(self) -> Any:
+        return self.rows[0] if self.rows else None
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.rows)
+
+
+class _Serialized:
+    """The ledger's one connection, a statement at a time under the ledger's lock, its rows read
+    at once: a thread never reads while another is halfway through a transaction on the same
+    connection (it would see writes that may yet be rolled back)."""
+
+    def __init__(self, conn: sqlite3.Connection, lock: threading.RLock) -> None:
+        self.conn = conn
+        self.lock = lock
+
+    def execute(self, sql: str, args: Any = ()) -> _Rows:
+        with self.lock:
+            return _Rows(self.conn.execute(sql, args))
+
+    def executemany(self, sql: str, rows: Any) -> None:
+        with self.lock:
+            self.conn.executemany(sql, rows)
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
+
+
 class SqliteLedger:
-    """The SQLite ledger. Safe to share between threads (one connection behind a lock)."""
+    """The SQLite ledger. Safe to share between threads (one connection behind a lock, reads
+    included)."""
 
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         """``readonly``: for commands that must write nothing (plan, verify, report): an absent
@@ -365,11 +406,15 @@ class SqliteLedger:
         self._lockfile: IO[str] | None = None
         if readonly:
             if path.exists():
-                self._db = sqlite3.connect(
-                    f"file:{path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None, timeout=30
+                self._db = _Serialized(
+                    sqlite3.connect(
+                        f"file:{path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None, timeout=30
+                    ),
+                    self._lock,
                 )
                 return
-            self._db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+            memory = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+            self._db = _Serialized(memory, self._lock)
             self._migrate()
             return
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -377,7 +422,9 @@ class SqliteLedger:
             fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
             os.close(fd)
         os.chmod(path, 0o600)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db = _Serialized(
+            sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30), self._lock
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
@@ -407,7 +454,7 @@ class SqliteLedger:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> Iterator[_Serialized]:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -590,7 +637,7 @@ class SqliteLedger:
         return [dict(zip(names, r[:9], strict=True), details=json.loads(r[9]) if r[9] else {}) for r in rows]
 
     def _upsert(
-        self, db: sqlite3.Connection, account: str, folder: str, rows: Sequence[MessageRecord], run_id: int
+        self, db: _Serialized, account: str, folder: str, rows: Sequence[MessageRecord], run_id: int
     ) -> None:
         db.executemany(
             "INSERT OR REPLACE INTO messages (account, source_folder, uidvalidity, uid, key, size, state, how, "
