@@ -43,12 +43,12 @@ TARGET_USERS = {"alice.t": "alicepw", "bob.t": "bobpw", "carol.t": "carolpw"}
 
 def _browser_or_skip() -> None:
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
-    if not missing:
-        return
     try:
         import selenium  # noqa: F401
     except ImportError:
-        missing.append("the selenium package")
+        missing.append("the selenium package (pip install -e '.[test]')")
+    if not missing:
+        return
     reason = f"no browser for the console test ({', '.join(missing)}): apt-get install chromium chromium-driver"
     if os.environ.get("MAILFERRY_REQUIRE_SERVERS") == "1":
         pytest.fail(reason)
