@@ -702,6 +702,7 @@ def report(project: Project, run: int | None = None) -> Result:
                 "ledger": ledger.counts(),
                 "calendars_outstanding": ledger.dav_outstanding(),
                 "calendars_ledger": ledger.dav_counts(),
+                "approvals": ledger.approvals(),
             },
             0,
         )

@@ -18,64 +18,88 @@ from rich.console import Console
 USERS = {"alice": "alicepw", "bob": "bobpw", "carol": "carolpw", "dave": "davepw"}
 
 
+class DemoOrg:
+    """The demo's throwaway servers, seeded, and the project file between them."""
+
+    def __init__(self, workdir: Path, c: Console) -> None:
+        from mailferry.config.template import render_project
+        from mailferry.sandbox.dav_sample import OLD_DOMAIN, seed_dav_sample
+        from mailferry.sandbox.dav_servers import RadicaleServer
+        from mailferry.sandbox.seed import seed_sample
+        from mailferry.sandbox.servers import DovecotServer
+
+        workdir = workdir.resolve()
+        if workdir.exists():
+            shutil.rmtree(workdir)
+        workdir.mkdir(parents=True)
+        self.workdir = workdir
+        c.rule("1. two throwaway IMAP servers on 127.0.0.1")
+        self.src = DovecotServer.start(workdir / "source-server", style="dotted", users=USERS, special_use=False)
+        self.tgt = DovecotServer.start(workdir / "target-server", style="slash", users=USERS, special_use=True)
+        self.dav_src = RadicaleServer.start(workdir / "source-dav", users=USERS)
+        self.dav_tgt = RadicaleServer.start(workdir / "target-dav", users=USERS)
+        try:
+            src, tgt, dav_src, dav_tgt = self.src, self.tgt, self.dav_src, self.dav_tgt
+            c.print(f"source: Dovecot on 127.0.0.1:{src.port} (INBOX. prefix, '.' separator, no SPECIAL-USE)")
+            c.print(
+                f"target: Dovecot on 127.0.0.1:{tgt.port} ('/' separator, special-use Sent/Drafts/Trash/Junk/Archive)"
+            )
+            c.rule("2. seed a sample organization on the source")
+            total = sum(seed_sample(src, user, pw) for user, pw in USERS.items())
+            items = sum(
+                seed_dav_sample(dav_src.url, u, pw, [x for x in USERS if x != u][:2]) for u, pw in USERS.items()
+            )
+            c.print(f"{len(USERS)} accounts, {total} messages; {items} calendar items and contacts")
+            c.print(f"calendars: Radicale on {dav_src.url} -> Radicale on {dav_tgt.url}")
+            c.rule("3. mailferry init")
+            (workdir / "accounts.csv").write_text(
+                "source_user,target_user\n" + "".join(f"{u},{u}\n" for u in USERS), encoding="utf-8"
+            )
+            os.environ["MAILFERRY_DEMO_SOURCE_ADMIN"] = "adminpw"
+            os.environ["MAILFERRY_DEMO_TARGET_ADMIN"] = "adminpw"
+            self.project_path = workdir / "demo.toml"
+            self.project_path.write_text(
+                render_project(
+                    name="demo",
+                    source_url=f"imap://127.0.0.1:{src.port}",
+                    target_url=f"imap://127.0.0.1:{tgt.port}",
+                    accounts_csv="accounts.csv",
+                    source_admin="admin",
+                    source_admin_password="env:MAILFERRY_DEMO_SOURCE_ADMIN",
+                    target_admin="admin",
+                    target_admin_password="env:MAILFERRY_DEMO_TARGET_ADMIN",
+                    ledger=None,
+                    source_dav=dav_src.url,
+                    target_dav=dav_tgt.url,
+                )
+                .replace('# [source.dav.admin]\n# user = "davadmin"', '[source.dav.admin]\nuser = "admin"')
+                .replace('# [target.dav.admin]\n# user = "davadmin"', '[target.dav.admin]\nuser = "admin"')
+                .replace('# password = "env:SOURCE_DAV_ADMIN_PASSWORD"', 'password = "env:MAILFERRY_DEMO_SOURCE_ADMIN"')
+                .replace('# password = "env:TARGET_DAV_ADMIN_PASSWORD"', 'password = "env:MAILFERRY_DEMO_TARGET_ADMIN"')
+                + f'\n[calendars.domains]\n"{OLD_DOMAIN}" = "new.example"\n',
+                encoding="utf-8",
+            )
+            c.print(f"wrote {self.project_path}")
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        self.src.stop()
+        self.tgt.stop()
+        self.dav_src.close()
+        self.dav_tgt.close()
+
+
 def run_demo(workdir: Path) -> int:
     from mailferry import api
     from mailferry.cli import render
     from mailferry.config.load import load_project
-    from mailferry.config.template import render_project
-    from mailferry.sandbox.dav_sample import OLD_DOMAIN, seed_dav_sample
-    from mailferry.sandbox.dav_servers import RadicaleServer
-    from mailferry.sandbox.seed import seed_sample
-    from mailferry.sandbox.servers import DovecotServer
 
     c = Console(highlight=False)
-    workdir = workdir.resolve()
-    if workdir.exists():
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True)
-    c.rule("1. two throwaway IMAP servers on 127.0.0.1")
-    src = DovecotServer.start(workdir / "source-server", style="dotted", users=USERS, special_use=False)
-    tgt = DovecotServer.start(workdir / "target-server", style="slash", users=USERS, special_use=True)
-    dav_src = RadicaleServer.start(workdir / "source-dav", users=USERS)
-    dav_tgt = RadicaleServer.start(workdir / "target-dav", users=USERS)
+    org = DemoOrg(workdir, c)
     try:
-        c.print(f"source: Dovecot on 127.0.0.1:{src.port} (INBOX. prefix, '.' separator, no SPECIAL-USE)")
-        c.print(f"target: Dovecot on 127.0.0.1:{tgt.port} ('/' separator, special-use Sent/Drafts/Trash/Junk/Archive)")
-        c.rule("2. seed a sample organization on the source")
-        total = sum(seed_sample(src, user, pw) for user, pw in USERS.items())
-        items = sum(seed_dav_sample(dav_src.url, u, pw, [x for x in USERS if x != u][:2]) for u, pw in USERS.items())
-        c.print(f"{len(USERS)} accounts, {total} messages; {items} calendar items and contacts")
-        c.print(f"calendars: Radicale on {dav_src.url} -> Radicale on {dav_tgt.url}")
-        c.rule("3. mailferry init")
-        (workdir / "accounts.csv").write_text(
-            "source_user,target_user\n" + "".join(f"{u},{u}\n" for u in USERS), encoding="utf-8"
-        )
-        os.environ["MAILFERRY_DEMO_SOURCE_ADMIN"] = "adminpw"
-        os.environ["MAILFERRY_DEMO_TARGET_ADMIN"] = "adminpw"
-        project_path = workdir / "demo.toml"
-        project_path.write_text(
-            render_project(
-                name="demo",
-                source_url=f"imap://127.0.0.1:{src.port}",
-                target_url=f"imap://127.0.0.1:{tgt.port}",
-                accounts_csv="accounts.csv",
-                source_admin="admin",
-                source_admin_password="env:MAILFERRY_DEMO_SOURCE_ADMIN",
-                target_admin="admin",
-                target_admin_password="env:MAILFERRY_DEMO_TARGET_ADMIN",
-                ledger=None,
-                source_dav=dav_src.url,
-                target_dav=dav_tgt.url,
-            )
-            .replace('# [source.dav.admin]\n# user = "davadmin"', '[source.dav.admin]\nuser = "admin"')
-            .replace('# [target.dav.admin]\n# user = "davadmin"', '[target.dav.admin]\nuser = "admin"')
-            .replace('# password = "env:SOURCE_DAV_ADMIN_PASSWORD"', 'password = "env:MAILFERRY_DEMO_SOURCE_ADMIN"')
-            .replace('# password = "env:TARGET_DAV_ADMIN_PASSWORD"', 'password = "env:MAILFERRY_DEMO_TARGET_ADMIN"')
-            + f'\n[calendars.domains]\n"{OLD_DOMAIN}" = "new.example"\n',
-            encoding="utf-8",
-        )
-        c.print(f"wrote {project_path}")
-        project = load_project(project_path)
+        project = load_project(org.project_path)
         c.rule("4. mailferry check")
         render.check(api.check(project).data)
         c.rule("5. mailferry plan (dry run)")
@@ -95,11 +119,25 @@ def run_demo(workdir: Path) -> int:
         c.rule("9. mailferry report")
         render.report(api.report(project).data)
         ok = v.data["clean"] and r2.data["copied"] == 0 and r2.data["calendars"]["copied"] == 0
-        c.print(f"\nproject, ledger and reports are in {workdir}")
+        c.print(f"\nproject, ledger and reports are in {org.workdir}")
         c.print("demo finished: " + ("verification CLEAN" if ok else "PROBLEMS (see above)"))
         return 0 if ok else 1
     finally:
-        src.stop()
-        tgt.stop()
-        dav_src.close()
-        dav_tgt.close()
+        org.stop()
+
+
+def run_demo_console(workdir: Path, *, port: int = 8765) -> int:
+    """The demo organization, then the console on its project until Ctrl-C (the servers with it)."""
+    from mailferry.console.serve import serve
+
+    c = Console(highlight=False)
+    org = DemoOrg(workdir, c)
+    try:
+        c.rule("4. mailferry console")
+        c.print(
+            "the wizard: Servers (test connection), People and accounts (tick accounts, name a batch), "
+            "Plan, Run, Results"
+        )
+        return serve(org.workdir, port=port)
+    finally:
+        org.stop()

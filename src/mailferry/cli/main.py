@@ -38,6 +38,9 @@ app = typer.Typer(
 ProjectArg = Annotated[Path, typer.Argument(help="the project file (TOML) written by 'mailferry init'")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
 AccountOpt = Annotated[list[str] | None, typer.Option("--account", "-a", help="only this source account (repeatable)")]
+BatchOpt = Annotated[
+    str | None, typer.Option("--batch", "-b", help="only the accounts of this batch (the project file's [batches])")
+]
 
 
 class Exit(Exception):
@@ -49,6 +52,18 @@ def _load(project: Path) -> Any:
     from mailferry.config.load import load_project
 
     return load_project(project)
+
+
+def _accounts(project: Any, account: list[str] | None, batch: str | None) -> list[str] | None:
+    """The accounts named by --account and --batch together (None: all)."""
+    if batch is None:
+        return account
+    from mailferry.errors import UsageError
+
+    if batch not in project.batches:
+        known = ", ".join(repr(b) for b in project.batches) or "none yet"
+        raise UsageError(f"--batch: no batch {batch!r} in the project file", hint=f"batches: {known}")
+    return list(dict.fromkeys([*project.batches[batch], *(account or [])]))
 
 
 def _emit(data: dict[str, Any], as_json: bool, human: Any) -> None:
@@ -107,23 +122,25 @@ def init(
 
 
 @app.command()
-def check(project: ProjectArg, account: AccountOpt = None, as_json: JsonOpt = False) -> None:
+def check(project: ProjectArg, account: AccountOpt = None, batch: BatchOpt = None, as_json: JsonOpt = False) -> None:
     """Readiness of every account: connect, TLS, login, capabilities, sizes, quota, what won't survive."""
     from mailferry import api
     from mailferry.cli import render
 
-    r = api.check(_load(project), account)
+    proj = _load(project)
+    r = api.check(proj, _accounts(proj, account, batch))
     _emit(r.data, as_json, render.check)
     raise Exit(r.exit_code)
 
 
 @app.command()
-def plan(project: ProjectArg, account: AccountOpt = None, as_json: JsonOpt = False) -> None:
+def plan(project: ProjectArg, account: AccountOpt = None, batch: BatchOpt = None, as_json: JsonOpt = False) -> None:
     """The dry run: folder map, messages and bytes to copy, every skip with its reason. Writes nothing."""
     from mailferry import api
     from mailferry.cli import render
 
-    r = api.plan(_load(project), account)
+    proj = _load(project)
+    r = api.plan(proj, _accounts(proj, account, batch))
     _emit(r.data, as_json, render.plan)
     raise Exit(r.exit_code)
 
@@ -132,6 +149,7 @@ def plan(project: ProjectArg, account: AccountOpt = None, as_json: JsonOpt = Fal
 def migrate(
     project: ProjectArg,
     account: AccountOpt = None,
+    batch: BatchOpt = None,
     as_json: JsonOpt = False,
     full: Annotated[bool, typer.Option("--full", help="re-examine every folder, ignoring the fast path")] = False,
     only: Annotated[
@@ -142,6 +160,7 @@ def migrate(
     from mailferry import api
 
     proj = _load(project)
+    account = _accounts(proj, account, batch)
     kinds = [t.strip() for t in only.split(",") if t.strip()] if only else None
     if as_json:  # machines: no live display, and no need to import rich (a no-op pass starts faster)
         r = api.migrate(proj, account, full=full, only=kinds)
@@ -160,6 +179,7 @@ def migrate(
 def verify(
     project: ProjectArg,
     account: AccountOpt = None,
+    batch: BatchOpt = None,
     as_json: JsonOpt = False,
     deep: Annotated[bool, typer.Option("--deep", help="also compare SHA-256 of every full message")] = False,
 ) -> None:
@@ -167,7 +187,8 @@ def verify(
     from mailferry import api
     from mailferry.cli import render
 
-    r = api.verify(_load(project), account, deep=deep)
+    proj = _load(project)
+    r = api.verify(proj, _accounts(proj, account, batch), deep=deep)
     _emit(r.data, as_json, render.verify)
     raise Exit(r.exit_code)
 
@@ -267,11 +288,35 @@ def directory_restore(
 @app.command()
 def demo(
     workdir: Annotated[Path, typer.Option(help="where the throwaway servers and the project live")] = Path("demo-run"),
+    console: Annotated[
+        bool, typer.Option("--console", help="set the organization up, then serve the console on it (until Ctrl-C)")
+    ] = False,
+    port: Annotated[int, typer.Option(help="with --console: the port to listen on (127.0.0.1)")] = 8765,
 ) -> None:
-    """Start two throwaway local Dovecot servers, seed a sample organization, migrate, verify, report."""
-    from mailferry.cli.demo import run_demo
+    """Start two throwaway local Dovecot servers, seed a sample organization, migrate, verify, report;
+    with --console, serve the migration console on it instead."""
+    from mailferry.cli.demo import run_demo, run_demo_console
 
-    raise Exit(run_demo(workdir))
+    raise Exit(run_demo_console(workdir, port=port) if console else run_demo(workdir))
+
+
+@app.command()
+def console(
+    project_dir: Annotated[
+        Path, typer.Argument(help="the project folder (its one *.toml file; a new one is made there) or a project file")
+    ],
+    port: Annotated[int, typer.Option(help="the port to listen on (0: any free port)")] = 8765,
+    listen: Annotated[
+        str, typer.Option(help="the address to listen on; other than loopback only with --certificate and --key")
+    ] = "127.0.0.1",
+    certificate: Annotated[Path | None, typer.Option(help="TLS certificate (PEM) for https")] = None,
+    key: Annotated[Path | None, typer.Option(help="its private key (PEM)")] = None,
+) -> None:
+    """The migration console: a web wizard (servers, directory, people, plan, run, results) on this
+    machine. Prints a URL with a one-time access token to log in."""
+    from mailferry.console.serve import serve
+
+    raise Exit(serve(project_dir, host=listen, port=port, certificate=certificate, key=key))
 
 
 def _cli_exceptions() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:

@@ -235,6 +235,21 @@ def report(data: dict[str, Any]) -> None:
     if data.get("calendars_ledger"):
         counts = ", ".join(f"{k} {v}" for k, v in sorted(data["calendars_ledger"].items()))
         c.print(f"calendar items and contacts in the ledger: {counts}")
+    if data.get("approvals"):
+        t = Table(title="batches approved for cut-over")
+        for col in ("batch", "accounts", "approved by", "at", "verdict", "findings acknowledged", "after run"):
+            t.add_column(col)
+        for a in data["approvals"]:
+            t.add_row(
+                a["batch"],
+                ", ".join(a["accounts"]),
+                a["approved_by"],
+                a["approved_at"],
+                str(a["verdict"].get("state", "")),
+                str(a["acknowledged"]),
+                str(a["last_run"] or ""),
+            )
+        c.print(t)
 
 
 def directory_discover(data: dict[str, Any]) -> None:

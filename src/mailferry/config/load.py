@@ -117,6 +117,7 @@ KNOWN_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
             "calendars",
             "performance",
             "directory",
+            "batches",
         ),
         "project": ("name", "ledger", "reports", "items"),
         "source": _SERVER_KEYS,
@@ -175,6 +176,7 @@ KNOWN_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "directory.mail_attributes": (),
         "directory.lock": (),
         "directory.resolve": ("source", "target"),
+        "batches": (),
     }
 )
 
@@ -772,6 +774,7 @@ class _ProjectReader(_Reader):
         directory = self.directory(document)
         items = self.items(project, source, target)
         calendars = self.calendar_rules(document)
+        batches = self.batches(document)
         if items is not None and accounts and source is not None and target is not None:
             self.check_dav_logins(accounts, source, target, items)
 
@@ -779,6 +782,7 @@ class _ProjectReader(_Reader):
             raise ConfigError(self.problems)
         assert name and ledger and reports and source and target and accounts is not None
         assert folders and messages and performance and items is not None and calendars is not None
+        assert batches is not None
         return Project(
             path=self.path,
             name=name,
@@ -793,7 +797,30 @@ class _ProjectReader(_Reader):
             directory=directory,
             items=items,
             calendars=calendars,
+            batches=batches,
         )
+
+    def batches(self, document: Mapping[str, object]) -> Mapping[str, tuple[str, ...]] | None:
+        """``[batches]``: a name -> the source accounts migrated and approved together (a wave).
+        Written by the console; which accounts exist is checked where a batch is used (the
+        accounts CSV may be written later, by ``directory apply``)."""
+        table = self.free_table(document, (), "batches")
+        if table is None:
+            return None
+        out: dict[str, tuple[str, ...]] = {}
+        for name, value in table.items():
+            path: KeyPath = ("batches", name)
+            if not name.strip():
+                self.problem(path, "a batch needs a name")
+            elif not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+                self.problem(path, f"must be a list of account names, got {_kind(value)}")
+            elif not value:
+                self.problem(path, "an empty batch: give it at least one account")
+            elif len(set(value)) != len(value):
+                self.problem(path, "names an account twice")
+            else:
+                out[name] = tuple(value)
+        return MappingProxyType(out) if len(out) == len(table) else None
 
     def items(
         self, project: Mapping[str, object], source: ServerConfig | None, target: ServerConfig | None

@@ -405,4 +405,9 @@ batch_bytes = "16 MB"
 # Tries per failed operation, waiting twice as long each time (exponential backoff).
 retries = 5
 
+# Batches (waves): named sets of source accounts migrated and approved together, as the console
+# (`mailferry console`) groups them. A batch names at least one account.
+# [batches]
+# "wave 1" = ["alice", "bob"]
+
 {_DIRECTORY}"""

@@ -23,6 +23,9 @@ target_mailboxes
             mailferry has seen alive, and the target account it belongs to: the guard that
             refuses to write into a mailbox another account of the project also holds
             (:mod:`mailferry.engine.alive`).
+approvals   a batch (a named set of accounts, the project file's ``[batches]``) approved for
+            cut-over by an admin: who, when, the verdict it was approved on (verify clean, the
+            findings still open and acknowledged). Written by the console; never a secret.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from typing import IO, Any, Protocol
 
 from mailferry.errors import LockedError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -191,6 +194,19 @@ _MIGRATIONS: dict[int, str] = {
         run_id INTEGER NOT NULL,
         PRIMARY KEY (account, source_collection, principal)
     );
+    """,
+    5: """
+    CREATE TABLE approvals (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        batch TEXT NOT NULL,
+        accounts TEXT NOT NULL,
+        approved_by TEXT NOT NULL,
+        approved_at TEXT NOT NULL,
+        verdict TEXT NOT NULL,
+        acknowledged INTEGER NOT NULL DEFAULT 0,
+        last_run INTEGER
+    );
+    CREATE INDEX approvals_batch ON approvals (batch);
     """,
 }
 
@@ -454,18 +470,14 @@ class SqliteLedger:
         """Hold the project's run lock (a flock on ``LEDGER.lock``) until close()."""
         import fcntl
 
-        lock_path = Path(str(self.path) + ".lock")
-        f = open(lock_path, "a+")  # noqa: SIM115 - held open for the run's lifetime
+        f = open(run_lock_path(self.path), "a+")  # noqa: SIM115 - held open for the run's lifetime
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
             holder = f.read().strip()
             f.close()
-            raise LockedError(
-                f"another mailferry run is using this project ({holder or 'unknown process'})",
-                hint="wait for it to finish, or stop it; two runs on one project at once are refused",
-            ) from None
+            raise locked_error(holder) from None
         f.seek(0)
         f.truncate()
         f.write(f"{what}, pid {os.getpid()}\n")
@@ -958,12 +970,95 @@ class SqliteLedger:
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
+    # -- approvals (the console) ---------------------------------------------------------------
+
+    def record_approval(
+        self,
+        batch: str,
+        accounts: Sequence[str],
+        approved_by: str,
+        approved_at: str,
+        verdict: dict[str, Any],
+        *,
+        acknowledged: int = 0,
+        last_run: int | None = None,
+    ) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO approvals (batch, accounts, approved_by, approved_at, verdict, acknowledged, last_run) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    batch,
+                    json.dumps(list(accounts)),
+                    approved_by,
+                    approved_at,
+                    json.dumps(verdict, sort_keys=True),
+                    acknowledged,
+                    last_run,
+                ),
+            )
+            return int(cur.lastrowid or 0)
+
+    def approvals(self, batch: str | None = None) -> list[dict[str, Any]]:
+        """Every approval (of ``batch``), oldest first. None in a ledger that predates them (a
+        read-only ledger is not migrated)."""
+        if self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='approvals'").fetchone() is None:
+            return []
+        where, args = ("WHERE batch = ?", (batch,)) if batch is not None else ("", ())
+        rows = self._db.execute(
+            "SELECT id, batch, accounts, approved_by, approved_at, verdict, acknowledged, last_run "
+            f"FROM approvals {where} ORDER BY id",
+            args,
+        ).fetchall()
+        return [
+            {
+                "id": r[0],
+                "batch": r[1],
+                "accounts": json.loads(r[2]),
+                "approved_by": r[3],
+                "approved_at": r[4],
+                "verdict": json.loads(r[5]),
+                "acknowledged": r[6],
+                "last_run": r[7],
+            }
+            for r in rows
+        ]
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
         if self._lockfile is not None:
             self._lockfile.close()
             self._lockfile = None
+
+
+def run_lock_path(ledger_path: Path) -> Path:
+    return Path(str(ledger_path) + ".lock")
+
+
+def locked_error(holder: str) -> LockedError:
+    """What a second run on a project is told (the CLI's second ``migrate``, the console's second start)."""
+    return LockedError(
+        f"another mailferry run is using this project ({holder or 'unknown process'})",
+        hint="wait for it to finish, or stop it; two runs on one project at once are refused",
+    )
+
+
+def run_lock_holder(ledger_path: Path) -> str | None:
+    """Who holds the project's run lock (its ``"migrate, pid N"`` line), or None when it is free.
+    Looks without keeping it: a shared lock tried and let go at once."""
+    import fcntl
+
+    path = run_lock_path(ledger_path)
+    if not path.exists():
+        return None
+    with open(path) as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return f.read().strip()
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    return None
 
 
 @contextmanager

@@ -1,0 +1,559 @@
+"""The console in-process, without servers: login, cookie, CSRF, the listen rule, the Servers
+form (references only, nothing half-saved), batches, the project file edited line by line, the
+readiness verdict. Pages that talk to servers are tested in tests/e2e/test_console_app.py."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from mailferry.config.load import load_project
+from mailferry.console import projectfile
+from mailferry.console.app import Console, container_tree, create_app, verdict
+from mailferry.console.security import COOKIE, Sessions, check_listen
+from mailferry.console.serve import serve
+from mailferry.errors import UsageError
+
+TOKEN = "t0k3n-for-tests-" + "x" * 20
+
+
+def make_client(place: Path, *, secure: bool = False) -> tuple[TestClient, Console]:
+    console = Console(place, sessions=Sessions(TOKEN), secure=secure)
+    base = "https://127.0.0.1" if secure else "http://127.0.0.1"
+    return TestClient(create_app(console), base_url=base, follow_redirects=False), console
+
+
+def login(client: TestClient) -> None:
+    r = client.get(f"/login?token={TOKEN}")
+    assert r.status_code == 303
+
+
+def csrf_of(html: str) -> str:
+    m = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert m, "no CSRF field in the page"
+    return m.group(1)
+
+
+def project_dir(tmp_path: Path, extra: str = "") -> Path:
+    (tmp_path / "accounts.csv").write_text("source_user,target_user\nalice,alice\nbob,bob\ncarol,carol\n")
+    (tmp_path / "p.toml").write_text(
+        '[project]\nname = "p"\n\n'
+        '[source]\nhost = "127.0.0.1"\nport = 1143\nsecurity = "none"\n'
+        '[source.admin]\nuser = "admin"\npassword = "env:MF_CONSOLE_SRC"\n\n'
+        '[target]\nhost = "127.0.0.1"\nport = 2143\nsecurity = "none"\n'
+        '[target.admin]\nuser = "admin"\npassword = "env:MF_CONSOLE_TGT"\n\n'
+        '[accounts]\ncsv = "accounts.csv"\n' + extra
+    )
+    return tmp_path
+
+
+# -- login and sessions ---------------------------------------------------------------------------
+
+
+def test_every_page_needs_the_login(tmp_path: Path) -> None:
+    client, _ = make_client(project_dir(tmp_path))
+    for path in ("/servers", "/directory", "/people", "/plan", "/run", "/results", "/run/events?batch=x"):
+        r = client.get(path)
+        assert r.status_code == 401, path
+        assert "Log in" in r.text
+    assert client.post("/servers", data={}).status_code == 401
+    assert client.get("/login?token=wrong").status_code == 401
+    assert client.get("/login").status_code == 401
+    assert client.get("/static/console.js").status_code == 200  # no secret in there
+
+
+def test_login_sets_a_strict_cookie_and_drops_the_token_from_the_url(tmp_path: Path) -> None:
+    client, _ = make_client(project_dir(tmp_path))
+    r = client.get(f"/login?token={TOKEN}")
+    assert r.status_code == 303 and r.headers["location"] == "/servers"
+    cookie = r.headers["set-cookie"]
+    assert cookie.startswith(f"{COOKIE}=")
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+    assert "Secure" not in cookie
+    assert TOKEN not in cookie
+    page = client.get("/servers")
+    assert page.status_code == 200
+    assert TOKEN not in page.text
+    assert page.headers["referrer-policy"] == "no-referrer"
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert page.headers["cache-control"] == "no-store"
+
+
+def test_cookie_is_secure_under_tls(tmp_path: Path) -> None:
+    client, _ = make_client(project_dir(tmp_path), secure=True)
+    r = client.get(f"/login?token={TOKEN}")
+    assert "Secure" in r.headers["set-cookie"]
+
+
+def test_logout_ends_the_session(tmp_path: Path) -> None:
+    client, _ = make_client(project_dir(tmp_path))
+    login(client)
+    csrf = csrf_of(client.get("/servers").text)
+    assert client.post("/logout", data={"csrf": csrf}).status_code == 200
+    assert client.get("/servers").status_code == 401
+
+
+def test_every_post_needs_the_csrf_token(tmp_path: Path) -> None:
+    client, _ = make_client(project_dir(tmp_path))
+    login(client)
+    before = (tmp_path / "p.toml").read_text()
+    for path, data in (
+        ("/servers", {"src_imap": "imap://127.0.0.1:9"}),
+        ("/servers/test", {}),
+        ("/batches", {"batch": "w", "account": "alice"}),
+        ("/batches/delete", {"batch": "w"}),
+        ("/directory", {}),
+        ("/run/start", {"batch": "w"}),
+        ("/run/cancel", {"batch": "w"}),
+        ("/run/pause", {"batch": "w"}),
+        ("/run/resume", {"batch": "w"}),
+        ("/people/resolve", {"source": "x", "target": "create"}),
+        ("/people/apply", {}),
+        ("/results/approve", {"batch": "w", "approved_by": "me"}),
+        ("/logout", {}),
+    ):
+        for csrf in (None, "forged"):
+            form = dict(data) | ({"csrf": csrf} if csrf else {})
+            r = client.post(path, data=form)
+            assert r.status_code == 403, (path, csrf)
+            assert "CSRF" in r.text
+    assert (tmp_path / "p.toml").read_text() == before
+    # another session's token is not this one's
+    other, _ = make_client(tmp_path)
+    login(other)
+    theirs = csrf_of(other.get("/servers").text)
+    mine = csrf_of(client.get("/servers").text)
+    assert theirs != mine
+    assert client.post("/batches", data={"csrf": theirs, "batch": "w", "account": "alice"}).status_code == 403
+
+
+# -- listening ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.0.0.5"])
+def test_loopback_needs_no_tls(host: str) -> None:
+    check_listen(host, None, None)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "::", "console.example"])
+def test_other_addresses_need_tls(host: str) -> None:
+    with pytest.raises(UsageError, match="not a loopback address, and no TLS"):
+        check_listen(host, None, None)
+    check_listen(host, "cert.pem", "key.pem")
+    with pytest.raises(UsageError, match="go together"):
+        check_listen(host, "cert.pem", None)
+
+
+def test_console_command_refuses_a_non_loopback_listen_without_tls(tmp_path: Path) -> None:
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from mailferry.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(["console", str(project_dir(tmp_path)), "--listen", "0.0.0.0", "--port", "0"])
+    assert code == 64
+    assert "not a loopback address, and no TLS" in err.getvalue()
+
+
+def test_serve_prints_the_login_url_and_logs_no_token(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """The real server (uvicorn, in a thread): the URL printed works; the access log, which
+    would hold the token, is off."""
+    import threading
+    import time
+
+    import httpx
+
+    from mailferry.console import serve as serving
+
+    out = io.StringIO()
+    prepared: list[serving.Prepared] = []
+    real_prepare = serving.prepare
+
+    def keep(*args: object, **kw: object) -> serving.Prepared:
+        p = real_prepare(*args, **kw)  # type: ignore[arg-type]
+        prepared.append(p)
+        return p
+
+    serving.prepare = keep  # type: ignore[assignment]
+    try:
+        t = threading.Thread(target=serve, args=(project_dir(tmp_path),), kwargs={"port": 0, "out": out}, daemon=True)
+        t.start()
+        for _ in range(100):
+            if prepared and prepared[0].server.started:
+                break
+            time.sleep(0.05)
+    finally:
+        serving.prepare = real_prepare  # type: ignore[assignment]
+    url = re.search(r"(http://127\.0\.0\.1:\d+/login\?token=\S+)", out.getvalue())
+    assert url, out.getvalue()
+    with httpx.Client() as h:
+        r = h.get(url.group(1), follow_redirects=False)
+        assert r.status_code == 303
+        h.cookies = r.cookies
+        page = h.get(url.group(1).split("/login")[0] + "/servers")
+        assert page.status_code == 200 and "Servers" in page.text
+    token = url.group(1).split("token=")[1]
+    prepared[0].server.should_exit = True
+    t.join(10)
+    captured = capfd.readouterr()
+    assert token not in captured.out + captured.err
+
+
+# -- the Servers form ---------------------------------------------------------------------------
+
+
+SERVERS = {
+    "src_imap": "imap://127.0.0.1:1143",
+    "src_admin": "admin",
+    "src_admin_password": "env:MF_CONSOLE_SRC",
+    "tgt_imap": "imap://127.0.0.1:2143",
+    "tgt_admin": "admin",
+    "tgt_admin_password": "file:secrets/target",
+    "accounts": "source_user,target_user\nalice,alice\nbob,bob\ncarol,carol\n",
+}
+
+
+def test_servers_form_writes_a_new_project(tmp_path: Path) -> None:
+    client, console = make_client(tmp_path)
+    login(client)
+    page = client.get("/servers")
+    assert page.status_code == 200
+    r = client.post("/servers", data=SERVERS | {"csrf": csrf_of(page.text)})
+    assert r.status_code == 303, r.text
+    p = load_project(console.path)
+    assert (p.source.port, p.target.port) == (1143, 2143)
+    assert p.target.admin is not None and p.target.admin.password.ref == "file:secrets/target"
+    assert "# mailferry project file" in console.path.read_text()  # the init template, comments kept
+    page = client.get("/servers?done=servers")
+    assert "Saved to the project file." in page.text
+    assert 'value="file:secrets/target"' in page.text  # a reference is shown, it is no secret
+
+
+def test_servers_form_keeps_comments_and_other_keys(tmp_path: Path) -> None:
+    place = project_dir(tmp_path, "\n# my own note\n[performance]\nretries = 3\n")
+    client, console = make_client(place)
+    login(client)
+    csrf = csrf_of(client.get("/servers").text)
+    r = client.post(
+        "/servers",
+        data=SERVERS
+        | {
+            "csrf": csrf,
+            "src_dav": "http://127.0.0.1:5232/",
+            "tgt_dav": "http://127.0.0.1:5233/",
+            "src_dav_admin": "admin",
+            "src_dav_admin_password": "env:DAV1",
+            "tgt_dav_admin": "admin",
+            "tgt_dav_admin_password": "env:DAV2",
+        },
+    )
+    assert r.status_code == 303, r.text
+    text = console.path.read_text()
+    assert "# my own note" in text and "retries = 3" in text
+    p = load_project(console.path)
+    assert p.performance.retries == 3
+    assert p.source.dav is not None and p.source.dav.url == "http://127.0.0.1:5232/"
+    assert p.items == ("mail", "calendars", "contacts")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("src_admin_password", "hunter2-secret", "a password is never written here"),
+        ("tgt_admin_password", "s3cr3t pass", "a password is never written here"),
+        ("src_imap", "imap://admin:hunter2-secret@127.0.0.1:1143", "must not hold a login or password"),
+        ("tgt_imap", "imaps://u:hunter2-secret@host", "must not hold a login or password"),
+        ("src_dav", "http://u:hunter2-secret@127.0.0.1:5232/", "must not hold a login or password"),
+        ("src_imap", "pop3://127.0.0.1", "unknown scheme"),
+    ],
+)
+def test_servers_form_refuses_secrets_next_to_the_field_and_saves_nothing(
+    tmp_path: Path, field: str, value: str, words: str
+) -> None:
+    place = project_dir(tmp_path)
+    client, console = make_client(place)
+    login(client)
+    before = console.path.read_text()
+    csrf = csrf_of(client.get("/servers").text)
+    data = SERVERS | {"csrf": csrf, field: value}
+    if field == "src_dav":
+        data |= {"tgt_dav": "http://127.0.0.1:5233/"}
+    # the other fields changed too: nothing of it may land
+    data["tgt_imap"] = "imap://127.0.0.1:3143" if field != "tgt_imap" else value
+    r = client.post("/servers", data=data)
+    assert r.status_code == 400
+    assert console.path.read_text() == before
+    m = re.search(rf'id="e-{field}"[^>]*>(.*?)</p>', r.text, re.S)
+    assert m and words in m.group(1), r.text
+    assert "hunter2-secret" not in r.text and "s3cr3t" not in r.text
+    assert (
+        f'aria-describedby="h-{field} e-{field}"' in r.text
+        or f'aria-describedby=" e-{field}"' in r.text
+        or (f"e-{field}" in r.text)
+    )
+
+
+def test_servers_form_reports_every_problem_at_once(tmp_path: Path) -> None:
+    client, console = make_client(tmp_path)
+    login(client)
+    csrf = csrf_of(client.get("/servers").text)
+    r = client.post("/servers", data={"csrf": csrf, "src_admin": "admin", "src_ldap": "ldap://127.0.0.1:389"})
+    assert r.status_code == 400
+    for f in (
+        "src_imap",
+        "tgt_imap",
+        "src_admin_password",
+        "src_bind_dn",
+        "src_ldap_password",
+        "tgt_ldap",
+        "target_container",
+    ):
+        assert f'id="e-{f}"' in r.text, f
+    assert not console.path.exists()
+    assert not (tmp_path / "accounts.csv").exists()
+
+
+def test_accounts_csv_with_broken_lines_is_refused_line_by_line(tmp_path: Path) -> None:
+    place = project_dir(tmp_path)
+    client, console = make_client(place)
+    login(client)
+    before = (place / "accounts.csv").read_text()
+    page = client.get("/servers")
+    assert "alice,alice" in page.text  # the CSV as it stands
+    csrf = csrf_of(page.text)
+    broken = 'source_user,target_user,source_password\nalice,alice,hunter2-literal\nbob\n"carol,carol\nalice,x,\n'
+    r = client.post("/servers", data=SERVERS | {"csrf": csrf, "accounts": broken})
+    assert r.status_code == 400
+    m = re.search(r'id="e-accounts"(.*?)</div>', r.text, re.S)
+    assert m
+    problems = m.group(1)
+    assert "accounts:2: source_password" in problems  # the literal password, by line, not by value
+    assert "accounts:3: expected 3 fields" in problems
+    assert "accounts:4:" in problems
+    assert "accounts:5: source_user" in problems and "listed twice" in problems
+    assert "hunter2-literal" not in r.text
+    assert (place / "accounts.csv").read_text() == before
+    # a good one replaces the file
+    r = client.post("/servers", data=SERVERS | {"csrf": csrf, "accounts": "source_user,target_user\ndave,dave.t\n"})
+    assert r.status_code == 303
+    assert [a.target_user for a in load_project(console.path).accounts] == ["dave.t"]
+
+
+def test_a_literal_password_in_the_file_is_not_shown(tmp_path: Path) -> None:
+    place = project_dir(tmp_path)
+    p = place / "p.toml"
+    p.write_text(p.read_text().replace('"env:MF_CONSOLE_SRC"', '"hunter2-literal"'))
+    client, _ = make_client(place)
+    login(client)
+    page = client.get("/servers")
+    assert "hunter2-literal" not in page.text
+    assert "Problem:" in page.text  # the loader's own message about it is shown, without the value
+
+
+# -- batches ------------------------------------------------------------------------------------
+
+
+def test_batches_are_saved_in_the_project_file(tmp_path: Path) -> None:
+    client, console = make_client(project_dir(tmp_path))
+    login(client)
+    page = client.get("/people")
+    assert page.status_code == 200
+    assert "alice" in page.text and "in accounts CSV" in page.text
+    csrf = csrf_of(page.text)
+    r = client.post("/batches", data={"csrf": csrf, "batch": "wave 1", "account": ["alice", "bob"]})
+    assert r.status_code == 303, r.text
+    assert load_project(console.path).batches == {"wave 1": ("alice", "bob")}
+    assert '"wave 1" = ["alice", "bob"]' in console.path.read_text()
+    # replaced under the same name, a second one beside it
+    client.post("/batches", data={"csrf": csrf, "batch": "wave 1", "account": ["carol"]})
+    client.post("/batches", data={"csrf": csrf, "batch": "wave 2", "account": ["alice"]})
+    assert dict(load_project(console.path).batches) == {"wave 1": ("carol",), "wave 2": ("alice",)}
+    r = client.post("/batches/delete", data={"csrf": csrf, "batch": "wave 1"})
+    assert r.status_code == 303
+    assert dict(load_project(console.path).batches) == {"wave 2": ("alice",)}
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "words"),
+    [
+        ({"batch": "empty"}, "account", "an empty batch is refused"),
+        ({"batch": "", "account": "alice"}, "batch", "give the batch a name"),
+        ({"batch": "w", "account": ["alice", "mallory"]}, "account", "unknown account(s): mallory"),
+    ],
+)
+def test_bad_batches_are_refused_next_to_the_field(
+    tmp_path: Path, data: dict[str, object], field: str, words: str
+) -> None:
+    client, console = make_client(project_dir(tmp_path))
+    login(client)
+    before = console.path.read_text()
+    csrf = csrf_of(client.get("/people").text)
+    r = client.post("/batches", data={"csrf": csrf, **data})
+    assert r.status_code == 400
+    m = re.search(rf'id="e-{field}"[^>]*>(.*?)</p>', r.text, re.S)
+    assert m and words in m.group(1)
+    assert console.path.read_text() == before
+
+
+def test_the_cli_refuses_an_empty_batch_written_by_hand(tmp_path: Path) -> None:
+    from mailferry.errors import ConfigError
+
+    place = project_dir(tmp_path, '\n[batches]\n"w" = []\n')
+    with pytest.raises(ConfigError, match="an empty batch"):
+        load_project(place / "p.toml")
+
+
+# -- the project file, line by line ---------------------------------------------------------------
+
+
+def test_set_keys_replaces_inserts_and_appends() -> None:
+    text = '# head\n[a]\n# about x\nx = 1\nlist = [\n  "p",\n  "q",\n]\n\n[b]\ny = "z"\n'
+    out = projectfile.set_keys(text, "a", {"x": 2, "list": ["r"], "new": True})
+    assert out == '# head\n[a]\n# about x\nx = 2\nlist = ["r"]\nnew = true\n\n[b]\ny = "z"\n'
+    out = projectfile.set_keys(out, "c.d", {"k": 'va"l'})
+    assert out.endswith('[c.d]\nk = "va\\"l"\n')
+    out = projectfile.set_keys(out, "a", {"x": None})
+    assert "x = " not in out.split("[b]")[0]
+    out = projectfile.set_keys(out, "batches", {"wave 1": ["a"]})
+    out = projectfile.set_keys(out, "batches", {"wave 1": None, "w2": ["b"]})
+    assert '"wave 1"' not in out and 'w2 = ["b"]' in out
+
+
+def test_find_project(tmp_path: Path) -> None:
+    assert projectfile.find_project(tmp_path) == tmp_path / "project.toml"
+    (tmp_path / "a.toml").write_text("")
+    assert projectfile.find_project(tmp_path) == tmp_path / "a.toml"
+    (tmp_path / "b.toml").write_text("")
+    with pytest.raises(UsageError, match="several project files"):
+        projectfile.find_project(tmp_path)
+    assert projectfile.find_project(tmp_path / "b.toml") == tmp_path / "b.toml"
+
+
+# -- pure parts of the pages --------------------------------------------------------------------------
+
+
+def test_container_tree_nests_under_the_nearest_container() -> None:
+    cs = [
+        {"dn": "OU=Staff,DC=x", "users": 1, "contacts": 0, "groups": 0},
+        {"dn": "OU=Sales,OU=Staff,DC=x", "users": 2, "contacts": 0, "groups": 0},
+        {"dn": "OU=Deep,OU=Gone,OU=Staff,DC=x", "users": 3, "contacts": 0, "groups": 0},
+        {"dn": "CN=Users,DC=x", "users": 4, "contacts": 0, "groups": 1},
+    ]
+    roots = container_tree(cs, "DC=x")
+    assert [r["name"] for r in roots] == ["CN=Users", "OU=Staff"]
+    staff = roots[1]
+    assert sorted(c["name"] for c in staff["children"]) == ["OU=Deep", "OU=Sales"]
+
+
+def _report(runs: list[tuple[int, str]], findings: list[tuple[int, str]] = (), outstanding: list[str] = ()) -> dict:
+    return {
+        "accounts": [{"run": r, "account": a} for r, a in runs],
+        "findings": [{"run": r, "account": a, "kind": "refused"} for r, a in findings],
+        "outstanding": [{"account": a} for a in outstanding],
+        "calendars_outstanding": [],
+    }
+
+
+def test_verdict() -> None:
+    clean = {"accounts": [{"account": "a", "clean": True}, {"account": "b", "clean": True}]}
+    assert verdict(["a", "b"], clean, _report([(1, "a"), (1, "b")]))["state"] == "ready"
+    v = verdict(["a", "b"], clean, _report([(1, "a")]))
+    assert v["state"] == "not-ready" and "not migrated yet: b" in v["reasons"][0]
+    dirty = {"accounts": [{"account": "a", "clean": False}, {"account": "b", "clean": True}]}
+    assert verdict(["a", "b"], dirty, _report([(1, "a"), (1, "b")]))["state"] == "not-ready"
+    # findings of an older run are not open once a later run went through; outstanding ones are
+    v = verdict(["a", "b"], clean, _report([(1, "a"), (2, "a"), (1, "b")], findings=[(1, "a")]))
+    assert v["state"] == "ready"
+    v = verdict(["a", "b"], clean, _report([(1, "a"), (2, "a"), (1, "b")], findings=[(2, "a")], outstanding=["b"]))
+    assert v["state"] == "acknowledge" and v["open_findings"] == 2
+    # accounts outside the batch do not count
+    v = verdict(["a"], clean, _report([(1, "a"), (1, "z")], findings=[(1, "z")]))
+    assert v["state"] == "ready"
+
+
+def test_no_secret_reaches_the_environment_of_pages(tmp_path: Path) -> None:
+    """Pages show references, never what they resolve to."""
+    os.environ["MF_CONSOLE_SRC"] = "resolved-secret-value"
+    try:
+        client, _ = make_client(project_dir(tmp_path))
+        login(client)
+        for path in ("/servers", "/people", "/plan", "/run", "/results", "/directory"):
+            assert "resolved-secret-value" not in client.get(path).text, path
+    finally:
+        del os.environ["MF_CONSOLE_SRC"]
+
+
+def test_approvals_in_the_ledger_schema_5(tmp_path: Path) -> None:
+    import sqlite3
+
+    from mailferry.state.ledger import SCHEMA_VERSION, SqliteLedger
+
+    assert SCHEMA_VERSION == 5
+    path = tmp_path / "l.sqlite"
+    led = SqliteLedger(path)
+    led.record_approval("w", ["a", "b"], "Ada", "2026-01-01T00:00:00Z", {"state": "ready"}, last_run=3)
+    led.close()
+    ro = SqliteLedger(path, readonly=True)
+    assert [(a["batch"], a["accounts"], a["approved_by"], a["last_run"]) for a in ro.approvals()] == [
+        ("w", ["a", "b"], "Ada", 3)
+    ]
+    assert ro.approvals("other") == []
+    ro.close()
+    # a ledger of schema 4 read without migrating it (report, the console's Results): no approvals yet
+    old = tmp_path / "old.sqlite"
+    db = sqlite3.connect(old)
+    db.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY)")
+    db.execute("PRAGMA user_version=4")
+    db.commit()
+    db.close()
+    ro = SqliteLedger(old, readonly=True)
+    assert ro.approvals() == []
+    ro.close()
+
+
+def test_the_cli_takes_a_batch_by_name(tmp_path: Path) -> None:
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from mailferry.cli.main import _accounts, main
+
+    place = project_dir(tmp_path, '\n[batches]\n"wave 1" = ["bob", "alice"]\n')
+    p = load_project(place / "p.toml")
+    assert _accounts(p, None, "wave 1") == ["bob", "alice"]
+    assert _accounts(p, ["carol", "bob"], "wave 1") == ["bob", "alice", "carol"]
+    assert _accounts(p, ["carol"], None) == ["carol"]
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(["plan", str(place / "p.toml"), "--batch", "wave 2", "--json"])
+    assert code == 64
+    assert "no batch 'wave 2' in the project file" in err.getvalue() and "'wave 1'" in err.getvalue()
+
+
+def test_a_server_or_reference_problem_is_a_message_not_a_500(tmp_path: Path) -> None:
+    directory = (
+        '\n[directory]\ntarget_container = "ou=Users,dc=tgt,dc=test"\n'
+        '[directory.source]\nurl = "ldap://127.0.0.1:1"\nbind_dn = "cn=admin,dc=src,dc=test"\n'
+        'password = "env:MF_CONSOLE_NOT_SET"\ndialect = "generic"\n'
+        '[directory.target]\nurl = "ldap://127.0.0.1:1"\nbind_dn = "cn=admin,dc=tgt,dc=test"\n'
+        'password = "env:MF_CONSOLE_NOT_SET"\ndialect = "generic"\n'
+        '[directory.lock]\nemployeeType = "locked"\n'
+    )
+    client, _ = make_client(project_dir(tmp_path, directory))
+    login(client)
+    page = client.get("/directory")
+    assert page.status_code == 200 and "Could not read the directories" in page.text
+    assert "MF_CONSOLE_NOT_SET" in page.text  # the reference is named, it holds no secret
+    csrf = csrf_of(page.text)
+    for path, data in (
+        ("/directory", {"target_container": "ou=Users,dc=tgt,dc=test", "rules": "smtp"}),
+        ("/batches", {"batch": "w", "account": "alice"}),
+        ("/people/resolve", {"source": "cn=x", "target": "create"}),
+    ):
+        r = client.post(path, data={"csrf": csrf, **data})
+        assert r.status_code in (400, 409, 503), (path, r.status_code)
+        assert "MF_CONSOLE_NOT_SET" in r.text, path
