@@ -1084,6 +1084,16 @@ def _dav_engine(
         )
 
     note = (lambda a, t: reporter.note(a, t)) if reporter is not None else (lambda a, t: None)
+
+    def progress(account: str, planned: int, done: int) -> None:
+        """Calendar items and contacts count with the account's messages (their bytes are not
+        known before they are read, so the byte figures and the ETA stay the mail's)."""
+        if reporter is None:
+            return
+        if planned:
+            reporter.planned(account, planned, 0)
+        if done:
+            reporter.copied(account, done, 0)
     return DavEngine(
         ledger,
         DavOptions(
@@ -1100,6 +1110,7 @@ def _dav_engine(
         addresses=address_map(identity, rules.addresses, rules.domains),
         principals=principal_map([(a.source_user, a.target_user) for a in project.accounts], identity),
         note=note,
+        progress=progress,
     )
 
 

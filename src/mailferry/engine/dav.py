@@ -149,13 +149,17 @@ class DavEngine:
         addresses: Callable[[str], str | None] = lambda _a: None,
         principals: Callable[[str], str | None] = lambda _p: None,
         note: Callable[[str, str], None] = lambda _a, _t: None,
+        progress: Callable[[str, int, int], None] = lambda _a, _planned, _done: None,
     ) -> None:
+        """``progress(account, planned, done)``: items to write found in one collection's plan,
+        and items written (or found already there), as they happen (the progress display)."""
         self.ledger = ledger
         self.opts = opts
         self.open_store = open_store
         self.addresses = addresses
         self.principals = principals
         self.note = note
+        self.progress = progress
         # PUTs in flight, all accounts together: an account with much to write uses the slots the
         # others leave (a fixed share per account left the last big accounts writing alone).
         self.write_slots = threading.BoundedSemaphore(max(1, opts.writes_in_flight))
@@ -416,6 +420,8 @@ class _DavRun:
             target_members=target_members,
             policy=self.e.opts.policy,
         )
+        if not self.dry_run and (work := len(plan.copies) + len(plan.updates)):
+            self.e.progress(self.account, work, 0)
         complete = self._execute(plan, t, records, target_members)
         with self._lock:  # a conflict or a property not kept: looked at (and named) again next pass
             complete = complete and c.href not in self._conflicted
@@ -619,7 +625,10 @@ class _DavRun:
         target_members: dict[str, str | None],
     ) -> DavItemRecord | None:
         with self.e.write_slots:
-            return self._write(t, c, job, target_members)
+            done = self._write(t, c, job, target_members)
+        if done is not None and done.state == "copied":
+            self.e.progress(self.account, 0, 1)
+        return done
 
     def _write(
         self,
