@@ -4,9 +4,13 @@ readiness verdict. Pages that talk to servers are tested in tests/e2e/test_conso
 
 from __future__ import annotations
 
+import asyncio
+import csv
 import io
 import os
 import re
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +21,7 @@ from mailferry.console import projectfile
 from mailferry.console.app import Console, container_tree, create_app, verdict
 from mailferry.console.security import COOKIE, Sessions, check_listen
 from mailferry.console.serve import serve
-from mailferry.errors import UsageError
+from mailferry.errors import ConfigError, UsageError
 
 TOKEN = "t0k3n-for-tests-" + "x" * 20
 
@@ -292,11 +296,12 @@ def test_servers_form_refuses_secrets_next_to_the_field_and_saves_nothing(
     m = re.search(rf'id="e-{field}"[^>]*>(.*?)</p>', r.text, re.S)
     assert m and words in m.group(1), r.text
     assert "hunter2-secret" not in r.text and "s3cr3t" not in r.text
-    assert (
-        f'aria-describedby="h-{field} e-{field}"' in r.text
-        or f'aria-describedby=" e-{field}"' in r.text
-        or (f"e-{field}" in r.text)
-    )
+    # the field itself points at its error, for screen readers
+    tag = re.search(rf'<input id="f-{field}"[^>]*>', r.text)
+    assert tag, r.text
+    described = re.search(r'aria-describedby="([^"]*)"', tag.group(0))
+    assert described and f"e-{field}" in described.group(1).split(), tag.group(0)
+    assert 'aria-invalid="true"' in tag.group(0)
 
 
 def test_servers_form_reports_every_problem_at_once(tmp_path: Path) -> None:
@@ -557,3 +562,195 @@ def test_a_server_or_reference_problem_is_a_message_not_a_500(tmp_path: Path) ->
         r = client.post(path, data={"csrf": csrf, **data})
         assert r.status_code in (400, 409, 503), (path, r.status_code)
         assert "MF_CONSOLE_NOT_SET" in r.text, path
+
+
+# -- review fixes ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "field", ["src_dav_admin_password", "tgt_dav_admin_password", "src_ldap_password", "tgt_ldap_password"]
+)
+def test_a_literal_secret_in_any_password_field_is_refused_and_never_shown(tmp_path: Path, field: str) -> None:
+    """Also without the DAV or LDAP URL it goes with, and whatever else the form refuses."""
+    client, console = make_client(project_dir(tmp_path))
+    login(client)
+    before = console.path.read_text()
+    csrf = csrf_of(client.get("/servers").text)
+    for other in ({}, {"tgt_imap": ""}):  # alone, and beside another problem
+        r = client.post("/servers", data=SERVERS | {"csrf": csrf, field: "hunter2-literal"} | other)
+        assert r.status_code == 400
+        assert "hunter2-literal" not in r.text
+        m = re.search(rf'id="e-{field}"[^>]*>(.*?)</p>', r.text, re.S)
+        assert m and "a password is never written here" in m.group(1)
+        assert console.path.read_text() == before
+
+
+def test_set_keys_reads_values_as_toml_does() -> None:
+    text = (
+        "[directory.source]\n"
+        'url = "ldap://x"\n'
+        "bases = ['OU=Team #2,DC=corp']  # literal string with a hash\n"
+        'dialect = "generic"\n'
+        'nested = [\n  [\'a]\', "b["],\n  ["c"]\n]\n'
+        "note = '''\nx = 1\n  [not, a, table]\n'''\n"
+        'last = "kept"\n'
+        "\n[directory.target]\n"
+        'url = "ldap://y"\n'
+    )
+    out = projectfile.set_keys(text, "directory.source", {"bases": ["OU=A,DC=corp"]})
+    import tomllib
+
+    doc = tomllib.loads(out)["directory"]
+    assert doc["source"] == {
+        "url": "ldap://x",
+        "bases": ["OU=A,DC=corp"],
+        "dialect": "generic",
+        "nested": [["a]", "b["], ["c"]],
+        "note": "x = 1\n  [not, a, table]\n",
+        "last": "kept",
+    }
+    assert doc["target"] == {"url": "ldap://y"}
+    out = projectfile.set_keys(text, "directory.source", {"nested": None, "last": "new"})
+    doc = tomllib.loads(out)["directory"]
+    assert "nested" not in doc["source"] and doc["source"]["last"] == "new" and doc["source"]["dialect"] == "generic"
+    # a value that never closes is not read past the table's end
+    broken = "[a]\nx = [1,\ny = 2\n[b]\nz = 3\n"
+    assert projectfile.set_keys(broken, "a", {"y": 5}).endswith("[b]\nz = 3\n")
+
+
+def test_concurrent_saves_lose_nothing(tmp_path: Path) -> None:
+    place = project_dir(tmp_path)
+    path = place / "p.toml"
+    errors: list[BaseException] = []
+
+    def add(i: int) -> None:
+        try:
+            projectfile.set_batch(path, f"b{i}", ["alice"])
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=add, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(load_project(path).batches) == sorted(f"b{i}" for i in range(12))
+    assert [p.name for p in place.iterdir() if p.name.startswith(".")] == []  # no temp file left
+
+
+def test_a_failed_save_restores_the_accounts_csv_whatever_the_failure(tmp_path: Path) -> None:
+    place = project_dir(tmp_path)
+    path, csv_path = place / "p.toml", place / "accounts.csv"
+    before, text = csv_path.read_text(), path.read_text()
+    # the second file can't be written (not a ConfigError): the first is put back
+    files = {csv_path: "source_user,target_user\nzed,zed\n", place / "missing" / "x.csv": "x"}
+    with pytest.raises(FileNotFoundError):
+        projectfile.save(path, text.replace("1143", "1144"), files)
+    assert csv_path.read_text() == before and path.read_text() == text
+    with pytest.raises(ConfigError):
+        projectfile.save(path, text.replace("1143", "x1143"), {csv_path: "source_user,target_user\nzed,zed\n"})
+    assert csv_path.read_text() == before and path.read_text() == text
+
+
+def test_a_literal_quoted_batch_name_is_removed(tmp_path: Path) -> None:
+    client, console = make_client(project_dir(tmp_path, '\n[batches]\n\'wave 1\' = ["alice"]\nw2 = ["bob"]\n'))
+    login(client)
+    csrf = csrf_of(client.get("/people").text)
+    r = client.post("/batches/delete", data={"csrf": csrf, "batch": "wave 1"})
+    assert r.status_code == 303
+    assert dict(load_project(console.path).batches) == {"w2": ("bob",)}
+    r = client.post("/batches", data={"csrf": csrf, "batch": "w2", "account": ["carol"]})
+    assert r.status_code == 303
+    assert dict(load_project(console.path).batches) == {"w2": ("carol",)}
+
+
+def test_an_inline_table_is_refused_with_words_not_broken(tmp_path: Path) -> None:
+    place = project_dir(tmp_path)
+    p = place / "p.toml"
+    p.write_text(
+        p.read_text().replace(
+            '[source.admin]\nuser = "admin"\npassword = "env:MF_CONSOLE_SRC"\n',
+            'admin = { user = "admin", password = "env:MF_CONSOLE_SRC" }\n',
+        )
+    )
+    assert load_project(p).source.admin is not None
+    client, console = make_client(place)
+    login(client)
+    before = p.read_text()
+    csrf = csrf_of(client.get("/servers").text)
+    r = client.post("/servers", data=SERVERS | {"csrf": csrf})
+    assert r.status_code == 400
+    assert "inline table" in r.text and "Cannot declare" not in r.text
+    assert "Saved to the project file" not in r.text
+    assert p.read_text() == before
+    # a batch table written with dotted keys: refused, not half-changed
+    p.write_text('batches.w = ["alice"]\n' + before)
+    with pytest.raises(Exception, match="dotted keys"):
+        projectfile.set_batch(p, "w", None)
+
+
+
+
+
+
+
+
+
+
+
+
+def test_emptied_dav_and_admin_fields_remove_them(tmp_path: Path) -> None:
+    dav = (
+        '\n[source.dav]\nurl = "http://127.0.0.1:5232/"\n[source.dav.admin]\nuser = "admin"\npassword = "env:D1"\n'
+        '\n[target.dav]\nurl = "http://127.0.0.1:5233/"\n[target.dav.admin]\nuser = "admin"\npassword = "env:D2"\n'
+    )
+    place = project_dir(tmp_path, dav)
+    assert load_project(place / "p.toml").source.dav is not None
+    client, console = make_client(place)
+    login(client)
+    page = client.get("/servers")
+    assert 'value="http://127.0.0.1:5232/"' in page.text
+    csrf = csrf_of(page.text)
+    # the DAV admin emptied: its table is taken out, which the loader refuses here (the accounts
+    # have no passwords of their own): said, and not "Saved"
+    before = console.path.read_text()
+    form = SERVERS | {
+        "csrf": csrf,
+        "src_dav": "http://127.0.0.1:5232/",
+        "tgt_dav": "http://127.0.0.1:5233/",
+        "tgt_dav_admin": "admin",
+        "tgt_dav_admin_password": "env:D2",
+    }
+    r = client.post("/servers", data=form)
+    assert r.status_code == 400 and "[source.dav] has no admin" in r.text.replace("&#39;", "'")
+    assert "Saved to the project file" not in r.text
+    assert console.path.read_text() == before
+    # the DAV servers emptied: they go
+    assert client.post("/servers", data=SERVERS | {"csrf": csrf}).status_code == 303
+    p = load_project(console.path)
+    assert p.source.dav is None and p.target.dav is None
+    assert "[source.dav" not in console.path.read_text()
+    # the target admin emptied: its table goes (the accounts then need their own passwords: said so)
+    r = client.post("/servers", data=SERVERS | {"csrf": csrf, "tgt_admin": "", "tgt_admin_password": ""})
+    text = console.path.read_text()
+    if r.status_code == 303:
+        assert load_project(console.path).target.admin is None and "[target.admin]" not in text
+    else:
+        assert r.status_code == 400 and "Saved to the project file" not in r.text
+        assert "[target.admin]" in text
+
+
+def test_emptied_directory_fields_are_refused_not_ignored(tmp_path: Path) -> None:
+    directory = (
+        '\n[directory]\ntarget_container = "ou=Users,dc=tgt,dc=test"\n'
+        '[directory.source]\nurl = "ldap://127.0.0.1:1"\nbind_dn = "cn=a"\npassword = "env:L1"\ndialect = "generic"\n'
+        '[directory.target]\nurl = "ldap://127.0.0.1:1"\nbind_dn = "cn=b"\npassword = "env:L2"\ndialect = "generic"\n'
+    )
+    client, console = make_client(project_dir(tmp_path, directory))
+    login(client)
+    before = console.path.read_text()
+    csrf = csrf_of(client.get("/servers").text)
+    r = client.post("/servers", data=SERVERS | {"csrf": csrf})
+    assert r.status_code == 400 and "does not remove it" in r.text
+    assert console.path.read_text() == before
