@@ -690,6 +690,31 @@ def test_an_inline_table_is_refused_with_words_not_broken(tmp_path: Path) -> Non
         projectfile.set_batch(p, "w", None)
 
 
+def test_run_lock_holder_never_makes_acquire_fail(tmp_path: Path) -> None:
+    from mailferry.state.ledger import SqliteLedger, run_lock_holder
+
+    path = tmp_path / "l.sqlite"
+    SqliteLedger(path).close()
+    stop = threading.Event()
+
+    def look() -> None:
+        while not stop.is_set():
+            run_lock_holder(path)
+
+    lookers = [threading.Thread(target=look, daemon=True) for _ in range(2)]
+    for t in lookers:
+        t.start()
+    try:
+        for _ in range(300):
+            led = SqliteLedger(path)
+            try:
+                led.acquire("migrate")
+            finally:
+                led.close()
+    finally:
+        stop.set()
+        for t in lookers:
+            t.join()
 
 
 
