@@ -456,10 +456,18 @@ def test_container_tree_nests_under_the_nearest_container() -> None:
     assert sorted(c["name"] for c in staff["children"]) == ["OU=Deep", "OU=Sales"]
 
 
-def _report(runs: list[tuple[int, str]], findings: list[tuple[int, str]] = (), outstanding: list[str] = ()) -> dict:
+def _report(
+    runs: list[tuple[int, str]],
+    findings: list[tuple[int, str]] = (),
+    outstanding: list[str] = (),
+    *,
+    kind: str = "flags",
+    commands: dict[int, str] | None = None,
+) -> dict:
     return {
+        "runs": [{"run": r, "command": (commands or {}).get(r, "migrate")} for r in sorted({r for r, _ in runs})],
         "accounts": [{"run": r, "account": a} for r, a in runs],
-        "findings": [{"run": r, "account": a, "kind": "refused"} for r, a in findings],
+        "findings": [{"run": r, "account": a, "kind": kind} for r, a in findings],
         "outstanding": [{"account": a} for a in outstanding],
         "calendars_outstanding": [],
     }
@@ -472,26 +480,83 @@ def test_verdict() -> None:
     assert v["state"] == "not-ready" and "not migrated yet: b" in v["reasons"][0]
     dirty = {"accounts": [{"account": "a", "clean": False}, {"account": "b", "clean": True}]}
     assert verdict(["a", "b"], dirty, _report([(1, "a"), (1, "b")]))["state"] == "not-ready"
-    # findings of an older run are not open once a later run went through; outstanding ones are
+    # a finding of an earlier run stays open after a later run (a re-run that copies nothing does
+    # not make it go away) until the batch is approved after it
     v = verdict(["a", "b"], clean, _report([(1, "a"), (2, "a"), (1, "b")], findings=[(1, "a")]))
+    assert v["state"] == "acknowledge" and v["open_findings"] == 1
+    v = verdict(["a", "b"], clean, _report([(1, "a"), (2, "a"), (1, "b")], findings=[(1, "a")]), since=1)
     assert v["state"] == "ready"
+    v = verdict(["a", "b"], clean, _report([(1, "a"), (2, "a"), (3, "b")], findings=[(1, "a"), (3, "b")]), since=2)
+    assert v["state"] == "acknowledge" and v["open_findings"] == 1
+    # a refusal is open while it is outstanding, and counted once
+    v = verdict(["a", "b"], clean, _report([(1, "a"), (1, "b")], findings=[(1, "a")], kind="refused"))
+    assert v["state"] == "ready"
+    v = verdict(
+        ["a", "b"], clean, _report([(1, "a"), (1, "b")], findings=[(1, "b")], outstanding=["b"], kind="refused")
+    )
+    assert v["state"] == "acknowledge" and v["open_findings"] == 1
     v = verdict(["a", "b"], clean, _report([(1, "a"), (2, "a"), (1, "b")], findings=[(2, "a")], outstanding=["b"]))
     assert v["state"] == "acknowledge" and v["open_findings"] == 2
+    # findings of other commands (directory apply) are not the batch's
+    v = verdict(["a"], clean, _report([(1, "a"), (2, "a")], findings=[(2, "a")], commands={2: "directory apply"}))
+    assert v["state"] == "ready"
     # accounts outside the batch do not count
     v = verdict(["a"], clean, _report([(1, "a"), (1, "z")], findings=[(1, "z")]))
     assert v["state"] == "ready"
+    # an account migrated but not verified (verify did not cover it) is not ready
+    v = verdict(["a", "b"], {"accounts": [{"account": "a", "clean": True}]}, _report([(1, "a"), (1, "b")]))
+    assert v["state"] == "not-ready" and "not verified: b" in v["reasons"] and not v["verified_clean"]
+
+
+def test_csv_download_cells_are_never_formulas() -> None:
+    from mailferry.console.app import ITEM_COLUMNS, items_csv
+
+    evil = ['=HYPERLINK("http://x")', "+1+1", "-2", "@SUM(A1)", "\tcmd", "\rcmd"]
+    items = [{"account": "a", "type": "mail", "subject": e, "detail": e, "where": "INBOX"} for e in evil]
+    rows = list(csv.reader(io.StringIO(items_csv(items))))
+    assert tuple(rows[0]) == ITEM_COLUMNS
+    subjects = [r[ITEM_COLUMNS.index("subject")] for r in rows[1:]]
+    assert subjects == ["'" + e for e in evil]
+    assert rows[1][ITEM_COLUMNS.index("where")] == "INBOX"  # other cells as they are
 
 
 def test_no_secret_reaches_the_environment_of_pages(tmp_path: Path) -> None:
-    """Pages show references, never what they resolve to."""
-    os.environ["MF_CONSOLE_SRC"] = "resolved-secret-value"
+    """Pages show references, never what they resolve to: also the pages that resolve them to
+    talk to the servers (a batch's plan and results, the Servers page's check), here told by
+    the servers' refusal to connect."""
+    secrets = {"MF_CONSOLE_SRC": "resolved-secret-value-1", "MF_CONSOLE_TGT": "resolved-secret-value-2"}
+    os.environ.update(secrets)
     try:
-        client, _ = make_client(project_dir(tmp_path))
+        client, _ = make_client(project_dir(tmp_path, '\n[batches]\nw = ["alice", "bob"]\n'))
         login(client)
-        for path in ("/servers", "/people", "/plan", "/run", "/results", "/directory"):
-            assert "resolved-secret-value" not in client.get(path).text, path
+        csrf = csrf_of(client.get("/servers").text)
+        pages = [
+            client.get(path)
+            for path in (
+                "/servers",
+                "/people",
+                "/plan",
+                "/plan?batch=w",
+                "/run",
+                "/results",
+                "/results?batch=w",
+                "/results?batch=w&deep=1",
+                "/results/download?batch=w&format=json",
+                "/directory",
+            )
+        ]
+        pages.append(client.post("/servers/test", data={"csrf": csrf, "account": "alice"}))
+        pages.append(client.post("/results/approve", data={"csrf": csrf, "batch": "w", "approved_by": "Ada"}))
+        checked = [r for r in pages if "?batch=w" in str(r.url) or r.request.method == "POST"]
+        assert all(("refused" in r.text.lower() or "could not" in r.text.lower()) for r in checked), [
+            (str(r.url), r.text[:300]) for r in checked if "refused" not in r.text.lower()
+        ]
+        for r in pages:
+            for value in secrets.values():
+                assert value not in r.text, r.url
     finally:
-        del os.environ["MF_CONSOLE_SRC"]
+        for name in secrets:
+            del os.environ[name]
 
 
 def test_approvals_in_the_ledger_schema_5(tmp_path: Path) -> None:
@@ -717,10 +782,64 @@ def test_run_lock_holder_never_makes_acquire_fail(tmp_path: Path) -> None:
             t.join()
 
 
+def test_cancel_does_not_stop_other_requests(tmp_path: Path) -> None:
+    """Waiting for the cancelled worker happens off the event loop: other pages are served."""
+    import httpx
+
+    console = Console(project_dir(tmp_path), sessions=Sessions(TOKEN))
+    console.runs.cancel = lambda batch: True  # type: ignore[method-assign]
+    console.runs.wait = lambda batch, timeout: time.sleep(1.5) or {}  # type: ignore[method-assign]
+
+    async def go() -> tuple[float, float]:
+        transport = httpx.ASGITransport(app=create_app(console))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+            assert (await c.get(f"/login?token={TOKEN}")).status_code == 303
+            token = csrf_of((await c.get("/servers")).text)
+            t0 = time.monotonic()
+            cancel = asyncio.create_task(c.post("/run/cancel", data={"csrf": token, "batch": "w"}))
+            await asyncio.sleep(0.2)
+            assert (await c.get("/static/console.js")).status_code == 200
+            other = time.monotonic() - t0
+            assert (await cancel).status_code == 303
+            return other, time.monotonic() - t0
+
+    other, cancelled = asyncio.run(go())
+    assert cancelled >= 1.5
+    assert other < 1.0, other
 
 
+class _Acknowledge(Console):
+    """Results with two open findings (as verify and report would give them with servers)."""
+
+    def _results(self, project: object, batch: str, deep: bool, fresh: bool) -> dict[str, object]:
+        v = {"state": "acknowledge", "reasons": [], "open_findings": self.open, "findings": [], "outstanding": [],
+             "last_run": 1, "verified_clean": True}  # fmt: skip
+        return {"accounts": ["alice"], "verify": {"accounts": []}, "verdict": v, "items": [], "runs": [],
+                "account_runs": [], "approvals": []}  # fmt: skip
+
+    open = 2
 
 
+def test_approval_acknowledges_the_count_shown(tmp_path: Path) -> None:
+    import sqlite3
+
+    place = project_dir(tmp_path, '\n[batches]\nw = ["alice"]\n')
+    console = _Acknowledge(place, sessions=Sessions(TOKEN))
+    client = TestClient(create_app(console), base_url="http://127.0.0.1", follow_redirects=False)
+    login(client)
+    page = client.get("/results", params={"batch": "w"})
+    assert 'name="open_findings" value="2"' in page.text
+    csrf = csrf_of(page.text)
+    console.open = 3  # a finding more since the page was shown
+    form = {"csrf": csrf, "batch": "w", "approved_by": "Ada", "acknowledge": "yes", "open_findings": "2"}
+    r = client.post("/results/approve", data=form)
+    assert r.status_code == 400 and "3 open findings now" in r.text
+    assert not load_project(console.path).ledger_path.exists()
+    r = client.post("/results/approve", data=form | {"open_findings": "3"})
+    assert r.status_code == 303
+    db = sqlite3.connect(load_project(console.path).ledger_path)
+    assert db.execute("SELECT acknowledged FROM approvals").fetchall() == [(3,)]
+    db.close()
 
 
 
