@@ -179,11 +179,28 @@ def test_serve_prints_the_login_url_and_logs_no_token(tmp_path: Path, capfd: pyt
     prepared: list[serving.Prepared] = []
     real_prepare = serving.prepare
 
+    import logging
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
     def keep(*args: object, **kw: object) -> serving.Prepared:
         p = real_prepare(*args, **kw)  # type: ignore[arg-type]
+        # every level of uvicorn's loggers, whatever level the console chose: an access log line
+        # (INFO) would reach its handlers (the output captured) and the one kept here
+        for name in ("uvicorn", "uvicorn.access", "uvicorn.error"):
+            logging.getLogger(name).setLevel(logging.DEBUG)
+        logging.getLogger("uvicorn.error").addHandler(handler)
+        access = logging.getLogger("uvicorn.access")
+        if access.handlers:  # uvicorn logs access only to a logger with handlers: see them all
+            access.addHandler(handler)
         prepared.append(p)
         return p
 
+    handler = Keep(logging.DEBUG)
     serving.prepare = keep  # type: ignore[assignment]
     try:
         t = threading.Thread(target=serve, args=(project_dir(tmp_path),), kwargs={"port": 0, "out": out}, daemon=True)
@@ -205,8 +222,15 @@ def test_serve_prints_the_login_url_and_logs_no_token(tmp_path: Path, capfd: pyt
     token = url.group(1).split("token=")[1]
     prepared[0].server.should_exit = True
     t.join(10)
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logging.getLogger(name).removeHandler(handler)
     captured = capfd.readouterr()
     assert token not in captured.out + captured.err
+    logged = [r.getMessage() for r in records]
+    assert any("Started server" in m or "Uvicorn running" in m or "Waiting" in m for m in logged), logged
+    assert not [m for m in logged if token in m or "/login" in m], logged
+    assert not [r for r in records if r.name == "uvicorn.access"]
+    assert "it logs in one browser once" in out.getvalue()
 
 
 # -- the Servers form ---------------------------------------------------------------------------
@@ -842,6 +866,15 @@ def test_approval_acknowledges_the_count_shown(tmp_path: Path) -> None:
     db.close()
 
 
+def test_the_login_token_works_once(tmp_path: Path) -> None:
+    client, console = make_client(project_dir(tmp_path))
+    login(client)
+    assert client.get("/servers").status_code == 200
+    other = TestClient(create_app(console), base_url="http://127.0.0.1", follow_redirects=False)
+    r = other.get(f"/login?token={TOKEN}")
+    assert r.status_code == 401 and "restart the console" in r.text.lower()
+    assert COOKIE not in r.headers.get("set-cookie", "")
+    assert client.get("/servers").status_code == 200  # the session it opened goes on
 
 
 def test_emptied_dav_and_admin_fields_remove_them(tmp_path: Path) -> None:

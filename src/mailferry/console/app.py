@@ -347,7 +347,8 @@ class Console:
                 "message.html",
                 401,
                 title="Log in",
-                message="This link is not (or no longer) valid. Open the URL the console printed when it started.",
+                message="This link is not (or no longer) valid: the login URL works once. "
+                "Restart the console (mailferry console) for a new one.",
             )
         r = RedirectResponse("/servers", status_code=303)
         r.set_cookie(COOKIE, sid, httponly=True, samesite="strict", secure=self.secure, path="/")
@@ -953,7 +954,8 @@ class RequireLogin:
                     steps=(),
                     csrf="",
                     title="Log in",
-                    message="Log in with the URL the console printed when it started (it holds a one-time token).",
+                    message="Log in with the URL the console printed when it started (it holds a one-time token; "
+                    "once used, restart the console for a new one).",
                 ),
                 status_code=401,
             )
