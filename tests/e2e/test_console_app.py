@@ -119,6 +119,17 @@ def test_console_batch_plan_run_results_approve(servers, dovecot_factory, tmp_pa
     ]
     assert "batches approved for cut-over" in cli("report", project).out
 
+    # Results follow the batch: with other accounts they are verified afresh, not taken from before.
+    assert client.post("/batches", data={"csrf": token, "batch": "wave 1", "account": ["alice"]}).status_code == 303
+    j = client.get("/results/download", params={"batch": "wave 1", "format": "json"}).json()
+    assert {a["account"] for a in j["verify"]["accounts"]} == {"alice"} and j["accounts"] == ["alice"]
+
+    # The pages that log in with the admin's password (its reference resolved) never show it.
+    check = client.post("/servers/test", data={"csrf": token, "account": "alice"})
+    assert check.status_code == 200
+    for page in (plan, res, check, c):
+        assert "adminpw" not in page.text
+
     # A batch whose accounts were never migrated is not ready, and can't be approved.
     client.post("/batches", data={"csrf": token, "batch": "late", "account": ["carol"]})
     res = client.get("/results", params={"batch": "late"})

@@ -4,9 +4,13 @@ readiness verdict. Pages that talk to servers are tested in tests/e2e/test_conso
 
 from __future__ import annotations
 
+import asyncio
+import csv
 import io
 import os
 import re
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +21,7 @@ from mailferry.console import projectfile
 from mailferry.console.app import Console, container_tree, create_app, verdict
 from mailferry.console.security import COOKIE, Sessions, check_listen
 from mailferry.console.serve import serve
-from mailferry.errors import UsageError
+from mailferry.errors import ConfigError, UsageError
 
 TOKEN = "t0k3n-for-tests-" + "x" * 20
 
@@ -175,11 +179,28 @@ def test_serve_prints_the_login_url_and_logs_no_token(tmp_path: Path, capfd: pyt
     prepared: list[serving.Prepared] = []
     real_prepare = serving.prepare
 
+    import logging
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
     def keep(*args: object, **kw: object) -> serving.Prepared:
         p = real_prepare(*args, **kw)  # type: ignore[arg-type]
+        # every level of uvicorn's loggers, whatever level the console chose: an access log line
+        # (INFO) would reach its handlers (the output captured) and the one kept here
+        for name in ("uvicorn", "uvicorn.access", "uvicorn.error"):
+            logging.getLogger(name).setLevel(logging.DEBUG)
+        logging.getLogger("uvicorn.error").addHandler(handler)
+        access = logging.getLogger("uvicorn.access")
+        if access.handlers:  # uvicorn logs access only to a logger with handlers: see them all
+            access.addHandler(handler)
         prepared.append(p)
         return p
 
+    handler = Keep(logging.DEBUG)
     serving.prepare = keep  # type: ignore[assignment]
     try:
         t = threading.Thread(target=serve, args=(project_dir(tmp_path),), kwargs={"port": 0, "out": out}, daemon=True)
@@ -201,8 +222,15 @@ def test_serve_prints_the_login_url_and_logs_no_token(tmp_path: Path, capfd: pyt
     token = url.group(1).split("token=")[1]
     prepared[0].server.should_exit = True
     t.join(10)
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logging.getLogger(name).removeHandler(handler)
     captured = capfd.readouterr()
     assert token not in captured.out + captured.err
+    logged = [r.getMessage() for r in records]
+    assert any("Started server" in m or "Uvicorn running" in m or "Waiting" in m for m in logged), logged
+    assert not [m for m in logged if token in m or "/login" in m], logged
+    assert not [r for r in records if r.name == "uvicorn.access"]
+    assert "it logs in one browser once" in out.getvalue()
 
 
 # -- the Servers form ---------------------------------------------------------------------------
@@ -292,11 +320,12 @@ def test_servers_form_refuses_secrets_next_to_the_field_and_saves_nothing(
     m = re.search(rf'id="e-{field}"[^>]*>(.*?)</p>', r.text, re.S)
     assert m and words in m.group(1), r.text
     assert "hunter2-secret" not in r.text and "s3cr3t" not in r.text
-    assert (
-        f'aria-describedby="h-{field} e-{field}"' in r.text
-        or f'aria-describedby=" e-{field}"' in r.text
-        or (f"e-{field}" in r.text)
-    )
+    # the field itself points at its error, for screen readers
+    tag = re.search(rf'<input id="f-{field}"[^>]*>', r.text)
+    assert tag, r.text
+    described = re.search(r'aria-describedby="([^"]*)"', tag.group(0))
+    assert described and f"e-{field}" in described.group(1).split(), tag.group(0)
+    assert 'aria-invalid="true"' in tag.group(0)
 
 
 def test_servers_form_reports_every_problem_at_once(tmp_path: Path) -> None:
@@ -451,10 +480,18 @@ def test_container_tree_nests_under_the_nearest_container() -> None:
     assert sorted(c["name"] for c in staff["children"]) == ["OU=Deep", "OU=Sales"]
 
 
-def _report(runs: list[tuple[int, str]], findings: list[tuple[int, str]] = (), outstanding: list[str] = ()) -> dict:
+def _report(
+    runs: list[tuple[int, str]],
+    findings: list[tuple[int, str]] = (),
+    outstanding: list[str] = (),
+    *,
+    kind: str = "flags",
+    commands: dict[int, str] | None = None,
+) -> dict:
     return {
+        "runs": [{"run": r, "command": (commands or {}).get(r, "migrate")} for r in sorted({r for r, _ in runs})],
         "accounts": [{"run": r, "account": a} for r, a in runs],
-        "findings": [{"run": r, "account": a, "kind": "refused"} for r, a in findings],
+        "findings": [{"run": r, "account": a, "kind": kind} for r, a in findings],
         "outstanding": [{"account": a} for a in outstanding],
         "calendars_outstanding": [],
     }
@@ -467,26 +504,83 @@ def test_verdict() -> None:
     assert v["state"] == "not-ready" and "not migrated yet: b" in v["reasons"][0]
     dirty = {"accounts": [{"account": "a", "clean": False}, {"account": "b", "clean": True}]}
     assert verdict(["a", "b"], dirty, _report([(1, "a"), (1, "b")]))["state"] == "not-ready"
-    # findings of an older run are not open once a later run went through; outstanding ones are
+    # a finding of an earlier run stays open after a later run (a re-run that copies nothing does
+    # not make it go away) until the batch is approved after it
     v = verdict(["a", "b"], clean, _report([(1, "a"), (2, "a"), (1, "b")], findings=[(1, "a")]))
+    assert v["state"] == "acknowledge" and v["open_findings"] == 1
+    v = verdict(["a", "b"], clean, _report([(1, "a"), (2, "a"), (1, "b")], findings=[(1, "a")]), since=1)
     assert v["state"] == "ready"
+    v = verdict(["a", "b"], clean, _report([(1, "a"), (2, "a"), (3, "b")], findings=[(1, "a"), (3, "b")]), since=2)
+    assert v["state"] == "acknowledge" and v["open_findings"] == 1
+    # a refusal is open while it is outstanding, and counted once
+    v = verdict(["a", "b"], clean, _report([(1, "a"), (1, "b")], findings=[(1, "a")], kind="refused"))
+    assert v["state"] == "ready"
+    v = verdict(
+        ["a", "b"], clean, _report([(1, "a"), (1, "b")], findings=[(1, "b")], outstanding=["b"], kind="refused")
+    )
+    assert v["state"] == "acknowledge" and v["open_findings"] == 1
     v = verdict(["a", "b"], clean, _report([(1, "a"), (2, "a"), (1, "b")], findings=[(2, "a")], outstanding=["b"]))
     assert v["state"] == "acknowledge" and v["open_findings"] == 2
+    # findings of other commands (directory apply) are not the batch's
+    v = verdict(["a"], clean, _report([(1, "a"), (2, "a")], findings=[(2, "a")], commands={2: "directory apply"}))
+    assert v["state"] == "ready"
     # accounts outside the batch do not count
     v = verdict(["a"], clean, _report([(1, "a"), (1, "z")], findings=[(1, "z")]))
     assert v["state"] == "ready"
+    # an account migrated but not verified (verify did not cover it) is not ready
+    v = verdict(["a", "b"], {"accounts": [{"account": "a", "clean": True}]}, _report([(1, "a"), (1, "b")]))
+    assert v["state"] == "not-ready" and "not verified: b" in v["reasons"] and not v["verified_clean"]
+
+
+def test_csv_download_cells_are_never_formulas() -> None:
+    from mailferry.console.app import ITEM_COLUMNS, items_csv
+
+    evil = ['=HYPERLINK("http://x")', "+1+1", "-2", "@SUM(A1)", "\tcmd", "\rcmd"]
+    items = [{"account": "a", "type": "mail", "subject": e, "detail": e, "where": "INBOX"} for e in evil]
+    rows = list(csv.reader(io.StringIO(items_csv(items))))
+    assert tuple(rows[0]) == ITEM_COLUMNS
+    subjects = [r[ITEM_COLUMNS.index("subject")] for r in rows[1:]]
+    assert subjects == ["'" + e for e in evil]
+    assert rows[1][ITEM_COLUMNS.index("where")] == "INBOX"  # other cells as they are
 
 
 def test_no_secret_reaches_the_environment_of_pages(tmp_path: Path) -> None:
-    """Pages show references, never what they resolve to."""
-    os.environ["MF_CONSOLE_SRC"] = "resolved-secret-value"
+    """Pages show references, never what they resolve to: also the pages that resolve them to
+    talk to the servers (a batch's plan and results, the Servers page's check), here told by
+    the servers' refusal to connect."""
+    secrets = {"MF_CONSOLE_SRC": "resolved-secret-value-1", "MF_CONSOLE_TGT": "resolved-secret-value-2"}
+    os.environ.update(secrets)
     try:
-        client, _ = make_client(project_dir(tmp_path))
+        client, _ = make_client(project_dir(tmp_path, '\n[batches]\nw = ["alice", "bob"]\n'))
         login(client)
-        for path in ("/servers", "/people", "/plan", "/run", "/results", "/directory"):
-            assert "resolved-secret-value" not in client.get(path).text, path
+        csrf = csrf_of(client.get("/servers").text)
+        pages = [
+            client.get(path)
+            for path in (
+                "/servers",
+                "/people",
+                "/plan",
+                "/plan?batch=w",
+                "/run",
+                "/results",
+                "/results?batch=w",
+                "/results?batch=w&deep=1",
+                "/results/download?batch=w&format=json",
+                "/directory",
+            )
+        ]
+        pages.append(client.post("/servers/test", data={"csrf": csrf, "account": "alice"}))
+        pages.append(client.post("/results/approve", data={"csrf": csrf, "batch": "w", "approved_by": "Ada"}))
+        checked = [r for r in pages if "?batch=w" in str(r.url) or r.request.method == "POST"]
+        assert all(("refused" in r.text.lower() or "could not" in r.text.lower()) for r in checked), [
+            (str(r.url), r.text[:300]) for r in checked if "refused" not in r.text.lower()
+        ]
+        for r in pages:
+            for value in secrets.values():
+                assert value not in r.text, r.url
     finally:
-        del os.environ["MF_CONSOLE_SRC"]
+        for name in secrets:
+            del os.environ[name]
 
 
 def test_approvals_in_the_ledger_schema_5(tmp_path: Path) -> None:
@@ -557,3 +651,283 @@ def test_a_server_or_reference_problem_is_a_message_not_a_500(tmp_path: Path) ->
         r = client.post(path, data={"csrf": csrf, **data})
         assert r.status_code in (400, 409, 503), (path, r.status_code)
         assert "MF_CONSOLE_NOT_SET" in r.text, path
+
+
+# -- review fixes ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "field", ["src_dav_admin_password", "tgt_dav_admin_password", "src_ldap_password", "tgt_ldap_password"]
+)
+def test_a_literal_secret_in_any_password_field_is_refused_and_never_shown(tmp_path: Path, field: str) -> None:
+    """Also without the DAV or LDAP URL it goes with, and whatever else the form refuses."""
+    client, console = make_client(project_dir(tmp_path))
+    login(client)
+    before = console.path.read_text()
+    csrf = csrf_of(client.get("/servers").text)
+    for other in ({}, {"tgt_imap": ""}):  # alone, and beside another problem
+        r = client.post("/servers", data=SERVERS | {"csrf": csrf, field: "hunter2-literal"} | other)
+        assert r.status_code == 400
+        assert "hunter2-literal" not in r.text
+        m = re.search(rf'id="e-{field}"[^>]*>(.*?)</p>', r.text, re.S)
+        assert m and "a password is never written here" in m.group(1)
+        assert console.path.read_text() == before
+
+
+def test_set_keys_reads_values_as_toml_does() -> None:
+    text = (
+        "[directory.source]\n"
+        'url = "ldap://x"\n'
+        "bases = ['OU=Team #2,DC=corp']  # literal string with a hash\n"
+        'dialect = "generic"\n'
+        'nested = [\n  [\'a]\', "b["],\n  ["c"]\n]\n'
+        "note = '''\nx = 1\n  [not, a, table]\n'''\n"
+        'last = "kept"\n'
+        "\n[directory.target]\n"
+        'url = "ldap://y"\n'
+    )
+    out = projectfile.set_keys(text, "directory.source", {"bases": ["OU=A,DC=corp"]})
+    import tomllib
+
+    doc = tomllib.loads(out)["directory"]
+    assert doc["source"] == {
+        "url": "ldap://x",
+        "bases": ["OU=A,DC=corp"],
+        "dialect": "generic",
+        "nested": [["a]", "b["], ["c"]],
+        "note": "x = 1\n  [not, a, table]\n",
+        "last": "kept",
+    }
+    assert doc["target"] == {"url": "ldap://y"}
+    out = projectfile.set_keys(text, "directory.source", {"nested": None, "last": "new"})
+    doc = tomllib.loads(out)["directory"]
+    assert "nested" not in doc["source"] and doc["source"]["last"] == "new" and doc["source"]["dialect"] == "generic"
+    # a value that never closes is not read past the table's end
+    broken = "[a]\nx = [1,\ny = 2\n[b]\nz = 3\n"
+    assert projectfile.set_keys(broken, "a", {"y": 5}).endswith("[b]\nz = 3\n")
+
+
+def test_concurrent_saves_lose_nothing(tmp_path: Path) -> None:
+    place = project_dir(tmp_path)
+    path = place / "p.toml"
+    errors: list[BaseException] = []
+
+    def add(i: int) -> None:
+        try:
+            projectfile.set_batch(path, f"b{i}", ["alice"])
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=add, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(load_project(path).batches) == sorted(f"b{i}" for i in range(12))
+    assert [p.name for p in place.iterdir() if p.name.startswith(".")] == []  # no temp file left
+
+
+def test_a_failed_save_restores_the_accounts_csv_whatever_the_failure(tmp_path: Path) -> None:
+    place = project_dir(tmp_path)
+    path, csv_path = place / "p.toml", place / "accounts.csv"
+    before, text = csv_path.read_text(), path.read_text()
+    # the second file can't be written (not a ConfigError): the first is put back
+    files = {csv_path: "source_user,target_user\nzed,zed\n", place / "missing" / "x.csv": "x"}
+    with pytest.raises(FileNotFoundError):
+        projectfile.save(path, text.replace("1143", "1144"), files)
+    assert csv_path.read_text() == before and path.read_text() == text
+    with pytest.raises(ConfigError):
+        projectfile.save(path, text.replace("1143", "x1143"), {csv_path: "source_user,target_user\nzed,zed\n"})
+    assert csv_path.read_text() == before and path.read_text() == text
+
+
+def test_a_literal_quoted_batch_name_is_removed(tmp_path: Path) -> None:
+    client, console = make_client(project_dir(tmp_path, '\n[batches]\n\'wave 1\' = ["alice"]\nw2 = ["bob"]\n'))
+    login(client)
+    csrf = csrf_of(client.get("/people").text)
+    r = client.post("/batches/delete", data={"csrf": csrf, "batch": "wave 1"})
+    assert r.status_code == 303
+    assert dict(load_project(console.path).batches) == {"w2": ("bob",)}
+    r = client.post("/batches", data={"csrf": csrf, "batch": "w2", "account": ["carol"]})
+    assert r.status_code == 303
+    assert dict(load_project(console.path).batches) == {"w2": ("carol",)}
+
+
+def test_an_inline_table_is_refused_with_words_not_broken(tmp_path: Path) -> None:
+    place = project_dir(tmp_path)
+    p = place / "p.toml"
+    p.write_text(
+        p.read_text().replace(
+            '[source.admin]\nuser = "admin"\npassword = "env:MF_CONSOLE_SRC"\n',
+            'admin = { user = "admin", password = "env:MF_CONSOLE_SRC" }\n',
+        )
+    )
+    assert load_project(p).source.admin is not None
+    client, console = make_client(place)
+    login(client)
+    before = p.read_text()
+    csrf = csrf_of(client.get("/servers").text)
+    r = client.post("/servers", data=SERVERS | {"csrf": csrf})
+    assert r.status_code == 400
+    assert "inline table" in r.text and "Cannot declare" not in r.text
+    assert "Saved to the project file" not in r.text
+    assert p.read_text() == before
+    # a batch table written with dotted keys: refused, not half-changed
+    p.write_text('batches.w = ["alice"]\n' + before)
+    with pytest.raises(Exception, match="dotted keys"):
+        projectfile.set_batch(p, "w", None)
+
+
+def test_run_lock_holder_never_makes_acquire_fail(tmp_path: Path) -> None:
+    from mailferry.state.ledger import SqliteLedger, run_lock_holder
+
+    path = tmp_path / "l.sqlite"
+    SqliteLedger(path).close()
+    stop = threading.Event()
+
+    def look() -> None:
+        while not stop.is_set():
+            run_lock_holder(path)
+
+    lookers = [threading.Thread(target=look, daemon=True) for _ in range(2)]
+    for t in lookers:
+        t.start()
+    try:
+        for _ in range(300):
+            led = SqliteLedger(path)
+            try:
+                led.acquire("migrate")
+            finally:
+                led.close()
+    finally:
+        stop.set()
+        for t in lookers:
+            t.join()
+
+
+def test_cancel_does_not_stop_other_requests(tmp_path: Path) -> None:
+    """Waiting for the cancelled worker happens off the event loop: other pages are served."""
+    import httpx
+
+    console = Console(project_dir(tmp_path), sessions=Sessions(TOKEN))
+    console.runs.cancel = lambda batch: True  # type: ignore[method-assign]
+    console.runs.wait = lambda batch, timeout: time.sleep(1.5) or {}  # type: ignore[method-assign]
+
+    async def go() -> tuple[float, float]:
+        transport = httpx.ASGITransport(app=create_app(console))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+            assert (await c.get(f"/login?token={TOKEN}")).status_code == 303
+            token = csrf_of((await c.get("/servers")).text)
+            t0 = time.monotonic()
+            cancel = asyncio.create_task(c.post("/run/cancel", data={"csrf": token, "batch": "w"}))
+            await asyncio.sleep(0.2)
+            assert (await c.get("/static/console.js")).status_code == 200
+            other = time.monotonic() - t0
+            assert (await cancel).status_code == 303
+            return other, time.monotonic() - t0
+
+    other, cancelled = asyncio.run(go())
+    assert cancelled >= 1.5
+    assert other < 1.0, other
+
+
+class _Acknowledge(Console):
+    """Results with two open findings (as verify and report would give them with servers)."""
+
+    def _results(self, project: object, batch: str, deep: bool, fresh: bool) -> dict[str, object]:
+        v = {"state": "acknowledge", "reasons": [], "open_findings": self.open, "findings": [], "outstanding": [],
+             "last_run": 1, "verified_clean": True}  # fmt: skip
+        return {"accounts": ["alice"], "verify": {"accounts": []}, "verdict": v, "items": [], "runs": [],
+                "account_runs": [], "approvals": []}  # fmt: skip
+
+    open = 2
+
+
+def test_approval_acknowledges_the_count_shown(tmp_path: Path) -> None:
+    import sqlite3
+
+    place = project_dir(tmp_path, '\n[batches]\nw = ["alice"]\n')
+    console = _Acknowledge(place, sessions=Sessions(TOKEN))
+    client = TestClient(create_app(console), base_url="http://127.0.0.1", follow_redirects=False)
+    login(client)
+    page = client.get("/results", params={"batch": "w"})
+    assert 'name="open_findings" value="2"' in page.text
+    csrf = csrf_of(page.text)
+    console.open = 3  # a finding more since the page was shown
+    form = {"csrf": csrf, "batch": "w", "approved_by": "Ada", "acknowledge": "yes", "open_findings": "2"}
+    r = client.post("/results/approve", data=form)
+    assert r.status_code == 400 and "3 open findings now" in r.text
+    assert not load_project(console.path).ledger_path.exists()
+    r = client.post("/results/approve", data=form | {"open_findings": "3"})
+    assert r.status_code == 303
+    db = sqlite3.connect(load_project(console.path).ledger_path)
+    assert db.execute("SELECT acknowledged FROM approvals").fetchall() == [(3,)]
+    db.close()
+
+
+def test_the_login_token_works_once(tmp_path: Path) -> None:
+    client, console = make_client(project_dir(tmp_path))
+    login(client)
+    assert client.get("/servers").status_code == 200
+    other = TestClient(create_app(console), base_url="http://127.0.0.1", follow_redirects=False)
+    r = other.get(f"/login?token={TOKEN}")
+    assert r.status_code == 401 and "restart the console" in r.text.lower()
+    assert COOKIE not in r.headers.get("set-cookie", "")
+    assert client.get("/servers").status_code == 200  # the session it opened goes on
+
+
+def test_emptied_dav_and_admin_fields_remove_them(tmp_path: Path) -> None:
+    dav = (
+        '\n[source.dav]\nurl = "http://127.0.0.1:5232/"\n[source.dav.admin]\nuser = "admin"\npassword = "env:D1"\n'
+        '\n[target.dav]\nurl = "http://127.0.0.1:5233/"\n[target.dav.admin]\nuser = "admin"\npassword = "env:D2"\n'
+    )
+    place = project_dir(tmp_path, dav)
+    assert load_project(place / "p.toml").source.dav is not None
+    client, console = make_client(place)
+    login(client)
+    page = client.get("/servers")
+    assert 'value="http://127.0.0.1:5232/"' in page.text
+    csrf = csrf_of(page.text)
+    # the DAV admin emptied: its table is taken out, which the loader refuses here (the accounts
+    # have no passwords of their own): said, and not "Saved"
+    before = console.path.read_text()
+    form = SERVERS | {
+        "csrf": csrf,
+        "src_dav": "http://127.0.0.1:5232/",
+        "tgt_dav": "http://127.0.0.1:5233/",
+        "tgt_dav_admin": "admin",
+        "tgt_dav_admin_password": "env:D2",
+    }
+    r = client.post("/servers", data=form)
+    assert r.status_code == 400 and "[source.dav] has no admin" in r.text.replace("&#39;", "'")
+    assert "Saved to the project file" not in r.text
+    assert console.path.read_text() == before
+    # the DAV servers emptied: they go
+    assert client.post("/servers", data=SERVERS | {"csrf": csrf}).status_code == 303
+    p = load_project(console.path)
+    assert p.source.dav is None and p.target.dav is None
+    assert "[source.dav" not in console.path.read_text()
+    # the target admin emptied: its table goes (the accounts then need their own passwords: said so)
+    r = client.post("/servers", data=SERVERS | {"csrf": csrf, "tgt_admin": "", "tgt_admin_password": ""})
+    text = console.path.read_text()
+    if r.status_code == 303:
+        assert load_project(console.path).target.admin is None and "[target.admin]" not in text
+    else:
+        assert r.status_code == 400 and "Saved to the project file" not in r.text
+        assert "[target.admin]" in text
+
+
+def test_emptied_directory_fields_are_refused_not_ignored(tmp_path: Path) -> None:
+    directory = (
+        '\n[directory]\ntarget_container = "ou=Users,dc=tgt,dc=test"\n'
+        '[directory.source]\nurl = "ldap://127.0.0.1:1"\nbind_dn = "cn=a"\npassword = "env:L1"\ndialect = "generic"\n'
+        '[directory.target]\nurl = "ldap://127.0.0.1:1"\nbind_dn = "cn=b"\npassword = "env:L2"\ndialect = "generic"\n'
+    )
+    client, console = make_client(project_dir(tmp_path, directory))
+    login(client)
+    before = console.path.read_text()
+    csrf = csrf_of(client.get("/servers").text)
+    r = client.post("/servers", data=SERVERS | {"csrf": csrf})
+    assert r.status_code == 400 and "does not remove it" in r.text
+    assert console.path.read_text() == before

@@ -136,12 +136,19 @@ def container_tree(containers: Sequence[Mapping[str, Any]], naming_context: str)
 # -- the readiness verdict --------------------------------------------------------------------------
 
 
-def verdict(accounts: Sequence[str], verify: Mapping[str, Any], report: Mapping[str, Any]) -> dict[str, Any]:
+REFUSALS = ("refused", "skipped")  # findings about an item the target refused: open while outstanding
+
+
+def verdict(
+    accounts: Sequence[str], verify: Mapping[str, Any], report: Mapping[str, Any], since: int | None = None
+) -> dict[str, Any]:
     """A batch's readiness for cut-over from ``verify`` (of these accounts) and ``report``.
 
     ``state``: ``ready`` (migrated, verified clean, no open findings), ``acknowledge`` (verified
     clean, findings open: ready once the admin acknowledges them) or ``not-ready``. Open findings
-    are those of each account's latest migrate run and every refusal still outstanding."""
+    are those of every migrate run after run ``since`` (the one the batch's last approval was
+    given after; None: every run), but a refusal only while it is outstanding: the refusals still
+    outstanding are counted, each once."""
     names = set(accounts)
     reasons: list[str] = []
     migrated = {a["account"] for a in report.get("accounts", []) if a["account"] in names}
@@ -152,12 +159,21 @@ def verdict(accounts: Sequence[str], verify: Mapping[str, Any], report: Mapping[
     unclean = sorted(r["account"] for r in rows if not r.get("clean"))
     if unclean:
         reasons.append(f"verify found differences or could not compare: {', '.join(unclean)}")
+    unverified = sorted(names - {r["account"] for r in rows} - set(never))
+    if unverified:
+        reasons.append(f"not verified: {', '.join(unverified)}")
     last_run: dict[str, int] = {}
     for a in report.get("accounts", []):
         if a["account"] in names:
             last_run[a["account"]] = max(last_run.get(a["account"], 0), int(a["run"]))
+    commands = {r["run"]: r.get("command") for r in report.get("runs", [])}
     findings = [
-        f for f in report.get("findings", []) if f["account"] in names and f["run"] == last_run.get(f["account"])
+        f
+        for f in report.get("findings", [])
+        if f["account"] in names
+        and (since is None or f["run"] > since)
+        and commands.get(f["run"], "migrate") == "migrate"
+        and f.get("kind") not in REFUSALS
     ]
     outstanding = [o for o in report.get("outstanding", []) if o["account"] in names]
     outstanding += [o for o in report.get("calendars_outstanding", []) if o.get("account") in names]
@@ -170,7 +186,7 @@ def verdict(accounts: Sequence[str], verify: Mapping[str, Any], report: Mapping[
         "findings": findings,
         "outstanding": outstanding,
         "last_run": max(last_run.values()) if last_run else None,
-        "verified_clean": not unclean and bool(rows),
+        "verified_clean": not unclean and bool(rows) and not unverified,
     }
 
 
@@ -227,6 +243,23 @@ def result_items(verify: Mapping[str, Any], v: Mapping[str, Any]) -> list[dict[s
     return out
 
 
+def csv_cell(value: Any) -> str:
+    """A cell as the CSV download writes it: a text a spreadsheet would take for a formula (it
+    starts with = + - @, a tab or a carriage return) is prefixed with a single quote."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def items_csv(items: Sequence[Mapping[str, Any]]) -> str:
+    """The result items as the CSV download (one row per item, :data:`ITEM_COLUMNS`)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=ITEM_COLUMNS, extrasaction="ignore", lineterminator="\r\n")
+    w.writeheader()
+    for item in items:
+        w.writerow({k: csv_cell(item.get(k)) for k in ITEM_COLUMNS})
+    return buf.getvalue()
+
+
 ITEM_COLUMNS = ("account", "type", "where", "kind", "uid", "message_id", "subject", "date", "size", "detail")
 
 
@@ -245,7 +278,8 @@ class Console:
             lstrip_blocks=True,
         )
         self.env.filters["bytes"] = _bytes
-        self._verified: dict[tuple[str, bool], tuple[float, dict[str, Any]]] = {}
+        # verify's data by (accounts, deep, the ledger's latest run): other accounts or a new run, verified afresh
+        self._verified: dict[tuple[tuple[str, ...], bool, int | None], tuple[float, dict[str, Any]]] = {}
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -313,7 +347,8 @@ class Console:
                 "message.html",
                 401,
                 title="Log in",
-                message="This link is not (or no longer) valid. Open the URL the console printed when it started.",
+                message="This link is not (or no longer) valid: the login URL works once. "
+                "Restart the console (mailferry console) for a new one.",
             )
         r = RedirectResponse("/servers", status_code=303)
         r.set_cookie(COOKIE, sid, httponly=True, samesite="strict", secure=self.secure, path="/")
@@ -680,7 +715,7 @@ class Console:
         batch = str(form.get("batch", ""))
         if not self.runs.cancel(batch):
             return self._run_page(request, project, 409, error="This batch is not running.", error_batch=batch)
-        self.runs.wait(batch, 15)
+        await run_in_threadpool(self.runs.wait, batch, 15)
         return RedirectResponse("/run?done=cancelled", status_code=303)
 
     async def run_pause(self, request: Request) -> Response:
@@ -753,13 +788,16 @@ class Console:
 
     # -- Results ----------------------------------------------------------------------------------
 
-    def _verify(self, project: Project, batch: str, accounts: list[str], deep: bool, fresh: bool) -> dict[str, Any]:
-        cached = self._verified.get((batch, deep))
+    def _verify(
+        self, project: Project, accounts: list[str], deep: bool, fresh: bool, latest_run: int | None
+    ) -> dict[str, Any]:
+        key = (tuple(accounts), deep, latest_run)
+        cached = self._verified.get(key)
         if cached is not None and not fresh:
             return cached[1]
         data = api.verify(project, accounts, deep=deep).data
         data["verified_at"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-        self._verified[(batch, deep)] = (time.time(), data)
+        self._verified[key] = (time.time(), data)
         return data
 
     def _approvals(self, project: Project, batch: str) -> list[dict[str, Any]]:
@@ -775,9 +813,11 @@ class Console:
         accounts = self.batch_accounts(project, batch)
         if accounts is None:
             return {"error": "No such batch: choose one of the list."}
-        ver = self._verify(project, batch, accounts, deep, fresh)
         rep = api.report(project).data
-        v = verdict(accounts, ver, rep)
+        latest = max((r["run"] for r in rep["runs"]), default=None)
+        ver = self._verify(project, accounts, deep, fresh, latest)
+        approvals = self._approvals(project, batch)
+        v = verdict(accounts, ver, rep, since=approvals[-1]["last_run"] if approvals else None)
         runs = sorted({a["run"] for a in rep["accounts"] if a["account"] in accounts})
         return {
             "accounts": accounts,
@@ -786,7 +826,7 @@ class Console:
             "items": result_items(ver, v),
             "runs": [r for r in rep["runs"] if r["run"] in runs],
             "account_runs": [a for a in rep["accounts"] if a["account"] in accounts],
-            "approvals": self._approvals(project, batch),
+            "approvals": approvals,
         }
 
     async def results(self, request: Request) -> Response:
@@ -819,12 +859,7 @@ class Console:
             return self.page(request, "message.html", 404, title="Results", message=res["error"])
         stem = "results-" + (re.sub(r"[^A-Za-z0-9_.-]+", "_", batch) or "batch")
         if fmt == "csv":
-            buf = io.StringIO()
-            w = csv.DictWriter(buf, fieldnames=ITEM_COLUMNS, extrasaction="ignore", lineterminator="\r\n")
-            w.writeheader()
-            for item in res["items"]:
-                w.writerow({k: "" if item.get(k) is None else item.get(k) for k in ITEM_COLUMNS})
-            body, media = buf.getvalue(), "text/csv; charset=utf-8"
+            body, media = items_csv(res["items"]), "text/csv; charset=utf-8"
         else:
             out = {
                 "batch": batch,
@@ -863,6 +898,11 @@ class Console:
             errors[""] = "not ready for cut-over: " + "; ".join(v["reasons"])
         elif v["state"] == "acknowledge" and not ack:
             errors["acknowledge"] = f"acknowledge the {v['open_findings']} open findings to approve with them"
+        elif v["state"] == "acknowledge" and str(form.get("open_findings", "")) != str(v["open_findings"]):
+            errors["acknowledge"] = (
+                f"there are {v['open_findings']} open findings now, not the {form.get('open_findings') or 'number'} "
+                "you acknowledged: look at them and acknowledge again"
+            )
         if errors:
             ctx = {"batches": project.batches, "batch": batch, "deep": deep, "res": res, "errors": errors, "who": who}
             return self.page(request, "results.html", 400, user=getpass.getuser(), columns=ITEM_COLUMNS, **ctx)
@@ -914,7 +954,8 @@ class RequireLogin:
                     steps=(),
                     csrf="",
                     title="Log in",
-                    message="Log in with the URL the console printed when it started (it holds a one-time token).",
+                    message="Log in with the URL the console printed when it started (it holds a one-time token; "
+                    "once used, restart the console for a new one).",
                 ),
                 status_code=401,
             )

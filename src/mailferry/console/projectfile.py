@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import os
 import re
+import stat
+import tempfile
+import threading
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +64,9 @@ def toml_key(k: str) -> str:
     return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else _toml(k)
 
 
+_HEADER = re.compile(r"""\s*\[\[?\s*[A-Za-z0-9_\-."' ]+?\s*\]\]?\s*(#.*)?$""")
+
+
 def _header(line: str) -> str | None:
     """The table name of a ``[table]`` header line (not ``[[array]]``), else None."""
     m = re.match(r"\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$", line)
@@ -68,53 +74,113 @@ def _header(line: str) -> str | None:
 
 
 def _is_header(line: str) -> bool:
-    return line.lstrip().startswith("[")
+    """A ``[table]`` or ``[[array]]`` header line (a line of a multi-line array is not one)."""
+    return _HEADER.fullmatch(line) is not None
 
 
-def _key_of(line: str) -> str | None:
+def _key_path(line: str) -> tuple[str, ...] | None:
+    """The key (as TOML reads it: bare, "basic" or 'literal', maybe dotted) a ``key = value``
+    line sets, else None."""
     s = line.strip()
     if not s or s.startswith("#") or s.startswith("["):
         return None
-    m = re.match(r'("(?:[^"\\]|\\.)*"|[A-Za-z0-9_-]+)\s*=', s)
-    if not m:
-        return None
-    k = m.group(1)
-    return tomllib.loads(f"{k} = 0").popitem()[0] if k.startswith('"') else k
+    for m in re.finditer("=", s):
+        try:
+            doc: Any = tomllib.loads(s[: m.start()] + "= 0")
+        except tomllib.TOMLDecodeError:
+            continue
+        path: list[str] = []
+        while isinstance(doc, dict) and len(doc) == 1:
+            k, doc = next(iter(doc.items()))
+            path.append(k)
+        return tuple(path) if doc == 0 else None
+    return None
 
 
 def _value_end(lines: list[str], i: int) -> int:
-    """The index after the last line of the value starting on line ``i`` (arrays may span lines)."""
-    depth = 0
-    j = i
-    while j < len(lines):
-        in_str = False
-        esc = False
-        for ch in lines[j]:
-            if in_str:
-                if esc:
-                    esc = False
-                elif ch == "\\":
-                    esc = True
-                elif ch == '"':
-                    in_str = False
-            elif ch == '"':
-                in_str = True
-            elif ch == "#":
-                break
-            elif ch == "[":
-                depth += 1
-            elif ch == "]":
-                depth -= 1
-        j += 1
-        if depth <= 0:
-            return j
-    return j
+    """The index after the last line of the ``key = value`` starting on line ``i``: the shortest
+    span of lines TOML reads as one (arrays and strings may span lines; a line in them may look
+    like a table header); just line ``i`` when no span reads (the file does not load: saving it
+    is refused anyway)."""
+    for j in range(i + 1, len(lines) + 1):
+        try:
+            tomllib.loads("\n".join(lines[i:j]))
+        except tomllib.TOMLDecodeError:
+            continue
+        return j
+    return i + 1
+
+
+def _table_end(lines: list[str], start: int) -> int:
+    """The index of the first header after ``start`` that is not inside a value, or the end."""
+    i = start + 1
+    while i < len(lines):
+        if _is_header(lines[i]):
+            return i
+        i = _value_end(lines, i) if _key_path(lines[i]) is not None else i + 1
+    return len(lines)
+
+
+def _node(doc: Any, table: str) -> Any:
+    for part in table.split("."):
+        doc = doc.get(part) if isinstance(doc, dict) else None
+    return doc
+
+
+def _check_editable(text: str, table: str) -> None:
+    """Refuse to edit ``[table]`` line by line when the file defines it inline (``admin = {
+    ... }``) or with dotted keys: a ``[table]`` header added beside it would declare it twice."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return  # the loader says what is wrong with the file when it is saved
+    node = _node(doc, table)
+    if node is None:
+        return
+    if not isinstance(node, dict) or (
+        any(not isinstance(v, dict) for v in node.values())
+        and not any(_header(line) == table for line in text.splitlines())
+    ):
+        raise ConfigError(
+            [
+                f"{table}: written as an inline table ({{ ... }}) or with dotted keys in the project file; "
+                f"the console changes a table only when it has its own [{table}] header: "
+                "rewrite it so, or edit the file by hand"
+            ]
+        )
+
+
+def _same(a: Any, b: Value) -> bool:
+    if isinstance(b, (list, tuple)):
+        return isinstance(a, list) and a == list(b)
+    return a == b and type(a) is type(b)
 
 
 def set_keys(text: str, table: str, values: Mapping[str, Value]) -> str:
     """``text`` with each key of ``values`` set in ``[table]`` (None: removed). A key present
     is replaced in place; a missing one goes after the table's last key; a missing table is
-    appended at the end of the file."""
+    appended at the end of the file. Raises :class:`ConfigError` when the table is written in a
+    way this can't edit (inline, dotted keys) or the result does not hold the values."""
+    _check_editable(text, table)
+    out = _set_keys(text, table, values)
+    try:
+        doc = tomllib.loads(out)
+    except tomllib.TOMLDecodeError:
+        return out  # the loader reports it when saving: nothing is saved
+    node = _node(doc, table)
+    node = node if isinstance(node, dict) else {}
+    wrong = [k for k, v in values.items() if (k in node if v is None else not _same(node.get(k), v))]
+    if wrong:
+        raise ConfigError(
+            [
+                f"{table}: could not change {', '.join(wrong)} line by line in the project file "
+                "(written in a form the console does not edit): edit the file by hand"
+            ]
+        )
+    return out
+
+
+def _set_keys(text: str, table: str, values: Mapping[str, Value]) -> str:
     lines = text.splitlines()
     start = next((i for i, line in enumerate(lines) if _header(line) == table), None)
     todo = dict(values)
@@ -124,13 +190,14 @@ def set_keys(text: str, table: str, values: Mapping[str, Value]) -> str:
             return text
         tail = "" if not lines or lines[-1].strip() == "" else "\n"
         return text.rstrip("\n") + "\n" + tail + f"[{table}]\n" + "\n".join(block) + "\n"
-    end = next((i for i in range(start + 1, len(lines)) if _is_header(lines[i])), len(lines))
+    end = _table_end(lines, start)
     out = lines[: start + 1]
     last_key = start
     i = start + 1
     while i < end:
-        k = _key_of(lines[i])
-        stop = _value_end(lines, i) if k is not None else i + 1
+        path = _key_path(lines[i])
+        stop = min(_value_end(lines, i), end) if path is not None else i + 1
+        k = path[0] if path is not None and len(path) == 1 else None
         if k is not None and k in todo:
             v = todo.pop(k)
             if v is not None:
@@ -138,7 +205,7 @@ def set_keys(text: str, table: str, values: Mapping[str, Value]) -> str:
                 last_key = len(out) - 1
         else:
             out.extend(lines[i:stop])
-            if k is not None:
+            if path is not None:
                 last_key = len(out) - 1
         i = stop
     new = [f"{toml_key(k)} = {toml_value(v)}" for k, v in todo.items() if v is not None]
@@ -147,29 +214,55 @@ def set_keys(text: str, table: str, values: Mapping[str, Value]) -> str:
     return "\n".join(out) + "\n"
 
 
+def remove_tables(text: str, tables: Sequence[str]) -> str:
+    """``text`` without the ``[table]`` blocks named (header and keys, up to the next header)."""
+    for table in tables:
+        _check_editable(text, table)
+    lines = text.splitlines()
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        if _header(lines[i]) in tables:
+            i = _table_end(lines, i)
+            continue
+        out.append(lines[i])
+        i += 1
+    return "\n".join(out) + "\n"
+
+
+# Saves in this process one at a time: each reads the file, changes it and writes it back.
+_SAVE_LOCK = threading.RLock()
+
+
 def save(path: Path, text: str, files: Mapping[Path, str] | None = None) -> Project:
     """Write ``text`` to the project file at ``path`` (and ``files``, e.g. the accounts CSV) if,
     and only if, the result loads; return the project. Raises :class:`ConfigError` (every
-    problem; every file as it was)."""
-    tmp = path.with_name(f".{path.stem}.console-{os.getpid()}.toml")
-    tmp.write_text(text, encoding="utf-8")
-    before = {p: (p.read_bytes() if p.exists() else None) for p in files or {}}
-    try:
-        for p, content in (files or {}).items():
-            p.write_text(content, encoding="utf-8")
+    problem; every file as it was, also on any other failure)."""
+    with _SAVE_LOCK:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.console-", suffix=".toml")
+        tmp = Path(name)
+        before = {p: (p.read_bytes() if p.exists() else None) for p in files or {}}
         try:
-            load_project(tmp)
-        except ConfigError as e:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644)
+            for p, content in (files or {}).items():
+                p.write_text(content, encoding="utf-8")
+            try:
+                load_project(tmp)
+            except ConfigError as e:
+                raise ConfigError([p.replace(tmp.name, path.name) for p in e.problems]) from None
+            os.replace(tmp, path)
+        except BaseException:
             for p, old in before.items():
                 if old is None:
                     p.unlink(missing_ok=True)
                 else:
                     p.write_bytes(old)
-            raise ConfigError([p.replace(tmp.name, path.name) for p in e.problems]) from None
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return load_project(path)
+            raise
+        finally:
+            tmp.unlink(missing_ok=True)
+        return load_project(path)
 
 
 def accounts_csv_path(path: Path) -> Path:
@@ -353,12 +446,41 @@ def apply_servers(path: Path, f: ServersForm) -> Project | None:
             f.error("accounts", problem)
     elif not ldap:
         f.error("accounts", "required without directories: the header source_user,target_user and one line per account")
-    if f.errors:
-        for k in list(f.values):
-            if k == "accounts" and f.errors.get("accounts"):
-                f.values[k] = ""  # a refused cell may be a literal password: not shown again
-        return None
-    text = path.read_text(encoding="utf-8") if path.exists() else _new_project(path, f)
+    for name in sorted(SECRET_FIELDS):  # checked whatever else the form holds; a literal is never shown again
+        value = f.get(name)
+        if value and not _is_reference(value):
+            if name not in f.errors:
+                f.error(name, _LITERAL)
+            f.values[name] = ""
+    with _SAVE_LOCK:  # read, change, write: one save at a time
+        doc = raw(path) if path.exists() else {}
+        for p, role in ROLES:
+            if f.get(f"{p}_ldap") or f.get("src_ldap") or f.get("tgt_ldap"):
+                continue
+            if isinstance(_node(doc, f"directory.{role}"), dict):
+                f.error(
+                    f"{p}_ldap",
+                    "the project file has this directory: emptying the field does not remove it "
+                    "(it holds your decisions too); remove the [directory] tables from the file by hand",
+                )
+        if f.errors:
+            if f.errors.get("accounts"):
+                f.values["accounts"] = ""  # a refused cell may be a literal password: not shown again
+            return None
+        try:
+            return _write_servers(path, f, imap, ldap, csv_text)
+        except ConfigError as e:
+            for problem in e.problems:
+                f.error(_field_of(problem), problem)
+            return None
+
+
+def _write_servers(
+    path: Path, f: ServersForm, imap: Mapping[str, tuple[str, int, str]], ldap: bool, csv_text: str
+) -> Project:
+    existed = path.exists()
+    text = path.read_text(encoding="utf-8") if existed else _new_project(path, f)
+    gone: list[str] = []  # tables whose fields were emptied
     for p, role in ROLES:
         host, port, security = imap[p]
         text = set_keys(text, role, {"host": host, "port": port, "security": security})
@@ -366,6 +488,8 @@ def apply_servers(path: Path, f: ServersForm) -> Project | None:
             text = set_keys(
                 text, f"{role}.admin", {"user": f.get(f"{p}_admin"), "password": f.get(f"{p}_admin_password")}
             )
+        else:
+            gone.append(f"{role}.admin")
         if f.get(f"{p}_dav"):
             text = set_keys(text, f"{role}.dav", {"url": normalize_dav_url(f.get(f"{p}_dav"))})
             if f.get(f"{p}_dav_admin"):
@@ -374,6 +498,10 @@ def apply_servers(path: Path, f: ServersForm) -> Project | None:
                     f"{role}.dav.admin",
                     {"user": f.get(f"{p}_dav_admin"), "password": f.get(f"{p}_dav_admin_password")},
                 )
+            else:
+                gone.append(f"{role}.dav.admin")
+        else:
+            gone += [f"{role}.dav.admin", f"{role}.dav"]
         if f.get(f"{p}_ldap"):
             text = set_keys(
                 text,
@@ -387,15 +515,17 @@ def apply_servers(path: Path, f: ServersForm) -> Project | None:
             )
     if ldap:
         text = set_keys(text, "directory", {"target_container": f.get("target_container")})
+    text = remove_tables(text, gone)
+    doc = tomllib.loads(text)
+    still = [t for t in gone if _node(doc, t) is not None]
+    if still:
+        raise ConfigError(
+            [f"{t}: could not remove it from the project file line by line: edit the file by hand" for t in still]
+        )
     files = {}
     if csv_text.strip():
-        files[path.parent / "accounts.csv" if not path.exists() else accounts_csv_path(path)] = csv_text
-    try:
-        return save(path, text, files)
-    except ConfigError as e:
-        for problem in e.problems:
-            f.error(_field_of(problem), problem)
-        return None
+        files[path.parent / "accounts.csv" if not existed else accounts_csv_path(path)] = csv_text
+    return save(path, text, files)
 
 
 def _new_project(path: Path, f: ServersForm) -> str:
@@ -451,22 +581,25 @@ def _field_of(problem: str) -> str:
 
 def set_batch(path: Path, name: str, accounts: Sequence[str] | None) -> Project:
     """Save (or, with None, remove) the batch ``name`` in the project file's ``[batches]``."""
-    text = path.read_text(encoding="utf-8")
-    return save(path, set_keys(text, "batches", {name: list(accounts) if accounts is not None else None}))
+    with _SAVE_LOCK:
+        text = path.read_text(encoding="utf-8")
+        return save(path, set_keys(text, "batches", {name: list(accounts) if accounts is not None else None}))
 
 
 def add_resolution(path: Path, source: str, target: str) -> Project:
     """Append a ``[[directory.resolve]]`` decision (source person DN -> target DN or "create")."""
-    text = path.read_text(encoding="utf-8").rstrip("\n") + "\n"
-    text += f"\n[[directory.resolve]]\nsource = {_toml(source)}\ntarget = {_toml(target)}\n"
-    return save(path, text)
+    with _SAVE_LOCK:
+        text = path.read_text(encoding="utf-8").rstrip("\n") + "\n"
+        text += f"\n[[directory.resolve]]\nsource = {_toml(source)}\ntarget = {_toml(target)}\n"
+        return save(path, text)
 
 
 def set_directory(path: Path, bases: Sequence[str], target_container: str, rules: Sequence[str]) -> Project:
-    text = path.read_text(encoding="utf-8")
-    text = set_keys(text, "directory.source", {"bases": list(bases)})
-    text = set_keys(text, "directory", {"target_container": target_container, "rules": list(rules)})
-    return save(path, text)
+    with _SAVE_LOCK:
+        text = path.read_text(encoding="utf-8")
+        text = set_keys(text, "directory.source", {"bases": list(bases)})
+        text = set_keys(text, "directory", {"target_container": target_container, "rules": list(rules)})
+        return save(path, text)
 
 
 def load(path: Path) -> tuple[Project | None, list[str]]:

@@ -2,9 +2,11 @@
 
 - The console listens on loopback unless told otherwise; anywhere else it needs TLS
   (:func:`check_listen`).
-- Login: a random access token, printed once at start as a URL (as Jupyter does). ``GET
-  /login?token=`` trades it for a session cookie (``HttpOnly``, ``SameSite=Strict``, ``Secure``
-  under TLS) and redirects, so the token leaves the address bar and the history.
+- Login: a random access token, printed once at start as a URL (as Jupyter does). It works
+  once: the first ``GET /login?token=`` trades it for a session cookie (``HttpOnly``, ``SameSite=Strict``, ``Secure``
+  under TLS) and redirects, so the token leaves the address bar and the history; the URL logs
+  nobody in after that (another browser, or a login after logging out: restart the console, which
+  prints a new URL).
 - Every state-changing request carries the session's CSRF token (a hidden form field or the
   ``X-CSRF-Token`` header), compared in constant time.
 - Sessions live in memory: restarting the console logs everyone out (a new token is printed).
@@ -52,19 +54,23 @@ class Session:
 
 
 class Sessions:
-    """The access token and the sessions it opened (in memory; thread-safe)."""
+    """The one-time access token and the session it opened (in memory; thread-safe)."""
 
     def __init__(self, token: str | None = None) -> None:
         self.token = token or secrets.token_urlsafe(32)
+        self.used = False
         self._by_id: dict[str, Session] = {}
         self._lock = threading.Lock()
 
     def login(self, token: str) -> str | None:
-        """A new session id for the right token, else None."""
+        """A new session id for the right token the first time it is given, else None."""
         if not token or not hmac.compare_digest(token.encode(), self.token.encode()):
             return None
         sid = secrets.token_urlsafe(32)
         with self._lock:
+            if self.used:
+                return None
+            self.used = True
             self._by_id[sid] = Session(csrf=secrets.token_urlsafe(32), expires=time.time() + SESSION_SECONDS)
         return sid
 

@@ -83,6 +83,7 @@ def serve(
         f"mailferry console for {p.console.path}\n"
         f"open this URL to log in (it holds a one-time access token; keep it private):\n"
         f"    {p.url}\n"
+        "it logs in one browser once; for another login, restart the console (a new URL is printed)\n"
         "stop with Ctrl-C (runs started from the console go on)\n"
     )
     out.flush()

@@ -34,6 +34,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -471,13 +472,20 @@ class SqliteLedger:
         import fcntl
 
         f = open(run_lock_path(self.path), "a+")  # noqa: SIM115 - held open for the run's lifetime
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip()
-            f.close()
-            raise locked_error(holder) from None
+        for attempt in range(_LOCK_TRIES):
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                # run_lock_holder's look holds the lock for an instant: a few short tries tell
+                # it from a run holding it
+                if attempt + 1 < _LOCK_TRIES:
+                    time.sleep(0.02)
+                    continue
+                f.seek(0)
+                holder = f.read().strip()
+                f.close()
+                raise locked_error(holder) from None
         f.seek(0)
         f.truncate()
         f.write(f"{what}, pid {os.getpid()}\n")
@@ -1030,6 +1038,9 @@ class SqliteLedger:
         if self._lockfile is not None:
             self._lockfile.close()
             self._lockfile = None
+
+
+_LOCK_TRIES = 10  # acquire's tries before it refuses (20 ms apart)
 
 
 def run_lock_path(ledger_path: Path) -> Path:
