@@ -207,8 +207,10 @@ def test_the_whole_wizard_in_a_browser(browser, console_server, samba_factory, d
             el = d.find_element(By.ID, f"f-{name}")
             el.clear()
             el.send_keys(value if name != "src_admin_password" else "hunter2-literal")
-        csv_text = "source_user,target_user\nalice,alice.t\nbob,bob.t\ncarol,carol.t\n"
-        d.find_element(By.ID, "f-accounts").send_keys(csv_text)
+        # The accounts CSV as a file upload (the file input, as a person picks a file).
+        csv_file = tmp_path / "accounts-upload.csv"
+        csv_file.write_text("source_user,target_user\nalice,alice.t\nbob,bob.t\ncarol,carol.t\n")
+        d.find_element(By.ID, "f-accounts_file").send_keys(str(csv_file))
         d.find_element(By.XPATH, "//button[normalize-space()='Save servers']").click()
         err = wait(ec.presence_of_element_located((By.ID, "e-src_admin_password")))
         assert "a password is never written here" in err.text  # type: ignore[attr-defined]
@@ -219,6 +221,8 @@ def test_the_whole_wizard_in_a_browser(browser, console_server, samba_factory, d
         d.find_element(By.ID, "f-src_admin_password").send_keys("env:MF_BR_IMAP")
         d.find_element(By.XPATH, "//button[normalize-space()='Save servers']").click()
         wait(ec.text_to_be_present_in_element((By.CSS_SELECTOR, "p.status.ok"), "Saved to the project file"))
+        saved = load_project(place / "project.toml").accounts
+        assert [(a.source_user, a.target_user) for a in saved] == [(u, f"{u}.t") for u in ("alice", "bob", "carol")]
         d.find_element(By.XPATH, "//button[normalize-space()='Test connection']").click()
         wait(ec.presence_of_element_located((By.ID, "check")), 90)
         shot("01-servers")

@@ -374,6 +374,49 @@ def test_accounts_csv_with_broken_lines_is_refused_line_by_line(tmp_path: Path) 
     assert [a.target_user for a in load_project(console.path).accounts] == ["dave.t"]
 
 
+def test_accounts_csv_uploaded_as_a_file(tmp_path: Path) -> None:
+    place = project_dir(tmp_path)
+    client, console = make_client(place)
+    login(client)
+    page = client.get("/servers")
+    assert 'enctype="multipart/form-data"' in page.text
+    field = re.search(r'<input id="f-accounts_file"[^>]*>', page.text)
+    assert field and 'type="file"' in field.group(0) and 'accept=".csv,text/csv"' in field.group(0)
+    assert '<label for="f-accounts_file">' in page.text
+    csrf = csrf_of(page.text)
+    before = (place / "accounts.csv").read_text()
+    data = SERVERS | {"csrf": csrf, "accounts": "source_user,target_user\ndave,dave\n"}
+    # broken lines: named by the file's name and line, next to the field; the file wins over the
+    # (good) text field, and nothing is saved
+    broken = b'source_user,target_user,source_password\nalice,alice,hunter2-literal\nbob\n"carol,carol\nalice,x,\n'
+    r = client.post("/servers", data=data, files={"accounts_file": ("wave.csv", broken, "text/csv")})
+    assert r.status_code == 400
+    m = re.search(r'id="e-accounts"(.*?)</div>', r.text, re.S)
+    assert m
+    problems = m.group(1)
+    assert "wave.csv:2: source_password" in problems
+    assert "wave.csv:3: expected 3 fields" in problems
+    assert "wave.csv:4:" in problems
+    assert "wave.csv:5: source_user" in problems and "listed twice" in problems
+    assert "hunter2-literal" not in r.text
+    assert 'aria-describedby="h-accounts_file e-accounts"' in r.text
+    assert (place / "accounts.csv").read_text() == before
+    # not UTF-8: refused by line, nothing saved
+    latin1 = b"source_user,target_user\nj\xf6rg,j\n"
+    r = client.post("/servers", data=data, files={"accounts_file": ("x.csv", latin1, "text/csv")})
+    assert r.status_code == 400 and "x.csv:2: not UTF-8 text" in r.text
+    assert (place / "accounts.csv").read_text() == before
+    # a good file (with a byte order mark, as spreadsheets save it) is saved, over the text field
+    good = "\ufeffsource_user,target_user\r\nerin,erin.t\r\nfrank,frank.t\r\n".encode()
+    r = client.post("/servers", data=data, files={"accounts_file": ("good.csv", good, "text/csv")})
+    assert r.status_code == 303, r.text
+    assert [a.target_user for a in load_project(console.path).accounts] == ["erin.t", "frank.t"]
+    # no file chosen (a browser still sends the empty part): the text field counts
+    r = client.post("/servers", data=data, files={"accounts_file": ("", b"", "application/octet-stream")})
+    assert r.status_code == 303, r.text
+    assert [a.source_user for a in load_project(console.path).accounts] == ["dave"]
+
+
 def test_a_literal_password_in_the_file_is_not_shown(tmp_path: Path) -> None:
     place = project_dir(tmp_path)
     p = place / "p.toml"

@@ -26,7 +26,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -243,6 +243,27 @@ def result_items(verify: Mapping[str, Any], v: Mapping[str, Any]) -> list[dict[s
     return out
 
 
+ACCOUNTS_UPLOAD_LIMIT = 10_000_000
+
+
+async def read_accounts_upload(upload: UploadFile, f: projectfile.ServersForm) -> None:
+    """Put an uploaded accounts CSV into the form in place of the text field's: its problems are
+    then named by the file's name and line; a file that is not UTF-8 text, or too big, is refused
+    next to the field."""
+    name = Path((upload.filename or "").replace("\\", "/")).name[:80] or "uploaded file"
+    f.accounts_label = name
+    data = await upload.read(ACCOUNTS_UPLOAD_LIMIT + 1)
+    f.values["accounts"] = ""
+    if len(data) > ACCOUNTS_UPLOAD_LIMIT:
+        f.error("accounts", f"{name}: larger than {ACCOUNTS_UPLOAD_LIMIT // 1_000_000} MB; an accounts CSV is smaller")
+        return
+    try:
+        f.values["accounts"] = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        f.error("accounts", f"{name}:{line}: not UTF-8 text; save the CSV as UTF-8 and upload it again")
+
+
 def csv_cell(value: Any) -> str:
     """A cell as the CSV download writes it: a text a spreadsheet would take for a formula (it
     starts with = + - @, a tab or a carriage return) is prefixed with a single quote."""
@@ -378,7 +399,12 @@ class Console:
         form = await self.form(request)
         if form is None:
             return self.refused_csrf(request)
-        f = projectfile.ServersForm(values={k: str(form.get(k, "")) for k in projectfile.FIELDS})
+        f = projectfile.ServersForm(
+            values={k: str(v) for k in projectfile.FIELDS if isinstance(v := form.get(k, ""), str)}
+        )
+        upload = form.get("accounts_file")
+        if isinstance(upload, UploadFile) and (upload.filename or upload.size):
+            await read_accounts_upload(upload, f)  # the uploaded file wins over the text field
         project = await run_in_threadpool(projectfile.apply_servers, self.path, f)
         if project is None:
             return self.page(

@@ -294,6 +294,8 @@ class ServersForm:
 
     values: dict[str, str] = field(default_factory=dict)
     errors: dict[str, list[str]] = field(default_factory=dict)
+    #: what the accounts CSV's problems call it: "accounts" (the text field) or an uploaded file's name
+    accounts_label: str = "accounts"
 
     def error(self, name: str, message: str, *, hide: bool = False) -> None:
         self.errors.setdefault(name, []).append(message)
@@ -441,8 +443,10 @@ def apply_servers(path: Path, f: ServersForm) -> Project | None:
     if ldap and not f.get("target_container"):
         f.error("target_container", "required with directories: where new users are created (a container DN)")
     csv_text = f.values.get("accounts", "").replace("\r\n", "\n")
-    if csv_text.strip():
-        for problem in parse_accounts_csv(csv_text, label="accounts")[1]:
+    if f.errors.get("accounts"):
+        pass  # an upload that could not be read: said already
+    elif csv_text.strip():
+        for problem in parse_accounts_csv(csv_text, label=f.accounts_label)[1]:
             f.error("accounts", problem)
     elif not ldap:
         f.error("accounts", "required without directories: the header source_user,target_user and one line per account")
