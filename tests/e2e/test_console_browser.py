@@ -292,6 +292,10 @@ def test_the_whole_wizard_in_a_browser(browser, console_server, samba_factory, d
         shot("05-run-live")
         wait(ec.presence_of_element_located((By.CSS_SELECTOR, "section[data-state=finished]")), 180)
         row = d.find_element(By.CSS_SELECTOR, "table.progress tr[data-account=alice]")
+        heads = [th.text for th in d.find_elements(By.CSS_SELECTOR, "table.progress thead th")]
+        assert heads[2].startswith("Items") and not any(h.startswith("Messages") for h in heads), heads
+        bar = row.find_element(By.TAG_NAME, "progress").get_attribute("aria-label") or ""
+        assert bar.startswith("alice: items copied"), bar
         assert int(row.get_attribute("data-copied") or 0) > 0, row.text
         state = d.find_element(By.CSS_SELECTOR, ".run-state").text
         assert "finished, exit code 0" in state, state

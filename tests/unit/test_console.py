@@ -974,3 +974,16 @@ def test_emptied_directory_fields_are_refused_not_ignored(tmp_path: Path) -> Non
     r = client.post("/servers", data=SERVERS | {"csrf": csrf})
     assert r.status_code == 400 and "does not remove it" in r.text
     assert console.path.read_text() == before
+
+
+def test_progress_counts_items_not_only_messages() -> None:
+    """The engine's planned/copied ``messages`` count calendar items and contacts too: the Run page
+    says items; bytes and ETA stay the mail's."""
+    here = Path(__file__).resolve().parents[2] / "src" / "mailferry" / "console"
+    page = (here / "templates" / "run.html").read_text()
+    js = (here / "static" / "console.js").read_text()
+    assert '<th scope="col">Items' in page and '<th scope="col">Messages</th>' not in page
+    assert "items copied" in js and "messages copied" not in js
+    readme = (here.parents[2] / "README.md").read_text()
+    console_section = readme[readme.index("## The console") :]
+    assert "items: messages, calendar items and contacts" in console_section

@@ -44,7 +44,7 @@
       var td = document.createElement("td");
       var bar = document.createElement("progress");
       bar.max = Math.max(a.planned, 1); bar.value = Math.min(a.copied, bar.max);
-      bar.setAttribute("aria-label", name + " messages copied");
+      bar.setAttribute("aria-label", name + ": items copied (messages, calendar items and contacts)");
       td.appendChild(bar);
       td.appendChild(document.createTextNode(" " + a.copied + " / " + a.planned));
       tr.appendChild(td);
