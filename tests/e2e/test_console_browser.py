@@ -5,7 +5,8 @@ approve. A screenshot of each page goes to the test artifacts (``$MAILFERRY_TEST
 ``test-artifacts/`` in the repository, ``console/``).
 
 Accessibility basics on every page: each form field has a label, status is never shown by colour
-alone (each badge and status line holds words), and the batch is made with the keyboard alone.
+alone (each badge and status line holds words), and the whole wizard is walked with the
+keyboard alone (Tab, shift-Tab, Enter, Space, arrows).
 
 Skipped only when Chromium or chromedriver is missing and ``MAILFERRY_REQUIRE_SERVERS`` is unset
 (CI sets it; ``scripts/setup`` installs ``chromium`` and ``chromium-driver``).
@@ -110,6 +111,7 @@ def console_server(tmp_path: Path) -> Iterator[Callable[[Path], Prepared]]:
 
 
 def test_the_whole_wizard_in_a_browser(browser, console_server, samba_factory, dovecot_factory, tmp_path: Path) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.remote.webdriver import WebDriver
@@ -169,8 +171,50 @@ def test_the_whole_wizard_in_a_browser(browser, console_server, samba_factory, d
             )
             assert colour_only == [], (page, "a status shown by colour or icon alone")
 
+        # Keyboard alone: every action below moves the focus with Tab / shift-Tab and presses
+        # Enter, Space or arrow keys on the focused element (never a mouse click).
+        def keys(*typed: str) -> None:
+            """Keys to whatever has the focus, as a keyboard types them (an element's send_keys
+            would take them for a path on a file input)."""
+            chain = ActionChains(d)
+            if typed[0] in (Keys.SHIFT, Keys.CONTROL):
+                chain.key_down(typed[0]).send_keys(*typed[1:]).key_up(typed[0])
+            else:
+                chain.send_keys(*typed)
+            chain.perform()
+
+        def tab_to(target: object, limit: int = 120) -> None:
+            el = d.find_element(By.CSS_SELECTOR, target) if isinstance(target, str) else target
+            for _ in range(limit):
+                active = d.switch_to.active_element
+                ring = d.execute_script(
+                    "const s = getComputedStyle(arguments[0]);"
+                    " return arguments[0] === document.body || (s.outlineStyle !== 'none' && s.outlineWidth !== '0px')"
+                    " ? '' : arguments[0].outerHTML.slice(0, 120);",
+                    active,
+                )
+                assert not ring, ("the keyboard focus is not shown", ring)
+                if active == el:
+                    return
+                # shift-Tab when the focus is already past the target (4: the target precedes it)
+                behind = d.execute_script(
+                    "return arguments[0] !== document.body"
+                    " && !!(arguments[1].compareDocumentPosition(arguments[0]) & 4);",
+                    active,
+                    el,
+                )
+                keys(Keys.SHIFT, Keys.TAB) if behind else keys(Keys.TAB)
+            raise AssertionError(f"the keyboard never reached {target}")
+
+        def press(target: object, key: str = Keys.ENTER) -> None:
+            tab_to(target)
+            keys(key)
+
+        def button(text: str) -> object:
+            return d.find_element(By.XPATH, f"//button[normalize-space()={text!r}]")
+
         def nav(label: str) -> None:
-            d.find_element(By.XPATH, f"//nav//a[contains(., '{label}')]").click()
+            press(d.find_element(By.XPATH, f"//nav//a[contains(., '{label}')]"))
 
         # -- login: the printed URL; the token leaves the address bar -----------------------------
         d.get(app.url)
@@ -211,19 +255,20 @@ def test_the_whole_wizard_in_a_browser(browser, console_server, samba_factory, d
         csv_file = tmp_path / "accounts-upload.csv"
         csv_file.write_text("source_user,target_user\nalice,alice.t\nbob,bob.t\ncarol,carol.t\n")
         d.find_element(By.ID, "f-accounts_file").send_keys(str(csv_file))
-        d.find_element(By.XPATH, "//button[normalize-space()='Save servers']").click()
+        press(button("Save servers"))
         err = wait(ec.presence_of_element_located((By.ID, "e-src_admin_password")))
         assert "a password is never written here" in err.text  # type: ignore[attr-defined]
         assert "hunter2-literal" not in d.page_source
         assert not (place / "project.toml").exists()
         accessible("servers (refused)")
         shot("01-servers-refused")
-        d.find_element(By.ID, "f-src_admin_password").send_keys("env:MF_BR_IMAP")
-        d.find_element(By.XPATH, "//button[normalize-space()='Save servers']").click()
+        tab_to("#f-src_admin_password")
+        keys("env:MF_BR_IMAP")
+        press(button("Save servers"))
         wait(ec.text_to_be_present_in_element((By.CSS_SELECTOR, "p.status.ok"), "Saved to the project file"))
         saved = load_project(place / "project.toml").accounts
         assert [(a.source_user, a.target_user) for a in saved] == [(u, f"{u}.t") for u in ("alice", "bob", "carol")]
-        d.find_element(By.XPATH, "//button[normalize-space()='Test connection']").click()
+        press(button("Test connection"))
         wait(ec.presence_of_element_located((By.ID, "check")), 90)
         shot("01-servers")
         check = d.find_element(By.ID, "check").text
@@ -237,10 +282,19 @@ def test_the_whole_wizard_in_a_browser(browser, console_server, samba_factory, d
         staff_src = d.find_element(By.CSS_SELECTOR, f"input[name=bases][value='OU=Staff,{ad_src.base_dn}']")
         label = d.find_element(By.CSS_SELECTOR, f"label[for='{staff_src.get_attribute('id')}']").text
         assert "7 users" in label, label
-        staff_src.click()
-        d.find_element(By.CSS_SELECTOR, f"input[name=target_container][value='OU=Staff,{ad_tgt.base_dn}']").click()
+        press(staff_src, Keys.SPACE)
+        assert staff_src.is_selected()
+        # a radio group is one Tab stop (its checked radio); the arrow keys choose within it
+        staff_tgt = d.find_element(By.CSS_SELECTOR, f"input[name=target_container][value='OU=Staff,{ad_tgt.base_dn}']")
+        checked = d.find_elements(By.CSS_SELECTOR, "input[name=target_container]:checked")
+        tab_to(checked[0] if checked else "input[name=target_container]")
+        for _ in range(40):
+            if staff_tgt.is_selected():
+                break
+            keys(Keys.ARROW_DOWN)
+        assert staff_tgt.is_selected()
         accessible("directory")
-        d.find_element(By.XPATH, "//button[normalize-space()='Save directory choices']").click()
+        press(button("Save directory choices"))
         wait(ec.text_to_be_present_in_element((By.CSS_SELECTOR, "p.status.ok"), "Saved the containers"))
         shot("02-directory")
         p = load_project(place / "project.toml")
@@ -254,21 +308,12 @@ def test_the_whole_wizard_in_a_browser(browser, console_server, samba_factory, d
             assert words in body, words
         accessible("people")
 
-        def tab_to(css: str, limit: int = 80) -> None:
-            target = d.find_element(By.CSS_SELECTOR, css)
-            for _ in range(limit):
-                if d.switch_to.active_element == target:
-                    return
-                d.switch_to.active_element.send_keys(Keys.TAB)
-            raise AssertionError(f"the keyboard never reached {css}")
-
-        d.find_element(By.TAG_NAME, "body").click()
         tab_to("input[name=account][value=alice]")
-        d.switch_to.active_element.send_keys(Keys.SPACE)
+        keys(Keys.SPACE)
         tab_to("input[name=account][value=bob]")
-        d.switch_to.active_element.send_keys(Keys.SPACE)
+        keys(Keys.SPACE)
         tab_to("#f-batch")
-        d.switch_to.active_element.send_keys("wave 1", Keys.ENTER)
+        keys("wave 1", Keys.ENTER)
         wait(ec.text_to_be_present_in_element((By.CSS_SELECTOR, "p.status.ok"), "Saved the batch"))
         assert dict(load_project(place / "project.toml").batches) == {"wave 1": ("alice", "bob")}
         shot("03-people")
@@ -276,8 +321,13 @@ def test_the_whole_wizard_in_a_browser(browser, console_server, samba_factory, d
         # -- 4. Plan ---------------------------------------------------------------------------------
         nav("Plan")
         wait(ec.title_contains("Plan"))
-        Select(d.find_element(By.ID, "pick-batch")).select_by_value("wave 1")
-        d.find_element(By.XPATH, "//button[normalize-space()='Show']").click()
+        tab_to("#pick-batch")
+        for key in [Keys.HOME] + [Keys.ARROW_DOWN] * 10:
+            if Select(d.find_element(By.ID, "pick-batch")).first_selected_option.get_attribute("value") == "wave 1":
+                break
+            keys(key)
+        assert Select(d.find_element(By.ID, "pick-batch")).first_selected_option.get_attribute("value") == "wave 1"
+        press(button("Show"))
         summary = wait(ec.presence_of_element_located((By.ID, "plan-summary")), 90)
         assert "messages to copy" in summary.text  # type: ignore[attr-defined]
         assert "Folders of alice" in d.page_source and "Calendars and contacts of bob" in d.page_source
@@ -287,7 +337,7 @@ def test_the_whole_wizard_in_a_browser(browser, console_server, samba_factory, d
         # -- 5. Run: live progress pushed by server-sent events, then a reload rebuilds it ------------
         nav("Run")
         wait(ec.title_contains("Run"))
-        d.find_element(By.XPATH, "//button[normalize-space()='Start wave 1']").click()
+        press(button("Start wave 1"))
         wait(ec.presence_of_element_located((By.CSS_SELECTOR, "table.progress tbody tr")), 60)
         shot("05-run-live")
         wait(ec.presence_of_element_located((By.CSS_SELECTOR, "section[data-state=finished]")), 180)
@@ -308,7 +358,7 @@ def test_the_whole_wizard_in_a_browser(browser, console_server, samba_factory, d
         # -- 6. Results, then the approval ------------------------------------------------------------
         # Verified clean; the run's findings (a folder name mapped for the target's separator, the
         # sharing the admin route can't read on Radicale) are open until the admin acknowledges them.
-        d.find_element(By.LINK_TEXT, "Results of wave 1").click()
+        press(d.find_element(By.LINK_TEXT, "Results of wave 1"))
         verdict = wait(ec.presence_of_element_located((By.ID, "verdict")), 120)
         assert verdict.get_attribute("data-verdict") == "acknowledge", verdict.text  # type: ignore[attr-defined]
         assert "verified clean, 4 findings open" in verdict.text  # type: ignore[attr-defined]
@@ -316,15 +366,16 @@ def test_the_whole_wizard_in_a_browser(browser, console_server, samba_factory, d
         assert "folder-name" in body and "sharing-unknown" in body
         accessible("results")
         shot("06-results")
-        who = d.find_element(By.ID, "f-approved_by")
-        who.clear()
-        who.send_keys("Ada Admin")
-        d.find_element(By.XPATH, "//button[contains(., 'Approve batch wave 1')]").click()
+        tab_to("#f-approved_by")
+        keys(Keys.CONTROL, "a")
+        keys(Keys.DELETE, "Ada Admin")
+        approve = "//button[contains(., 'Approve batch wave 1')]"
+        press(d.find_element(By.XPATH, approve))
         err = wait(ec.presence_of_element_located((By.ID, "e-acknowledge")), 120)
         assert "acknowledge the 4 open findings" in err.text  # type: ignore[attr-defined]
         accessible("results (not acknowledged)")
-        d.find_element(By.ID, "f-acknowledge").click()
-        d.find_element(By.XPATH, "//button[contains(., 'Approve batch wave 1')]").click()
+        press("#f-acknowledge", Keys.SPACE)
+        press(d.find_element(By.XPATH, approve))
         wait(ec.presence_of_element_located((By.ID, "approvals")), 120)
         assert "Ada Admin" in d.find_element(By.ID, "approvals").text
         assert "4 findings acknowledged" in d.find_element(By.ID, "approvals").text
