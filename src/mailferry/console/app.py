@@ -332,6 +332,19 @@ class Console:
             return None
         return form
 
+    async def posted(
+        self, request: Request, page: str, *, directory: bool = False
+    ) -> tuple[FormData, Project] | Response:
+        """The POSTed form and the project, or the page refusing them: a CSRF token that is not
+        the session's, no project yet (with ``directory``: none with a ``[directory]``)."""
+        form = await self.form(request)
+        if form is None:
+            return self.refused_csrf(request)
+        project = self.project()
+        if project is None or (directory and project.directory is None):
+            return self.no_project(request, page)
+        return form, project
+
     def refused_csrf(self, request: Request) -> HTMLResponse:
         return self.page(
             request,
@@ -472,12 +485,10 @@ class Console:
         )
 
     async def directory_save(self, request: Request) -> Response:
-        form = await self.form(request)
-        if form is None:
-            return self.refused_csrf(request)
-        project = self.project()
-        if project is None or project.directory is None:
-            return self.no_project(request, "Directory")
+        got = await self.posted(request, "Directory", directory=True)
+        if isinstance(got, Response):
+            return got
+        form, project = got
         found = (await run_in_threadpool(api.directory_discover, project)).data
         known = {role: {c["dn"].lower(): c["dn"] for c in found[role]["containers"]} for role in ("source", "target")}
         errors: dict[str, str] = {}
@@ -598,12 +609,10 @@ class Console:
         )
 
     async def batch_save(self, request: Request) -> Response:
-        form = await self.form(request)
-        if form is None:
-            return self.refused_csrf(request)
-        project = self.project()
-        if project is None:
-            return self.no_project(request, "People and accounts")
+        got = await self.posted(request, "People and accounts")
+        if isinstance(got, Response):
+            return got
+        form, project = got
         name = str(form.get("batch", "")).strip()
         ticked = [str(a) for a in form.getlist("account")]
         errors: dict[str, str] = {}
@@ -632,12 +641,10 @@ class Console:
     async def resolve(self, request: Request) -> Response:
         """Save the admin's decision for an ambiguous or conflicting person: one of the target
         entries the rules found, or a new user. Saved in the project file ([[directory.resolve]])."""
-        form = await self.form(request)
-        if form is None:
-            return self.refused_csrf(request)
-        project = self.project()
-        if project is None or project.directory is None:
-            return self.no_project(request, "People and accounts")
+        got = await self.posted(request, "People and accounts", directory=True)
+        if isinstance(got, Response):
+            return got
+        form, project = got
         source, target = str(form.get("source", "")), str(form.get("target", ""))
         rows, _ = await run_in_threadpool(self._people, project)
         row = next((r for r in rows if r["who"] == source and r["outcome"] in ("ambiguous", "conflict")), None)
@@ -657,12 +664,10 @@ class Console:
     async def directory_apply(self, request: Request) -> Response:
         """``directory apply``: create, merge and address people on the target as planned, and
         write the accounts CSV (as the CLI's command; it takes the project's run lock)."""
-        form = await self.form(request)
-        if form is None:
-            return self.refused_csrf(request)
-        project = self.project()
-        if project is None or project.directory is None:
-            return self.no_project(request, "People and accounts")
+        got = await self.posted(request, "People and accounts", directory=True)
+        if isinstance(got, Response):
+            return got
+        form, project = got
         try:
             applied = (await run_in_threadpool(api.directory_apply, project)).data
         except MailferryError as e:
@@ -714,12 +719,10 @@ class Console:
         return self.page(request, "run.html", status, batches=project.batches, states=states, holder=holder, **ctx)
 
     async def run_start(self, request: Request) -> Response:
-        form = await self.form(request)
-        if form is None:
-            return self.refused_csrf(request)
-        project = self.project()
-        if project is None:
-            return self.no_project(request, "Run")
+        got = await self.posted(request, "Run")
+        if isinstance(got, Response):
+            return got
+        form, project = got
         batch = str(form.get("batch", ""))
         accounts = self.batch_accounts(project, batch)
         if accounts is None:
@@ -732,12 +735,10 @@ class Console:
         return RedirectResponse("/run?done=started", status_code=303)
 
     async def run_cancel(self, request: Request) -> Response:
-        form = await self.form(request)
-        if form is None:
-            return self.refused_csrf(request)
-        project = self.project()
-        if project is None:
-            return self.no_project(request, "Run")
+        got = await self.posted(request, "Run")
+        if isinstance(got, Response):
+            return got
+        form, project = got
         batch = str(form.get("batch", ""))
         if not self.runs.cancel(batch):
             return self._run_page(request, project, 409, error="This batch is not running.", error_batch=batch)
@@ -751,12 +752,10 @@ class Console:
         return await self._run_signal(request, "resume")
 
     async def _run_signal(self, request: Request, what: str) -> Response:
-        form = await self.form(request)
-        if form is None:
-            return self.refused_csrf(request)
-        project = self.project()
-        if project is None:
-            return self.no_project(request, "Run")
+        got = await self.posted(request, "Run")
+        if isinstance(got, Response):
+            return got
+        form, project = got
         batch = str(form.get("batch", ""))
         done = self.runs.pause(batch) if what == "pause" else self.runs.resume(batch)
         if not done:
@@ -900,12 +899,10 @@ class Console:
         return Response(body, media_type=media, headers={"content-disposition": f'attachment; filename="{stem}.{fmt}"'})
 
     async def approve(self, request: Request) -> Response:
-        form = await self.form(request)
-        if form is None:
-            return self.refused_csrf(request)
-        project = self.project()
-        if project is None:
-            return self.no_project(request, "Results")
+        got = await self.posted(request, "Results")
+        if isinstance(got, Response):
+            return got
+        form, project = got
         batch = str(form.get("batch", ""))
         who = str(form.get("approved_by", "")).strip()
         ack = form.get("acknowledge") == "yes"

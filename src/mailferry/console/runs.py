@@ -66,6 +66,16 @@ def _append(path: Path, event: dict[str, Any]) -> None:
         os.close(fd)
 
 
+# The end of a run that was cancelled (by the console, or a kill from outside).
+_CANCELLED: dict[str, object] = {
+    "t": "end",
+    "cancelled": True,
+    "exit_code": int(ExitCode.TEMPFAIL),
+    "error": "cancelled",
+    "hint": "start the batch again to resume: nothing is copied twice",
+}
+
+
 class Runs:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -171,16 +181,7 @@ class Runs:
         if any(e.get("t") == "end" for e in read_events(path)):
             return
         if rc in (-signal.SIGTERM, -signal.SIGKILL):
-            _append(
-                path,
-                {
-                    "t": "end",
-                    "cancelled": True,
-                    "exit_code": int(ExitCode.TEMPFAIL),
-                    "error": "cancelled",
-                    "hint": "start the batch again to resume: nothing is copied twice",
-                },
-            )
+            _append(path, _CANCELLED)
         else:
             _append(
                 path,
@@ -227,16 +228,7 @@ class Runs:
         if proc is None:  # started by an earlier console: no one reaps it here, so say it here
             path = self.latest(batch)
             if path is not None:
-                _append(
-                    path,
-                    {
-                        "t": "end",
-                        "cancelled": True,
-                        "exit_code": int(ExitCode.TEMPFAIL),
-                        "error": "cancelled",
-                        "hint": "start the batch again to resume: nothing is copied twice",
-                    },
-                )
+                _append(path, _CANCELLED)
         return True
 
     def wait(self, batch: str, timeout: float) -> dict[str, Any]:

@@ -227,7 +227,7 @@ class _DavRun:
         self.ledger = engine.ledger
         self._lock = threading.Lock()
         self._told_sharing = False
-        self._conflicted: set[str] = set()  # source collections with a conflict or a property not kept
+        self._unsettled: set[str] = set()  # source collections with a conflict or a property not kept
         self.source: DavReadStore = engine.open_store(
             job.source, True, f"{job.source_user} (source)", known=self._known("source")
         )
@@ -424,7 +424,7 @@ class _DavRun:
             self.e.progress(self.account, work, 0)
         complete = self._execute(plan, t, records, target_members)
         with self._lock:  # a conflict or a property not kept: looked at (and named) again next pass
-            complete = complete and c.href not in self._conflicted
+            complete = complete and c.href not in self._unsettled
         self._share(c, t)  # before the state is saved complete: a kill in between shares again
         self.ledger.save_dav_collection(
             DavCollectionState(self.account, c.href, c.kind, c.name, t.href, c.sync_token, c.ctag, complete),
@@ -594,7 +594,7 @@ class _DavRun:
         lost = property_differences(c, t)
         if lost:
             with self._lock:
-                self._conflicted.add(c.href)
+                self._unsettled.add(c.href)
             self.finding(
                 c.name,
                 "",
@@ -700,7 +700,7 @@ class _DavRun:
                 )
             if isinstance(action, Update) and e.status == 412:
                 with self._lock:
-                    self._conflicted.add(c.href)
+                    self._unsettled.add(c.href)
                 self.finding(
                     c.name,
                     got.uid,
