@@ -108,3 +108,23 @@ def test_a_version_1_ledger_is_upgraded_in_place(tmp_path: Path) -> None:
     led.save_identity(1, [{"source_dn": "cn=a", "target_dn": "cn=b", "how": "created", "kind": "user"}])
     assert led.identity()[0]["target_dn"] == "cn=b"
     led.close()
+
+
+def test_settings_round_trip_replace_and_forget(tmp_path: Path) -> None:
+    from mailferry.state.ledger import SettingRecord
+
+    led = SqliteLedger(tmp_path / "x.sqlite")
+    run = led.start_run("migrate", "1")
+    acl = SettingRecord("alice", "acl", "INBOX\0bob", "lrs", "INBOX\0bob.t", "set", run)
+    led.record_setting(acl)
+    led.record_setting(SettingRecord("alice", "sieve", "main", "sha:1", "main", "refused", run))
+    assert led.settings("alice", "acl") == {"INBOX\0bob": acl}
+    assert list(led.settings("alice", "sieve")) == ["main"] and led.settings("bob", "acl") == {}
+    newer = SettingRecord("alice", "acl", "INBOX\0bob", "lrsw", "INBOX\0bob.t", "set", run)
+    led.record_setting(newer)
+    assert led.settings("alice", "acl") == {"INBOX\0bob": newer}
+    led.forget_setting("alice", "acl", "INBOX\0bob")
+    assert led.settings("alice", "acl") == {}
+    with pytest.raises(ValueError):
+        led.record_setting(SettingRecord("alice", "acl", "k", "v", "t", "maybe", run))
+    led.close()

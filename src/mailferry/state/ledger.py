@@ -23,6 +23,14 @@ target_mailboxes
             mailferry has seen alive, and the target account it belongs to: the guard that
             refuses to write into a mailbox another account of the project also holds
             (:mod:`mailferry.engine.alive`).
+settings    what mailferry set on the target that is not an item, one row per source setting:
+            a folder's ACL entry (kind ``acl``), a Sieve script (``sieve``), a folder METADATA
+            entry (``metadata``), ... keyed by the account (or a unit such as ``#public``), the
+            kind and a key of the kind's own (e.g. folder NUL identifier). ``value`` is what the
+            source held as last carried (rights, a script's digest, an entry's value), ``target``
+            what it became on the target (the mapped folder and identifier, ...); state ``set``
+            or ``refused`` (the reason is a finding; every pass tries it again). A pass compares
+            the source with these rows and writes only what changed.
 approvals   a batch (a named set of accounts, the project file's ``[batches]``) approved for
             cut-over by an admin: who, when, the verdict it was approved on (verify clean, the
             findings still open and acknowledged). Written by the console; never a secret.
@@ -43,7 +51,7 @@ from typing import IO, Any, Protocol
 
 from mailferry.errors import LockedError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -209,7 +217,32 @@ _MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX approvals_batch ON approvals (batch);
     """,
+    6: """
+    CREATE TABLE settings (
+        account TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        target TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('set', 'refused')),
+        run_id INTEGER NOT NULL,
+        PRIMARY KEY (account, kind, key)
+    );
+    """,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class SettingRecord:
+    """One setting carried to the target (see ``settings`` above)."""
+
+    account: str
+    kind: str
+    key: str
+    value: str
+    target: str
+    state: str
+    run_id: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +353,10 @@ class Ledger(Protocol):
     def outstanding_count(self, account: str) -> int:
         """How many messages of ``account`` the target refused and still lacks."""
         ...
+
+    def settings(self, account: str, kind: str) -> dict[str, SettingRecord]: ...
+    def record_setting(self, r: SettingRecord) -> None: ...
+    def forget_setting(self, account: str, kind: str, key: str) -> None: ...
 
     def outstanding(self, account: str | None = None) -> list[dict[str, Any]]:
         """Each refused message once: account, folder, uidvalidity, uid, size, target_folder, the
@@ -863,6 +900,35 @@ class SqliteLedger:
             return {}
         rows = self._db.execute("SELECT state, COUNT(*) FROM dav_items GROUP BY state").fetchall()
         return {r[0]: int(r[1]) for r in rows}
+
+    # -- settings (ACL entries, Sieve scripts, folder metadata) --------------------------------
+
+    def settings(self, account: str, kind: str) -> dict[str, SettingRecord]:
+        """Every setting of ``kind`` recorded for ``account``, by key."""
+        if self.schema_version < 6:  # a read-only ledger written before schema 6 holds none
+            return {}
+        rows = self._db.execute(
+            "SELECT account, kind, key, value, target, state, run_id FROM settings WHERE account=? AND kind=?",
+            (account, kind),
+        ).fetchall()
+        return {r[2]: SettingRecord(*r) for r in rows}
+
+    def record_setting(self, r: SettingRecord) -> None:
+        """Record one setting as set (or refused) on the target; replaces the earlier row."""
+        if r.state not in ("set", "refused"):
+            raise ValueError(f"unknown setting state {r.state!r}")
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO settings (account, kind, key, value, target, state, run_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (r.account, r.kind, r.key, r.value, r.target, r.state, r.run_id),
+            )
+
+    def forget_setting(self, account: str, kind: str, key: str) -> None:
+        """The source no longer holds this setting (the target keeps what was set: deleting on
+        the target is the admin's explicit choice, never ours)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM settings WHERE account=? AND kind=? AND key=?", (account, kind, key))
 
     # -- findings -----------------------------------------------------------------------------
 
