@@ -378,6 +378,7 @@ def plan(project: Project, names: Sequence[str] | None = None) -> Result:
         js = jobs(project, accs) if "mail" in project.items else []
         alive = _bring_alive(project, js, guard, create=False)
         engine = Engine(ledger, options(project), guard=guard)
+        acl = _acl_engine(project, ledger)
 
         def one(job: AccountJob) -> dict[str, Any]:
             held = _held_back(job, guard, alive)
@@ -418,7 +419,7 @@ def plan(project: Project, names: Sequence[str] | None = None) -> Result:
                     }
                 )
             findings = any(isinstance(a, Skip) and a.finding for p in plans for a in p.actions)
-            return {
+            row: dict[str, Any] = {
                 "account": job.source_user,
                 "target_account": job.target_user,
                 "exit_code": int(ExitCode.FINDINGS) if findings else 0,
@@ -426,6 +427,11 @@ def plan(project: Project, names: Sequence[str] | None = None) -> Result:
                 "bytes": sum(f["bytes"] for f in folders),
                 "folders": folders,
             }
+            if "permissions" in project.items:
+                mapped = {p.source_folder: p.target_folder for p in plans}
+                row["permissions"] = _acl_row(job, lambda: acl.plan(job, mapped))
+                row["exit_code"] = worst([row["exit_code"], row["permissions"]["exit_code"]])
+            return row
 
         rows = _parallel(project.performance.accounts_in_parallel, one, js) or [
             _no_mail(a, messages=0, bytes=0, folders=[]) for a in accs
@@ -477,6 +483,12 @@ def migrate(
             if j.source_user in held:
                 done[j.source_user] = engine.refuse_account(j, run_id, held[j.source_user])
         stats: list[AccountStats] = [done[j.source_user] for j in js]
+        perms: dict[str, dict[str, Any]] = {}
+        if "permissions" in types:
+            acl = _acl_engine(project, ledger)
+            carry = [j for j in runnable if done[j.source_user].status != "failed"]
+            rows_acl = _parallel(at_once, lambda j: _acl_row(j, lambda: acl.run(j, run_id)), carry)
+            perms = {j.source_user: r for j, r in zip(carry, rows_acl, strict=True)}
         dav: dict[str, dict[str, Any]] = {}
         if dav_types:
             dav = _dav_migrate(project, ledger, run_id, dav_types, accs, full=full, reporter=reporter, skip=held)
@@ -484,6 +496,9 @@ def migrate(
         for r in rows:
             if "calendars" in r:
                 r["exit_code"] = worst([r["exit_code"], dav_exit_code(r["calendars"])])
+            if r["account"] in perms:
+                r["permissions"] = perms[r["account"]]
+                r["exit_code"] = worst([r["exit_code"], r["permissions"]["exit_code"]])
         code = worst([r["exit_code"] for r in rows])
         summary = {
             "command": "migrate",
@@ -502,6 +517,10 @@ def migrate(
             "findings": [_finding(f) for f in ledger.findings(run_id)],
             "exit_code": code,
         }
+        if perms:
+            summary["permissions"] = {
+                k: sum(int(p.get(k, 0)) for p in perms.values()) for k in ("set", "deleted", "refused", "findings")
+            }
         if dav_types:
             summary["calendars"] = {
                 k: sum(int(d.get(k, 0)) for d in dav.values())
@@ -614,6 +633,7 @@ def verify(project: Project, names: Sequence[str] | None = None, *, deep: bool =
         js = jobs(project, accs) if "mail" in project.items else []
         alive = _bring_alive(project, js, guard, create=False)
         engine = Engine(ledger, options(project), guard=guard)
+        acl = _acl_engine(project, ledger)
 
         def one(job: AccountJob) -> dict[str, Any]:
             held = _held_back(job, guard, alive)
@@ -624,7 +644,11 @@ def verify(project: Project, names: Sequence[str] | None = None, *, deep: bool =
             except MailferryError as e:
                 return _error_row(job, e) | {"clean": False}
             clean = all(v.clean for v in verdicts)
-            return {
+            perms: dict[str, Any] = {}
+            if "permissions" in project.items:
+                perms = {"permissions": _acl_verify_row(acl, job)}
+                clean = clean and bool(perms["permissions"]["clean"])
+            return perms | {
                 "account": job.source_user,
                 "target_account": job.target_user,
                 "clean": clean,
@@ -664,6 +688,39 @@ def verify(project: Project, names: Sequence[str] | None = None, *, deep: bool =
     }
     _write_report(project, "verify-deep" if deep else "verify", data)
     return Result(data, code)
+
+
+# -- folder permissions (IMAP ACL) ---------------------------------------------------------------
+
+
+def _acl_engine(project: Project, ledger: SqliteLedger) -> Any:
+    """Users through the project's accounts, then the directory's identity map (as calendar
+    sharing does); groups keep their names."""
+    from mailferry.engine.acl import AclEngine
+    from mailferry.plan.dav import principal_map
+
+    principals = principal_map([(a.source_user, a.target_user) for a in project.accounts], ledger.identity())
+    return AclEngine(ledger, principals=principals, retry=options(project).retry)
+
+
+def _acl_row(job: AccountJob, fn: Callable[[], Any]) -> dict[str, Any]:
+    """One account's permissions part: what was (or would be) done, or its error."""
+    from mailferry.engine.acl import acl_actions
+
+    try:
+        stats = fn()
+    except MailferryError as e:
+        return {"error": str(e), "exit_code": int(e.exit_code)}
+    row: dict[str, Any] = stats.as_dict() | acl_actions(stats.actions)
+    return row | {"exit_code": int(ExitCode.FINDINGS) if stats.findings else 0}
+
+
+def _acl_verify_row(acl: Any, job: AccountJob) -> dict[str, Any]:
+    try:
+        diffs, note = acl.verify(job)
+    except MailferryError as e:
+        return {"clean": False, "error": str(e), "differences": []}
+    return {"clean": not diffs, "note": note, "differences": [d.as_dict() for d in diffs]}
 
 
 # -- report -------------------------------------------------------------------------------------

@@ -314,9 +314,10 @@ name = {_toml(name)}
 {ledger_line}
 # Folder for run reports.
 reports = "reports"
-# What to move: "mail", "calendars", "contacts". Default: all three when both servers have a
-# [*.dav] table, else mail. `mailferry migrate --only calendars,contacts` narrows one run.
-# items = ["mail", "calendars", "contacts"]
+# What to move: "mail", "calendars", "contacts", "permissions" (folder ACLs, carried where both
+# IMAP servers have them). Default: all four when both servers have a [*.dav] table, else mail
+# and permissions. `mailferry migrate --only calendars,contacts` narrows one run.
+# items = ["mail", "calendars", "contacts", "permissions"]
 
 {source}
 {target}

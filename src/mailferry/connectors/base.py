@@ -48,6 +48,11 @@ class ReadStore(Protocol):
         """Every folder, recursively, with special-use and subscription state."""
         ...
 
+    def own_folders(self) -> list[FolderInfo]:
+        """The account's own folders (:meth:`list_folders` without other people's folders
+        shared with it and public ones, RFC 2342): what its migration carries."""
+        ...
+
     def status(self, folder: str) -> FolderStatus:
         """UIDVALIDITY, UIDNEXT, MESSAGES and HIGHESTMODSEQ (when the server has CONDSTORE)."""
         ...

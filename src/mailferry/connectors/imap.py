@@ -28,6 +28,7 @@ from imapclient.imapclient import _literal
 
 from mailferry.errors import AuthError, ItemRefused, MailferryError, TemporaryFailure, TLSVerifyError
 from mailferry.formats import mutf7
+from mailferry.formats.acl import parse_listrights, parse_myrights
 from mailferry.formats.folders import canonical_use
 from mailferry.formats.identity import IDENTITY_FIELDS, identity
 from mailferry.formats.imap_fetch import Fetched, FetchParseError, parse_fetch
@@ -458,7 +459,8 @@ class ImapStore:
                 return True
             if personal:  # Cyrus "INBOX/": a shared namespace may have the empty prefix
                 return name.startswith(personal)
-            return not any(name.startswith(p) for p in others)
+            # The namespace's own root too (Dovecot lists "shared", \Noselect, for "shared/").
+            return not any(name.startswith(p) or name == p[:-1] for p in others)
 
         return [f for f in self.list_folders() if own(f.name)]
 
@@ -715,9 +717,49 @@ class ImapStore:
                 sep = _text(ns.personal[0][1]) if ns.personal[0][1] else sep
         return prefix + sep.join(parts)
 
+    @property
+    def acl(self) -> bool:
+        """The server has RFC 4314 ACLs (GETACL, SETACL, LISTRIGHTS, MYRIGHTS)."""
+        return "ACL" in self._caps
+
     def get_acl(self, mailbox: str) -> dict[str, str]:
-        rows = self._call(f"GETACL {mailbox}", "getacl", self._wire(mailbox))
+        """``mailbox``'s ACL: identifier -> rights, as the server words them. Raises
+        :class:`AclRefused` when the server has no ACL or won't show this one (the login lacks
+        the ``a`` right there, RFC 4314 3.3)."""
+        if not self.acl:
+            raise AclRefused(f"{self.label}: the server has no ACL (RFC 4314): GETACL {mailbox} not sent")
+        try:
+            rows = self._call(f"GETACL {mailbox}", "getacl", self._wire(mailbox))
+        except ServerRefused as e:
+            raise AclRefused(e.message) from None
         return {_text(who): _text(rights) for who, rights in rows}
+
+    def list_rights(self, mailbox: str, identifier: str) -> list[str]:
+        """LISTRIGHTS (RFC 4314 3.7): the rights words for ``identifier`` on ``mailbox``, the
+        first one what is always granted, each other a group granted only together."""
+        rows = self._untagged_acl("LISTRIGHTS", mailbox, identifier)
+        return parse_listrights(rows[-1])[2]
+
+    def my_rights(self, mailbox: str) -> str:
+        """MYRIGHTS (RFC 4314 3.8): the logged-in user's rights on ``mailbox``."""
+        return parse_myrights(self._untagged_acl("MYRIGHTS", mailbox)[-1])[1]
+
+    def _untagged_acl(self, command: str, mailbox: str, *args: str) -> list[bytes]:
+        if not self.acl:
+            raise AclRefused(f"{self.label}: the server has no ACL (RFC 4314): {command} {mailbox} not sent")
+        wire = [_quoted(self._wire(mailbox)).encode(), *(_quoted(a).encode() for a in args)]
+
+        def run(c: Any) -> list[bytes]:
+            data = c._raw_command_untagged(command.encode(), wire, uid=False)
+            return [d if isinstance(d, bytes) else b" ".join(x for x in d if isinstance(x, bytes)) for d in data]
+
+        try:
+            rows: list[bytes] = self._call(f"{command} {mailbox}", run)
+        except ServerRefused as e:
+            raise AclRefused(e.message) from None
+        if not rows:
+            raise ServerRefused(f"{self.label}: {command} {mailbox}: no answer")
+        return rows
 
     def set_acl(self, mailbox: str, identifier: str, rights: str) -> None:
         self._refuse_on_source("change an ACL")
@@ -779,6 +821,10 @@ class ServerRefused(MailferryError):
 
     exit_code = TemporaryFailure.exit_code
     fault = "server"
+
+
+class AclRefused(ServerRefused):
+    """The server has no ACL, or won't show or change this one (no ``a`` right there)."""
 
 
 def _decode_name(raw: object, utf8: bool) -> str:

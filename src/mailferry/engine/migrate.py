@@ -384,7 +384,9 @@ class AccountRun:
 
     def source_folders(self) -> list[FolderInfo]:
         src = self.source_store()
-        folders: list[FolderInfo] = self.retry(src, src.list_folders)
+        # Own folders only: other people's folders shared with this account (RFC 2342 "Other
+        # Users", Dovecot's shared/) are migrated once, from their owner's account.
+        folders: list[FolderInfo] = self.retry(src, src.own_folders)
         return sorted(folders, key=lambda f: f.name)
 
     def _fast_path(self, folders: list[FolderInfo]) -> tuple[dict[str, FolderStatus], set[str] | None]:

@@ -24,8 +24,9 @@ Access = Literal["freebusy", "read", "read-write", "admin"]
 ACCESS_ORDER: tuple[Access, ...] = ("freebusy", "read", "read-write", "admin")
 
 # The kinds of item a project moves; all by default (``migrate --only`` narrows a run).
-ItemType = Literal["mail", "calendars", "contacts"]
-ITEM_TYPES: tuple[ItemType, ...] = ("mail", "calendars", "contacts")
+# "permissions": the folder ACLs (RFC 4314) of each account's own folders, carried after its mail.
+ItemType = Literal["mail", "calendars", "contacts", "permissions"]
+ITEM_TYPES: tuple[ItemType, ...] = ("mail", "calendars", "contacts", "permissions")
 
 
 @dataclass(frozen=True, slots=True)
