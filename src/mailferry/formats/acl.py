@@ -118,7 +118,7 @@ def to_target(rights: frozenset[str], target: TargetRights) -> tuple[str, frozen
             if grant & group and not group <= set(rights):
                 grant -= group
         return rights_text(grant), frozenset(rights - grant)
-    out = set(rights & target.known)
+    out = set(rights & target.known) - _NEW  # an RFC 2086 server speaks of k x t e only as c and d
     for old, new in OBSOLETE.items():
         pair = set(new)
         if pair <= rights and old in target.known:

@@ -267,6 +267,13 @@ def needs_target(
 ) -> bool:
     """Whether a pass may have anything to write, judged without the target (so that a pass with
     nothing new leaves the target alone, connections included): the plan against a target that
-    could grant anything. Entries that would only be findings (unmapped) need no target."""
-    anything = replace(ctx, target=TargetRights(True, frozenset(ORDER) | frozenset(STANDARD)), dialect="dovecot")
-    return any(isinstance(a, SetAcl | DeleteAcl) for a in plan_acl(acls, anything, recorded, unreadable=unreadable))
+    could grant anything, in each group dialect (the records hold the target's: the other one
+    would see every group entry renamed). Entries that would only be findings need no target."""
+    anything = TargetRights(True, frozenset(ORDER) | frozenset(STANDARD))
+    return all(
+        any(
+            isinstance(a, SetAcl | DeleteAcl)
+            for a in plan_acl(acls, replace(ctx, target=anything, dialect=d), recorded, unreadable=unreadable)
+        )
+        for d in ("dovecot", "cyrus")
+    )
