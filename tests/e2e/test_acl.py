@@ -203,6 +203,7 @@ def scenario(src: Side, tgt: Side, group: str, tmp_path: Any, *, unreadable: boo
             (s["source_folder"], s["identifier"]) for a in plan.json()["accounts"] for s in a["permissions"]["setacl"]
         }
         assert ("INBOX", "bob.t") in planned and (src.own("Calendar"), "carol") in planned
+        assert "acl: INBOX -> INBOX: set bob.t 'lrs' (source: bob 'lrs'; new on the source)" in cli("plan", project).out
 
         r = cli("migrate", project, "--json")
         assert r.code == ExitCode.OK, r.out + r.err
@@ -237,6 +238,7 @@ def scenario(src: Side, tgt: Side, group: str, tmp_path: Any, *, unreadable: boo
         assert d.json()["permissions"]["set"] == 1 and d.json()["permissions"]["deleted"] == 1
         assert_same_access(src, tgt)
         assert access(tgt, "dave", "davepw", tgt.other("alice", "Calendar"), try_append=False)[0] == "lr"
+        assert f"acl {src.own('Calendar')} -> {tgt.own('Calendar')}: dave extra" in cli("verify", project).out
         v = cli("verify", project, "--json")
         diffs = [x for a in v.json()["accounts"] for x in a["permissions"]["differences"]]
         assert diffs == [

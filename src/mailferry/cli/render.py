@@ -87,6 +87,7 @@ def plan(data: dict[str, Any]) -> None:
                 c.print(f"  note: {f['source_folder']}: {n}")
             for s in f["skips"]:
                 c.print(f"  skip: {f['source_folder']} UID {s['source_uid']} {s['message_id']}: {s['reason']}")
+        _permissions_plan(c, a.get("permissions"))
         _dav_plan(c, a)
     c.print(f"total to copy: {data['copy']} messages")
 
@@ -135,6 +136,15 @@ def migrate(data: dict[str, Any]) -> None:
         d = a.get("calendars") or {}
         if d.get("error"):
             c.print(f"  [red]{a['account']} calendars and contacts failed[/red]: {d['error']}")
+        p = a.get("permissions") or {}
+        if p.get("error"):
+            c.print(f"  [red]{a['account']} folder permissions failed[/red]: {p['error']}")
+    if "permissions" in data:
+        s = data["permissions"]
+        c.print(
+            f"folder permissions: {s['set']} entries set, {s['deleted']} withdrawn, {s['refused']} refused, "
+            f"{s['findings']} findings"
+        )
 
 
 def verify(data: dict[str, Any]) -> None:
@@ -158,6 +168,7 @@ def verify(data: dict[str, Any]) -> None:
                     f"{d['message_id'] or '(no Message-ID)'} "
                     f"{d['date']!r} {d['subject']!r} {d['size']} bytes {d['detail']}"
                 )
+        _permissions_verify(c, a.get("permissions"))
         _dav_verify(c, a.get("calendars"))
     c.print(
         ("verification (deep, SHA-256): " if data["deep"] else "verification: ")
@@ -334,6 +345,50 @@ def directory_restore(data: dict[str, Any]) -> None:
         c.print(f["message"], markup=False, highlight=False)
     if data["ldif"]:
         c.print(f"their LDIF: {data['ldif']}", markup=False)
+
+
+# -- folder permissions (IMAP ACL) -----------------------------------------------------------------
+
+
+def _permissions_plan(c: Console, p: dict[str, Any] | None) -> None:
+    """The ACL changes per folder: each entry to set (as the target will hold it), to withdraw,
+    and what is not carried, with the reason."""
+    if not p:
+        return
+    if p.get("error"):
+        c.print(f"  folder permissions: [red]{p['error']}[/red]")
+        return
+    if p.get("note"):
+        c.print(f"  folder permissions: {p['note']}")
+    for s in p.get("setacl", []):
+        left = f" [yellow](the target can't grant {s['left_out']!r})[/yellow]" if s["left_out"] else ""
+        c.print(
+            f"  acl: {s['source_folder']} -> {s['target_folder']}: set {s['identifier']} {s['rights']!r} "
+            f"(source: {s['source_identifier']} {s['source_rights']!r}; {s['reason']}){left}"
+        )
+    for d in p.get("deleteacl", []):
+        c.print(f"  acl: {d['source_folder']} -> {d['target_folder']}: withdraw {d['identifier']} ({d['reason']})")
+    for s in p.get("skip", []):
+        if s["finding"]:
+            c.print(
+                f"  acl: {s['source_folder']}: [yellow]not carried[/yellow] {s['source_identifier']} "
+                f"{s['source_rights']!r}: {s['reason']}"
+            )
+
+
+def _permissions_verify(c: Console, p: dict[str, Any] | None) -> None:
+    if not p:
+        return
+    if p.get("error"):
+        c.print(f"  folder permissions: [red]{p['error']}[/red]")
+        return
+    if p.get("note"):
+        c.print(f"  folder permissions: {p['note']}")
+    for d in p["differences"]:
+        c.print(
+            f"  !! acl {d['source_folder']} -> {d['target_folder']}: {d['identifier']} {d['kind']}: "
+            f"source {d['source_rights']!r}, target {d['target_rights']!r}"
+        )
 
 
 # -- calendars and contacts ------------------------------------------------------------------------
