@@ -275,6 +275,11 @@ def scenario(src: Side, tgt: Side, group: str, tmp_path: Any, *, unreadable: boo
         assert set("lrswi") <= set(access(tgt, "carol", "carolpw", tgt.other("alice", "Calendar"), try_append=False)[0])
         rep = cli("report", project, "--json")
         assert {"acl-unmapped"} <= {f["kind"] for f in rep.json()["findings"]}
+        # The next pass names what is still not carried again, and sends the target nothing.
+        before = len(proxy.transcript("up"))
+        again = cli("migrate", project, "--json")
+        assert again.code == ExitCode.FINDINGS and "acl-unmapped" in {f["kind"] for f in findings(again)}
+        assert b"SETACL" not in proxy.transcript("up")[before:].upper()
     finally:
         proxy.stop()
 

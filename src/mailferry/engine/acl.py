@@ -20,6 +20,7 @@ from mailferry.connectors.wrappers import RetryPolicy
 from mailferry.engine.migrate import AccountJob, open_store
 from mailferry.formats.acl import RFC2086, TargetRights, dialect_of, target_rights
 from mailferry.plan.acl import (
+    ANYTHING,
     SEP,
     AclAction,
     AclContext,
@@ -157,9 +158,10 @@ class AclEngine:
                 k: Recorded(r.value, r.target, r.state) for k, r in self.ledger.settings(job.source_user, KIND).items()
             }
             bad = frozenset(unreadable)
-            probe = self._context(job, fmap, None, "rfc")
+            probe = self._context(job, fmap, ANYTHING, "dovecot")
             if not dry_run and not needs_target(acls, probe, recorded, unreadable=bad):
-                # Nothing to write: findings of entries that can't be carried are still made.
+                # Nothing to write: the entries without a mapping are findings again (as refused
+                # messages are on every pass), without asking the target.
                 actions = plan_acl(acls, probe, recorded, unreadable=bad)
                 self._report_skips(
                     stats,

@@ -258,6 +258,10 @@ def plan_acl(
     return out
 
 
+#: A target that could grant every right: planning against it tells what needs no target.
+ANYTHING = TargetRights(True, frozenset(ORDER) | frozenset(STANDARD))
+
+
 def needs_target(
     acls: Mapping[str, Mapping[str, str]],
     ctx: AclContext,
@@ -269,7 +273,7 @@ def needs_target(
     nothing new leaves the target alone, connections included): the plan against a target that
     could grant anything, in each group dialect (the records hold the target's: the other one
     would see every group entry renamed). Entries that would only be findings need no target."""
-    anything = TargetRights(True, frozenset(ORDER) | frozenset(STANDARD))
+    anything = ANYTHING
     return all(
         any(
             isinstance(a, SetAcl | DeleteAcl)
