@@ -7,6 +7,7 @@ before connecting, and never leave the :class:`~mailferry.connectors.imap.Login`
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -378,7 +379,7 @@ def plan(project: Project, names: Sequence[str] | None = None) -> Result:
         js = jobs(project, accs) if "mail" in project.items else []
         alive = _bring_alive(project, js, guard, create=False)
         engine = Engine(ledger, options(project), guard=guard)
-        acl = _acl_engine(project, ledger)
+        settings = _settings_engines(project, ledger, project.items)
 
         def one(job: AccountJob) -> dict[str, Any]:
             held = _held_back(job, guard, alive)
@@ -427,10 +428,10 @@ def plan(project: Project, names: Sequence[str] | None = None) -> Result:
                 "bytes": sum(f["bytes"] for f in folders),
                 "folders": folders,
             }
-            if "permissions" in project.items:
-                mapped = {p.source_folder: p.target_folder for p in plans}
-                row["permissions"] = _acl_row(job, lambda: acl.plan(job, mapped))
-                row["exit_code"] = worst([row["exit_code"], row["permissions"]["exit_code"]])
+            mapped = {p.source_folder: p.target_folder for p in plans}
+            for kind, eng in settings.items():
+                row[kind] = _settings_row(job, functools.partial(eng.plan, job, mapped))
+                row["exit_code"] = worst([row["exit_code"], row[kind]["exit_code"]])
             return row
 
         rows = _parallel(project.performance.accounts_in_parallel, one, js) or [
@@ -483,12 +484,16 @@ def migrate(
             if j.source_user in held:
                 done[j.source_user] = engine.refuse_account(j, run_id, held[j.source_user])
         stats: list[AccountStats] = [done[j.source_user] for j in js]
-        perms: dict[str, dict[str, Any]] = {}
-        if "permissions" in types:
-            acl = _acl_engine(project, ledger)
-            carry = [j for j in runnable if done[j.source_user].status != "failed"]
-            rows_acl = _parallel(at_once, lambda j: _acl_row(j, lambda: acl.run(j, run_id)), carry)
-            perms = {j.source_user: r for j, r in zip(carry, rows_acl, strict=True)}
+        # Folder settings (ACLs, METADATA) of each account whose mail pass did not fail.
+        settings: dict[str, dict[str, dict[str, Any]]] = {}
+        carry = [j for j in runnable if done[j.source_user].status != "failed"]
+        for kind, eng in _settings_engines(project, ledger, types).items():
+
+            def carry_one(j: AccountJob, e: Any = eng) -> dict[str, Any]:
+                return _settings_row(j, functools.partial(e.run, j, run_id))
+
+            got = _parallel(at_once, carry_one, carry)
+            settings[kind] = {j.source_user: r for j, r in zip(carry, got, strict=True)}
         dav: dict[str, dict[str, Any]] = {}
         if dav_types:
             dav = _dav_migrate(project, ledger, run_id, dav_types, accs, full=full, reporter=reporter, skip=held)
@@ -496,9 +501,10 @@ def migrate(
         for r in rows:
             if "calendars" in r:
                 r["exit_code"] = worst([r["exit_code"], dav_exit_code(r["calendars"])])
-            if r["account"] in perms:
-                r["permissions"] = perms[r["account"]]
-                r["exit_code"] = worst([r["exit_code"], r["permissions"]["exit_code"]])
+            for kind, per in settings.items():
+                if r["account"] in per:
+                    r[kind] = per[r["account"]]
+                    r["exit_code"] = worst([r["exit_code"], r[kind]["exit_code"]])
         code = worst([r["exit_code"] for r in rows])
         summary = {
             "command": "migrate",
@@ -517,10 +523,10 @@ def migrate(
             "findings": [_finding(f) for f in ledger.findings(run_id)],
             "exit_code": code,
         }
-        if perms:
-            summary["permissions"] = {
-                k: sum(int(p.get(k, 0)) for p in perms.values()) for k in ("set", "deleted", "refused", "findings")
-            }
+        for kind, per in settings.items():
+            gone = "deleted" if kind == "permissions" else "removed"
+            keys = ("set", gone, "refused", "findings")
+            summary[kind] = {k: sum(int(p.get(k, 0)) for p in per.values()) for k in keys}
         if dav_types:
             summary["calendars"] = {
                 k: sum(int(d.get(k, 0)) for d in dav.values())
@@ -633,7 +639,7 @@ def verify(project: Project, names: Sequence[str] | None = None, *, deep: bool =
         js = jobs(project, accs) if "mail" in project.items else []
         alive = _bring_alive(project, js, guard, create=False)
         engine = Engine(ledger, options(project), guard=guard)
-        acl = _acl_engine(project, ledger)
+        settings = _settings_engines(project, ledger, project.items)
 
         def one(job: AccountJob) -> dict[str, Any]:
             held = _held_back(job, guard, alive)
@@ -644,11 +650,9 @@ def verify(project: Project, names: Sequence[str] | None = None, *, deep: bool =
             except MailferryError as e:
                 return _error_row(job, e) | {"clean": False}
             clean = all(v.clean for v in verdicts)
-            perms: dict[str, Any] = {}
-            if "permissions" in project.items:
-                perms = {"permissions": _acl_verify_row(acl, job)}
-                clean = clean and bool(perms["permissions"]["clean"])
-            return perms | {
+            extra = {kind: _settings_verify_row(eng, job) for kind, eng in settings.items()}
+            clean = clean and all(bool(x["clean"]) for x in extra.values())
+            return extra | {
                 "account": job.source_user,
                 "target_account": job.target_user,
                 "clean": clean,
@@ -690,34 +694,44 @@ def verify(project: Project, names: Sequence[str] | None = None, *, deep: bool =
     return Result(data, code)
 
 
-# -- folder permissions (IMAP ACL) ---------------------------------------------------------------
+# -- folder settings: permissions (IMAP ACL) and METADATA -------------------------------------------
 
 
-def _acl_engine(project: Project, ledger: SqliteLedger) -> Any:
-    """Users through the project's accounts, then the directory's identity map (as calendar
-    sharing does); groups keep their names."""
+def _settings_engines(project: Project, ledger: SqliteLedger, types: Sequence[str]) -> dict[str, Any]:
+    """The engines of the folder settings among ``types``, by item type. ACL users through the
+    project's accounts, then the directory's identity map (as calendar sharing does); groups
+    keep their names."""
     from mailferry.engine.acl import AclEngine
+    from mailferry.engine.metadata import MetadataEngine
     from mailferry.plan.dav import principal_map
 
-    principals = principal_map([(a.source_user, a.target_user) for a in project.accounts], ledger.identity())
-    return AclEngine(ledger, principals=principals, retry=options(project).retry)
+    out: dict[str, Any] = {}
+    retry = options(project).retry
+    if "permissions" in types:
+        principals = principal_map([(a.source_user, a.target_user) for a in project.accounts], ledger.identity())
+        out["permissions"] = AclEngine(ledger, principals=principals, retry=retry)
+    if "metadata" in types:
+        out["metadata"] = MetadataEngine(ledger, retry=retry)
+    return out
 
 
-def _acl_row(job: AccountJob, fn: Callable[[], Any]) -> dict[str, Any]:
-    """One account's permissions part: what was (or would be) done, or its error."""
-    from mailferry.engine.acl import acl_actions
+def _settings_row(job: AccountJob, fn: Callable[[], Any]) -> dict[str, Any]:
+    """One account's part for a folder setting: what was (or would be) done, or its error."""
+    from mailferry.engine.acl import AclStats, acl_actions
 
     try:
         stats = fn()
     except MailferryError as e:
         return {"error": str(e), "exit_code": int(e.exit_code)}
-    row: dict[str, Any] = stats.as_dict() | acl_actions(stats.actions)
+    row: dict[str, Any] = stats.as_dict()
+    if isinstance(stats, AclStats):
+        row |= acl_actions(stats.actions)
     return row | {"exit_code": int(ExitCode.FINDINGS) if stats.findings else 0}
 
 
-def _acl_verify_row(acl: Any, job: AccountJob) -> dict[str, Any]:
+def _settings_verify_row(engine: Any, job: AccountJob) -> dict[str, Any]:
     try:
-        diffs, note = acl.verify(job)
+        diffs, note = engine.verify(job)
     except MailferryError as e:
         return {"clean": False, "error": str(e), "differences": []}
     return {"clean": not diffs, "note": note, "differences": [d.as_dict() for d in diffs]}

@@ -88,6 +88,7 @@ def plan(data: dict[str, Any]) -> None:
             for s in f["skips"]:
                 c.print(f"  skip: {f['source_folder']} UID {s['source_uid']} {s['message_id']}: {s['reason']}")
         _permissions_plan(c, a.get("permissions"))
+        _metadata_plan(c, a.get("metadata"))
         _dav_plan(c, a)
     c.print(f"total to copy: {data['copy']} messages")
 
@@ -136,15 +137,19 @@ def migrate(data: dict[str, Any]) -> None:
         d = a.get("calendars") or {}
         if d.get("error"):
             c.print(f"  [red]{a['account']} calendars and contacts failed[/red]: {d['error']}")
-        p = a.get("permissions") or {}
-        if p.get("error"):
-            c.print(f"  [red]{a['account']} folder permissions failed[/red]: {p['error']}")
+        for kind, what in (("permissions", "folder permissions"), ("metadata", "folder metadata")):
+            p = a.get(kind) or {}
+            if p.get("error"):
+                c.print(f"  [red]{a['account']} {what} failed[/red]: {p['error']}")
     if "permissions" in data:
         s = data["permissions"]
         c.print(
             f"folder permissions: {s['set']} entries set, {s['deleted']} withdrawn, {s['refused']} refused, "
             f"{s['findings']} findings"
         )
+    if "metadata" in data:
+        s = data["metadata"]
+        c.print(f"folder metadata: {s['set']} entries set, {s['removed']} removed, {s['refused']} refused")
 
 
 def verify(data: dict[str, Any]) -> None:
@@ -169,6 +174,7 @@ def verify(data: dict[str, Any]) -> None:
                     f"{d['date']!r} {d['subject']!r} {d['size']} bytes {d['detail']}"
                 )
         _permissions_verify(c, a.get("permissions"))
+        _metadata_verify(c, a.get("metadata"))
         _dav_verify(c, a.get("calendars"))
     c.print(
         ("verification (deep, SHA-256): " if data["deep"] else "verification: ")
@@ -388,6 +394,29 @@ def _permissions_verify(c: Console, p: dict[str, Any] | None) -> None:
         c.print(
             f"  !! acl {d['source_folder']} -> {d['target_folder']}: {d['identifier']} {d['kind']}: "
             f"source {d['source_rights']!r}, target {d['target_rights']!r}"
+        )
+
+
+def _metadata_plan(c: Console, p: dict[str, Any] | None) -> None:
+    if not p:
+        return
+    if p.get("error"):
+        c.print(f"  folder metadata: [red]{p['error']}[/red]")
+        return
+    for s in p.get("changes", []):
+        c.print(f"  metadata: {s['source_folder']} -> {s['target_folder']}: {s['action']} {s['entry']} ({s['reason']})")
+
+
+def _metadata_verify(c: Console, p: dict[str, Any] | None) -> None:
+    if not p:
+        return
+    if p.get("error"):
+        c.print(f"  folder metadata: [red]{p['error']}[/red]")
+        return
+    for d in p["differences"]:
+        c.print(
+            f"  !! metadata {d['source_folder']} -> {d['target_folder']}: {d['entry']}: "
+            f"source {d['source_value']!r}, target {d['target_value']!r}"
         )
 
 

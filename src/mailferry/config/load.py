@@ -825,14 +825,15 @@ class _ProjectReader(_Reader):
     def items(
         self, project: Mapping[str, object], source: ServerConfig | None, target: ServerConfig | None
     ) -> tuple[str, ...] | None:
-        """``[project] items``: what to move. Default: mail and permissions (folder ACLs: carried
-        where both servers have them, see :mod:`mailferry.engine.acl`), and calendars and contacts
-        when both sides have a ``dav`` table."""
+        """``[project] items``: what to move. Default: mail, permissions and metadata (folder
+        ACLs and comments: carried where both servers have them, see :mod:`mailferry.engine.acl`
+        and :mod:`mailferry.engine.metadata`), and calendars and contacts when both sides have a
+        ``dav`` table."""
         at: KeyPath = ("project",)
         has_dav = source is not None and target is not None and source.dav is not None and target.dav is not None
         value = project.get("items", _MISSING)
         if value is _MISSING:
-            return ITEM_TYPES if has_dav else ("mail", "permissions")
+            return ITEM_TYPES if has_dav else ("mail", "permissions", "metadata")
         if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
             self.problem((*at, "items"), f"must be a non-empty array of {', '.join(map(_show, ITEM_TYPES))}")
             return None

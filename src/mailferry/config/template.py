@@ -314,10 +314,11 @@ name = {_toml(name)}
 {ledger_line}
 # Folder for run reports.
 reports = "reports"
-# What to move: "mail", "calendars", "contacts", "permissions" (folder ACLs, carried where both
-# IMAP servers have them). Default: all four when both servers have a [*.dav] table, else mail
-# and permissions. `mailferry migrate --only calendars,contacts` narrows one run.
-# items = ["mail", "calendars", "contacts", "permissions"]
+# What to move: "mail", "calendars", "contacts", "permissions" (folder ACLs) and "metadata"
+# (folder comments, RFC 5464), these two where both IMAP servers have them. Default: all when
+# both servers have a [*.dav] table, else all but calendars and contacts.
+# `mailferry migrate --only calendars,contacts` narrows one run.
+# items = ["mail", "calendars", "contacts", "permissions", "metadata"]
 
 {source}
 {target}

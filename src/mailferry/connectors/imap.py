@@ -25,6 +25,7 @@ import imapclient
 from imapclient.datetime_util import datetime_to_INTERNALDATE
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 from imapclient.imapclient import _literal
+from imapclient.response_parser import parse_response
 
 from mailferry.errors import AuthError, ItemRefused, MailferryError, TemporaryFailure, TLSVerifyError
 from mailferry.formats import mutf7
@@ -775,6 +776,57 @@ class ImapStore:
 
         self._call(f"DELETEACL {mailbox} {identifier}", delete)
 
+    # -- folder METADATA (RFC 5464) -------------------------------------------------------------
+
+    @property
+    def metadata(self) -> bool:
+        """The server has folder METADATA (RFC 5464)."""
+        return "METADATA" in self._caps
+
+    def get_metadata(self, mailbox: str, entries: Sequence[str]) -> dict[str, bytes | None]:
+        """The values of ``entries`` (``/private/comment``...) on ``mailbox``; None for an entry
+        it does not have. Entry names come back lower-cased (they are case-insensitive)."""
+        if not self.metadata:
+            raise ServerRefused(f"{self.label}: the server has no METADATA: GETMETADATA {mailbox} not sent")
+        args = [_quoted(self._wire(mailbox)).encode(), ("(" + " ".join(_quoted(e) for e in entries) + ")").encode()]
+
+        def run(c: Any) -> Any:
+            return c._raw_command_untagged(b"GETMETADATA", args, response_name="METADATA", uid=False)
+
+        data = self._call(f"GETMETADATA {mailbox}", run)
+        out: dict[str, bytes | None] = {e.lower(): None for e in entries}
+        for _box, pairs in _metadata_responses(data):
+            for i in range(0, len(pairs) - 1, 2):
+                value = pairs[i + 1]
+                if not (isinstance(value, bytes) or value is None):
+                    value = str(value).encode()  # a number-like atom
+                out[_text(pairs[i]).lower()] = value
+        return out
+
+    def set_metadata(self, mailbox: str, entry: str, value: bytes | None) -> None:
+        """SETMETADATA one entry; None removes it. A value is sent as a literal (LITERAL+, RFC
+        7888: it may hold any byte), or quoted where the server lacks LITERAL+ and it can be."""
+        self._refuse_on_source("change folder metadata")
+        wire = _quoted(self._wire(mailbox)).encode()
+
+        def run(c: Any) -> None:
+            imap = c._imap
+            if value is None:
+                body = b"NIL"
+            elif "LITERAL+" in self._caps:
+                body = b"{%d+}\r\n" % len(value) + value
+            elif all(0x20 <= b < 0x7F for b in value):
+                body = _quoted(value.decode()).encode()
+            else:
+                raise IMAPClientError("the value needs a literal and the server has no LITERAL+")
+            tag = imap._new_tag()
+            imap.send(tag + b" SETMETADATA " + wire + b" (" + _quoted(entry).encode() + b" " + body + b")\r\n")
+            typ, data = imap._command_complete("SETMETADATA", tag)
+            if typ != "OK":
+                raise IMAPClientError(f"SETMETADATA: {_text(data[-1]) if data else typ}")
+
+        self._call(f"SETMETADATA {mailbox} {entry}", run)
+
     def expunge_uids(self, folder: str, uids: Sequence[int]) -> None:
         self._refuse_on_source("delete messages")
         if not uids:
@@ -785,6 +837,18 @@ class ImapStore:
             self._call(f"UID EXPUNGE {folder}", "uid_expunge", uid_ranges(uids))
         else:
             raise MailferryError(f"{self.label}: the target lacks UIDPLUS; deletions are not propagated safely")
+
+
+def _metadata_responses(data: Sequence[Any]) -> list[tuple[Any, tuple[Any, ...]]]:
+    """(mailbox, (entry, value, ...)) of each untagged METADATA response (RFC 5464 4.4.1), as
+    imaplib hands them over (literals as (prefix, bytes) tuples), parsed by IMAPClient's parser."""
+    out: list[tuple[Any, tuple[Any, ...]]] = []
+    parsed = parse_response([d for d in data if d is not None])
+    for i in range(0, len(parsed) - 1, 2):
+        box, pairs = parsed[i], parsed[i + 1]
+        if isinstance(pairs, tuple):
+            out.append((box, pairs))
+    return out
 
 
 def _quoted(text: str) -> str:

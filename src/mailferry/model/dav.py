@@ -24,9 +24,10 @@ Access = Literal["freebusy", "read", "read-write", "admin"]
 ACCESS_ORDER: tuple[Access, ...] = ("freebusy", "read", "read-write", "admin")
 
 # The kinds of item a project moves; all by default (``migrate --only`` narrows a run).
-# "permissions": the folder ACLs (RFC 4314) of each account's own folders, carried after its mail.
-ItemType = Literal["mail", "calendars", "contacts", "permissions"]
-ITEM_TYPES: tuple[ItemType, ...] = ("mail", "calendars", "contacts", "permissions")
+# "permissions": the folder ACLs (RFC 4314) of each account's own folders, carried after its mail;
+# "metadata": their METADATA comments (RFC 5464).
+ItemType = Literal["mail", "calendars", "contacts", "permissions", "metadata"]
+ITEM_TYPES: tuple[ItemType, ...] = ("mail", "calendars", "contacts", "permissions", "metadata")
 
 
 @dataclass(frozen=True, slots=True)

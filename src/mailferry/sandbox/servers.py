@@ -425,6 +425,7 @@ class DovecotServer:
         acl: bool = False,
         acl_groups: Mapping[str, Sequence[str]] | None = None,
         acl_global: str = "",
+        metadata: bool = False,
     ) -> None:
         if style not in ("dotted", "slash"):
             raise ValueError(f"unknown style {style!r}")
@@ -456,6 +457,7 @@ class DovecotServer:
         self.acl = acl
         self.acl_groups = {u: tuple(g) for u, g in (acl_groups or {}).items()}
         self.acl_global = acl_global
+        self.metadata = metadata
         self._acl_root: Path | None = None  # see _acl_prepare
 
     # ---- lifecycle
@@ -480,6 +482,7 @@ class DovecotServer:
         acl: bool = False,
         acl_groups: Mapping[str, Sequence[str]] | None = None,
         acl_global: str = "",
+        metadata: bool = False,
     ) -> DovecotServer:
         """Write a config under ``base_dir``, start Dovecot and wait for its greeting.
 
@@ -507,6 +510,7 @@ class DovecotServer:
             acl=acl,
             acl_groups=acl_groups,
             acl_global=acl_global,
+            metadata=metadata,
         )
         try:
             server._prepare()
@@ -768,7 +772,7 @@ service imap-login {{
 service imap {{
   process_limit = 256
 }}
-{self._acl_config(location, sep)}"""
+{self._acl_config(location, sep)}{self._metadata_config()}"""
 
     def _acl_prepare(self) -> None:
         """With ``acl``: homes and sockets where the mail user can reach them without a chroot.
@@ -790,6 +794,13 @@ service imap {{
         if self._run_dir_is_temp and self._run_dir is not None:
             shutil.rmtree(self._run_dir, ignore_errors=True)
         self._run_dir, self._run_dir_is_temp = self._acl_root / "run", False
+
+    def _metadata_config(self) -> str:
+        """Folder METADATA (RFC 5464) when ``metadata`` is on: entries in a dict file in each
+        user's home (``/shared/`` ones too: a user's folders are only that user's here)."""
+        if not self.metadata:
+            return ""
+        return "mail_attribute_dict = file:%h/dovecot-attributes\nprotocol imap {\n  imap_metadata = yes\n}\n"
 
     def _acl_config(self, location: str, sep: str) -> str:
         """The ACL plugin (RFC 4314) when ``acl`` is on, else nothing.
