@@ -233,8 +233,9 @@ def scenario(src: Side, tgt: Side, group: str, tmp_path: Any, *, unreadable: boo
         src.setacl("alice", src.own("Calendar"), "carol", "lrs")
         src.deleteacl("alice", "INBOX", "bob")
         tgt.setacl("alice", tgt.own("Calendar"), "dave", "lr")
-        d = cli("migrate", project, "--json")
+        d = cli("migrate", project, "--only", "permissions", "--json")
         assert d.code == ExitCode.OK, d.out
+        assert d.json()["items"] == ["permissions"] and d.json()["copied"] == 0
         assert d.json()["permissions"]["set"] == 1 and d.json()["permissions"]["deleted"] == 1
         assert_same_access(src, tgt)
         assert access(tgt, "dave", "davepw", tgt.other("alice", "Calendar"), try_append=False)[0] == "lr"
