@@ -234,6 +234,8 @@ CAPS_THAT_MATTER = (
     "UTF8=ACCEPT",
     "QUOTA",
     "APPENDLIMIT",
+    "ACL",  # folder permissions (item type "permissions") are carried where both sides have it
+    "METADATA",  # folder comments (item type "metadata") likewise
 )
 
 
@@ -700,7 +702,7 @@ def verify(project: Project, names: Sequence[str] | None = None, *, deep: bool =
 def _settings_engines(project: Project, ledger: SqliteLedger, types: Sequence[str]) -> dict[str, Any]:
     """The engines of the folder settings among ``types``, by item type. ACL users through the
     project's accounts, then the directory's identity map (as calendar sharing does); groups
-    keep their names."""
+    keep their names unless ``[permissions.groups]`` renames them."""
     from mailferry.engine.acl import AclEngine
     from mailferry.engine.metadata import MetadataEngine
     from mailferry.plan.dav import principal_map
@@ -709,7 +711,8 @@ def _settings_engines(project: Project, ledger: SqliteLedger, types: Sequence[st
     retry = options(project).retry
     if "permissions" in types:
         principals = principal_map([(a.source_user, a.target_user) for a in project.accounts], ledger.identity())
-        out["permissions"] = AclEngine(ledger, principals=principals, retry=retry)
+        groups = dict(project.acl_groups)
+        out["permissions"] = AclEngine(ledger, principals=principals, groups=lambda g: groups.get(g, g), retry=retry)
     if "metadata" in types:
         out["metadata"] = MetadataEngine(ledger, retry=retry)
     return out

@@ -183,7 +183,7 @@ def own_folders(side: Side, user: str) -> set[str]:
         st.close()
 
 
-def scenario(src: Side, tgt: Side, group: str, tmp_path: Any, *, unreadable: bool) -> None:
+def scenario(src: Side, tgt: Side, group: str, tmp_path: Any, *, unreadable: bool, extra: str = "") -> None:
     seed(src, group)
     proxy = TcpProxy.start(tgt.server.host, tgt.server.port, record=True)
     try:
@@ -196,6 +196,7 @@ def scenario(src: Side, tgt: Side, group: str, tmp_path: Any, *, unreadable: boo
             source_admin=src.admin,
             target_admin=tgt.admin,
             target_port=proxy.port,
+            extra=extra,
         )
         plan = cli("plan", project, "--json")
         assert plan.code == ExitCode.OK, plan.out + plan.err
@@ -292,9 +293,10 @@ def test_dovecot_to_cyrus(dovecot_factory: Any, cyrus_factory: Any, group: str, 
 
 
 def test_cyrus_to_dovecot(dovecot_factory: Any, cyrus_factory: Any, group: str, tmp_path: Any) -> None:
+    """The group has another name on the target, renamed by the project file."""
     src = cyrus(cyrus_factory, USERS)
-    tgt = dovecot(dovecot_factory, "dotted", group, TARGET_USERS)
-    scenario(src, tgt, group, tmp_path, unreadable=False)
+    tgt = dovecot(dovecot_factory, "dotted", group + "-t", TARGET_USERS)
+    scenario(src, tgt, group, tmp_path, unreadable=False, extra=f'[permissions.groups]\n"{group}" = "{group}-t"\n')
 
 
 def test_dovecot_slash_to_dotted(dovecot_factory: Any, group: str, tmp_path: Any) -> None:

@@ -3,6 +3,8 @@ verification (verify/acl.py): tables of cases and Hypothesis properties."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -298,3 +300,27 @@ def test_compare_names_every_difference() -> None:
     assert compare_acl(SOURCE, exact, ctx()) == []
     weak_owner = {**exact, "INBOX": {"alice": "lrs", "bob.t": "lrs"}}
     assert [(d.identifier, d.kind) for d in compare_acl(SOURCE, weak_owner, ctx())] == [("alice", "owner")]
+
+
+# -- the project file -----------------------------------------------------------------------------
+
+
+def test_project_file_renames_groups(tmp_path: Path) -> None:
+    from mailferry.config import load_project
+    from mailferry.errors import ConfigError
+
+    (tmp_path / "accounts.csv").write_text(
+        "source_user,target_user,source_password,target_password\nalice,alice,env:A,env:B\n"
+    )
+    base = (
+        '[project]\nname = "x"\n[accounts]\ncsv = "accounts.csv"\n'
+        '[source]\nhost = "127.0.0.1"\nsecurity = "none"\n[target]\nhost = "127.0.0.1"\nsecurity = "none"\n'
+    )
+    path = tmp_path / "p.toml"
+    path.write_text(base + '[permissions.groups]\n"staff" = "team"\n')
+    assert dict(load_project(path).acl_groups) == {"staff": "team"}
+    path.write_text(base)
+    assert dict(load_project(path).acl_groups) == {}
+    path.write_text(base + '[permissions.groups]\n"staff" = 3\n')
+    with pytest.raises(ConfigError, match="group name"):
+        load_project(path)

@@ -118,6 +118,7 @@ KNOWN_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
             "performance",
             "directory",
             "batches",
+            "permissions",
         ),
         "project": ("name", "ledger", "reports", "items"),
         "source": _SERVER_KEYS,
@@ -130,6 +131,8 @@ KNOWN_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "target.dav.admin": _DAV_ADMIN_KEYS,
         "calendars": ("scheduling", "addresses", "domains", "propagate_deletions", "sharing", "batch_items"),
         "calendars.addresses": (),
+        "permissions": ("groups",),
+        "permissions.groups": (),
         "calendars.domains": (),
         "accounts": ("csv", "override"),
         "accounts.override": (
@@ -775,6 +778,7 @@ class _ProjectReader(_Reader):
         items = self.items(project, source, target)
         calendars = self.calendar_rules(document)
         batches = self.batches(document)
+        acl_groups = self.acl_groups(document)
         if items is not None and accounts and source is not None and target is not None:
             self.check_dav_logins(accounts, source, target, items)
 
@@ -782,7 +786,7 @@ class _ProjectReader(_Reader):
             raise ConfigError(self.problems)
         assert name and ledger and reports and source and target and accounts is not None
         assert folders and messages and performance and items is not None and calendars is not None
-        assert batches is not None
+        assert batches is not None and acl_groups is not None
         return Project(
             path=self.path,
             name=name,
@@ -798,7 +802,25 @@ class _ProjectReader(_Reader):
             items=items,
             calendars=calendars,
             batches=batches,
+            acl_groups=acl_groups,
         )
+
+    def acl_groups(self, document: Mapping[str, object]) -> Mapping[str, str] | None:
+        """``[permissions.groups]``: a group named in source ACLs -> its name on the target.
+        A group not listed keeps its name (only the form changes: Dovecot ``$g``, Cyrus ``group:g``)."""
+        perms = self.free_table(document, (), "permissions")
+        if perms is None:
+            return None
+        table = self.free_table(perms, ("permissions",), "groups")
+        if table is None:
+            return None
+        out: dict[str, str] = {}
+        for old, new in table.items():
+            if not isinstance(new, str) or not new.strip() or any(c in new for c in " \t\r\n"):
+                self.problem(("permissions", "groups", old), "must be a group name (text without spaces)")
+            else:
+                out[old] = new
+        return MappingProxyType(out) if len(out) == len(table) else None
 
     def batches(self, document: Mapping[str, object]) -> Mapping[str, tuple[str, ...]] | None:
         """``[batches]``: a name -> the source accounts migrated and approved together (a wave).

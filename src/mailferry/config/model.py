@@ -334,6 +334,8 @@ class Project:
     calendars: CalendarRules = field(default_factory=CalendarRules)
     # Named sets of source accounts (waves), as the console groups them: name -> accounts.
     batches: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    # [permissions] groups: a source ACL group -> its name on the target (others keep theirs).
+    acl_groups: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def base_dir(self) -> Path:

@@ -394,6 +394,13 @@ batch_items = 100
 # [calendars.domains]
 # "old.example" = "new.example"
 
+# Folder permissions (ACLs, item type "permissions"): users are mapped through the accounts and
+# the identity map; a group keeps its name on the target (as $name on Dovecot, group:name on
+# Cyrus) unless renamed here: a source group = its target name.
+# [permissions]
+# [permissions.groups]
+# "staff" = "team"
+
 [performance]
 # Accounts migrated at the same time.
 accounts_in_parallel = 4
