@@ -324,3 +324,16 @@ def test_project_file_renames_groups(tmp_path: Path) -> None:
     path.write_text(base + '[permissions.groups]\n"staff" = 3\n')
     with pytest.raises(ConfigError, match="group name"):
         load_project(path)
+
+
+@given(acl_st, acl_st, st.integers(min_value=0, max_value=30))
+def test_an_interrupted_pass_ends_as_an_uninterrupted_one(before: dict, after: dict, cut: int) -> None:
+    """The engine writes, then records: killed after any action, the next pass re-plans from
+    the records and ends with the same records as a pass that was never interrupted."""
+    c = ctx(target=CYRUS)
+    recorded = apply(plan_acl(before, c, {}), {})
+    actions = plan_acl(after, c, recorded)
+    whole = apply(actions, recorded)
+    resumed = apply(actions[:cut], recorded)
+    resumed = apply(plan_acl(after, c, resumed), resumed)
+    assert resumed == whole
