@@ -522,6 +522,8 @@ def map_all(
     src: Side,
     dst: Side,
     rules: Rules = Rules(),
+    *,
+    roles: bool = True,
 ) -> list[FolderMapping]:
     """Map many folders ``(source name, declared special use or None)``; targets come out distinct.
 
@@ -537,6 +539,7 @@ def map_all(
        name), else the one whose use the source server declared, then the one whose last component
        is unchanged, then the one without notes, then by source name. Every other one is mapped
        as a plain folder under its own name (:func:`map_folder` with ``roles=False``), with a note.
+       ``roles=False`` maps every folder so (a public tree: its folders have no special-use role).
     2. **Distinct names.** Targets that are equal, or equal up to case where the target is not
        known to hold such names apart (``dst.case_sensitive`` not True), collide. The first by
        (INBOX first, holds a special-use role, its own name is the target exactly, special use
@@ -555,7 +558,7 @@ def map_all(
         if name not in by_name:
             by_name[name] = use
     names = sorted(by_name.items())
-    mapped = [_map(name, use, src, dst, rules) for name, use in names]
+    mapped = [_map(name, use, src, dst, rules, roles=roles) for name, use in names]
     plain: dict[int, _Mapped] = {}
 
     def own(i: int) -> _Mapped:
@@ -572,12 +575,12 @@ def map_all(
         return _Mapped(FolderMapping(old.source, target, old.rule, (*old.notes, note), None), comps, False, m.leaf_kept)
 
     # 1. one folder per special-use role
-    roles: dict[str, list[int]] = {}
+    holders: dict[str, list[int]] = {}
     for i, m in enumerate(mapped):
         if m.mapping.special_use is not None and m.mapping.target is not None:
-            roles.setdefault(m.mapping.target.casefold(), []).append(i)
-    for key in sorted(roles):
-        members = roles[key]
+            holders.setdefault(m.mapping.target.casefold(), []).append(i)
+    for key in sorted(holders):
+        members = holders[key]
         if len(members) < 2:
             continue
         members.sort(

@@ -23,9 +23,10 @@ CollectionKind = Literal["calendar", "addressbook"]
 Access = Literal["freebusy", "read", "read-write", "admin"]
 ACCESS_ORDER: tuple[Access, ...] = ("freebusy", "read", "read-write", "admin")
 
-# The kinds of item a project moves; all by default (``migrate --only`` narrows a run).
-ItemType = Literal["mail", "calendars", "contacts"]
-ITEM_TYPES: tuple[ItemType, ...] = ("mail", "calendars", "contacts")
+# The kinds of item a project moves (``migrate --only`` narrows a run). ``public``: the public
+# (shared) folders as their own unit, by default moved when the project has a [public] table.
+ItemType = Literal["mail", "calendars", "contacts", "public"]
+ITEM_TYPES: tuple[ItemType, ...] = ("mail", "calendars", "contacts", "public")
 
 
 @dataclass(frozen=True, slots=True)

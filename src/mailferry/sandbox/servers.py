@@ -422,6 +422,7 @@ class DovecotServer:
         dovecot: str,
         ldap: LdapUserdb | None = None,
         max_keyword_length: int | None = None,
+        public: str | None = None,
     ) -> None:
         if style not in ("dotted", "slash"):
             raise ValueError(f"unknown style {style!r}")
@@ -437,6 +438,7 @@ class DovecotServer:
         self.quota_mb = quota_mb
         self.max_message_size = max_message_size
         self.max_keyword_length = max_keyword_length
+        self.public = public
         self._tls_files: tuple[Path | None, Path | None] = (None, None)
         self.dovecot = dovecot
         self.cert_hostname = "localhost"
@@ -470,6 +472,7 @@ class DovecotServer:
         dovecot: str | None = None,
         ldap: LdapUserdb | None = None,
         max_keyword_length: int | None = None,
+        public: str | None = None,
     ) -> DovecotServer:
         """Write a config under ``base_dir``, start Dovecot and wait for its greeting.
 
@@ -494,6 +497,7 @@ class DovecotServer:
             dovecot=binary,
             ldap=ldap,
             max_keyword_length=max_keyword_length,
+            public=public,
         )
         try:
             server._prepare()
@@ -720,7 +724,7 @@ namespace inbox {{
   separator = {sep}
   prefix = {prefix}
 {mailboxes}}}
-
+{self._public_config()}
 {master_passdb}{ldap_passdb}passdb {{
   driver = passwd-file
   args = scheme=PLAIN {self._users_file}
@@ -751,6 +755,30 @@ service imap {{
   process_limit = 256
 }}
 """
+
+    def public_dir(self) -> Path:
+        """Where the public namespace's mail lives (inside the imap processes' chroot)."""
+        return self.base_dir / "home" / "public"
+
+    def _public_config(self) -> str:
+        """The public namespace (``public="Public"``: prefix ``Public/`` or ``Public.``), with
+        ``\\Seen`` kept per user (``INDEXPVT``, Dovecot's private flags: each user's own index
+        under the home). Without the ACL plugin every user may read and write it."""
+        if self.public is None:
+            return ""
+        uid, gid = _mail_owner()
+        public = self.public_dir()
+        if not public.exists():
+            public.mkdir(parents=True)
+            os.chown(public, uid, gid)
+        layout = "" if self.style == "dotted" else ":LAYOUT=fs"
+        # The imap process is chrooted to base_dir/home: paths inside the config are the chroot's.
+        return (
+            "namespace public {\n  type = public\n"
+            f"  separator = {self.separator}\n  prefix = {self.public}{self.separator}\n"
+            f"  location = maildir:/public{layout}:INDEXPVT=~/public-pvt\n"
+            "  subscriptions = no\n  list = yes\n}\n"
+        )
 
     def _launch(self) -> None:
         _check_free(self.port, self.tls_port)
