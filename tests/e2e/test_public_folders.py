@@ -156,7 +156,7 @@ def _names(side: Any) -> list[str]:
 PUBLIC_DOVECOT = '\n[public]\nsource_user = "publisher"\n'
 PUBLIC_TO_DOVECOT = '\n[public]\ntarget_user = "publisher"\n'
 PUBLIC_BOTH = '\n[public]\nsource_user = "publisher"\ntarget_user = "publisher"\n'
-SMALL = "\n[performance]\nbatch_messages = 2\nconnections_per_account = 2\n"
+SMALL = "batch_messages = 2\nconnections_per_account = 2\n"  # goes on [performance]
 
 
 def _check_migrated(src: Any, tgt: Any, project: Path) -> None:
@@ -335,8 +335,8 @@ def test_kill_9_mid_copy_then_rerun_equals_an_uninterrupted_run(dovecot_factory,
     c.logout()
     total = sum(len(m) for _, m in TREE) + 120
     public = PUBLIC_BOTH
-    killed = write_project(tmp_path / "killed", source, killed_tgt, USERS, extra=public + SMALL)
-    reference = write_project(tmp_path / "reference", source, clean_tgt, USERS, extra=public + SMALL)
+    killed = write_project(tmp_path / "killed", source, killed_tgt, USERS, extra=SMALL + public)
+    reference = write_project(tmp_path / "reference", source, clean_tgt, USERS, extra=SMALL + public)
     assert cli("migrate", reference, "--json").code == ExitCode.OK
     ledger = tmp_path / "killed" / "project.ledger.sqlite"
     kills = 0

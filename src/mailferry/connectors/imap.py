@@ -484,6 +484,11 @@ class ImapStore:
         ``Public`` as \\Noselect) is not one of its folders."""
         ns = self.namespaces()
         others = [p for group in ns.values() for p, _ in group if p != prefix and len(p) > len(prefix)]
+        if self.server_product == "Cyrus IMAP":
+            # Cyrus shows its admins the mailboxes deleted but kept (delete_mode: delayed) under
+            # "DELETED/" (``deletedprefix``), at the top of the shared namespace: not folders.
+            delim = next((d for group in ns.values() for p, d in group if p == prefix), "") or "/"
+            others.append("DELETED" + delim)
         personal = [p for p, _ in ns["personal"]]
 
         def inside(name: str) -> bool:

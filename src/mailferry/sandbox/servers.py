@@ -772,8 +772,17 @@ service imap {{
             public.mkdir(parents=True)
             os.chown(public, uid, gid)
         layout = "" if self.style == "dotted" else ":LAYOUT=fs"
+        # Subscriptions to public folders are each user's: kept in the first namespace above
+        # the public one that keeps subscriptions. Under "INBOX." there is none, so a hidden
+        # one with the empty prefix (Dovecot's documented answer) holds them.
+        holder = ""
+        if self.style == "dotted":
+            holder = (
+                "namespace subscriptions {\n  prefix =\n  separator = .\n  hidden = yes\n  list = no\n"
+                "  subscriptions = yes\n  location = maildir:~/Maildir\n}\n"
+            )
         # The imap process is chrooted to base_dir/home: paths inside the config are the chroot's.
-        return (
+        return holder + (
             "namespace public {\n  type = public\n"
             f"  separator = {self.separator}\n  prefix = {self.public}{self.separator}\n"
             f"  location = maildir:/public{layout}:INDEXPVT=~/public-pvt\n"
