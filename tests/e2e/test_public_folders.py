@@ -219,6 +219,8 @@ def test_dovecot_public_namespace_to_cyrus_shared_mailboxes(dovecot_factory, cyr
     a.logout()
     project = write_project(tmp_path, source, target, USERS, target_admin=("cyrus", "cyruspw"), extra=PUBLIC_DOVECOT)
     _check_migrated(src, tgt, project)
+    human = cli("migrate", project)
+    assert human.code == ExitCode.OK and "#public: per user" in human.out, human.out + human.err
     ta = tgt.user("alice")
     try:
         ta.select_folder("INBOX/Team", readonly=True)
@@ -234,8 +236,11 @@ def test_cyrus_shared_mailboxes_to_dovecot_public_namespace(dovecot_factory, cyr
     target = dovecot_factory(style="slash", users=USERS | dict([PUBLISHER]), public="Public")
     src, tgt = _Cyrus(source), _Dovecot(target)
     seed_public(src)
-    # Bad input: a personal folder that would land in the target's public namespace.
+    # Bad input: a personal folder that would land in the target's public namespace; and one
+    # named like a public folder, which is simply hers.
     a = src.user("alice")
+    a.create_folder("INBOX/Team")
+    a.append("INBOX/Team", b"Subject: mine\r\nMessage-ID: <mine@x>\r\n\r\nalice's own\r\n")
     a.create_folder("INBOX/Public")
     a.create_folder("INBOX/Public/Team")
     a.append("INBOX/Public/Team", b"Subject: clash\r\nMessage-ID: <clash@x>\r\n\r\nprivate\r\n")
@@ -249,9 +254,19 @@ def test_cyrus_shared_mailboxes_to_dovecot_public_namespace(dovecot_factory, cyr
     try:  # the private message never reached the public folder
         t.select_folder("Public/Team", readonly=True)
         bodies = {d[b"BODY[]"] for d in t.fetch(t.search("ALL"), ["BODY.PEEK[]"]).values()}
-        assert not any(b"private" in b for b in bodies)
+        assert len(bodies) == len(TREE[0][1])
+        assert not any(b"private" in b or b"alice's own" in b for b in bodies)
     finally:
         t.logout()
+    ta = tgt.user("alice")
+    try:
+        ta.select_folder("Team", readonly=True)
+        mine = ta.fetch(ta.search("ALL"), ["BODY.PEEK[]"])
+        assert [d[b"BODY[]"] for d in mine.values()] == [
+            b"Subject: mine\r\nMessage-ID: <mine@x>\r\n\r\nalice's own\r\n"
+        ]
+    finally:
+        ta.logout()
     # Drop the clash and check the rest as in the other direction.
     a = src.user("alice")
     a.delete_folder("INBOX/Public/Team")
