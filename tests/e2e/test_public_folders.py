@@ -243,6 +243,12 @@ def test_cyrus_shared_mailboxes_to_dovecot_public_namespace(dovecot_factory, cyr
     a.append("INBOX/Team", b"Subject: mine\r\nMessage-ID: <mine@x>\r\n\r\nalice's own\r\n")
     a.create_folder("INBOX/Public")
     a.create_folder("INBOX/Public/Team")
+    # And a shared mailbox the unit's login (the admin) sees but may not read: only alice's.
+    c = src.admin()
+    c.create_folder("Secret")
+    c.setacl("Secret", "alice", "lrswi")
+    c._imap._simple_command("DELETEACL", '"Secret"', "anyone")
+    c.logout()
     a.append("INBOX/Public/Team", b"Subject: clash\r\nMessage-ID: <clash@x>\r\n\r\nprivate\r\n")
     a.logout()
     project = write_project(tmp_path, source, target, USERS, source_admin=("cyrus", "cyruspw"), extra=PUBLIC_TO_DOVECOT)
@@ -250,6 +256,7 @@ def test_cyrus_shared_mailboxes_to_dovecot_public_namespace(dovecot_factory, cyr
     assert first.code == ExitCode.FINDINGS, first.out
     kinds = {(f["account"], f["kind"], f["source_folder"]) for f in first.json()["findings"]}
     assert ("alice", "folder-in-shared-namespace", "INBOX/Public/Team") in kinds
+    assert ("#public", "public-folder-unreadable", "Secret") in kinds
     t = tgt.admin()
     try:  # the private message never reached the public folder
         t.select_folder("Public/Team", readonly=True)
@@ -272,6 +279,9 @@ def test_cyrus_shared_mailboxes_to_dovecot_public_namespace(dovecot_factory, cyr
     a.delete_folder("INBOX/Public/Team")
     a.delete_folder("INBOX/Public")
     a.logout()
+    c = src.admin()
+    c.setacl("Secret", "anyone", "lrs")
+    c.logout()
     _check_migrated_again(src, tgt, project)
 
 

@@ -62,6 +62,10 @@ class ReadStore(Protocol):
         personal or "Other Users" folders, not the namespace's root."""
         ...
 
+    def my_rights(self, folder: str) -> str | None:
+        """This login's rights on ``folder`` (MYRIGHTS, RFC 4314); None without ACL support."""
+        ...
+
     def status(self, folder: str) -> FolderStatus:
         """UIDVALIDITY, UIDNEXT, MESSAGES and HIGHESTMODSEQ (when the server has CONDSTORE)."""
         ...
@@ -122,10 +126,6 @@ class WriteStore(ReadStore, Protocol):
 
     def add_flags(self, folder: str, uids: Sequence[int], flags: Sequence[str], *, remove: bool = False) -> None:
         """Add (``remove``: take away) ``flags`` on ``uids``, every other flag left as it is."""
-        ...
-
-    def my_rights(self, folder: str) -> str | None:
-        """This login's rights on ``folder`` (MYRIGHTS, RFC 4314); None without ACL support."""
         ...
 
     def set_acl(self, mailbox: str, identifier: str, rights: str) -> None:

@@ -327,6 +327,7 @@ class AccountRun:
         self.target_folders: set[str] = set()
         self._guarded: set[str] = set()  # target folders whose id this pass has checked
         self.target_limit: int | None = None
+        self.unreadable: list[tuple[str, str]] = []  # public folders the unit's login can't read: (name, rights)
 
     # -- connections --------------------------------------------------------------------------
 
@@ -407,7 +408,16 @@ class AccountRun:
             folders = self.retry(src, src.own_folders)
         else:
             prefix, _ = self.scope_side(src, self.job.scope.source_prefix, "source")
-            folders = self.retry(src, src.folders_under, prefix)
+            listed: list[FolderInfo] = self.retry(src, src.folders_under, prefix)
+            # A public folder the unit's login may see but not read (a Cyrus admin sees every
+            # shared mailbox; a team folder may be the team's alone) is left out, a finding.
+            folders, self.unreadable = [], []
+            for f in listed:
+                rights = self.retry(src, src.my_rights, f.name) if f.selectable else None
+                if rights is not None and "r" not in rights:
+                    self.unreadable.append((f.name, rights))
+                else:
+                    folders.append(f)
         return sorted(folders, key=lambda f: f.name)
 
     def scope_side(self, store: ReadStore, prefix: str | None, role: str) -> tuple[str, str]:
@@ -529,6 +539,17 @@ class AccountRun:
             raise MailferryError(
                 f"{self.account}: the source lists no folder {where}",
                 hint="check the account; mailferry refuses to treat an empty listing as a mailbox",
+            )
+        for name, rights in self.unreadable:
+            who = self.job.source.login.user
+            self.finding(
+                name,
+                None,
+                "public-folder-unreadable",
+                f"{self.account}: public folder {name!r}: the unit's source login {who!r} may not read it "
+                f"(its rights: {rights or 'none'}); not copied (grant it 'lr' on the source, or exclude "
+                "the folder in [folders] exclude)",
+                {"rights": rights, "login": who},
             )
         statuses, redo = self._fast_path(folders)
         if redo is not None and not redo:
