@@ -21,6 +21,8 @@ from helpers import cli, write_project
 from imapclient import IMAPClient
 
 from conftest import corpus_messages
+from mailferry import api
+from mailferry.config import load_project
 from mailferry.errors import ExitCode
 
 USERS = {"alice": "alicepw", "bob": "bobpw"}
@@ -323,7 +325,14 @@ def test_seen_taken_back_when_the_source_user_unreads(dovecot_factory, tmp_path:
     u.select_folder(team)
     u.remove_flags(u.search("SEEN"), [b"\\Seen"])
     u.logout()
-    row = {r["account"]: r for r in cli("migrate", project, "--json").json()["accounts"]}["#public"]
+    # The steps that need the public folders on the target (their ACLs) get the unit's job and
+    # its folder map; called through the API as the ACL step will be.
+    seen_steps: list[tuple[str, dict[str, str]]] = []
+    result = api.migrate(
+        load_project(project), after_public=[lambda job, fmap, _run: seen_steps.append((job.source_user, dict(fmap)))]
+    )
+    assert seen_steps == [("#public", {src.name(*p): tgt.name(*p) for p, _ in TREE})]
+    row = {r["account"]: r for r in result.data["accounts"]}["#public"]
     assert row["public"]["seen_removed"] == 2
     tu = tgt.user("alice")
     try:
