@@ -320,7 +320,7 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
                 if role == "target":
                     check_folder(guard, job.target_user, "INBOX", st.mailbox_id)
                 info = st.info()
-                folders = st.list_folders()
+                folders = st.own_folders()  # what migrate copies for the account: not public folders
                 side: dict[str, Any] = {
                     "ok": True,
                     "tls": conn.endpoint.security,

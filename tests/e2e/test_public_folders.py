@@ -220,6 +220,8 @@ def test_dovecot_public_namespace_to_cyrus_shared_mailboxes(dovecot_factory, cyr
     a.append("Team", b"Subject: mine\r\nMessage-ID: <mine@x>\r\n\r\nalice's own\r\n")
     a.logout()
     project = write_project(tmp_path, source, target, USERS, target_admin=("cyrus", "cyruspw"), extra=PUBLIC_DOVECOT)
+    check = {r["account"]: r for r in cli("check", project, "--json").json()["accounts"]}
+    assert check["alice"]["source"]["folders"] == 2  # INBOX and her Team: no public folder
     _check_migrated(src, tgt, project)
     human = cli("migrate", project)
     assert human.code == ExitCode.OK and "#public: per user" in human.out, human.out + human.err
