@@ -18,11 +18,21 @@ from mailferry.config.model import AccountConfig, Project, PublicConfig, ServerC
 from mailferry.connectors.imap import Endpoint, ImapStore, Login, server_greeting
 from mailferry.connectors.wrappers import RetryPolicy
 from mailferry.engine.alive import AliveReport, MailboxGuard, admin_connection, bring_alive, check_folder
-from mailferry.engine.migrate import AccountJob, AccountStats, Connection, Engine, Options, Reporter, Scope
+from mailferry.engine.migrate import (
+    AccountJob,
+    AccountStats,
+    Connection,
+    Engine,
+    Options,
+    Reporter,
+    Scope,
+    scope_prefix,
+)
 from mailferry.engine.public import PUBLIC_UNIT, AfterFolders, after_folders, carry_per_user
 from mailferry.engine.verify_run import verify_account
 from mailferry.errors import ExitCode, MailferryError, UsageError
 from mailferry.formats.folders import Rules
+from mailferry.model.mail import Namespace
 from mailferry.plan.keywords import COMMON_LIMIT as COMMON_KEYWORD_LIMIT
 from mailferry.plan.planner import Adopt, Delete, Forget, Policy, Rebase, SetFlags, Skip
 from mailferry.state.ledger import Finding, SqliteLedger
@@ -275,8 +285,9 @@ def _caps(caps: frozenset[str]) -> dict[str, bool]:
 
 
 def check(project: Project, names: Sequence[str] | None = None) -> Result:
-    accs = select_accounts(project, names)
+    accs, with_public = _split_public(project, names)
     js = jobs(project, accs)
+    pj = public_job(project) if with_public else None
     ledger = open_ledger(project, readonly=True)
     try:
         guard = _guard(project, ledger, record=False)
@@ -287,6 +298,7 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
     alive = _bring_alive(project, js, guard, create=False)
     if not alive.server and js:
         alive.server = ImapStore.product(server_greeting(js[0].target.endpoint))
+    js += [pj] if pj is not None else []
 
     def one(job: AccountJob) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -317,10 +329,15 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
                 out.setdefault("exit_code", int(e.exit_code))
                 continue
             try:
-                if role == "target":
+                if role == "target" and job.scope is None:
                     check_folder(guard, job.target_user, "INBOX", st.mailbox_id)
                 info = st.info()
                 folders = st.own_folders()  # what migrate copies for the account: not public folders
+                if job.scope is not None:  # the public unit: its shared namespace
+                    wanted = job.scope.source_prefix if role == "source" else job.scope.target_prefix
+                    prefix, delim = scope_prefix(st.namespaces(), wanted, role, job.source_user)
+                    info.namespace = Namespace(prefix, delim)
+                    folders = st.folders_under(prefix)
                 side: dict[str, Any] = {
                     "ok": True,
                     "tls": conn.endpoint.security,
@@ -345,7 +362,7 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
                             keywords.update(x for x in m.flags if not x.startswith("\\"))
                     side.update(messages=msgs, bytes=size)
                     out["_sizes"], out["_keywords"] = sizes, keywords
-                else:
+                elif job.scope is None:
                     side["permanent_flags"] = list(st.storable("INBOX") or ())
                 out[role] = side
             except MailferryError as e:

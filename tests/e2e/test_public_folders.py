@@ -222,6 +222,12 @@ def test_dovecot_public_namespace_to_cyrus_shared_mailboxes(dovecot_factory, cyr
     project = write_project(tmp_path, source, target, USERS, target_admin=("cyrus", "cyruspw"), extra=PUBLIC_DOVECOT)
     check = {r["account"]: r for r in cli("check", project, "--json").json()["accounts"]}
     assert check["alice"]["source"]["folders"] == 2  # INBOX and her Team: no public folder
+    # The public unit: its logins work, its namespaces found (Dovecot "Public/", Cyrus "").
+    pub = check["#public"]
+    assert pub["ready"], pub
+    assert pub["source"]["namespace"] == {"prefix": "Public/", "separator": "/"}
+    assert pub["target"]["namespace"] == {"prefix": "", "separator": "/"}
+    assert (pub["source"]["folders"], pub["source"]["messages"]) == (3, sum(len(m) for _, m in TREE))
     _check_migrated(src, tgt, project)
     human = cli("migrate", project)
     assert human.code == ExitCode.OK and "#public: per user" in human.out, human.out + human.err

@@ -21,7 +21,7 @@ import imaplib
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -424,19 +424,7 @@ class AccountRun:
         """(prefix, delimiter) of the unit's shared namespace on one side: the configured prefix,
         else the side's first shared namespace (RFC 2342 third group)."""
         ns: dict[str, list[tuple[str, str]]] = self.retry(store, store.namespaces)
-        shared = ns.get("shared") or []
-        if prefix is None:
-            if not shared:
-                raise ConfigError(
-                    [f"{self.account}: the {role} server shows no shared namespace (NAMESPACE third group)"],
-                    hint=f"set [public] {role}_prefix, or leave 'public' out of [project] items",
-                )
-            return shared[0]
-        for p, d in sorted(shared, key=lambda x: -len(x[0])):
-            if prefix.startswith(p):
-                return prefix, d or "/"
-        personal = ns.get("personal") or [("", "/")]
-        return prefix, personal[0][1] or "/"
+        return scope_prefix(ns, prefix, role, self.account)
 
     def _fast_path(self, folders: list[FolderInfo]) -> tuple[dict[str, FolderStatus], set[str] | None]:
         """STATUS of every selectable folder, and the folders a pass must look at: None for all
@@ -1140,6 +1128,28 @@ class AccountRun:
                     w.reconnect()
                 return
             self._record(job, [(mm, uid)])
+
+
+def scope_prefix(
+    ns: Mapping[str, Sequence[tuple[str, str]]], prefix: str | None, role: str, unit: str
+) -> tuple[str, str]:
+    """(prefix, delimiter) of a unit's shared namespace on one side, from its NAMESPACE answer:
+    the configured ``prefix`` (its delimiter: the longest shared namespace it lies in, else the
+    personal one's), else the first shared namespace. ConfigError where there is none."""
+    shared = list(ns.get("shared") or [])
+    if prefix is None:
+        if not shared:
+            raise ConfigError(
+                [f"{unit}: the {role} server shows no shared namespace (NAMESPACE third group)"],
+                hint=f"set [public] {role}_prefix, or leave 'public' out of [project] items",
+            )
+        p, d = shared[0]
+        return p, d or "/"
+    for p, d in sorted(shared, key=lambda x: -len(x[0])):
+        if prefix.startswith(p):
+            return prefix, d or "/"
+    personal = list(ns.get("personal") or [("", "/")])
+    return prefix, personal[0][1] or "/"
 
 
 SHARED_CLASH = "lands in the target's shared namespace"
