@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from test_config import CSV, GOOD, problems_of, write
@@ -13,7 +14,7 @@ from mailferry.config import load_project
 from mailferry.connectors.imap import uid_ranges
 from mailferry.engine.migrate import SHARED_CLASH, _keep_out_of
 from mailferry.engine.public import _uids
-from mailferry.formats.folders import FolderMapping, Side, map_all
+from mailferry.formats.folders import FolderMapping, Side, in_namespace, map_all
 
 # GOOD's target admin is a Dovecot master user; its source admin logs in with SASL authzid.
 PUBLIC = '\n[public]\nsource_prefix = ""\ntarget_prefix = "Public/"\ntarget_user = "publisher"\n'
@@ -85,3 +86,37 @@ def test_personal_folder_landing_in_the_targets_public_namespace_is_kept_out() -
 @given(st.sets(st.integers(min_value=1, max_value=5000), max_size=200))
 def test_seen_ledger_value_round_trips(uids: set[int]) -> None:
     assert _uids(uid_ranges(sorted(uids))) == uids
+
+
+# (name, prefix, the server's namespace prefixes, personal ones, hidden) -> in that namespace
+DOVECOT = (["", "Public/"], [""])
+CYRUS_USER = (["INBOX/", "user/", ""], ["INBOX/"])
+CYRUS_ADMIN = (["user/", ""], [])
+
+
+@pytest.mark.parametrize(
+    ("name", "prefix", "server", "hidden", "inside"),
+    [
+        ("Public/Team", "Public/", DOVECOT, (), True),
+        ("Public/Team/Archive", "Public/", DOVECOT, (), True),
+        ("Public", "Public/", DOVECOT, (), False),  # the namespace's root, listed \Noselect
+        ("Team", "Public/", DOVECOT, (), False),  # a personal folder
+        ("INBOX", "Public/", DOVECOT, (), False),
+        ("Team", "", DOVECOT, (), False),  # the empty prefix is personal there
+        ("team", "", CYRUS_USER, (), True),
+        ("public/team", "", CYRUS_USER, (), True),
+        ("INBOX", "", CYRUS_USER, (), False),
+        ("INBOX/Team", "", CYRUS_USER, (), False),
+        ("user/bob/Sent", "", CYRUS_USER, (), False),
+        ("user/alice", "", CYRUS_ADMIN, (), False),
+        ("DELETED/team/5F3A", "", CYRUS_ADMIN, ("DELETED/",), False),
+        ("team/Archive", "", CYRUS_ADMIN, ("DELETED/",), True),
+        ("team/x", "team/", CYRUS_ADMIN, (), True),
+        ("other", "team/", CYRUS_ADMIN, (), False),
+    ],
+)
+def test_which_folders_are_in_a_shared_namespace(
+    name: str, prefix: str, server: tuple[list[str], list[str]], hidden: tuple[str, ...], inside: bool
+) -> None:
+    namespaces, personal = server
+    assert in_namespace(name, prefix, namespaces, hidden, personal) is inside

@@ -28,7 +28,7 @@ from imapclient.imapclient import _literal
 
 from mailferry.errors import AuthError, ItemRefused, MailferryError, TemporaryFailure, TLSVerifyError
 from mailferry.formats import mutf7
-from mailferry.formats.folders import canonical_use
+from mailferry.formats.folders import canonical_use, in_namespace
 from mailferry.formats.identity import IDENTITY_FIELDS, identity
 from mailferry.formats.imap_fetch import Fetched, FetchParseError, parse_fetch
 from mailferry.formats.server_words import server_words
@@ -483,22 +483,15 @@ class ImapStore:
         holds ``INBOX/`` and ``user/`` inside it). The namespace's root itself (Dovecot lists
         ``Public`` as \\Noselect) is not one of its folders."""
         ns = self.namespaces()
-        others = [p for group in ns.values() for p, _ in group if p != prefix and len(p) > len(prefix)]
+        prefixes = [p for group in ns.values() for p, _ in group]
+        personal = [p for p, _ in ns["personal"]]
+        hidden: list[str] = []
         if self.server_product == "Cyrus IMAP":
             # Cyrus shows its admins the mailboxes deleted but kept (delete_mode: delayed) under
             # "DELETED/" (``deletedprefix``), at the top of the shared namespace: not folders.
             delim = next((d for group in ns.values() for p, d in group if p == prefix), "") or "/"
-            others.append("DELETED" + delim)
-        personal = [p for p, _ in ns["personal"]]
-
-        def inside(name: str) -> bool:
-            if name.upper() == "INBOX" or not name.startswith(prefix) or name == prefix:
-                return False
-            if prefix == "" and "" in personal:
-                return False  # one namespace holds everything: none of it is shared
-            return not any(name.startswith(p) for p in others)
-
-        return [f for f in self.list_folders() if inside(f.name)]
+            hidden.append("DELETED" + delim)
+        return [f for f in self.list_folders() if in_namespace(f.name, prefix, prefixes, hidden, personal)]
 
     def my_rights(self, folder: str) -> str | None:
         """MYRIGHTS (RFC 4314) of this login on ``folder``; None where the server has no ACL."""

@@ -54,6 +54,7 @@ __all__ = [
     "canonical_path",
     "canonical_use",
     "guess_special_use",
+    "in_namespace",
     "join_path",
     "map_all",
     "map_folder",
@@ -243,6 +244,30 @@ def guess_special_use(name_component: str) -> str | None:
     Compared after NFC normalisation (macOS clients send NFD), casefolding and stripping spaces.
     """
     return _WELL_KNOWN.get(unicodedata.normalize("NFC", name_component).strip().casefold())
+
+
+# --------------------------------------------------------------------------------------------
+# namespaces
+
+
+def in_namespace(
+    name: str, prefix: str, namespaces: Sequence[str], hidden: Sequence[str] = (), personal: Sequence[str] = ()
+) -> bool:
+    """Whether folder ``name`` belongs to the namespace with ``prefix`` (RFC 2342), among all the
+    server's namespace prefixes ``namespaces`` (personal, other users', shared); ``personal``:
+    the personal ones among them.
+
+    Not INBOX; not the namespace's root (Dovecot lists ``Public`` of ``Public/`` as \\Noselect);
+    not a folder of another namespace whose prefix is longer (Cyrus' shared namespace has the empty
+    prefix and holds ``INBOX/`` and ``user/``), nor under one of the ``hidden`` prefixes (Cyrus'
+    ``DELETED/``). The empty prefix shared with the personal namespace holds no shared folder.
+    """
+    if name.upper() == "INBOX" or not name.startswith(prefix) or name == prefix:
+        return False
+    longer = [p for p in namespaces if p != prefix and len(p) > len(prefix)]
+    if prefix == "" and "" in personal:
+        return False  # the empty prefix is the personal namespace's: none of it is shared
+    return not any(name.startswith(p) for p in (*longer, *hidden))
 
 
 # --------------------------------------------------------------------------------------------
