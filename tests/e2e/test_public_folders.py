@@ -135,14 +135,15 @@ class _Cyrus:
 
 
 class _Dovecot:
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: Any, root: str = "Public") -> None:
         self.server = server
+        self.root = root
 
     def grant(self, c: IMAPClient, folder: str) -> None:
         pass  # without the ACL plugin every user writes public folders
 
     def name(self, *parts: str) -> str:
-        return "Public" + self.server.separator + self.server.separator.join(parts)
+        return self.root + self.server.separator + self.server.separator.join(parts)
 
     def admin(self) -> IMAPClient:
         return _client(self.server, f"{PUBLISHER[0]}*admin", "adminpw")
@@ -436,3 +437,34 @@ def test_without_public_no_account_copies_public_folders(dovecot_factory, tmp_pa
         assert {n for _f, _d, n in t.list_folders() if n.startswith("Public/")} == set()
     finally:
         t.logout()
+
+
+def test_exchange_style_public_folders_tree_to_another_layout(dovecot_factory, tmp_path: Path) -> None:
+    """An Exchange-style "Public Folders" tree is a shared namespace with that prefix: it lands
+    under the target's public prefix, here with another separator (Dovecot to Dovecot)."""
+    users = USERS | dict([PUBLISHER])
+    source = dovecot_factory(style="slash", users=users, public="Public Folders")
+    target = dovecot_factory(style="dotted", users=users, public="Public")
+    src, tgt = _Dovecot(source, "Public Folders"), _Dovecot(target)
+    seed_public(src)
+    project = write_project(tmp_path, source, target, USERS, extra=PUBLIC_BOTH)
+    result = cli("migrate", project, "--json")
+    assert result.code == ExitCode.OK, result.out
+    s, t = src.admin(), tgt.admin()
+    try:
+        listed = sorted(n for _f, _d, n in t.list_folders() if n.startswith("Public."))
+        assert listed == ["Public.Announcements", "Public.Team", "Public.Team.Archive"]
+        assert list(public_holdings(t, _names(tgt)).values()) == list(public_holdings(s, _names(src)).values())
+    finally:
+        s.logout()
+        t.logout()
+    for user in USERS:
+        su, tu = src.user(user), tgt.user(user)
+        try:
+            want, got = seen_bodies(su, _names(src)), seen_bodies(tu, _names(tgt))
+            assert [got[tgt.name(*p)] for p, _ in TREE] == [want[src.name(*p)] for p, _ in TREE], user
+        finally:
+            su.logout()
+            tu.logout()
+    v = cli("verify", project, "--deep", "--json")
+    assert v.json()["clean"], v.out
