@@ -468,3 +468,6 @@ def test_exchange_style_public_folders_tree_to_another_layout(dovecot_factory, t
             tu.logout()
     v = cli("verify", project, "--deep", "--json")
     assert v.json()["clean"], v.out
+    alone = cli("migrate", project, "--account", "#public", "--json").json()
+    assert [(r["account"], r["copied"]) for r in alone["accounts"]] == [("#public", 0)]
+    assert [u["account"] for u in alone["accounts"][0]["public"]["users"]] == sorted(USERS)

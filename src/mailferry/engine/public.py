@@ -14,7 +14,7 @@ particular to it lives here and runs once its folders exist on the target:
   a public folder the other flags are everyone's. A ``\\Seen`` mailferry set and the source user
   no longer has is taken away again; one the target user set there on their own is left alone.
   Recorded in the ledger's ``settings`` (kind ``seen``, key ``<target user> TAB <target folder>``,
-  value the target UIDs set); a pass with nothing new writes nothing.
+  value ``<target UIDVALIDITY> <target UIDs set>``); a pass with nothing new writes nothing.
 - **subscriptions** of each user to public folders, re-created for the mapped target user
   (kind ``subscription``). A subscription is only added, never removed.
 - **steps after the folders exist** (:data:`AfterFolders`): what other parts carry per public
@@ -188,7 +188,11 @@ class _PerUser:
             return
         want = {to_target[u] for u, fl in flags.items() if _is_seen(fl) and u in to_target}
         before = self.ledger.settings(self.unit, "seen").get(key)
-        was_set = _uids(before.value) if before is not None else set()
+        # The value names the target folder's UIDVALIDITY: UIDs set in an earlier incarnation of
+        # the folder say nothing about this one.
+        tv = str(fs.target_uidvalidity or 0)
+        old_tv, _, old_uids = before.value.partition(" ") if before is not None else ("", "", "")
+        was_set = _uids(old_uids) if old_tv == tv else set()
         if not want and not was_set:
             return
         state.folders += 1
@@ -220,7 +224,7 @@ class _PerUser:
             return
         state.seen_added += len(add)
         state.seen_removed += len(remove)
-        value = uid_ranges(sorted(want))
+        value = f"{tv} {uid_ranges(sorted(want))}"
         if before is None or before.value != value:
             self.ledger.record_setting(SettingRecord(self.unit, "seen", key, value, target_folder, "set", self.run_id))
 
