@@ -204,10 +204,25 @@ def _check_migrated(src: Any, tgt: Any, project: Path) -> None:
     report = cli("report", project, "--json").json()
     assert "#public" in {a["account"] for a in report["accounts"]}
     # A second migrate copies nothing and writes nothing (no \Seen, no subscription).
+    modseqs = _modseqs(tgt)
     again = cli("migrate", project, "--json").json()
+    assert _modseqs(tgt) == modseqs
     arow = {r["account"]: r for r in again["accounts"]}["#public"]
     assert (arow["copied"], arow["flag_updates"]) == (0, 0), again
     assert arow["public"]["seen_added"] == arow["public"]["seen_removed"] == arow["public"]["subscribed"] == 0
+
+
+def _modseqs(side: Any) -> dict[str, tuple[int, int]]:
+    """HIGHESTMODSEQ and UIDNEXT of each target public folder: any write moves one of them."""
+    c = side.admin()
+    try:
+        return {
+            n: (int(st[b"HIGHESTMODSEQ"]), int(st[b"UIDNEXT"]))
+            for n in _names(side)
+            if (st := c.folder_status(n, ["HIGHESTMODSEQ", "UIDNEXT"]))
+        }
+    finally:
+        c.logout()
 
 
 def test_dovecot_public_namespace_to_cyrus_shared_mailboxes(dovecot_factory, cyrus_factory, tmp_path: Path) -> None:
@@ -315,7 +330,10 @@ def _check_migrated_again(src: Any, tgt: Any, project: Path) -> None:
             tu.logout()
     v = cli("verify", project, "--deep", "--json")
     assert {r["account"]: r for r in v.json()["accounts"]}["#public"]["clean"], v.out
+    cli("migrate", project, "--json")  # carries the folder made readable again
+    modseqs = _modseqs(tgt)
     again = cli("migrate", project, "--json")
+    assert _modseqs(tgt) == modseqs
     assert again.code == ExitCode.OK, again.out
     arow = {r["account"]: r for r in again.json()["accounts"]}["#public"]
     assert arow["copied"] == 0
