@@ -1176,7 +1176,6 @@ def _dav_engine(
             reporter.planned(account, planned, 0)
         if done:
             reporter.copied(account, done, 0)
-
     return DavEngine(
         ledger,
         DavOptions(
