@@ -12,8 +12,9 @@ from test_config import CSV, GOOD, problems_of, write
 
 from mailferry.config import load_project
 from mailferry.connectors.imap import uid_ranges
-from mailferry.engine.migrate import SHARED_CLASH, _keep_out_of
+from mailferry.engine.migrate import SHARED_CLASH, _keep_out_of, scope_prefix
 from mailferry.engine.public import _uids
+from mailferry.errors import ConfigError
 from mailferry.formats.folders import FolderMapping, Side, in_namespace, map_all
 
 # GOOD's target admin is a Dovecot master user; its source admin logs in with SASL authzid.
@@ -120,3 +121,31 @@ def test_which_folders_are_in_a_shared_namespace(
 ) -> None:
     namespaces, personal = server
     assert in_namespace(name, prefix, namespaces, hidden, personal) is inside
+
+
+DOVECOT_NS = {"personal": [("", "/")], "other": [], "shared": [("Public/", "/")]}
+CYRUS_NS = {"personal": [("INBOX/", "/")], "other": [("user/", "/")], "shared": [("", "/")]}
+
+
+@pytest.mark.parametrize(
+    ("ns", "prefix", "expected"),
+    [
+        (DOVECOT_NS, None, ("Public/", "/")),
+        (DOVECOT_NS, "Public/Teams/", ("Public/Teams/", "/")),
+        (DOVECOT_NS, "", None),  # the empty prefix is alice's own mailbox there
+        (DOVECOT_NS, "Team/", None),
+        (CYRUS_NS, None, ("", "/")),
+        (CYRUS_NS, "public/", ("public/", "/")),
+        (CYRUS_NS, "INBOX/Public/", None),
+        (CYRUS_NS, "user/bob/", None),
+        ({"personal": [("", "/")], "other": [], "shared": []}, None, None),
+    ],
+)
+def test_public_prefix_only_in_a_shared_namespace(
+    ns: dict[str, list[tuple[str, str]]], prefix: str | None, expected: tuple[str, str] | None
+) -> None:
+    if expected is None:
+        with pytest.raises(ConfigError):
+            scope_prefix(ns, prefix, "target", "#public")
+    else:
+        assert scope_prefix(ns, prefix, "target", "#public") == expected

@@ -1134,8 +1134,9 @@ def scope_prefix(
     ns: Mapping[str, Sequence[tuple[str, str]]], prefix: str | None, role: str, unit: str
 ) -> tuple[str, str]:
     """(prefix, delimiter) of a unit's shared namespace on one side, from its NAMESPACE answer:
-    the configured ``prefix`` (its delimiter: the longest shared namespace it lies in, else the
-    personal one's), else the first shared namespace. ConfigError where there is none."""
+    the configured ``prefix`` (its delimiter: the longest shared namespace it lies in), else the
+    first shared namespace. ConfigError where there is none, or where the configured prefix lies
+    in no shared namespace or in a personal or other users' one inside it (Cyrus' ``INBOX/``)."""
     shared = list(ns.get("shared") or [])
     if prefix is None:
         if not shared:
@@ -1145,11 +1146,16 @@ def scope_prefix(
             )
         p, d = shared[0]
         return p, d or "/"
-    for p, d in sorted(shared, key=lambda x: -len(x[0])):
-        if prefix.startswith(p):
-            return prefix, d or "/"
-    personal = list(ns.get("personal") or [("", "/")])
-    return prefix, personal[0][1] or "/"
+    inside = sorted((x for x in shared if prefix.startswith(x[0])), key=lambda x: -len(x[0]))
+    # Never into a personal or other users' namespace: the unit would write into someone's mailbox.
+    mine = [p for role in ("personal", "other") for p, _ in ns.get(role) or [] if prefix.startswith(p)]
+    if not inside or any(len(p) > len(inside[0][0]) or (p == inside[0][0] == "") for p in mine):
+        known = ", ".join(repr(p) for p, _ in shared) or "none"
+        raise ConfigError(
+            [f"{unit}: [public] {role}_prefix {prefix!r} is not in the {role} server's shared namespace ({known})"],
+            hint="public folders go only into a shared namespace, never into a user's own mailbox",
+        )
+    return prefix, inside[0][1] or "/"
 
 
 SHARED_CLASH = "lands in the target's shared namespace"
