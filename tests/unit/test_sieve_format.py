@@ -57,7 +57,7 @@ def test_rewrites_exactly_the_roles_and_nothing_else() -> None:
     assert ':subject "alice@old.example"' in text
     assert 'header :contains "subject" "alice@old.example"' in text
     assert '"*@old.example"' in text
-    assert "write to alice@old.example\n..and \"Lists/Python\"\n.\n" in text
+    assert 'write to alice@old.example\n..and "Lists/Python"\n.\n' in text
     assert r.requires == ("fileinto", "vacation", "envelope", "copy")
 
 
@@ -95,7 +95,7 @@ def test_escapes_in_rewritten_strings() -> None:
 
 @pytest.mark.parametrize(
     "broken",
-    [b'if true { keep;', b'fileinto "unterminated;', b"keep", b'require ["a" "b"];', b"if anyof (true, { keep; }"],
+    [b"if true { keep;", b'fileinto "unterminated;', b"keep", b'require ["a" "b"];', b"if anyof (true, { keep; }"],
 )
 def test_syntax_error_leaves_script_unchanged(broken: bytes) -> None:
     r = rewrite_script(broken, addresses, folders)
@@ -123,8 +123,8 @@ _ATOMS = [
     'redirect "alice@old.example";',
     'if address :is "from" "bob@old.example" { keep; }',
     'vacation :from "x <alice@old.example>" "gone";',
-    "# a comment fileinto \"Lists/Python\" alice@old.example\n",
-    "/* fileinto \"Lists/Python\"; redirect \"alice@old.example\"; */",
+    '# a comment fileinto "Lists/Python" alice@old.example\n',
+    '/* fileinto "Lists/Python"; redirect "alice@old.example"; */',
     'vacation text:\nredirect "alice@old.example";\n..\n.\n;',
     "\r\n",
     "  ",
