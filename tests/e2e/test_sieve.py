@@ -133,6 +133,7 @@ def test_dovecot_to_cyrus(dovecot_factory, cyrus_factory, tmp_path) -> None:
     try:
         put.put("main", MAIN.format(lists="Lists/Python", dotted="v1.2").encode())
         put.put("parts", FOREVERYPART)
+        put.put("gone", b'require "fileinto";\nfileinto "Nowhere/Else";\n')
         put.set_active("main")
     finally:
         put.close()
@@ -160,9 +161,12 @@ def test_dovecot_to_cyrus(dovecot_factory, cyrus_factory, tmp_path) -> None:
     assert set(refused) == {"broken", "parts"}, r.out
     assert "foreverypart" in refused["parts"]["message"] and refused["parts"]["account"] == "alice"
     assert "syntax error" in refused["broken"]["details"]["server"]
+    unmapped = findings(r, "sieve-folder-unmapped")
+    assert [(f["details"]["script"], f["details"]["folder"]) for f in unmapped] == [("gone", "Nowhere/Else")]
 
     scripts, active = scripts_of(tgt.sieve_port, "alice.t", CYRUS_ADMIN)
-    assert active == "main" and set(scripts) == {"main"}
+    assert active == "main" and set(scripts) == {"main", "gone"}
+    assert scripts["gone"] == b'require "fileinto";\nfileinto "Nowhere/Else";\n'  # carried as written
     main = scripts["main"].decode()
     assert 'address :is "from" "bob@new.example"' in main
     assert 'fileinto "INBOX/Lists/Python";' in main and 'fileinto "INBOX/v1.2";' in main
@@ -188,7 +192,7 @@ def test_dovecot_to_cyrus(dovecot_factory, cyrus_factory, tmp_path) -> None:
     stamp = cyrus_message_files(tgt)
     again = cli("migrate", project, "--json")
     filters = next(a for a in again.json()["accounts"] if a["account"] == "alice")["filters"]
-    assert filters["put"] == 0 and filters["unchanged"] == 1 and filters["activated"] == 0, again.out
+    assert filters["put"] == 0 and filters["unchanged"] == 2 and filters["activated"] == 0, again.out
     assert cyrus_message_files(tgt) == stamp
 
     # Put but not recorded (kill -9 between the two): the next run matches it, writes nothing.
@@ -198,7 +202,7 @@ def test_dovecot_to_cyrus(dovecot_factory, cyrus_factory, tmp_path) -> None:
     db.close()
     third = cli("migrate", project, "--json")
     filters = next(a for a in third.json()["accounts"] if a["account"] == "alice")["filters"]
-    assert filters["put"] == 0 and filters["unchanged"] == 1, third.out
+    assert filters["put"] == 0 and filters["unchanged"] == 2, third.out
     assert cyrus_message_files(tgt) == stamp
     db = sqlite3.connect(next(Path(tmp_path / "p").glob("*.ledger.sqlite")))
     rows = db.execute("SELECT key, state FROM settings WHERE kind = 'sieve' AND account = 'alice'").fetchall()

@@ -74,3 +74,25 @@ def test_starttls_required_but_not_offered(side) -> None:
         SieveStore(
             SieveEndpoint("127.0.0.1", port, "starttls", timeout=10), SieveLogin("alice", pw, admin), readonly=True
         )
+
+
+def test_starttls_verifies_the_certificate(dovecot_factory, tmp_path) -> None:
+    from mailferry.errors import TLSVerifyError
+    from mailferry.sandbox.servers import _make_tls_files
+
+    d = dovecot_factory(style="slash", users={"alice": "alicepw"}, sieve=True, tls=True)
+    assert d.sieve_port is not None and d.ca_file is not None
+    login = SieveLogin("alice", "adminpw", "admin")
+    good = SieveEndpoint("127.0.0.1", d.sieve_port, "starttls", ca_file=str(d.ca_file), timeout=10)
+    st = SieveStore(good, login, readonly=True)
+    try:
+        assert st.list_scripts() == []
+    finally:
+        st.close()
+    other_ca, _, _ = _make_tls_files(tmp_path / "other", "localhost")
+    with pytest.raises(TLSVerifyError):
+        SieveStore(
+            SieveEndpoint("127.0.0.1", d.sieve_port, "starttls", ca_file=str(other_ca), timeout=10),
+            login,
+            readonly=True,
+        )
