@@ -370,6 +370,9 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
         for a in accs
     ]
     _attach(rows, _dav_rows(project, accs, _dav_check))
+    if "filters" in project.items:
+        with _ledger_for_reading(project) as ro:
+            _attach_filters(rows, _sieve(project, ro, accs, "check"))
     code = worst([r["exit_code"] for r in rows])
     target = alive.as_dict()
     target["collisions"] = [c.as_dict() for c in guard.collisions]
@@ -1045,7 +1048,8 @@ def _sieve_jobs(project: Project, accounts: Sequence[AccountConfig]) -> list[Any
 def _sieve(
     project: Project, ledger: SqliteLedger, accounts: Sequence[AccountConfig], mode: str, run_id: int = 0
 ) -> dict[str, dict[str, Any]]:
-    """Each account's filters: ``mode`` ``migrate``, ``plan`` (dry run, CHECKSCRIPT only) or ``verify``."""
+    """Each account's filters: ``mode`` ``migrate``, ``plan`` (dry run, CHECKSCRIPT only), ``verify``
+    or ``check`` (logins and extensions)."""
     from mailferry.engine.sieve import SieveEngine, account_folders
     from mailferry.plan.dav import address_map
 
@@ -1055,6 +1059,8 @@ def _sieve(
     by_user = {j.source_user: j for j in jobs(project, accounts)}
 
     def one(job: Any) -> tuple[str, dict[str, Any]]:
+        if mode == "check":
+            return job.source_user, engine.check(job)
         try:
             folders = account_folders(mail, by_user[job.source_user])
         except MailferryError as e:

@@ -145,6 +145,14 @@ def test_dovecot_to_cyrus(dovecot_factory, cyrus_factory, tmp_path) -> None:
         tmp_path / "p", src, tgt, src.sieve_port, tgt.sieve_port, source_admin=DOVECOT_ADMIN, target_admin=CYRUS_ADMIN
     )
 
+    check = cli("check", project, "--json")
+    alice_check = next(a for a in check.json()["accounts"] if a["account"] == "alice")["filters"]
+    assert alice_check["source"]["ok"] and alice_check["target"]["ok"], check.out
+    assert alice_check["source"]["active"] == "main" and alice_check["source"]["scripts"] == 4
+    assert "foreverypart" in alice_check["source"]["extensions"]
+    assert "foreverypart" not in alice_check["target"]["extensions"]
+    assert alice_check["missing_extensions"] == ["foreverypart"] and check.code == ExitCode.FINDINGS
+
     plan = cli("plan", project, "--json")
     assert plan.code == ExitCode.FINDINGS, plan.out + plan.err
     alice_plan = next(a for a in plan.json()["accounts"] if a["account"] == "alice")["filters"]

@@ -19,6 +19,7 @@ from mailferry.connectors.sieve import NoCheckScript, ScriptRefused, SieveEndpoi
 from mailferry.errors import ExitCode, MailferryError
 from mailferry.formats.folders import FolderMapping
 from mailferry.formats.sieve import Rewritten, rewrite_script
+from mailferry.formats.sieve import requires as _requires
 from mailferry.plan.sieve import KIND, SievePlan, SourceScript, compare_scripts, digest, plan_scripts
 from mailferry.state.ledger import Finding, Ledger, SettingRecord
 
@@ -259,6 +260,51 @@ class SieveEngine:
 
     def _record(self, job: SieveJob, key: str, value: str, state: str, run_id: int) -> None:
         self.ledger.record_setting(SettingRecord(job.source_user, KIND, key, value, job.target_user, state, run_id))
+
+    def check(self, job: SieveJob) -> dict[str, Any]:
+        """Both logins, each side's implementation, extensions and scripts, and the extensions
+        the source's scripts require that the target lacks (a warning: migrate will report
+        those scripts refused, in the target's words)."""
+        out: dict[str, Any] = {"problems": [], "warnings": []}
+        requires: set[str] = set()
+        extensions: dict[str, frozenset[str]] = {}
+        for role, side, user in (("source", job.source, job.source_user), ("target", job.target, job.target_user)):
+            try:
+                st = self._open(side, readonly=True, label=f"{user} ({role}, ManageSieve)")
+            except MailferryError as e:
+                out[role] = {"ok": False, "error": str(e)}
+                out["problems"].append(str(e))
+                out.setdefault("exit_code", int(e.exit_code))
+                continue
+            try:
+                scripts = st.list_scripts()
+                if role == "source":
+                    for name, _ in scripts:
+                        requires.update(x.lower() for x in _requires(st.get(name)))
+                extensions[role] = st.extensions
+                out[role] = {
+                    "ok": True,
+                    "implementation": st.implementation,
+                    "extensions": sorted(st.extensions),
+                    "scripts": len(scripts),
+                    "active": next((n for n, a in scripts if a), None),
+                }
+            except MailferryError as e:
+                out[role] = {"ok": False, "error": str(e)}
+                out["problems"].append(str(e))
+                out.setdefault("exit_code", int(e.exit_code))
+            finally:
+                st.close()
+        if "target" in extensions:
+            missing = sorted(requires - extensions["target"])
+            out["missing_extensions"] = missing
+            if missing:
+                out["warnings"].append(
+                    f"the source's scripts require Sieve extensions the target lacks: {', '.join(missing)}; "
+                    "migrate reports each such script refused, with the target's words"
+                )
+        out.setdefault("exit_code", int(ExitCode.FINDINGS) if out["problems"] or out["warnings"] else 0)
+        return out
 
     def verify(self, job: SieveJob, folders: Callable[[str], str | None]) -> dict[str, Any]:
         """Source scripts after rewriting against the target's, and which one is active."""
