@@ -96,3 +96,16 @@ def test_starttls_verifies_the_certificate(dovecot_factory, tmp_path) -> None:
             login,
             readonly=True,
         )
+
+
+def test_dovecot_master_login_form(servers) -> None:
+    port, (admin, pw) = servers["dovecot"]
+    st = SieveStore(
+        SieveEndpoint("127.0.0.1", port, "none", timeout=10),
+        SieveLogin("alice", pw, admin, method="dovecot-master"),
+        readonly=True,
+    )
+    try:
+        assert isinstance(st.list_scripts(), list)
+    finally:
+        st.close()

@@ -84,3 +84,25 @@ def test_parse_response_and_capabilities() -> None:
 def test_quote() -> None:
     assert quote('a "b" \\') == b'"a \\"b\\" \\\\"'
     assert quote("two\nlines") == b"{9+}\r\ntwo\nlines"
+
+
+def test_folder_lookup_with_and_without_prefix() -> None:
+    from mailferry.engine.sieve import folder_lookup
+    from mailferry.formats.folders import FolderMapping
+
+    maps = [
+        FolderMapping("INBOX.Lists.Python", "Lists/Python", "namespace", ()),
+        FolderMapping("INBOX.old", None, "excluded", ()),
+    ]
+    look = folder_lookup(maps, "INBOX.")
+    assert look("INBOX.Lists.Python") == "Lists/Python" and look("Lists.Python") == "Lists/Python"
+    assert look("inbox") == "INBOX" and look("INBOX.old") is None and look("Nope") is None
+
+
+def test_activation_changed_on_target_after_carrying_is_left_alone() -> None:
+    target = {"a": b"keep;", "mine": b"stop;"}
+    recorded = {"a": digest(b"keep;")}
+    p = plan_scripts([A], rw([A]), target, "mine", recorded, recorded_active="a")
+    assert p.activate is None and p.notes
+    p = plan_scripts([A], rw([A]), target, "mine", recorded, recorded_active=None)
+    assert p.activate == "a"

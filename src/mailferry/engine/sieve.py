@@ -124,10 +124,10 @@ class SieveEngine:
             source, _, _ = _read(src)
             _, target, target_active = _read(tgt)
             rewritten = {s.name: rewrite_script(s.content, self.addresses, folders) for s in source}
-            recorded = {
-                k: r.value for k, r in self.ledger.settings(job.source_user, KIND).items() if r.state == "set" and k
-            }
-            plan = plan_scripts(source, rewritten, target, target_active, recorded)
+            rows = self.ledger.settings(job.source_user, KIND)
+            recorded = {k: r.value for k, r in rows.items() if r.state == "set" and k}
+            was_active = rows[ACTIVE_KEY].value if ACTIVE_KEY in rows else None
+            plan = plan_scripts(source, rewritten, target, target_active, recorded, was_active)
             self._carry(job, plan, tgt, run_id, stats, dry_run=dry_run)
         except MailferryError as e:
             stats.status = "failed"
@@ -167,6 +167,8 @@ class SieveEngine:
     ) -> None:
         who = job.source_user
         on_target: set[str] = set()
+        for note in plan.notes:
+            self._finding(job, run_id, stats, "", "sieve-kept", f"{who}: {note}", {}, dry_run=dry_run, notice=True)
         for a in plan.scripts:
             stats.scripts += 1
             r: Rewritten = a.rewritten

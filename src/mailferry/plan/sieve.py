@@ -16,8 +16,10 @@ Decision table per source script (first row that applies decides; its text is th
    finding in the server's words and nothing is written for that script.
 
 Then ``activate`` the source's active script when the target's active one is another (after the
-put, and only when that script is on the target). A source without an active script changes
-nothing on the target's activation. Scripts are never deleted on the target.
+put, and only when that script is on the target), unless the ledger says mailferry already made
+that very script active once (someone changed the activation on the target since: left alone, a
+note). A source without an active script changes nothing on the target's activation. Scripts are
+never deleted on the target.
 
 Policy for a source script mailferry cannot parse: carried as written (no rewriting) and the
 target's CHECKSCRIPT decides; the script's own server accepted it, ours may not.
@@ -80,8 +82,10 @@ def plan_scripts(
     target: Mapping[str, bytes],
     target_active: str | None,
     recorded: Mapping[str, str],
+    recorded_active: str | None = None,
 ) -> SievePlan:
-    """See the module docstring. ``recorded``: script name -> digest the ledger holds as put."""
+    """See the module docstring. ``recorded``: script name -> digest the ledger holds as put;
+    ``recorded_active``: the script mailferry last made active on the target."""
     actions: list[ScriptAction] = []
     for s in source:
         r = rewritten[s.name]
@@ -109,7 +113,11 @@ def plan_scripts(
             actions.append(ScriptAction(s.name, "put", why, content, r, d))
     active = next((s.name for s in source if s.active), None)
     activate = active if active is not None and active != target_active else None
-    return SievePlan(tuple(actions), activate, active)
+    notes: tuple[str, ...] = ()
+    if activate is not None and recorded_active == active and target_active is not None:
+        notes = (f"{target_active!r} was made active on the target since {active!r} was: left alone",)
+        activate = None
+    return SievePlan(tuple(actions), activate, active, notes)
 
 
 @dataclass(frozen=True, slots=True)
