@@ -277,3 +277,28 @@ def test_only_filters_needs_both_sieve_sides(dovecot_factory, tmp_path, only: st
     project = write_project(tmp_path / "p", src, src, ["alice"])
     r = cli("migrate", project, "--only", only, "--json")
     assert r.code == ExitCode.USAGE and "filters" in r.out
+
+
+def test_terminal_output_shows_diff_and_refusals(dovecot_factory, cyrus_factory, tmp_path) -> None:
+    src = dovecot_factory(style="slash", users={"alice": "alicepw", "bob": "bobpw"}, sieve=True)
+    tgt = cyrus_factory(users={"alice.t": "alicepw", "bob": "bobpw"})
+    make_folders(src, "alice", "alicepw", ["Lists", "Lists/Python", "v1.2"])
+    put = sieve(src, src.sieve_port, "alice", DOVECOT_ADMIN, readonly=False)
+    try:
+        put.put("main", MAIN.format(lists="Lists/Python", dotted="v1.2").encode())
+        put.put("parts", FOREVERYPART)
+        put.set_active("main")
+    finally:
+        put.close()
+    project = project_for(
+        tmp_path / "p", src, tgt, src.sieve_port, tgt.sieve_port, source_admin=DOVECOT_ADMIN, target_admin=CYRUS_ADMIN
+    )
+    out = cli("plan", project).out
+    assert "filter 'main': put" in out and '+  fileinto "INBOX/Lists/Python";' in out
+    assert "filter 'parts': put" in out and "foreverypart" in out
+    out = cli("check", project).out
+    assert "filters target: Cyrus timsieved" in out and "foreverypart" in out
+    r = cli("migrate", project)
+    assert r.code == ExitCode.FINDINGS and "alice filters: 1 put, 0 unchanged, 1 refused, 1 activated" in r.out
+    v = cli("verify", project)
+    assert "filters (Sieve): DIFFERENCES" in v.out and "'parts' is not on the target" in v.out
