@@ -150,3 +150,16 @@ def test_comments_and_text_blocks_are_never_touched(parts: list[str]) -> None:
     assert before == after
     # and rewriting is idempotent over its own output's addresses (new ones are not mapped again)
     assert rewrite_script(r.content, addresses, lambda f: f if f in FMAP.values() else folders(f)).rewrites == ()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(list('abf:"\\#/*{}[](),; \n\r.tx@1') + ["text:", "fileinto", "\n.\n"])))
+def test_any_text_either_parses_or_is_left_alone(parts: list[str]) -> None:
+    text = "".join(parts)
+    src = text.encode()
+    r = rewrite_script(src, addresses, folders)
+    if r.error:
+        assert r.content == src and not r.rewrites
+    else:
+        assert "".join(t.raw for t in tokenize(text)) == text
+        assert rewrite_script(src, lambda a: a, lambda f: f).content == src
