@@ -21,6 +21,7 @@ from imapclient import IMAPClient
 
 from mailferry.connectors.sieve import SieveEndpoint, SieveLogin, SieveStore
 from mailferry.errors import ExitCode
+from mailferry.state.ledger import SqliteLedger
 
 CYRUS_ADMIN = ("cyrus", "cyruspw")
 DOVECOT_ADMIN = ("admin", "adminpw")
@@ -90,10 +91,12 @@ def messages_in(server, user: str, password: str, folder: str) -> list[bytes]:
         c.logout()
 
 
-def project_for(tmp: Path, src, tgt, src_sieve: int, tgt_sieve: int, *, source_admin, target_admin) -> Path:
+def project_for(
+    tmp: Path, src, tgt, src_sieve: int, tgt_sieve: int, *, source_admin, target_admin, addresses: str = ADDRESSES
+) -> Path:
     extra = (
         f'\n[source.sieve]\nurl = "sieve://127.0.0.1:{src_sieve}"\nsecurity = "none"\n'
-        f'[target.sieve]\nurl = "sieve://127.0.0.1:{tgt_sieve}"\nsecurity = "none"\n' + ADDRESSES
+        f'[target.sieve]\nurl = "sieve://127.0.0.1:{tgt_sieve}"\nsecurity = "none"\n' + addresses
     )
     return write_project(
         tmp,
@@ -234,9 +237,35 @@ def test_cyrus_to_dovecot(dovecot_factory, cyrus_factory, tmp_path) -> None:
         put.set_active("main")
     finally:
         put.close()
+    # alice's new address comes from the identity map, as `directory apply` leaves it in the ledger
     project = project_for(
-        tmp_path / "p", src, tgt, src.sieve_port, tgt.sieve_port, source_admin=CYRUS_ADMIN, target_admin=DOVECOT_ADMIN
+        tmp_path / "p",
+        src,
+        tgt,
+        src.sieve_port,
+        tgt.sieve_port,
+        source_admin=CYRUS_ADMIN,
+        target_admin=DOVECOT_ADMIN,
+        addresses='\n[calendars.domains]\n"old.example" = "new.example"\n',
     )
+    ledger = SqliteLedger(tmp_path / "p" / "project.ledger.sqlite")
+    run = ledger.start_run("directory apply", "2026-01-01T00:00:00Z")
+    ledger.save_identity(
+        run,
+        [
+            {
+                "source_dn": "uid=alice,dc=old",
+                "source_login": "alice",
+                "source_mail": "alice@old.example",
+                "target_dn": "uid=alice.t,dc=new",
+                "target_login": "alice.t",
+                "target_mail": "alice.t@new.example",
+                "how": "login",
+                "kind": "user",
+            }
+        ],
+    )
+    ledger.close()
     r = cli("migrate", project, "--json")
     assert r.code == ExitCode.FINDINGS, r.out + r.err
     refused = {f["details"]["script"]: f for f in findings(r, "sieve-refused")}

@@ -615,16 +615,20 @@ class DovecotServer:
         self._sink: SmtpSink | None = SmtpSink() if sieve else None
 
     def _sieve_protocols(self) -> str:
+        self._lmtp_reach()
+        return " sieve lmtp" if self.sieve else ""
+
+    def _lmtp_reach(self) -> None:
+        """LMTP does not chroot (unlike imap, see the "/./" homes): it reaches the maildir by its
+        full path as the mail user, who needs search (x) permission on every directory above it,
+        e.g. pytest's 0700 temp dirs (its process keeps the group of Dovecot's master among its
+        groups, so group x too). Only x is added, never read. Done again before each delivery:
+        another pytest session starting meanwhile puts its 0700 back on /tmp/pytest-of-<user>."""
         if self.sieve and os.getuid() == 0:
-            # LMTP does not chroot (unlike imap, see the "/./" homes): it reaches the maildir by
-            # its full path as the mail user, who needs search (x) permission on every directory
-            # above it, e.g. pytest's 0700 temp dirs (its process keeps the group of Dovecot's master
-            # among its groups, so group x too). Only x is added, never read.
             uid, gid = _mail_owner()
             for directory in reversed([self.base_dir, *self.base_dir.parents]):
                 if not _reachable(directory, uid, gid):
                     directory.chmod(directory.stat().st_mode | 0o011)
-        return " sieve lmtp" if self.sieve else ""
 
     def _sieve_config(self) -> str:
         if not self.sieve:
@@ -662,6 +666,7 @@ plugin {{
         """Deliver ``message`` to ``user`` over LMTP: the user's active Sieve script runs."""
         if self.lmtp_port is None:
             raise SandboxError("this Dovecot was started without sieve=True: no LMTP listener")
+        self._lmtp_reach()
         _lmtp_deliver(("inet", (HOST, self.lmtp_port)), user, message, mail_from)
 
     # ---- internals
