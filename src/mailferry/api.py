@@ -503,8 +503,11 @@ def migrate(
             if "calendars" in r:
                 r["exit_code"] = worst([r["exit_code"], dav_exit_code(r["calendars"])])
         if "filters" in types:  # after mail: scripts name the folders the mail went to
+            # Not for an account held back or whose mail pass failed (a shared target mailbox,
+            # a lost connection): its folders may not be there, its target may be another's.
+            failed = {s.account for s in stats if s.status == "failed"}
             _attach_filters(
-                rows, _sieve(project, ledger, [a for a in accs if a.source_user not in held], "migrate", run_id)
+                rows, _sieve(project, ledger, [a for a in accs if a.source_user not in failed], "migrate", run_id)
             )
         code = worst([r["exit_code"] for r in rows])
         summary = {
