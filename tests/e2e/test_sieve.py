@@ -331,3 +331,30 @@ def test_terminal_output_shows_diff_and_refusals(dovecot_factory, cyrus_factory,
     assert r.code == ExitCode.FINDINGS and "alice filters: 1 put, 0 unchanged, 1 refused, 1 activated" in r.out
     v = cli("verify", project)
     assert "filters (Sieve): DIFFERENCES" in v.out and "'parts' is not on the target" in v.out
+
+
+def test_only_filters_dovecot_to_dovecot_other_layout(dovecot_factory, tmp_path) -> None:
+    """`--only filters` moves scripts and no mail; fileinto follows the folder map all the same
+    (slash layout without prefix -> dotted layout under INBOX.)."""
+    src = dovecot_factory(style="slash", users={"alice": "alicepw", "bob": "bobpw"}, sieve=True)
+    tgt = dovecot_factory(style="dotted", users={"alice.t": "alicepw", "bob": "bobpw"}, sieve=True)
+    make_folders(src, "alice", "alicepw", ["Lists", "Lists/Python", "v1.2"])
+    put = sieve(src, src.sieve_port, "alice", DOVECOT_ADMIN, readonly=False)
+    try:
+        put.put("main", MAIN.format(lists="Lists/Python", dotted="v1.2").encode())
+        put.set_active("main")
+    finally:
+        put.close()
+    project = project_for(
+        tmp_path / "p", src, tgt, src.sieve_port, tgt.sieve_port, source_admin=DOVECOT_ADMIN, target_admin=DOVECOT_ADMIN
+    )
+    r = cli("migrate", project, "--only", "filters", "--json")
+    assert r.code == ExitCode.OK, r.out + r.err
+    assert r.json()["copied"] == 0 and r.json()["items"] == ["filters"]
+    scripts, active = scripts_of(tgt.sieve_port, "alice.t", DOVECOT_ADMIN)
+    assert active == "main"
+    assert 'fileinto "INBOX.Lists.Python";' in scripts["main"].decode()
+    assert 'fileinto "INBOX.v1_2";' in scripts["main"].decode()  # '.' in a name meets the '.' separator
+    v = cli("verify", project, "--json")
+    alice = next(a for a in v.json()["accounts"] if a["account"] == "alice")
+    assert alice["filters"]["clean"] and alice["filters"]["differences"] == []
