@@ -163,3 +163,13 @@ def test_any_text_either_parses_or_is_left_alone(parts: list[str]) -> None:
     else:
         assert "".join(t.raw for t in tokenize(text)) == text
         assert rewrite_script(src, lambda a: a, lambda f: f).content == src
+
+
+def test_notify_mailto_and_from() -> None:
+    src = b'require ["enotify"];\nnotify :from "alice@old.example" :message "x" "mailto:bob@old.example?subject=hi";\n'
+    r = rewrite_script(src, addresses, folders)
+    assert r.content == (
+        b'require ["enotify"];\nnotify :from "alice.t@new.example" :message "x" "mailto:bob@new.example?subject=hi";\n'
+    )
+    same = b'notify "xmpp:bob@old.example";'
+    assert rewrite_script(same, addresses, folders).content == same

@@ -3,9 +3,10 @@ keeping every other byte of the user's script as it was. Pure: no I/O.
 
 Terminology: *token* one lexical unit of RFC 5228 section 2 (identifier, tag, number, quoted
 string, multi-line ``text:`` string, comment, white space, punctuation); *role* what a string
-means to its command: ``address`` (``redirect``, ``vacation :from``/``:addresses``, the keys of
-``address``/``envelope`` tests and of ``header`` tests on address headers) or ``folder``
-(``fileinto``, ``vacation :fcc``, ``mailboxexists``).
+means to its command: ``address`` (``redirect``, ``vacation :from``/``:addresses``, ``notify
+:from``, the keys of ``address``/``envelope`` tests and of ``header`` tests on address headers),
+``uri`` (a ``notify`` method's ``mailto:`` URI, RFC 5435) or ``folder`` (``fileinto``,
+``vacation :fcc``, ``mailboxexists``).
 
 How a script is rewritten (:func:`rewrite_script`):
 
@@ -333,6 +334,11 @@ class _Parser:
             found += [(i, "address", name) for i in positional[-1].at]
         elif name in ("fileinto", "mailboxexists") and positional:
             found += [(i, "folder", name) for i in positional[-1].at]
+        elif name == "notify":  # RFC 5435: the method is a URI, "mailto:" names an address
+            if positional:
+                found += [(i, "uri", name) for i in positional[-1].at]
+            if ":from" in tagged:
+                found += [(i, "address", "notify :from") for i in tagged[":from"].at]
         elif name == "vacation":
             for tag in (":from", ":addresses"):
                 if tag in tagged:
@@ -384,6 +390,18 @@ def _rewrite_address(value: str, addresses: Callable[[str], str | None]) -> str 
     return new if new and new != value else None
 
 
+_MAILTO = re.compile(r"^(mailto:)([^?]+)(\?.*)?$", re.IGNORECASE | re.DOTALL)
+
+
+def _rewrite_mailto(value: str, addresses: Callable[[str], str | None]) -> str | None:
+    """``mailto:old@x?subject=...`` -> ``mailto:new@y?subject=...`` (one plain address only)."""
+    m = _MAILTO.match(value)
+    if m is None or "%" in m.group(2) or "," in m.group(2):
+        return None
+    new = _rewrite_address(m.group(2), addresses)
+    return f"{m.group(1)}{new}{m.group(3) or ''}" if new else None
+
+
 def rewrite_script(
     content: bytes,
     addresses: Callable[[str], str | None],
@@ -404,8 +422,8 @@ def rewrite_script(
     unmapped: list[Unmapped] = []
     for i, role, command in parser.roles.found:
         tok = tokens[i]
-        if role == "address":
-            new = _rewrite_address(tok.value, addresses)
+        if role in ("address", "uri"):
+            new = _rewrite_address(tok.value, addresses) if role == "address" else _rewrite_mailto(tok.value, addresses)
             if new is not None and new != tok.value:
                 new_raw[i] = _quote(new)
                 rewrites.append(Rewrite(role, command, tok.value, new, tok.line))
