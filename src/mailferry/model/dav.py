@@ -24,8 +24,9 @@ Access = Literal["freebusy", "read", "read-write", "admin"]
 ACCESS_ORDER: tuple[Access, ...] = ("freebusy", "read", "read-write", "admin")
 
 # The kinds of item a project moves; all by default (``migrate --only`` narrows a run).
-ItemType = Literal["mail", "calendars", "contacts"]
-ITEM_TYPES: tuple[ItemType, ...] = ("mail", "calendars", "contacts")
+# "filters": each account's Sieve scripts (ManageSieve), after its mail (they name its folders).
+ItemType = Literal["mail", "calendars", "contacts", "filters"]
+ITEM_TYPES: tuple[ItemType, ...] = ("mail", "calendars", "contacts", "filters")
 
 
 @dataclass(frozen=True, slots=True)
