@@ -7,8 +7,9 @@ before connecting, and never leave the :class:`~mailferry.connectors.imap.Login`
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -184,6 +185,15 @@ def options(project: Project, *, full: bool = False, accounts_at_once: int = 1) 
         retry=RetryPolicy(attempts=max(1, p.retries)),
         full=full,
     )
+
+
+@contextlib.contextmanager
+def _ledger_for_reading(project: Project) -> Iterator[SqliteLedger]:
+    ledger = open_ledger(project, readonly=True)
+    try:
+        yield ledger
+    finally:
+        ledger.close()
 
 
 def open_ledger(project: Project, *, readonly: bool = False) -> SqliteLedger:
@@ -411,6 +421,9 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
         for a in accs
     ]
     _attach(rows, _dav_rows(project, accs, _dav_check))
+    if "filters" in project.items:
+        with _ledger_for_reading(project) as ro:
+            _attach_filters(rows, _sieve(project, ro, accs, "check"))
     code = worst([r["exit_code"] for r in rows])
     target = alive.as_dict()
     target["collisions"] = [c.as_dict() for c in guard.collisions]
@@ -486,6 +499,9 @@ def plan(project: Project, names: Sequence[str] | None = None) -> Result:
     finally:
         ledger.close()
     _attach(rows, _dav_rows(project, accs, _dav_plan))
+    if "filters" in project.items:
+        with _ledger_for_reading(project) as ro:
+            _attach_filters(rows, _sieve(project, ro, accs, "plan"))
     code = worst([r["exit_code"] for r in rows])
     data = {"command": "plan", "accounts": rows, "copy": sum(r.get("messages", 0) for r in rows), "exit_code": code}
     return Result(data, code)
@@ -517,6 +533,8 @@ def migrate(
     dav_types = _dav_types(project, types)
     if dav_types:
         _dav_jobs(project, accs)  # the DAV secrets too, before any change
+    if "filters" in types:
+        _sieve_jobs(project, accs)  # and the ManageSieve ones
     ledger = open_ledger(project)
     try:
         ledger.acquire("migrate")
@@ -564,6 +582,13 @@ def migrate(
         for r in rows:
             if "calendars" in r:
                 r["exit_code"] = worst([r["exit_code"], dav_exit_code(r["calendars"])])
+        if "filters" in types:  # after mail: scripts name the folders the mail went to
+            # Not for an account held back or whose mail pass failed (a shared target mailbox,
+            # a lost connection): its folders may not be there, its target may be another's.
+            failed = {s.account for s in stats if s.status == "failed"}
+            _attach_filters(
+                rows, _sieve(project, ledger, [a for a in accs if a.source_user not in failed], "migrate", run_id)
+            )
         code = worst([r["exit_code"] for r in rows])
         summary = {
             "command": "migrate",
@@ -736,6 +761,9 @@ def verify(project: Project, names: Sequence[str] | None = None, *, deep: bool =
     for r in rows:
         if "calendars" in r:
             r["clean"] = r["clean"] and bool(r["calendars"].get("clean"))
+    if "filters" in project.items:
+        with _ledger_for_reading(project) as ro:
+            _attach_filters(rows, _sieve(project, ro, accs, "verify"))
     code = worst([r["exit_code"] for r in rows])
     data = {
         "command": "verify",
@@ -1072,6 +1100,73 @@ def directory_restore(project: Project, contact: str | None = None) -> Result:
         ledger.close()
 
 
+# -- mail filters: Sieve scripts (composed into plan, migrate and verify) ------------------------
+
+
+def _sieve_jobs(project: Project, accounts: Sequence[AccountConfig]) -> list[Any]:
+    """One job per account; the IMAP logins (own password or admin) resolved here."""
+    from mailferry.connectors.sieve import SieveEndpoint, SieveLogin
+    from mailferry.engine.sieve import SieveJob, SieveSide
+
+    def side(server: ServerConfig, user: str, ref: Any) -> SieveSide:
+        s = server.sieve
+        assert s is not None  # only called when the project moves filters
+        login = _login(project, server, user, ref)
+        return SieveSide(
+            SieveEndpoint(
+                s.host, s.port, s.security, s.verify_certificates, str(s.ca_file) if s.ca_file else None, s.timeout
+            ),
+            SieveLogin(login.user, login.password, login.admin, login.method, login.master_separator),
+        )
+
+    return [
+        SieveJob(
+            a.source_user,
+            a.target_user,
+            side(project.source, a.source_user, a.source_password),
+            side(project.target, a.target_user, a.target_password),
+        )
+        for a in accounts
+    ]
+
+
+def _sieve(
+    project: Project, ledger: SqliteLedger, accounts: Sequence[AccountConfig], mode: str, run_id: int = 0
+) -> dict[str, dict[str, Any]]:
+    """Each account's filters: ``mode`` ``migrate``, ``plan`` (dry run, CHECKSCRIPT only), ``verify``
+    or ``check`` (logins and extensions)."""
+    from mailferry.engine.sieve import SieveEngine, account_folders
+    from mailferry.plan.dav import address_map
+
+    rules = project.calendars
+    engine = SieveEngine(ledger, address_map(ledger.identity(), rules.addresses, rules.domains))
+    mail = Engine(ledger, options(project))
+    by_user = {j.source_user: j for j in jobs(project, accounts)}
+
+    def one(job: Any) -> tuple[str, dict[str, Any]]:
+        if mode == "check":
+            return job.source_user, engine.check(job)
+        try:
+            folders = account_folders(mail, by_user[job.source_user])
+        except MailferryError as e:
+            return job.source_user, {"status": "failed", "error": str(e), "exit_code": int(e.exit_code)}
+        if mode == "verify":
+            return job.source_user, engine.verify(job, folders)
+        return job.source_user, engine.run(job, folders, run_id, dry_run=mode == "plan").as_dict()
+
+    return dict(_parallel(project.performance.accounts_in_parallel, one, _sieve_jobs(project, accounts)))
+
+
+def _attach_filters(rows: list[dict[str, Any]], filters: Mapping[str, dict[str, Any]]) -> None:
+    for r in rows:
+        f = filters.get(r["account"])
+        if f is not None:
+            r["filters"] = f
+            r["exit_code"] = worst([r["exit_code"], f["exit_code"]])
+            if "clean" in r:
+                r["clean"] = r["clean"] and bool(f.get("clean"))
+
+
 # -- calendars and contacts (composed into check, plan, migrate, verify and report) ---------------
 
 
@@ -1176,6 +1271,7 @@ def _dav_engine(
             reporter.planned(account, planned, 0)
         if done:
             reporter.copied(account, done, 0)
+
     return DavEngine(
         ledger,
         DavOptions(

@@ -153,7 +153,8 @@ def migrate(
     as_json: JsonOpt = False,
     full: Annotated[bool, typer.Option("--full", help="re-examine every folder, ignoring the fast path")] = False,
     only: Annotated[
-        str | None, typer.Option("--only", help="only these item types, comma-separated: mail, calendars, contacts")
+        str | None,
+        typer.Option("--only", help="only these item types, comma-separated: mail, calendars, contacts, filters"),
     ] = None,
 ) -> None:
     """Copy what is new or changed since the last pass (every run is a delta pass)."""

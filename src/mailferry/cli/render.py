@@ -51,6 +51,7 @@ def check(data: dict[str, Any]) -> None:
         for w in a["warnings"]:
             c.print(f"  [yellow]warning:[/yellow] {w}")
         _dav_check(c, a.get("calendars"))
+        _filters_check(c, a.get("filters"))
     target = data.get("target", {})
     for x in target.get("collisions", []):
         where = ", ".join(f"{a} ({f})" for a, f in zip(x["accounts"], x["folders"], strict=True))
@@ -88,6 +89,7 @@ def plan(data: dict[str, Any]) -> None:
             for s in f["skips"]:
                 c.print(f"  skip: {f['source_folder']} UID {s['source_uid']} {s['message_id']}: {s['reason']}")
         _dav_plan(c, a)
+        _filters_plan(c, a.get("filters"))
     c.print(f"total to copy: {data['copy']} messages")
 
 
@@ -142,6 +144,9 @@ def migrate(data: dict[str, Any]) -> None:
         d = a.get("calendars") or {}
         if d.get("error"):
             c.print(f"  [red]{a['account']} calendars and contacts failed[/red]: {d['error']}")
+        f = a.get("filters")
+        if f is not None:
+            _filters_line(c, a["account"], f)
 
 
 def verify(data: dict[str, Any]) -> None:
@@ -166,6 +171,14 @@ def verify(data: dict[str, Any]) -> None:
                     f"{d['date']!r} {d['subject']!r} {d['size']} bytes {d['detail']}"
                 )
         _dav_verify(c, a.get("calendars"))
+        f = a.get("filters")
+        if f is not None:
+            c.print(
+                f"  filters (Sieve): {'clean' if f.get('clean') else 'DIFFERENCES'}"
+                + (f": {f['error']}" if f.get("error") else "")
+            )
+            for d in f.get("differences", []):
+                c.print(f"     {d['what']}: {d['message']}")
     c.print(
         ("verification (deep, SHA-256): " if data["deep"] else "verification: ")
         + ("CLEAN" if data["clean"] else "DIFFERENCES FOUND")
@@ -433,3 +446,45 @@ def _dav_verify(c: Console, d: dict[str, Any] | None) -> None:
         for y in x["discrepancies"]:
             what = " ".join(str(y[k]) for k in ("item_uid", "summary", "start") if y.get(k))
             c.print(f"     {y['what']}: {what} {y['detail']}")
+
+
+# -- mail filters (Sieve) ---------------------------------------------------------------------------
+
+
+def _filters_check(c: Console, f: dict[str, Any] | None) -> None:
+    if f is None:
+        return
+    for role in ("source", "target"):
+        s = f.get(role) or {}
+        if not s.get("ok"):
+            c.print(f"  filters {role}: [red]{s.get('error', 'not checked')}[/red]")
+            continue
+        c.print(
+            f"  filters {role}: {s['implementation'] or 'ManageSieve'}; {s['scripts']} scripts, active "
+            f"{s['active'] or '-'}; extensions: {', '.join(s['extensions'])}"
+        )
+    for w in f.get("warnings", []):
+        c.print(f"  [yellow]warning:[/yellow] {w}")
+
+
+def _filters_line(c: Console, account: str, f: dict[str, Any]) -> None:
+    if f.get("error"):
+        c.print(f"  [red]{account} filters failed[/red]: {f['error']}")
+        return
+    c.print(
+        f"  {account} filters: {f['put']} put, {f['unchanged']} unchanged, {f['refused']} refused, "
+        f"{f['activated']} activated"
+    )
+
+
+def _filters_plan(c: Console, f: dict[str, Any] | None) -> None:
+    if f is None:
+        return
+    if f.get("error"):
+        c.print(f"  filters: [red]{f['error']}[/red]")
+        return
+    for p in f.get("plan", []):
+        words = f" — the target refuses it: {p['refused']}" if p.get("refused") else ""
+        c.print(f"  filter {p['script']!r}: {p['action']} ({p['reason']}){words}")
+        if p.get("diff"):
+            c.print(p["diff"], markup=False, highlight=False, end="")

@@ -39,6 +39,7 @@ from mailferry.config.model import (
     LDAP_DIALECTS,
     SCHEDULING_MODES,
     SECURITY_CHOICES,
+    SIEVE_SCHEMES,
     SIZE_HELP,
     AccountConfig,
     AdminLogin,
@@ -59,6 +60,7 @@ from mailferry.config.model import (
     SchedulingMode,
     Security,
     ServerConfig,
+    SieveServerConfig,
     UrlProblem,
     default_port,
     is_loopback,
@@ -84,7 +86,9 @@ _SERVER_KEYS = (
     "max_connections",
     "admin",
     "dav",
+    "sieve",
 )
+_SIEVE_KEYS = ("url", "security", "verify_certificates", "ca_file", "allow_plaintext_login", "timeout")
 _ADMIN_KEYS = ("user", "password", "method", "master_separator")
 _DAV_KEYS = ("url", "verify_certificates", "ca_file", "allow_plaintext_login", "timeout", "max_connections", "admin")
 _DAV_ADMIN_KEYS = ("user", "password", "method")
@@ -136,10 +140,12 @@ KNOWN_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "source.admin": _ADMIN_KEYS,
         "source.dav": _DAV_KEYS,
         "source.dav.admin": _DAV_ADMIN_KEYS,
+        "source.sieve": _SIEVE_KEYS,
         "target": _SERVER_KEYS,
         "target.admin": _ADMIN_KEYS,
         "target.dav": _DAV_KEYS,
         "target.dav.admin": _DAV_ADMIN_KEYS,
+        "target.sieve": _SIEVE_KEYS,
         "calendars": ("scheduling", "addresses", "domains", "propagate_deletions", "sharing", "batch_items"),
         "calendars.addresses": (),
         "calendars.domains": (),
@@ -850,9 +856,11 @@ class _ProjectReader(_Reader):
         sides have a ``dav`` table, public folders when the project has a ``[public]`` table."""
         at: KeyPath = ("project",)
         has_dav = source is not None and target is not None and source.dav is not None and target.dav is not None
+        has_sieve = source is not None and target is not None and source.sieve is not None and target.sieve is not None
         value = project.get("items", _MISSING)
         if value is _MISSING:
             wanted = {"mail"} | ({"calendars", "contacts"} if has_dav else set())
+            wanted |= {"filters"} if has_sieve else set()
             wanted |= {"public"} if has_public else set()
             return tuple(t for t in ITEM_TYPES if t in wanted)
         if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
@@ -867,6 +875,14 @@ class _ProjectReader(_Reader):
             self.problem(
                 (*at, "items"),
                 f"calendars and contacts need the DAV side of both servers: add [{missing}.dav] with its url",
+            )
+            return None
+        if not has_sieve and "filters" in value and source and target:
+            missing = " and ".join(r for r, s in (("source", source), ("target", target)) if s.sieve is None)
+            self.problem(
+                (*at, "items"),
+                f"filters need the ManageSieve side of both servers: add [{missing}.sieve] with its url "
+                '(e.g. url = "sieve://mail.example:4190")',
             )
             return None
         return tuple(t for t in ITEM_TYPES if t in value)
@@ -911,6 +927,44 @@ class _ProjectReader(_Reader):
         if len(self.problems) > before:
             return None
         return PublicConfig(**values, per_user_seen=bool(seen), subscriptions=bool(subscriptions))
+
+    def sieve(self, server: Mapping[str, object], role: str) -> SieveServerConfig | None:
+        """``[role.sieve]``: the ManageSieve endpoint (logins are the IMAP side's)."""
+        table = self.table(server, (role,), "sieve", f"{role}.sieve")
+        if table is None:
+            return None
+        at: KeyPath = (role, "sieve")
+        before = len(self.problems)
+        url = self.string(table, at, "url", required=True)
+        security = cast(Security | None, self.choice(table, at, "security", SECURITY_CHOICES, "starttls"))
+        verify = self.boolean(table, at, "verify_certificates", True)
+        ca_file = self.ca_file(table, at)
+        allow_plaintext = self.boolean(table, at, "allow_plaintext_login", False)
+        timeout = self.number(table, at, "timeout", 60.0)
+        host, port = None, 4190
+        if url is not None:
+            try:
+                host, port, _ = split_server_url(url, SIEVE_SCHEMES, lambda _s: 4190)
+            except UrlProblem as problem:
+                self.problem((*at, "url"), f'{problem} (write it as "sieve://host:4190")')
+        if security == "none" and host is not None and not is_loopback(host) and not allow_plaintext:
+            self.problem(
+                (*at, "security"),
+                f'"none" would send passwords unencrypted to {host}, which is not a loopback address; '
+                'use "starttls" or "tls", or set allow_plaintext_login = true',
+            )
+        if len(self.problems) > before or host is None:
+            return None
+        assert security and timeout
+        return SieveServerConfig(
+            host=host,
+            port=port,
+            security=security,
+            verify_certificates=verify,
+            ca_file=ca_file,
+            allow_plaintext_login=allow_plaintext,
+            timeout=timeout,
+        )
 
     def dav(self, server: Mapping[str, object], role: str) -> DavServerConfig | None:
         table = self.table(server, (role,), "dav", f"{role}.dav")
@@ -1032,6 +1086,7 @@ class _ProjectReader(_Reader):
         max_connections = self.integer(table, at, "max_connections", 24, 1, 1000)
         admin = self.admin(table, at)
         dav = self.dav(table, role)
+        sieve = self.sieve(table, role)
 
         if security == "none" and host is not None and not is_loopback(host) and not allow_plaintext:
             self.problem(
@@ -1053,6 +1108,7 @@ class _ProjectReader(_Reader):
             max_connections=max_connections,
             admin=admin,
             dav=dav,
+            sieve=sieve,
         )
 
     def ca_file(self, table: Mapping[str, object], at: KeyPath) -> Path | None:

@@ -180,6 +180,25 @@ class CalendarRules:
 
 
 @dataclass(frozen=True, slots=True)
+class SieveServerConfig:
+    """The ManageSieve side of a server (RFC 5804): ``sieve://host[:4190]``. Logins are the IMAP
+    side's: each account's password reference, else the ``[*.admin]`` login (SASL PLAIN with the
+    account as authorization identity, or Dovecot's ``user*admin``). ``security``: ``starttls``
+    (the RFC's default), ``tls`` (implicit) or ``none`` (loopback, or ``allow_plaintext_login``)."""
+
+    host: str
+    port: int = 4190
+    security: Security = "starttls"
+    verify_certificates: bool = True
+    ca_file: Path | None = None
+    allow_plaintext_login: bool = False
+    timeout: float = 60.0
+
+
+SIEVE_SCHEMES: Mapping[str, Security] = MappingProxyType({"sieve": "starttls"})
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     host: str
     port: int
@@ -191,6 +210,7 @@ class ServerConfig:
     max_connections: int = 24
     admin: AdminLogin | None = None
     dav: DavServerConfig | None = None
+    sieve: SieveServerConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)

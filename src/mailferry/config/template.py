@@ -160,6 +160,23 @@ def _dav(role: str, url: str | None) -> str:
 """
 
 
+def _sieve(role: str) -> str:
+    """The ``[role.sieve]`` table, shown commented out (``items`` gains "filters" with both)."""
+    host = f"mail.{'old' if role == 'source' else 'new'}.example"
+    return f"""
+# Mail filters and out-of-office (Sieve scripts) over ManageSieve (RFC 5804): sieve://host[:4190].
+# Logins are this server's: each account's password reference, else the [{role}.admin] login.
+# security: "starttls" (default), "tls" (implicit TLS), or "none" (loopback only, unless
+# allow_plaintext_login = true). With both [source.sieve] and [target.sieve], items gain "filters".
+# [{role}.sieve]
+# url = "sieve://{host}:4190"
+# security = "starttls"
+# verify_certificates = true
+# ca_file = ""
+# timeout = 60
+"""
+
+
 _DIRECTORY_SERVER = """\
 # [directory.{role}]
 # The {what} directory: ldaps://host[:port] (TLS, 636), ldap+starttls://host[:port] (StartTLS,
@@ -293,6 +310,7 @@ def render_project(
         raise UsageError("give both --source-dav and --target-dav, or neither (calendars need both sides)")
     source = _server("source", source_url, source_admin, source_admin_password) + _dav("source", source_dav)
     target = _server("target", target_url, target_admin, target_admin_password) + _dav("target", target_dav)
+    source, target = source + _sieve("source"), target + _sieve("target")
     ledger_line = (
         f"ledger = {_toml(ledger)}"
         if ledger
@@ -314,10 +332,11 @@ name = {_toml(name)}
 {ledger_line}
 # Folder for run reports.
 reports = "reports"
-# What to move: "mail", "calendars", "contacts", "public". Default: mail; calendars and contacts
-# when both servers have a [*.dav] table; public (folders) when there is a [public] table.
+# What to move: "mail", "calendars", "contacts", "filters" (Sieve scripts), "public" (public
+# folders). Default: mail, with calendars and contacts when both servers have a [*.dav] table,
+# filters when both have a [*.sieve] table, and public when there is a [public] table.
 # `mailferry migrate --only calendars,contacts` narrows one run.
-# items = ["mail", "calendars", "contacts", "public"]
+# items = ["mail", "calendars", "contacts", "filters", "public"]
 
 {source}
 {target}

@@ -23,10 +23,11 @@ CollectionKind = Literal["calendar", "addressbook"]
 Access = Literal["freebusy", "read", "read-write", "admin"]
 ACCESS_ORDER: tuple[Access, ...] = ("freebusy", "read", "read-write", "admin")
 
-# The kinds of item a project moves (``migrate --only`` narrows a run). ``public``: the public
-# (shared) folders as their own unit, by default moved when the project has a [public] table.
-ItemType = Literal["mail", "calendars", "contacts", "public"]
-ITEM_TYPES: tuple[ItemType, ...] = ("mail", "calendars", "contacts", "public")
+# The kinds of item a project moves; all by default (``migrate --only`` narrows a run).
+# "filters": each account's Sieve scripts (ManageSieve), after its mail (they name its folders).
+# "public": the public (shared) folders as their own unit, moved when the project has [public].
+ItemType = Literal["mail", "calendars", "contacts", "filters", "public"]
+ITEM_TYPES: tuple[ItemType, ...] = ("mail", "calendars", "contacts", "filters", "public")
 
 
 @dataclass(frozen=True, slots=True)
