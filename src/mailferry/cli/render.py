@@ -128,6 +128,13 @@ def migrate(data: dict[str, Any]) -> None:
             rate,
         )
     c.print(t)
+    for a in data["accounts"]:
+        if "public" in a:  # the public folders' unit: each user's own state on them
+            p = a["public"]
+            c.print(
+                f"  {a['account']}: per user \\Seen added {p['seen_added']}, taken back {p['seen_removed']}, "
+                f"subscriptions {p['subscribed']} ({len(p['users'])} users)"
+            )
     _dav_migrate(c, data)
     for f in data["findings"]:
         c.print(f"  [yellow]{f['kind']}[/yellow]: {f['message']}")

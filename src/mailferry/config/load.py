@@ -27,7 +27,7 @@ from datetime import date, datetime
 from pathlib import Path
 from string import Template
 from types import MappingProxyType
-from typing import Literal, cast
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 from mailferry.config.accounts import read_accounts_csv
@@ -56,6 +56,7 @@ from mailferry.config.model import (
     MessageRules,
     Performance,
     Project,
+    PublicConfig,
     SchedulingMode,
     Security,
     ServerConfig,
@@ -122,8 +123,19 @@ KNOWN_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
             "performance",
             "directory",
             "batches",
+            "public",
         ),
         "project": ("name", "ledger", "reports", "items"),
+        "public": (
+            "source_prefix",
+            "target_prefix",
+            "source_user",
+            "target_user",
+            "source_password",
+            "target_password",
+            "per_user_seen",
+            "subscriptions",
+        ),
         "source": _SERVER_KEYS,
         "source.admin": _ADMIN_KEYS,
         "source.dav": _DAV_KEYS,
@@ -266,6 +278,8 @@ def check_secrets(project: Project) -> tuple[list[str], list[str]]:
             refs.append(server.admin.password)
     for account in project.accounts:
         refs.extend(r for r in (account.source_password, account.target_password) if r is not None)
+    if project.public is not None:
+        refs.extend(r for r in (project.public.source_password, project.public.target_password) if r is not None)
     seen: set[SecretRef] = set()
     for ref in refs:
         if ref in seen:
@@ -778,7 +792,8 @@ class _ProjectReader(_Reader):
         messages = self.messages(document)
         performance = self.performance(document, target)
         directory = self.directory(document)
-        items = self.items(project, source, target)
+        items = self.items(project, source, target, has_public=isinstance(document.get("public"), dict))
+        public = self.public(document, source, target, items)
         calendars = self.calendar_rules(document)
         batches = self.batches(document)
         if items is not None and accounts and source is not None and target is not None:
@@ -804,6 +819,7 @@ class _ProjectReader(_Reader):
             items=items,
             calendars=calendars,
             batches=batches,
+            public=public,
         )
 
     def batches(self, document: Mapping[str, object]) -> Mapping[str, tuple[str, ...]] | None:
@@ -829,17 +845,24 @@ class _ProjectReader(_Reader):
         return MappingProxyType(out) if len(out) == len(table) else None
 
     def items(
-        self, project: Mapping[str, object], source: ServerConfig | None, target: ServerConfig | None
+        self,
+        project: Mapping[str, object],
+        source: ServerConfig | None,
+        target: ServerConfig | None,
+        *,
+        has_public: bool = False,
     ) -> tuple[str, ...] | None:
-        """``[project] items``: what to move. Default: mail, and calendars and contacts when both
-        sides have a ``dav`` table."""
+        """``[project] items``: what to move. Default: mail, calendars and contacts when both
+        sides have a ``dav`` table, public folders when the project has a ``[public]`` table."""
         at: KeyPath = ("project",)
         has_dav = source is not None and target is not None and source.dav is not None and target.dav is not None
         has_sieve = source is not None and target is not None and source.sieve is not None and target.sieve is not None
         value = project.get("items", _MISSING)
         if value is _MISSING:
-            default = ("mail", "calendars", "contacts") if has_dav else ("mail",)
-            return tuple(t for t in ITEM_TYPES if t in default or (t == "filters" and has_sieve))
+            wanted = {"mail"} | ({"calendars", "contacts"} if has_dav else set())
+            wanted |= {"filters"} if has_sieve else set()
+            wanted |= {"public"} if has_public else set()
+            return tuple(t for t in ITEM_TYPES if t in wanted)
         if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
             self.problem((*at, "items"), f"must be a non-empty array of {', '.join(map(_show, ITEM_TYPES))}")
             return None
@@ -863,6 +886,47 @@ class _ProjectReader(_Reader):
             )
             return None
         return tuple(t for t in ITEM_TYPES if t in value)
+
+    def public(
+        self,
+        document: Mapping[str, object],
+        source: ServerConfig | None,
+        target: ServerConfig | None,
+        items: Sequence[str] | None,
+    ) -> PublicConfig | None:
+        """``[public]``: the public folders' unit (see :class:`PublicConfig`)."""
+        table = self.table(document, (), "public", "public")
+        at: KeyPath = ("public",)
+        if table is None and (items is None or "public" not in items):
+            return None
+        table = table or {}
+        before = len(self.problems)
+        values: dict[str, Any] = {}
+        for role, server in (("source", source), ("target", target)):
+            prefix = self.string(table, at, f"{role}_prefix", None, empty_ok=True)
+            user = self.string(table, at, f"{role}_user", None)
+            password = self.secret(table, at, f"{role}_password")
+            if password is not None and user is None:
+                self.problem((*at, f"{role}_password"), f"needs {role}_user: whose password it is")
+            if server is not None and password is None:
+                if server.admin is None:
+                    self.problem(
+                        (*at, f"{role}_user" if user else f"{role}_password"),
+                        f"the public folders' {role} login needs a password or the {role}'s admin: "
+                        f"set {role}_user and {role}_password, or add [{role}.admin]",
+                    )
+                elif user is None and server.admin.method == "dovecot-master":
+                    self.problem(
+                        (*at, f"{role}_user"),
+                        f"a Dovecot master user logs in only as another user: name the account the "
+                        f"public folders are read {'from' if role == 'source' else 'into'} with {role}_user",
+                    )
+            values |= {f"{role}_prefix": prefix, f"{role}_user": user, f"{role}_password": password}
+        seen = self.boolean(table, at, "per_user_seen", True)
+        subscriptions = self.boolean(table, at, "subscriptions", True)
+        if len(self.problems) > before:
+            return None
+        return PublicConfig(**values, per_user_seen=bool(seen), subscriptions=bool(subscriptions))
 
     def sieve(self, server: Mapping[str, object], role: str) -> SieveServerConfig | None:
         """``[role.sieve]``: the ManageSieve endpoint (logins are the IMAP side's)."""

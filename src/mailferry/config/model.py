@@ -336,6 +336,27 @@ class DirectoryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PublicConfig:
+    """``[public]``: the public (shared) folders as their own unit (item type ``public``).
+
+    A prefix None is the side's first shared namespace, as its NAMESPACE answer names it (Dovecot:
+    ``Public/``; Cyrus: the empty prefix, shared mailboxes at the top). The unit logs in on each
+    side as ``*_user`` (with ``*_password``, else through the side's ``[admin]``), or, with no
+    user, as the side's admin itself (Cyrus' ``admins:``; a Dovecot master user can't).
+    ``per_user_seen`` and ``subscriptions``: carry each account's own ``\\Seen`` on, and
+    subscriptions to, the public folders to its target account."""
+
+    source_prefix: str | None = None
+    target_prefix: str | None = None
+    source_user: str | None = None
+    target_user: str | None = None
+    source_password: SecretRef | None = None
+    target_password: SecretRef | None = None
+    per_user_seen: bool = True
+    subscriptions: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Project:
     """A whole, valid project. ``accounts`` excludes those an override marks ``skip``."""
 
@@ -354,6 +375,8 @@ class Project:
     calendars: CalendarRules = field(default_factory=CalendarRules)
     # Named sets of source accounts (waves), as the console groups them: name -> accounts.
     batches: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    # The public unit's settings; used when "public" is among ``items`` (all defaults if None).
+    public: PublicConfig | None = None
 
     @property
     def base_dir(self) -> Path:

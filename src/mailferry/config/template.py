@@ -332,10 +332,11 @@ name = {_toml(name)}
 {ledger_line}
 # Folder for run reports.
 reports = "reports"
-# What to move: "mail", "calendars", "contacts", "filters" (Sieve scripts). Default: mail, with
-# calendars and contacts when both servers have a [*.dav] table, and filters when both have a
-# [*.sieve] table. `mailferry migrate --only calendars,contacts` narrows one run.
-# items = ["mail", "calendars", "contacts", "filters"]
+# What to move: "mail", "calendars", "contacts", "filters" (Sieve scripts), "public" (public
+# folders). Default: mail, with calendars and contacts when both servers have a [*.dav] table,
+# filters when both have a [*.sieve] table, and public when there is a [public] table.
+# `mailferry migrate --only calendars,contacts` narrows one run.
+# items = ["mail", "calendars", "contacts", "filters", "public"]
 
 {source}
 {target}
@@ -388,6 +389,26 @@ min_size = ""
 propagate_deletions = false
 # Carry flag changes (\\Seen, \\Flagged, keywords) over on later passes.
 sync_flags = true
+
+# Public (shared) folders: Dovecot's public namespace, Cyrus' shared mailboxes, a "Public
+# Folders" tree. They move as their own unit, "#public" in plans and reports, once, not per
+# user. Uncomment the table (or add "public" to [project] items) to move them.
+# [public]
+# The source's and the target's public prefix; default: each server's shared namespace as its
+# NAMESPACE answer shows it (Dovecot "Public/", Cyrus "" = shared mailboxes at the top level).
+# source_prefix = "Public/"
+# target_prefix = ""
+# Who reads and writes them. Default: the side's admin logged in as itself (a Cyrus admin); a
+# Dovecot master user needs an account to log in as (source_user). With a user and no password,
+# the side's admin logs in for that user.
+# source_user = "publisher"
+# source_password = "env:PUBLISHER_PW"
+# target_user = "publisher"
+# target_password = "env:PUBLISHER_NEW_PW"
+# Each account's own \\Seen on public folders (Dovecot INDEXPVT, Cyrus' per-user seen), carried
+# to its target account, and its subscriptions to public folders.
+# per_user_seen = true
+# subscriptions = true
 
 [calendars]
 # Meetings and implicit scheduling (RFC 6638): a server that schedules would e-mail every

@@ -25,8 +25,9 @@ ACCESS_ORDER: tuple[Access, ...] = ("freebusy", "read", "read-write", "admin")
 
 # The kinds of item a project moves; all by default (``migrate --only`` narrows a run).
 # "filters": each account's Sieve scripts (ManageSieve), after its mail (they name its folders).
-ItemType = Literal["mail", "calendars", "contacts", "filters"]
-ITEM_TYPES: tuple[ItemType, ...] = ("mail", "calendars", "contacts", "filters")
+# "public": the public (shared) folders as their own unit, moved when the project has [public].
+ItemType = Literal["mail", "calendars", "contacts", "filters", "public"]
+ITEM_TYPES: tuple[ItemType, ...] = ("mail", "calendars", "contacts", "filters", "public")
 
 
 @dataclass(frozen=True, slots=True)

@@ -424,6 +424,7 @@ class DovecotServer:
         dovecot: str,
         ldap: LdapUserdb | None = None,
         max_keyword_length: int | None = None,
+        public: str | None = None,
         sieve: bool = False,
     ) -> None:
         if style not in ("dotted", "slash"):
@@ -440,6 +441,7 @@ class DovecotServer:
         self.quota_mb = quota_mb
         self.max_message_size = max_message_size
         self.max_keyword_length = max_keyword_length
+        self.public = public
         self._tls_files: tuple[Path | None, Path | None] = (None, None)
         self.dovecot = dovecot
         self.cert_hostname = "localhost"
@@ -474,6 +476,7 @@ class DovecotServer:
         dovecot: str | None = None,
         ldap: LdapUserdb | None = None,
         max_keyword_length: int | None = None,
+        public: str | None = None,
         sieve: bool = False,
     ) -> DovecotServer:
         """Write a config under ``base_dir``, start Dovecot and wait for its greeting.
@@ -499,6 +502,7 @@ class DovecotServer:
             dovecot=binary,
             ldap=ldap,
             max_keyword_length=max_keyword_length,
+            public=public,
             sieve=sieve,
         )
         try:
@@ -795,7 +799,7 @@ namespace inbox {{
   separator = {sep}
   prefix = {prefix}
 {mailboxes}}}
-
+{self._public_config()}
 {master_passdb}{ldap_passdb}passdb {{
   driver = passwd-file
   args = scheme=PLAIN {self._users_file}
@@ -826,6 +830,39 @@ service imap {{
   process_limit = 256
 }}
 {self._sieve_config()}"""
+
+    def public_dir(self) -> Path:
+        """Where the public namespace's mail lives (inside the imap processes' chroot)."""
+        return self.base_dir / "home" / "public"
+
+    def _public_config(self) -> str:
+        """The public namespace (``public="Public"``: prefix ``Public/`` or ``Public.``), with
+        ``\\Seen`` kept per user (``INDEXPVT``, Dovecot's private flags: each user's own index
+        under the home). Without the ACL plugin every user may read and write it."""
+        if self.public is None:
+            return ""
+        uid, gid = _mail_owner()
+        public = self.public_dir()
+        if not public.exists():
+            public.mkdir(parents=True)
+            os.chown(public, uid, gid)
+        layout = "" if self.style == "dotted" else ":LAYOUT=fs"
+        # Subscriptions to public folders are each user's: kept in the first namespace above
+        # the public one that keeps subscriptions. Under "INBOX." there is none, so a hidden
+        # one with the empty prefix (Dovecot's documented answer) holds them.
+        holder = ""
+        if self.style == "dotted":
+            holder = (
+                "namespace subscriptions {\n  prefix =\n  separator = .\n  hidden = yes\n  list = no\n"
+                "  subscriptions = yes\n  location = maildir:~/Maildir\n}\n"
+            )
+        # The imap process is chrooted to base_dir/home: paths inside the config are the chroot's.
+        return holder + (
+            "namespace public {\n  type = public\n"
+            f"  separator = {self.separator}\n  prefix = {self.public}{self.separator}\n"
+            f"  location = maildir:/public{layout}:INDEXPVT=~/public-pvt\n"
+            "  subscriptions = no\n  list = yes\n}\n"
+        )
 
     def _launch(self) -> None:
         _check_free(self.port, self.tls_port)
