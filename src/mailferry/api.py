@@ -7,22 +7,34 @@ before connecting, and never leave the :class:`~mailferry.connectors.imap.Login`
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from mailferry.config.model import AccountConfig, Project, ServerConfig
+from mailferry.config.model import AccountConfig, Project, PublicConfig, ServerConfig
 from mailferry.connectors.imap import Endpoint, ImapStore, Login, server_greeting
 from mailferry.connectors.wrappers import RetryPolicy
 from mailferry.engine.alive import AliveReport, MailboxGuard, admin_connection, bring_alive, check_folder
-from mailferry.engine.migrate import AccountJob, AccountStats, Connection, Engine, Options, Reporter
+from mailferry.engine.migrate import (
+    AccountJob,
+    AccountStats,
+    Connection,
+    Engine,
+    Options,
+    Reporter,
+    Scope,
+    scope_prefix,
+)
+from mailferry.engine.public import PUBLIC_UNIT, AfterFolders, after_folders, carry_per_user
 from mailferry.engine.verify_run import verify_account
 from mailferry.errors import ExitCode, MailferryError, UsageError
 from mailferry.formats.folders import Rules
+from mailferry.model.mail import Namespace
 from mailferry.plan.keywords import COMMON_LIMIT as COMMON_KEYWORD_LIMIT
 from mailferry.plan.planner import Adopt, Delete, Forget, Policy, Rebase, SetFlags, Skip
 from mailferry.state.ledger import Finding, SqliteLedger
@@ -110,6 +122,38 @@ def jobs(project: Project, accounts: Sequence[AccountConfig]) -> list[AccountJob
     ]
 
 
+def public_job(project: Project) -> AccountJob | None:
+    """The public folders' unit (:data:`PUBLIC_UNIT`) when the project moves them."""
+    if "public" not in project.items:
+        return None
+    pc = project.public or PublicConfig()
+
+    def login(server: ServerConfig, user: str | None, ref: Any) -> Login:
+        if user is not None:
+            return _login(project, server, user, ref)
+        if server.admin is None:  # the loader refuses such a project; defensive
+            raise MailferryError("public folders: no login", hint="set [public] source_user/target_user")
+        return Login(user=server.admin.user, password=server.admin.password.resolve(project.base_dir))
+
+    return AccountJob(
+        source_user=PUBLIC_UNIT,
+        target_user=PUBLIC_UNIT,
+        source=Connection(_endpoint(project.source), login(project.source, pc.source_user, pc.source_password)),
+        target=Connection(_endpoint(project.target), login(project.target, pc.target_user, pc.target_password)),
+        scope=Scope(pc.source_prefix, pc.target_prefix),
+    )
+
+
+def _split_public(project: Project, names: Sequence[str] | None) -> tuple[list[AccountConfig], bool]:
+    """The accounts a command names, and whether it covers the public unit too (no names, or
+    "#public" among them)."""
+    rest = [n for n in names or () if n != PUBLIC_UNIT]
+    with_public = not names or PUBLIC_UNIT in names
+    if names and not rest:
+        return [], with_public
+    return select_accounts(project, rest or None), with_public
+
+
 def options(project: Project, *, full: bool = False, accounts_at_once: int = 1) -> Options:
     """Engine options. With several accounts at once, they share ``connections_per_account``
     writers (at least one each): the benchmark showed 8 accounts x 2 writers slower than 8 x 1,
@@ -144,6 +188,15 @@ def options(project: Project, *, full: bool = False, accounts_at_once: int = 1) 
     )
 
 
+@contextlib.contextmanager
+def _ledger_for_reading(project: Project) -> Iterator[SqliteLedger]:
+    ledger = open_ledger(project, readonly=True)
+    try:
+        yield ledger
+    finally:
+        ledger.close()
+
+
 def open_ledger(project: Project, *, readonly: bool = False) -> SqliteLedger:
     return SqliteLedger(project.ledger_path, readonly=readonly)
 
@@ -169,7 +222,8 @@ def _parallel(n: int, fn: Callable[[AccountJob], Any], items: Sequence[AccountJo
 def _guard(project: Project, ledger: SqliteLedger, run_id: int = 0, *, record: bool = True) -> MailboxGuard:
     """The mailbox guard of the project's target accounts (all of them, not only those of this
     run: a collision recorded for one blocks the other in a run of only one)."""
-    return MailboxGuard.of(ledger, run_id, record=record, accounts={a.target_user for a in project.accounts})
+    accounts = {a.target_user for a in project.accounts} | {PUBLIC_UNIT}
+    return MailboxGuard.of(ledger, run_id, record=record, accounts=accounts)
 
 
 def _bring_alive(
@@ -244,8 +298,9 @@ def _caps(caps: frozenset[str]) -> dict[str, bool]:
 
 
 def check(project: Project, names: Sequence[str] | None = None) -> Result:
-    accs = select_accounts(project, names)
+    accs, with_public = _split_public(project, names)
     js = jobs(project, accs)
+    pj = public_job(project) if with_public else None
     ledger = open_ledger(project, readonly=True)
     try:
         guard = _guard(project, ledger, record=False)
@@ -256,6 +311,7 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
     alive = _bring_alive(project, js, guard, create=False)
     if not alive.server and js:
         alive.server = ImapStore.product(server_greeting(js[0].target.endpoint))
+    js += [pj] if pj is not None else []
 
     def one(job: AccountJob) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -286,10 +342,15 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
                 out.setdefault("exit_code", int(e.exit_code))
                 continue
             try:
-                if role == "target":
+                if role == "target" and job.scope is None:
                     check_folder(guard, job.target_user, "INBOX", st.mailbox_id)
                 info = st.info()
-                folders = st.list_folders()
+                folders = st.own_folders()  # what migrate copies for the account: not public folders
+                if job.scope is not None:  # the public unit: its shared namespace
+                    wanted = job.scope.source_prefix if role == "source" else job.scope.target_prefix
+                    prefix, delim = scope_prefix(st.namespaces(), wanted, role, job.source_user)
+                    info.namespace = Namespace(prefix, delim)
+                    folders = st.folders_under(prefix)
                 side: dict[str, Any] = {
                     "ok": True,
                     "tls": conn.endpoint.security,
@@ -314,7 +375,7 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
                             keywords.update(x for x in m.flags if not x.startswith("\\"))
                     side.update(messages=msgs, bytes=size)
                     out["_sizes"], out["_keywords"] = sizes, keywords
-                else:
+                elif job.scope is None:
                     side["permanent_flags"] = list(st.storable("INBOX") or ())
                 out[role] = side
             except MailferryError as e:
@@ -363,6 +424,9 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
         for a in accs
     ]
     _attach(rows, _dav_rows(project, accs, _dav_check))
+    if "filters" in project.items:
+        with _ledger_for_reading(project) as ro:
+            _attach_filters(rows, _sieve(project, ro, accs, "check"))
     code = worst([r["exit_code"] for r in rows])
     target = alive.as_dict()
     target["collisions"] = [c.as_dict() for c in guard.collisions]
@@ -374,12 +438,14 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
 
 
 def plan(project: Project, names: Sequence[str] | None = None) -> Result:
-    accs = select_accounts(project, names)
+    accs, with_public = _split_public(project, names)
     ledger = open_ledger(project, readonly=True)
     try:
         guard = _guard(project, ledger, record=False)
         js = jobs(project, accs) if "mail" in project.items else []
         alive = _bring_alive(project, js, guard, create=False)
+        pj = public_job(project) if with_public else None
+        js += [pj] if pj is not None else []
         engine = Engine(ledger, options(project), guard=guard)
         settings = _settings_engines(project, ledger, project.items)
 
@@ -431,7 +497,7 @@ def plan(project: Project, names: Sequence[str] | None = None) -> Result:
                 "folders": folders,
             }
             mapped = {p.source_folder: p.target_folder for p in plans}
-            for kind, eng in settings.items():
+            for kind, eng in settings.items() if job.scope is None else ():  # an account's own folders
                 row[kind] = _settings_row(job, functools.partial(eng.plan, job, mapped))
                 row["exit_code"] = worst([row["exit_code"], row[kind]["exit_code"]])
             return row
@@ -442,6 +508,9 @@ def plan(project: Project, names: Sequence[str] | None = None) -> Result:
     finally:
         ledger.close()
     _attach(rows, _dav_rows(project, accs, _dav_plan))
+    if "filters" in project.items:
+        with _ledger_for_reading(project) as ro:
+            _attach_filters(rows, _sieve(project, ro, accs, "plan"))
     code = worst([r["exit_code"] for r in rows])
     data = {"command": "plan", "accounts": rows, "copy": sum(r.get("messages", 0) for r in rows), "exit_code": code}
     return Result(data, code)
@@ -457,14 +526,24 @@ def migrate(
     reporter: Reporter | None = None,
     full: bool = False,
     only: Sequence[str] | None = None,
+    after_public: Sequence[AfterFolders] = (),
 ) -> Result:
-    """Mail, then calendars and contacts, of each account (``only`` narrows to some item types)."""
-    accs = select_accounts(project, names)
+    """Mail, then the public folders' unit, then calendars and contacts, of each account
+    (``only`` narrows to some item types). ``after_public``: steps that need the public folders
+    on the target (their ACLs), run after the unit's pass."""
+    accs, with_public = _split_public(project, names)
     types = _types(project, only)
     js = jobs(project, accs)  # resolves secrets: a missing one fails here, before any change
+    pj = public_job(project) if with_public and "public" in types else None
+    pc = project.public or PublicConfig()
+    # The accounts whose \Seen on, and subscriptions to, public folders are carried: this run's,
+    # or every account's in a run of the public unit alone.
+    users = js if js or pj is None else jobs(project, project.accounts)
     dav_types = _dav_types(project, types)
     if dav_types:
         _dav_jobs(project, accs)  # the DAV secrets too, before any change
+    if "filters" in types:
+        _sieve_jobs(project, accs)  # and the ManageSieve ones
     ledger = open_ledger(project)
     try:
         ledger.acquire("migrate")
@@ -473,8 +552,8 @@ def migrate(
         guard = _guard(project, ledger, run_id)
         # One at a time, before any parallel login; also what Cyrus needs before its DAV answers
         # for an account. A project that moves no mail leaves the IMAP servers alone.
-        alive = _bring_alive(project, js if "mail" in project.items else [], guard)
-        held = {j.source_user: h for j in js if (h := _held_back(j, guard, alive)) is not None}
+        alive = _bring_alive(project, users if "mail" in project.items or pj is not None else [], guard)
+        held = {j.source_user: h for j in users if (h := _held_back(j, guard, alive)) is not None}
         runnable = [j for j in js if j.source_user not in held]
         at_once = max(1, min(parallel_accounts(project), len(runnable)))
         engine = Engine(ledger, options(project, full=full, accounts_at_once=at_once), reporter, guard=guard)
@@ -496,10 +575,29 @@ def migrate(
 
             got = _parallel(at_once, carry_one, carry)
             settings[kind] = {j.source_user: r for j, r in zip(carry, got, strict=True)}
+        public_row: dict[str, Any] | None = None
+        if pj is not None:
+            ps = engine.migrate_account(pj, run_id)
+            stats.append(ps)
+            public_row = _account_row(ps)
+            if ps.status == "ok":
+                after_folders(engine, pj, run_id, after_public)
+                per_user = carry_per_user(
+                    engine,
+                    PUBLIC_UNIT,
+                    [j for j in users if j.source_user not in held],
+                    run_id,
+                    seen=pc.per_user_seen,
+                    subscriptions=pc.subscriptions and project.folders.subscriptions,
+                )
+                public_row["public"] = per_user.as_dict()
+                if per_user.findings:
+                    public_row["exit_code"] = worst([public_row["exit_code"], int(ExitCode.FINDINGS)])
         dav: dict[str, dict[str, Any]] = {}
         if dav_types:
             dav = _dav_migrate(project, ledger, run_id, dav_types, accs, full=full, reporter=reporter, skip=held)
-        rows = [_account_row(s) | ({"calendars": dav[s.account]} if s.account in dav else {}) for s in stats]
+        rows = [public_row if s.account == PUBLIC_UNIT and public_row is not None else _account_row(s) for s in stats]
+        rows = [r | ({"calendars": dav[r["account"]]} if r["account"] in dav else {}) for r in rows]
         for r in rows:
             if "calendars" in r:
                 r["exit_code"] = worst([r["exit_code"], dav_exit_code(r["calendars"])])
@@ -507,6 +605,13 @@ def migrate(
                 if r["account"] in per:
                     r[kind] = per[r["account"]]
                     r["exit_code"] = worst([r["exit_code"], r[kind]["exit_code"]])
+        if "filters" in types:  # after mail: scripts name the folders the mail went to
+            # Not for an account held back or whose mail pass failed (a shared target mailbox,
+            # a lost connection): its folders may not be there, its target may be another's.
+            failed = {s.account for s in stats if s.status == "failed"}
+            _attach_filters(
+                rows, _sieve(project, ledger, [a for a in accs if a.source_user not in failed], "migrate", run_id)
+            )
         code = worst([r["exit_code"] for r in rows])
         summary = {
             "command": "migrate",
@@ -634,12 +739,14 @@ def _write_report(project: Project, name: str, data: dict[str, Any]) -> None:
 
 
 def verify(project: Project, names: Sequence[str] | None = None, *, deep: bool = False) -> Result:
-    accs = select_accounts(project, names)
+    accs, with_public = _split_public(project, names)
     ledger = open_ledger(project, readonly=True)
     try:
         guard = _guard(project, ledger, record=False)
         js = jobs(project, accs) if "mail" in project.items else []
         alive = _bring_alive(project, js, guard, create=False)
+        pj = public_job(project) if with_public else None
+        js += [pj] if pj is not None else []
         engine = Engine(ledger, options(project), guard=guard)
         settings = _settings_engines(project, ledger, project.items)
 
@@ -652,7 +759,8 @@ def verify(project: Project, names: Sequence[str] | None = None, *, deep: bool =
             except MailferryError as e:
                 return _error_row(job, e) | {"clean": False}
             clean = all(v.clean for v in verdicts)
-            extra = {kind: _settings_verify_row(eng, job) for kind, eng in settings.items()}
+            own = job.scope is None  # folder settings are an account's own folders' (not the public unit's)
+            extra = {kind: _settings_verify_row(eng, job) for kind, eng in settings.items() if own}
             clean = clean and all(bool(x["clean"]) for x in extra.values())
             return extra | {
                 "account": job.source_user,
@@ -684,6 +792,9 @@ def verify(project: Project, names: Sequence[str] | None = None, *, deep: bool =
     for r in rows:
         if "calendars" in r:
             r["clean"] = r["clean"] and bool(r["calendars"].get("clean"))
+    if "filters" in project.items:
+        with _ledger_for_reading(project) as ro:
+            _attach_filters(rows, _sieve(project, ro, accs, "verify"))
     code = worst([r["exit_code"] for r in rows])
     data = {
         "command": "verify",
@@ -1064,6 +1175,73 @@ def directory_restore(project: Project, contact: str | None = None) -> Result:
         ledger.close()
 
 
+# -- mail filters: Sieve scripts (composed into plan, migrate and verify) ------------------------
+
+
+def _sieve_jobs(project: Project, accounts: Sequence[AccountConfig]) -> list[Any]:
+    """One job per account; the IMAP logins (own password or admin) resolved here."""
+    from mailferry.connectors.sieve import SieveEndpoint, SieveLogin
+    from mailferry.engine.sieve import SieveJob, SieveSide
+
+    def side(server: ServerConfig, user: str, ref: Any) -> SieveSide:
+        s = server.sieve
+        assert s is not None  # only called when the project moves filters
+        login = _login(project, server, user, ref)
+        return SieveSide(
+            SieveEndpoint(
+                s.host, s.port, s.security, s.verify_certificates, str(s.ca_file) if s.ca_file else None, s.timeout
+            ),
+            SieveLogin(login.user, login.password, login.admin, login.method, login.master_separator),
+        )
+
+    return [
+        SieveJob(
+            a.source_user,
+            a.target_user,
+            side(project.source, a.source_user, a.source_password),
+            side(project.target, a.target_user, a.target_password),
+        )
+        for a in accounts
+    ]
+
+
+def _sieve(
+    project: Project, ledger: SqliteLedger, accounts: Sequence[AccountConfig], mode: str, run_id: int = 0
+) -> dict[str, dict[str, Any]]:
+    """Each account's filters: ``mode`` ``migrate``, ``plan`` (dry run, CHECKSCRIPT only), ``verify``
+    or ``check`` (logins and extensions)."""
+    from mailferry.engine.sieve import SieveEngine, account_folders
+    from mailferry.plan.dav import address_map
+
+    rules = project.calendars
+    engine = SieveEngine(ledger, address_map(ledger.identity(), rules.addresses, rules.domains))
+    mail = Engine(ledger, options(project))
+    by_user = {j.source_user: j for j in jobs(project, accounts)}
+
+    def one(job: Any) -> tuple[str, dict[str, Any]]:
+        if mode == "check":
+            return job.source_user, engine.check(job)
+        try:
+            folders = account_folders(mail, by_user[job.source_user])
+        except MailferryError as e:
+            return job.source_user, {"status": "failed", "error": str(e), "exit_code": int(e.exit_code)}
+        if mode == "verify":
+            return job.source_user, engine.verify(job, folders)
+        return job.source_user, engine.run(job, folders, run_id, dry_run=mode == "plan").as_dict()
+
+    return dict(_parallel(project.performance.accounts_in_parallel, one, _sieve_jobs(project, accounts)))
+
+
+def _attach_filters(rows: list[dict[str, Any]], filters: Mapping[str, dict[str, Any]]) -> None:
+    for r in rows:
+        f = filters.get(r["account"])
+        if f is not None:
+            r["filters"] = f
+            r["exit_code"] = worst([r["exit_code"], f["exit_code"]])
+            if "clean" in r:
+                r["clean"] = r["clean"] and bool(f.get("clean"))
+
+
 # -- calendars and contacts (composed into check, plan, migrate, verify and report) ---------------
 
 
@@ -1168,6 +1346,7 @@ def _dav_engine(
             reporter.planned(account, planned, 0)
         if done:
             reporter.copied(account, done, 0)
+
     return DavEngine(
         ledger,
         DavOptions(

@@ -155,7 +155,9 @@ def migrate(
     only: Annotated[
         str | None,
         typer.Option(
-            "--only", help="only these item types, comma-separated: mail, calendars, contacts, permissions, metadata"
+            "--only",
+            help="only these item types, comma-separated: mail, calendars, contacts, filters, public, permissions, "
+            "metadata",
         ),
     ] = None,
 ) -> None:

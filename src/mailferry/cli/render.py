@@ -51,6 +51,7 @@ def check(data: dict[str, Any]) -> None:
         for w in a["warnings"]:
             c.print(f"  [yellow]warning:[/yellow] {w}")
         _dav_check(c, a.get("calendars"))
+        _filters_check(c, a.get("filters"))
     target = data.get("target", {})
     for x in target.get("collisions", []):
         where = ", ".join(f"{a} ({f})" for a, f in zip(x["accounts"], x["folders"], strict=True))
@@ -90,6 +91,7 @@ def plan(data: dict[str, Any]) -> None:
         _permissions_plan(c, a.get("permissions"))
         _metadata_plan(c, a.get("metadata"))
         _dav_plan(c, a)
+        _filters_plan(c, a.get("filters"))
     c.print(f"total to copy: {data['copy']} messages")
 
 
@@ -128,6 +130,13 @@ def migrate(data: dict[str, Any]) -> None:
             rate,
         )
     c.print(t)
+    for a in data["accounts"]:
+        if "public" in a:  # the public folders' unit: each user's own state on them
+            p = a["public"]
+            c.print(
+                f"  {a['account']}: per user \\Seen added {p['seen_added']}, taken back {p['seen_removed']}, "
+                f"subscriptions {p['subscribed']} ({len(p['users'])} users)"
+            )
     _dav_migrate(c, data)
     for f in data["findings"]:
         c.print(f"  [yellow]{f['kind']}[/yellow]: {f['message']}")
@@ -137,6 +146,9 @@ def migrate(data: dict[str, Any]) -> None:
         d = a.get("calendars") or {}
         if d.get("error"):
             c.print(f"  [red]{a['account']} calendars and contacts failed[/red]: {d['error']}")
+        f = a.get("filters")
+        if f is not None:
+            _filters_line(c, a["account"], f)
         for kind, what in (("permissions", "folder permissions"), ("metadata", "folder metadata")):
             p = a.get(kind) or {}
             if p.get("error"):
@@ -176,6 +188,14 @@ def verify(data: dict[str, Any]) -> None:
         _permissions_verify(c, a.get("permissions"))
         _metadata_verify(c, a.get("metadata"))
         _dav_verify(c, a.get("calendars"))
+        f = a.get("filters")
+        if f is not None:
+            c.print(
+                f"  filters (Sieve): {'clean' if f.get('clean') else 'DIFFERENCES'}"
+                + (f": {f['error']}" if f.get("error") else "")
+            )
+            for d in f.get("differences", []):
+                c.print(f"     {d['what']}: {d['message']}")
     c.print(
         ("verification (deep, SHA-256): " if data["deep"] else "verification: ")
         + ("CLEAN" if data["clean"] else "DIFFERENCES FOUND")
@@ -510,3 +530,45 @@ def _dav_verify(c: Console, d: dict[str, Any] | None) -> None:
         for y in x["discrepancies"]:
             what = " ".join(str(y[k]) for k in ("item_uid", "summary", "start") if y.get(k))
             c.print(f"     {y['what']}: {what} {y['detail']}")
+
+
+# -- mail filters (Sieve) ---------------------------------------------------------------------------
+
+
+def _filters_check(c: Console, f: dict[str, Any] | None) -> None:
+    if f is None:
+        return
+    for role in ("source", "target"):
+        s = f.get(role) or {}
+        if not s.get("ok"):
+            c.print(f"  filters {role}: [red]{s.get('error', 'not checked')}[/red]")
+            continue
+        c.print(
+            f"  filters {role}: {s['implementation'] or 'ManageSieve'}; {s['scripts']} scripts, active "
+            f"{s['active'] or '-'}; extensions: {', '.join(s['extensions'])}"
+        )
+    for w in f.get("warnings", []):
+        c.print(f"  [yellow]warning:[/yellow] {w}")
+
+
+def _filters_line(c: Console, account: str, f: dict[str, Any]) -> None:
+    if f.get("error"):
+        c.print(f"  [red]{account} filters failed[/red]: {f['error']}")
+        return
+    c.print(
+        f"  {account} filters: {f['put']} put, {f['unchanged']} unchanged, {f['refused']} refused, "
+        f"{f['activated']} activated"
+    )
+
+
+def _filters_plan(c: Console, f: dict[str, Any] | None) -> None:
+    if f is None:
+        return
+    if f.get("error"):
+        c.print(f"  filters: [red]{f['error']}[/red]")
+        return
+    for p in f.get("plan", []):
+        words = f" — the target refuses it: {p['refused']}" if p.get("refused") else ""
+        c.print(f"  filter {p['script']!r}: {p['action']} ({p['reason']}){words}")
+        if p.get("diff"):
+            c.print(p["diff"], markup=False, highlight=False, end="")

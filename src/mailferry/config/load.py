@@ -27,7 +27,7 @@ from datetime import date, datetime
 from pathlib import Path
 from string import Template
 from types import MappingProxyType
-from typing import Literal, cast
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 from mailferry.config.accounts import read_accounts_csv
@@ -39,6 +39,7 @@ from mailferry.config.model import (
     LDAP_DIALECTS,
     SCHEDULING_MODES,
     SECURITY_CHOICES,
+    SIEVE_SCHEMES,
     SIZE_HELP,
     AccountConfig,
     AdminLogin,
@@ -55,9 +56,11 @@ from mailferry.config.model import (
     MessageRules,
     Performance,
     Project,
+    PublicConfig,
     SchedulingMode,
     Security,
     ServerConfig,
+    SieveServerConfig,
     UrlProblem,
     default_port,
     is_loopback,
@@ -83,7 +86,9 @@ _SERVER_KEYS = (
     "max_connections",
     "admin",
     "dav",
+    "sieve",
 )
+_SIEVE_KEYS = ("url", "security", "verify_certificates", "ca_file", "allow_plaintext_login", "timeout")
 _ADMIN_KEYS = ("user", "password", "method", "master_separator")
 _DAV_KEYS = ("url", "verify_certificates", "ca_file", "allow_plaintext_login", "timeout", "max_connections", "admin")
 _DAV_ADMIN_KEYS = ("user", "password", "method")
@@ -118,17 +123,30 @@ KNOWN_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
             "performance",
             "directory",
             "batches",
+            "public",
             "permissions",
         ),
         "project": ("name", "ledger", "reports", "items"),
+        "public": (
+            "source_prefix",
+            "target_prefix",
+            "source_user",
+            "target_user",
+            "source_password",
+            "target_password",
+            "per_user_seen",
+            "subscriptions",
+        ),
         "source": _SERVER_KEYS,
         "source.admin": _ADMIN_KEYS,
         "source.dav": _DAV_KEYS,
         "source.dav.admin": _DAV_ADMIN_KEYS,
+        "source.sieve": _SIEVE_KEYS,
         "target": _SERVER_KEYS,
         "target.admin": _ADMIN_KEYS,
         "target.dav": _DAV_KEYS,
         "target.dav.admin": _DAV_ADMIN_KEYS,
+        "target.sieve": _SIEVE_KEYS,
         "calendars": ("scheduling", "addresses", "domains", "propagate_deletions", "sharing", "batch_items"),
         "calendars.addresses": (),
         "permissions": ("groups",),
@@ -263,6 +281,8 @@ def check_secrets(project: Project) -> tuple[list[str], list[str]]:
             refs.append(server.admin.password)
     for account in project.accounts:
         refs.extend(r for r in (account.source_password, account.target_password) if r is not None)
+    if project.public is not None:
+        refs.extend(r for r in (project.public.source_password, project.public.target_password) if r is not None)
     seen: set[SecretRef] = set()
     for ref in refs:
         if ref in seen:
@@ -775,7 +795,8 @@ class _ProjectReader(_Reader):
         messages = self.messages(document)
         performance = self.performance(document, target)
         directory = self.directory(document)
-        items = self.items(project, source, target)
+        items = self.items(project, source, target, has_public=isinstance(document.get("public"), dict))
+        public = self.public(document, source, target, items)
         calendars = self.calendar_rules(document)
         batches = self.batches(document)
         acl_groups = self.acl_groups(document)
@@ -802,6 +823,7 @@ class _ProjectReader(_Reader):
             items=items,
             calendars=calendars,
             batches=batches,
+            public=public,
             acl_groups=acl_groups,
         )
 
@@ -845,17 +867,27 @@ class _ProjectReader(_Reader):
         return MappingProxyType(out) if len(out) == len(table) else None
 
     def items(
-        self, project: Mapping[str, object], source: ServerConfig | None, target: ServerConfig | None
+        self,
+        project: Mapping[str, object],
+        source: ServerConfig | None,
+        target: ServerConfig | None,
+        *,
+        has_public: bool = False,
     ) -> tuple[str, ...] | None:
-        """``[project] items``: what to move. Default: mail, permissions and metadata (folder
-        ACLs and comments: carried where both servers have them, see :mod:`mailferry.engine.acl`
-        and :mod:`mailferry.engine.metadata`), and calendars and contacts when both sides have a
-        ``dav`` table."""
+        """``[project] items``: what to move. Default: mail, permissions and metadata (folder ACLs
+        and comments: carried where both servers have them, see :mod:`mailferry.engine.acl` and
+        :mod:`mailferry.engine.metadata`), calendars and contacts when both sides have a ``dav``
+        table, filters when both have a ``sieve`` table, public folders when the project has a
+        ``[public]`` table."""
         at: KeyPath = ("project",)
         has_dav = source is not None and target is not None and source.dav is not None and target.dav is not None
+        has_sieve = source is not None and target is not None and source.sieve is not None and target.sieve is not None
         value = project.get("items", _MISSING)
         if value is _MISSING:
-            return ITEM_TYPES if has_dav else ("mail", "permissions", "metadata")
+            wanted = {"mail", "permissions", "metadata"} | ({"calendars", "contacts"} if has_dav else set())
+            wanted |= {"filters"} if has_sieve else set()
+            wanted |= {"public"} if has_public else set()
+            return tuple(t for t in ITEM_TYPES if t in wanted)
         if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
             self.problem((*at, "items"), f"must be a non-empty array of {', '.join(map(_show, ITEM_TYPES))}")
             return None
@@ -870,7 +902,94 @@ class _ProjectReader(_Reader):
                 f"calendars and contacts need the DAV side of both servers: add [{missing}.dav] with its url",
             )
             return None
+        if not has_sieve and "filters" in value and source and target:
+            missing = " and ".join(r for r, s in (("source", source), ("target", target)) if s.sieve is None)
+            self.problem(
+                (*at, "items"),
+                f"filters need the ManageSieve side of both servers: add [{missing}.sieve] with its url "
+                '(e.g. url = "sieve://mail.example:4190")',
+            )
+            return None
         return tuple(t for t in ITEM_TYPES if t in value)
+
+    def public(
+        self,
+        document: Mapping[str, object],
+        source: ServerConfig | None,
+        target: ServerConfig | None,
+        items: Sequence[str] | None,
+    ) -> PublicConfig | None:
+        """``[public]``: the public folders' unit (see :class:`PublicConfig`)."""
+        table = self.table(document, (), "public", "public")
+        at: KeyPath = ("public",)
+        if table is None and (items is None or "public" not in items):
+            return None
+        table = table or {}
+        before = len(self.problems)
+        values: dict[str, Any] = {}
+        for role, server in (("source", source), ("target", target)):
+            prefix = self.string(table, at, f"{role}_prefix", None, empty_ok=True)
+            user = self.string(table, at, f"{role}_user", None)
+            password = self.secret(table, at, f"{role}_password")
+            if password is not None and user is None:
+                self.problem((*at, f"{role}_password"), f"needs {role}_user: whose password it is")
+            if server is not None and password is None:
+                if server.admin is None:
+                    self.problem(
+                        (*at, f"{role}_user" if user else f"{role}_password"),
+                        f"the public folders' {role} login needs a password or the {role}'s admin: "
+                        f"set {role}_user and {role}_password, or add [{role}.admin]",
+                    )
+                elif user is None and server.admin.method == "dovecot-master":
+                    self.problem(
+                        (*at, f"{role}_user"),
+                        f"a Dovecot master user logs in only as another user: name the account the "
+                        f"public folders are read {'from' if role == 'source' else 'into'} with {role}_user",
+                    )
+            values |= {f"{role}_prefix": prefix, f"{role}_user": user, f"{role}_password": password}
+        seen = self.boolean(table, at, "per_user_seen", True)
+        subscriptions = self.boolean(table, at, "subscriptions", True)
+        if len(self.problems) > before:
+            return None
+        return PublicConfig(**values, per_user_seen=bool(seen), subscriptions=bool(subscriptions))
+
+    def sieve(self, server: Mapping[str, object], role: str) -> SieveServerConfig | None:
+        """``[role.sieve]``: the ManageSieve endpoint (logins are the IMAP side's)."""
+        table = self.table(server, (role,), "sieve", f"{role}.sieve")
+        if table is None:
+            return None
+        at: KeyPath = (role, "sieve")
+        before = len(self.problems)
+        url = self.string(table, at, "url", required=True)
+        security = cast(Security | None, self.choice(table, at, "security", SECURITY_CHOICES, "starttls"))
+        verify = self.boolean(table, at, "verify_certificates", True)
+        ca_file = self.ca_file(table, at)
+        allow_plaintext = self.boolean(table, at, "allow_plaintext_login", False)
+        timeout = self.number(table, at, "timeout", 60.0)
+        host, port = None, 4190
+        if url is not None:
+            try:
+                host, port, _ = split_server_url(url, SIEVE_SCHEMES, lambda _s: 4190)
+            except UrlProblem as problem:
+                self.problem((*at, "url"), f'{problem} (write it as "sieve://host:4190")')
+        if security == "none" and host is not None and not is_loopback(host) and not allow_plaintext:
+            self.problem(
+                (*at, "security"),
+                f'"none" would send passwords unencrypted to {host}, which is not a loopback address; '
+                'use "starttls" or "tls", or set allow_plaintext_login = true',
+            )
+        if len(self.problems) > before or host is None:
+            return None
+        assert security and timeout
+        return SieveServerConfig(
+            host=host,
+            port=port,
+            security=security,
+            verify_certificates=verify,
+            ca_file=ca_file,
+            allow_plaintext_login=allow_plaintext,
+            timeout=timeout,
+        )
 
     def dav(self, server: Mapping[str, object], role: str) -> DavServerConfig | None:
         table = self.table(server, (role,), "dav", f"{role}.dav")
@@ -992,6 +1111,7 @@ class _ProjectReader(_Reader):
         max_connections = self.integer(table, at, "max_connections", 24, 1, 1000)
         admin = self.admin(table, at)
         dav = self.dav(table, role)
+        sieve = self.sieve(table, role)
 
         if security == "none" and host is not None and not is_loopback(host) and not allow_plaintext:
             self.problem(
@@ -1013,6 +1133,7 @@ class _ProjectReader(_Reader):
             max_connections=max_connections,
             admin=admin,
             dav=dav,
+            sieve=sieve,
         )
 
     def ca_file(self, table: Mapping[str, object], at: KeyPath) -> Path | None:

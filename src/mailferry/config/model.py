@@ -180,6 +180,25 @@ class CalendarRules:
 
 
 @dataclass(frozen=True, slots=True)
+class SieveServerConfig:
+    """The ManageSieve side of a server (RFC 5804): ``sieve://host[:4190]``. Logins are the IMAP
+    side's: each account's password reference, else the ``[*.admin]`` login (SASL PLAIN with the
+    account as authorization identity, or Dovecot's ``user*admin``). ``security``: ``starttls``
+    (the RFC's default), ``tls`` (implicit) or ``none`` (loopback, or ``allow_plaintext_login``)."""
+
+    host: str
+    port: int = 4190
+    security: Security = "starttls"
+    verify_certificates: bool = True
+    ca_file: Path | None = None
+    allow_plaintext_login: bool = False
+    timeout: float = 60.0
+
+
+SIEVE_SCHEMES: Mapping[str, Security] = MappingProxyType({"sieve": "starttls"})
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     host: str
     port: int
@@ -191,6 +210,7 @@ class ServerConfig:
     max_connections: int = 24
     admin: AdminLogin | None = None
     dav: DavServerConfig | None = None
+    sieve: SieveServerConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +336,27 @@ class DirectoryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PublicConfig:
+    """``[public]``: the public (shared) folders as their own unit (item type ``public``).
+
+    A prefix None is the side's first shared namespace, as its NAMESPACE answer names it (Dovecot:
+    ``Public/``; Cyrus: the empty prefix, shared mailboxes at the top). The unit logs in on each
+    side as ``*_user`` (with ``*_password``, else through the side's ``[admin]``), or, with no
+    user, as the side's admin itself (Cyrus' ``admins:``; a Dovecot master user can't).
+    ``per_user_seen`` and ``subscriptions``: carry each account's own ``\\Seen`` on, and
+    subscriptions to, the public folders to its target account."""
+
+    source_prefix: str | None = None
+    target_prefix: str | None = None
+    source_user: str | None = None
+    target_user: str | None = None
+    source_password: SecretRef | None = None
+    target_password: SecretRef | None = None
+    per_user_seen: bool = True
+    subscriptions: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Project:
     """A whole, valid project. ``accounts`` excludes those an override marks ``skip``."""
 
@@ -334,6 +375,8 @@ class Project:
     calendars: CalendarRules = field(default_factory=CalendarRules)
     # Named sets of source accounts (waves), as the console groups them: name -> accounts.
     batches: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    # The public unit's settings; used when "public" is among ``items`` (all defaults if None).
+    public: PublicConfig | None = None
     # [permissions] groups: a source ACL group -> its name on the target (others keep theirs).
     acl_groups: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 

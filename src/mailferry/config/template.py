@@ -160,6 +160,23 @@ def _dav(role: str, url: str | None) -> str:
 """
 
 
+def _sieve(role: str) -> str:
+    """The ``[role.sieve]`` table, shown commented out (``items`` gains "filters" with both)."""
+    host = f"mail.{'old' if role == 'source' else 'new'}.example"
+    return f"""
+# Mail filters and out-of-office (Sieve scripts) over ManageSieve (RFC 5804): sieve://host[:4190].
+# Logins are this server's: each account's password reference, else the [{role}.admin] login.
+# security: "starttls" (default), "tls" (implicit TLS), or "none" (loopback only, unless
+# allow_plaintext_login = true). With both [source.sieve] and [target.sieve], items gain "filters".
+# [{role}.sieve]
+# url = "sieve://{host}:4190"
+# security = "starttls"
+# verify_certificates = true
+# ca_file = ""
+# timeout = 60
+"""
+
+
 _DIRECTORY_SERVER = """\
 # [directory.{role}]
 # The {what} directory: ldaps://host[:port] (TLS, 636), ldap+starttls://host[:port] (StartTLS,
@@ -293,6 +310,7 @@ def render_project(
         raise UsageError("give both --source-dav and --target-dav, or neither (calendars need both sides)")
     source = _server("source", source_url, source_admin, source_admin_password) + _dav("source", source_dav)
     target = _server("target", target_url, target_admin, target_admin_password) + _dav("target", target_dav)
+    source, target = source + _sieve("source"), target + _sieve("target")
     ledger_line = (
         f"ledger = {_toml(ledger)}"
         if ledger
@@ -314,11 +332,13 @@ name = {_toml(name)}
 {ledger_line}
 # Folder for run reports.
 reports = "reports"
-# What to move: "mail", "calendars", "contacts", "permissions" (folder ACLs) and "metadata"
-# (folder comments, RFC 5464), these two where both IMAP servers have them. Default: all when
-# both servers have a [*.dav] table, else all but calendars and contacts.
+# What to move: "mail", "calendars", "contacts", "filters" (Sieve scripts), "public" (public
+# folders), "permissions" (folder ACLs) and "metadata" (folder comments, RFC 5464). Default:
+# mail, permissions and metadata (these two where both IMAP servers have them), with calendars
+# and contacts when both servers have a [*.dav] table, filters when both have a [*.sieve] table,
+# and public when there is a [public] table.
 # `mailferry migrate --only calendars,contacts` narrows one run.
-# items = ["mail", "calendars", "contacts", "permissions", "metadata"]
+# items = ["mail", "calendars", "contacts", "filters", "public", "permissions", "metadata"]
 
 {source}
 {target}
@@ -371,6 +391,26 @@ min_size = ""
 propagate_deletions = false
 # Carry flag changes (\\Seen, \\Flagged, keywords) over on later passes.
 sync_flags = true
+
+# Public (shared) folders: Dovecot's public namespace, Cyrus' shared mailboxes, a "Public
+# Folders" tree. They move as their own unit, "#public" in plans and reports, once, not per
+# user. Uncomment the table (or add "public" to [project] items) to move them.
+# [public]
+# The source's and the target's public prefix; default: each server's shared namespace as its
+# NAMESPACE answer shows it (Dovecot "Public/", Cyrus "" = shared mailboxes at the top level).
+# source_prefix = "Public/"
+# target_prefix = ""
+# Who reads and writes them. Default: the side's admin logged in as itself (a Cyrus admin); a
+# Dovecot master user needs an account to log in as (source_user). With a user and no password,
+# the side's admin logs in for that user.
+# source_user = "publisher"
+# source_password = "env:PUBLISHER_PW"
+# target_user = "publisher"
+# target_password = "env:PUBLISHER_NEW_PW"
+# Each account's own \\Seen on public folders (Dovecot INDEXPVT, Cyrus' per-user seen), carried
+# to its target account, and its subscriptions to public folders.
+# per_user_seen = true
+# subscriptions = true
 
 [calendars]
 # Meetings and implicit scheduling (RFC 6638): a server that schedules would e-mail every

@@ -49,8 +49,21 @@ class ReadStore(Protocol):
         ...
 
     def own_folders(self) -> list[FolderInfo]:
-        """The account's own folders (:meth:`list_folders` without other people's folders
-        shared with it and public ones, RFC 2342): what its migration carries."""
+        """The account's own folders: INBOX and its personal namespace, never the shared or
+        "Other Users" namespaces (RFC 2342) that ``list_folders`` shows too."""
+        ...
+
+    def namespaces(self) -> dict[str, list[tuple[str, str]]]:
+        """NAMESPACE (RFC 2342): ``personal``, ``other`` and ``shared`` lists of (prefix, delimiter)."""
+        ...
+
+    def folders_under(self, prefix: str) -> list[FolderInfo]:
+        """The folders of the shared (public) namespace with ``prefix``: not INBOX, not the
+        personal or "Other Users" folders, not the namespace's root."""
+        ...
+
+    def my_rights(self, folder: str) -> str | None:
+        """This login's rights on ``folder`` (MYRIGHTS, RFC 4314); None without ACL support."""
         ...
 
     def status(self, folder: str) -> FolderStatus:
@@ -109,6 +122,18 @@ class WriteStore(ReadStore, Protocol):
     def case_sensitive_names(self, prefix: str = "") -> bool | None:
         """Whether the server holds folder names differing only in case apart (None: not known).
         Finds out by creating and deleting probe folders under ``prefix``; touches nothing else."""
+        ...
+
+    def add_flags(self, folder: str, uids: Sequence[int], flags: Sequence[str], *, remove: bool = False) -> None:
+        """Add (``remove``: take away) ``flags`` on ``uids``, every other flag left as it is."""
+        ...
+
+    def set_acl(self, mailbox: str, identifier: str, rights: str) -> None:
+        """SETACL (empty ``rights``: DELETEACL)."""
+        ...
+
+    def login_identity(self) -> str:
+        """The identity this store acts as (the user an admin logs in for)."""
         ...
 
     def expunge_uids(self, folder: str, uids: Sequence[int]) -> None:

@@ -29,8 +29,8 @@ from imapclient.response_parser import parse_response
 
 from mailferry.errors import AuthError, ItemRefused, MailferryError, TemporaryFailure, TLSVerifyError
 from mailferry.formats import mutf7
-from mailferry.formats.acl import parse_listrights, parse_myrights
-from mailferry.formats.folders import canonical_use
+from mailferry.formats.acl import parse_listrights
+from mailferry.formats.folders import canonical_use, in_namespace
 from mailferry.formats.identity import IDENTITY_FIELDS, identity
 from mailferry.formats.imap_fetch import Fetched, FetchParseError, parse_fetch
 from mailferry.formats.server_words import server_words
@@ -460,10 +460,60 @@ class ImapStore:
                 return True
             if personal:  # Cyrus "INBOX/": a shared namespace may have the empty prefix
                 return name.startswith(personal)
-            # The namespace's own root too (Dovecot lists "shared", \Noselect, for "shared/").
+            # Dovecot lists a namespace's root ("Public" of "Public/") as \Noselect: not a folder of its own.
             return not any(name.startswith(p) or name == p[:-1] for p in others)
 
         return [f for f in self.list_folders() if own(f.name)]
+
+    def namespaces(self) -> dict[str, list[tuple[str, str]]]:
+        """NAMESPACE (RFC 2342) as ``{"personal"|"other"|"shared": [(prefix, delimiter)]}``; a
+        server without it has one personal namespace with the empty prefix."""
+        if "NAMESPACE" not in self._caps:
+            delim = self._call("LIST", "list_folders", "", "INBOX")
+            d = _text(delim[0][1]) if delim and delim[0][1] else "/"
+            return {"personal": [("", d)], "other": [], "shared": []}
+        ns = self._call("NAMESPACE", "namespace")
+        return {
+            role: [(_decode_name(p, self._utf8), _text(d) if d else "") for p, d in group or ()]
+            for role, group in (("personal", ns.personal), ("other", ns.other), ("shared", ns.shared))
+        }
+
+    def folders_under(self, prefix: str) -> list[FolderInfo]:
+        """The folders of the namespace with ``prefix`` (a public or shared namespace, RFC 2342
+        third group): those whose name starts with it, without INBOX and without those of every
+        other namespace whose prefix is longer (Cyrus' shared namespace has the empty prefix and
+        holds ``INBOX/`` and ``user/`` inside it). The namespace's root itself (Dovecot lists
+        ``Public`` as \\Noselect) is not one of its folders."""
+        ns = self.namespaces()
+        prefixes = [p for group in ns.values() for p, _ in group]
+        personal = [p for p, _ in ns["personal"]]
+        hidden: list[str] = []
+        if self.server_product == "Cyrus IMAP":
+            # Cyrus shows its admins the mailboxes deleted but kept (delete_mode: delayed) under
+            # "DELETED/" (``deletedprefix``), at the top of the shared namespace: not folders.
+            delim = next((d for group in ns.values() for p, d in group if p == prefix), "") or "/"
+            hidden.append("DELETED" + delim)
+        return [f for f in self.list_folders() if in_namespace(f.name, prefix, prefixes, hidden, personal)]
+
+    def my_rights(self, folder: str) -> str | None:
+        """MYRIGHTS (RFC 4314) of this login on ``folder``; None where the server has no ACL."""
+        if "ACL" not in self._caps:
+            return None
+
+        def run(c: Any) -> str:
+            typ, data = c._imap._simple_command("MYRIGHTS", _quoted(self._wire(folder)))
+            if typ != "OK":
+                raise IMAPClientError(f"MYRIGHTS: {_text(data[-1]) if data else typ}")
+            _typ, rows = c._imap._untagged_response(typ, data, "MYRIGHTS")
+            line = _text(rows[-1]) if rows and rows[-1] is not None else ""
+            return line.rsplit(" ", 1)[-1] if " " in line else ""
+
+        result: str = self._call(f"MYRIGHTS {folder}", run)
+        return result
+
+    def login_identity(self) -> str:
+        """Who this store acts as: the user (for an admin logging in for a user, that user)."""
+        return self._login.user
 
     def folder_exists(self, name: str) -> bool:
         return bool(self._call(f"LIST {name}", "folder_exists", self._wire(name)))
@@ -741,10 +791,6 @@ class ImapStore:
         rows = self._untagged_acl("LISTRIGHTS", mailbox, identifier)
         return parse_listrights(rows[-1])[2]
 
-    def my_rights(self, mailbox: str) -> str:
-        """MYRIGHTS (RFC 4314 3.8): the logged-in user's rights on ``mailbox``."""
-        return parse_myrights(self._untagged_acl("MYRIGHTS", mailbox)[-1])[1]
-
     def _untagged_acl(self, command: str, mailbox: str, *args: str) -> list[bytes]:
         if not self.acl:
             raise AclRefused(f"{self.label}: the server has no ACL (RFC 4314): {command} {mailbox} not sent")
@@ -826,6 +872,19 @@ class ImapStore:
                 raise IMAPClientError(f"SETMETADATA: {_text(data[-1]) if data else typ}")
 
         self._call(f"SETMETADATA {mailbox} {entry}", run)
+
+    def add_flags(self, folder: str, uids: Sequence[int], flags: Sequence[str], *, remove: bool = False) -> None:
+        """STORE +FLAGS (or -FLAGS) on ``uids``: leaves every other flag as it is (on a public
+        folder other flags are shared by everyone, \\Seen may be the login's own)."""
+        self._refuse_on_source("change flags")
+        if not uids:
+            return
+        self._select(folder, write=True)
+        fn = "remove_flags" if remove else "add_flags"
+        try:
+            self._call(f"STORE {folder}", fn, uid_ranges(uids), list(flags), silent=True)
+        except ServerRefused as e:
+            raise ItemRefused(e.message) from None
 
     def expunge_uids(self, folder: str, uids: Sequence[int]) -> None:
         self._refuse_on_source("delete messages")

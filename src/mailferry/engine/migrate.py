@@ -21,7 +21,7 @@ import imaplib
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -30,7 +30,7 @@ from mailferry.connectors.base import ReadStore, WriteStore
 from mailferry.connectors.imap import Endpoint, ImapStore, Login
 from mailferry.connectors.wrappers import RetryPolicy, retrying
 from mailferry.engine.alive import check_folder
-from mailferry.errors import ItemRefused, MailboxCollision, MailferryError, TemporaryFailure
+from mailferry.errors import ConfigError, ItemRefused, MailboxCollision, MailferryError, TemporaryFailure
 from mailferry.formats.folders import FolderMapping, Rules, Side, map_all
 from mailferry.model.mail import AppendItem, FolderInfo, FolderStatus, MessageMeta
 from mailferry.plan.keywords import KeywordLimits
@@ -48,7 +48,7 @@ from mailferry.plan.planner import (
     plan_folder,
     storable_flags,
 )
-from mailferry.state.ledger import Finding, FolderState, Ledger, MessageRecord
+from mailferry.state.ledger import Finding, FolderState, Ledger, MessageRecord, SettingRecord
 
 if TYPE_CHECKING:
     from mailferry.engine.alive import MailboxGuard
@@ -79,12 +79,27 @@ class Connection:
 
 
 @dataclass(frozen=True, slots=True)
+class Scope:
+    """A unit that is not one person's mailbox but the folders of a shared namespace (RFC 2342's
+    third group: Dovecot's public namespace, Cyrus' shared mailboxes, an Exchange-style "Public
+    Folders" tree). A prefix None is the side's first shared namespace, as NAMESPACE names it.
+    ``writer_rights``: where the target keeps ACLs and the unit's login lacks them on a folder
+    the unit has just created (a Cyrus admin has only ``l`` and ``a`` of its own), it gives
+    itself these rights on that folder, and only there (recorded in the ledger, kind "writer")."""
+
+    source_prefix: str | None = None
+    target_prefix: str | None = None
+    writer_rights: str = "lrswite"
+
+
+@dataclass(frozen=True, slots=True)
 class AccountJob:
     source_user: str
     target_user: str
     source: Connection
     target: Connection
     exclude_folders: tuple[str, ...] = ()
+    scope: Scope | None = None  # None: the account's own mailbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +327,7 @@ class AccountRun:
         self.target_folders: set[str] = set()
         self._guarded: set[str] = set()  # target folders whose id this pass has checked
         self.target_limit: int | None = None
+        self.unreadable: list[tuple[str, str]] = []  # public folders the unit's login can't read: (name, rights)
 
     # -- connections --------------------------------------------------------------------------
 
@@ -328,7 +344,8 @@ class AccountRun:
                 self.job.target, readonly=self.dry_run, label=f"{self.job.target_user} (target)", retry=self.opts.retry
             )
             self.target = store
-            self._guard_folder(store, "INBOX")
+            if self.job.scope is None:  # the unit's login has an INBOX, but it is not the unit's
+                self._guard_folder(store, "INBOX")
         return self.target
 
     def _guard_folder(self, store: WriteStore, folder: str, *, created: bool = False) -> None:
@@ -383,11 +400,31 @@ class AccountRun:
     # -- the pass -----------------------------------------------------------------------------
 
     def source_folders(self) -> list[FolderInfo]:
+        """An account's own folders (never public folders nor other people's: those are their
+        owners' and the public unit's), or the folders of the unit's shared namespace."""
         src = self.source_store()
-        # Own folders only: other people's folders shared with this account (RFC 2342 "Other
-        # Users", Dovecot's shared/) are migrated once, from their owner's account.
-        folders: list[FolderInfo] = self.retry(src, src.own_folders)
+        folders: list[FolderInfo]
+        if self.job.scope is None:
+            folders = self.retry(src, src.own_folders)
+        else:
+            prefix, _ = self.scope_side(src, self.job.scope.source_prefix, "source")
+            listed: list[FolderInfo] = self.retry(src, src.folders_under, prefix)
+            # A public folder the unit's login may see but not read (a Cyrus admin sees every
+            # shared mailbox; a team folder may be the team's alone) is left out, a finding.
+            folders, self.unreadable = [], []
+            for f in listed:
+                rights = self.retry(src, src.my_rights, f.name) if f.selectable else None
+                if rights is not None and "r" not in rights:
+                    self.unreadable.append((f.name, rights))
+                else:
+                    folders.append(f)
         return sorted(folders, key=lambda f: f.name)
+
+    def scope_side(self, store: ReadStore, prefix: str | None, role: str) -> tuple[str, str]:
+        """(prefix, delimiter) of the unit's shared namespace on one side: the configured prefix,
+        else the side's first shared namespace (RFC 2342 third group)."""
+        ns: dict[str, list[tuple[str, str]]] = self.retry(store, store.namespaces)
+        return scope_prefix(ns, prefix, role, self.account)
 
     def _fast_path(self, folders: list[FolderInfo]) -> tuple[dict[str, FolderStatus], set[str] | None]:
         """STATUS of every selectable folder, and the folders a pass must look at: None for all
@@ -422,6 +459,13 @@ class AccountRun:
         self.target_folders = {f.name for f in tfolders}
         s_side = Side(prefix=sinfo.namespace.prefix, delimiter=sinfo.namespace.delimiter)
         t_side = side_of(tinfo.namespace.prefix, tinfo.namespace.delimiter, tfolders)
+        roles = True
+        scope = self.job.scope
+        if scope is not None:
+            # A public tree has no special-use roles: "Archive" there is the team's, not a Sent.
+            sp, sd = self.scope_side(src, scope.source_prefix, "source")
+            tp, td = self.scope_side(tgt, scope.target_prefix, "target")
+            s_side, t_side, roles = Side(prefix=sp, delimiter=sd), Side(prefix=tp, delimiter=td), False
         rules = self.opts.rules
         if self.job.exclude_folders:
             rules = Rules(
@@ -433,8 +477,11 @@ class AccountRun:
         self.target_limit = tinfo.appendlimit
         names = [(f.name, f.special_use) for f in folders]
 
+        shared = [] if scope is not None else self._target_shared_prefixes(tgt, t_side.prefix)
+
         def mapping(case_sensitive: bool | None) -> list[FolderMapping]:
-            return map_all(names, s_side, dataclasses.replace(t_side, case_sensitive=case_sensitive), rules)
+            out = map_all(names, s_side, dataclasses.replace(t_side, case_sensitive=case_sensitive), rules, roles=roles)
+            return [_keep_out_of(m, shared) for m in out]
 
         # Whether the target holds "Archive" apart from "archive" matters only when two folders
         # would land on names differing only in case. Two such names listed on the target settle
@@ -449,8 +496,15 @@ class AccountRun:
             return optimistic
         if self.dry_run:
             return mapping(None)
-        prefix = tinfo.namespace.prefix
+        prefix = t_side.prefix
         return mapping(self.e.target_case_sensitive(lambda: self.retry(tgt, tgt.case_sensitive_names, prefix)))
+
+    def _target_shared_prefixes(self, tgt: WriteStore, personal: str) -> list[str]:
+        """The target's other namespaces that a personal folder name could fall into (Dovecot's
+        ``Public/`` next to the empty personal prefix): a folder mapped there would be written
+        into a public folder or another user's, so it is not copied (a finding)."""
+        ns: dict[str, list[tuple[str, str]]] = self.retry(tgt, tgt.namespaces)
+        return [p for role in ("other", "shared") for p, _ in ns.get(role) or [] if p and len(p) > len(personal)]
 
     def plan_only(self) -> tuple[list[FolderPlan], list[FolderMapping]]:
         folders = self.source_folders()
@@ -469,9 +523,21 @@ class AccountRun:
     def run(self) -> None:
         folders = self.source_folders()
         if not folders:
+            where = "in its shared namespace" if self.job.scope is not None else "at all"
             raise MailferryError(
-                f"{self.account}: the source lists no folder at all",
+                f"{self.account}: the source lists no folder {where}",
                 hint="check the account; mailferry refuses to treat an empty listing as a mailbox",
+            )
+        for name, rights in self.unreadable:
+            who = self.job.source.login.user
+            self.finding(
+                name,
+                None,
+                "public-folder-unreadable",
+                f"{self.account}: public folder {name!r}: the unit's source login {who!r} may not read it "
+                f"(its rights: {rights or 'none'}); not copied (grant it 'lr' on the source, or exclude "
+                "the folder in [folders] exclude)",
+                {"rights": rights, "login": who},
             )
         statuses, redo = self._fast_path(folders)
         if redo is not None and not redo:
@@ -483,6 +549,16 @@ class AccountRun:
         self._drop_refusals_of_folders_left(mappings, by_name)
         tgt = self.target_store()
         # Create every target folder first (parents before children), then subscriptions.
+        for m in mappings:
+            if m.target is None and m.rule.startswith(SHARED_CLASH):
+                self.finding(
+                    m.source,
+                    None,
+                    "folder-in-shared-namespace",
+                    f"{self.account}: folder {m.source!r}: {m.rule}; not copied (rename it with a "
+                    "[[folders.rename]] rule to carry it)",
+                    {"rule": m.rule},
+                )
         for m in sorted((m for m in mappings if m.target), key=lambda m: (m.target or "").count("/")):
             f = by_name[m.source]
             for note in m.notes:
@@ -497,6 +573,8 @@ class AccountRun:
                 # A new folder's id too (parents that hold no mail included): Cyrus has given a
                 # folder created here the id of another account's INBOX.
                 self._guard_folder(tgt, target_name, created=True)
+                if self.job.scope is not None:
+                    self._may_write(tgt, target_name, self.job.scope.writer_rights)
             if self.opts.subscriptions and f.subscribed:
                 self.retry(tgt, tgt.subscribe, m.target or "")
         # Plan every folder and do what needs no copying, then copy all folders' messages in one
@@ -522,6 +600,23 @@ class AccountRun:
             else:
                 self._finish_folder(j)
         self._stop_if_blocked()  # found shared while others wrote: this account fails too
+
+    def _may_write(self, tgt: WriteStore, folder: str, wanted: str) -> None:
+        """On a folder the unit has just created: where the target keeps ACLs and this login lacks
+        some of ``wanted``, give them to itself, on this folder only, and record it (kind
+        "writer") so that the ACL step knows the entry is mailferry's."""
+        have: str | None = self.retry(tgt, tgt.my_rights, folder)
+        if have is None:
+            return
+        missing = "".join(r for r in wanted if r not in have)
+        if not missing:
+            return
+        who = tgt.login_identity()
+        self.retry(tgt, tgt.set_acl, folder, who, have + missing)
+        self.ledger.record_setting(
+            SettingRecord(self.account, "writer", f"{folder}\t{who}", have + missing, folder, "set", self.run_id)
+        )
+        self.e.reporter.note(self.account, f"{folder}: gave the unit's login {who!r} the rights {missing!r} to write")
 
     def _drop_refusals_of_folders_left(self, mappings: list[FolderMapping], by_name: dict[str, FolderInfo]) -> None:
         """Refused messages of a folder the source no longer has, or the admin's rules now
@@ -1033,6 +1128,47 @@ class AccountRun:
                     w.reconnect()
                 return
             self._record(job, [(mm, uid)])
+
+
+def scope_prefix(
+    ns: Mapping[str, Sequence[tuple[str, str]]], prefix: str | None, role: str, unit: str
+) -> tuple[str, str]:
+    """(prefix, delimiter) of a unit's shared namespace on one side, from its NAMESPACE answer:
+    the configured ``prefix`` (its delimiter: the longest shared namespace it lies in), else the
+    first shared namespace. ConfigError where there is none, or where the configured prefix lies
+    in no shared namespace or in a personal or other users' one inside it (Cyrus' ``INBOX/``)."""
+    shared = list(ns.get("shared") or [])
+    if prefix is None:
+        if not shared:
+            raise ConfigError(
+                [f"{unit}: the {role} server shows no shared namespace (NAMESPACE third group)"],
+                hint=f"set [public] {role}_prefix, or leave 'public' out of [project] items",
+            )
+        p, d = shared[0]
+        return p, d or "/"
+    inside = sorted((x for x in shared if prefix.startswith(x[0])), key=lambda x: -len(x[0]))
+    # Never into a personal or other users' namespace: the unit would write into someone's mailbox.
+    mine = [p for role in ("personal", "other") for p, _ in ns.get(role) or [] if prefix.startswith(p)]
+    if not inside or any(len(p) > len(inside[0][0]) or (p == inside[0][0] == "") for p in mine):
+        known = ", ".join(repr(p) for p, _ in shared) or "none"
+        raise ConfigError(
+            [f"{unit}: [public] {role}_prefix {prefix!r} is not in the {role} server's shared namespace ({known})"],
+            hint="public folders go only into a shared namespace, never into a user's own mailbox",
+        )
+    return prefix, inside[0][1] or "/"
+
+
+SHARED_CLASH = "lands in the target's shared namespace"
+
+
+def _keep_out_of(m: FolderMapping, shared: Sequence[str]) -> FolderMapping:
+    """A personal folder whose target name falls under one of the target's ``shared`` namespace
+    prefixes is not copied: it would be written into a public or another user's folder."""
+    # The namespace's root too (Dovecot's "Public" for "Public/"): CREATE there is not personal.
+    hit = next((p for p in shared if m.target is not None and (m.target.startswith(p) or m.target == p[:-1])), None)
+    if hit is None:
+        return m
+    return FolderMapping(m.source, None, f"{SHARED_CLASH} {hit!r} as {m.target!r}", m.notes)
 
 
 def _server_words(message: str) -> str:

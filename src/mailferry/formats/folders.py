@@ -54,6 +54,7 @@ __all__ = [
     "canonical_path",
     "canonical_use",
     "guess_special_use",
+    "in_namespace",
     "join_path",
     "map_all",
     "map_folder",
@@ -243,6 +244,30 @@ def guess_special_use(name_component: str) -> str | None:
     Compared after NFC normalisation (macOS clients send NFD), casefolding and stripping spaces.
     """
     return _WELL_KNOWN.get(unicodedata.normalize("NFC", name_component).strip().casefold())
+
+
+# --------------------------------------------------------------------------------------------
+# namespaces
+
+
+def in_namespace(
+    name: str, prefix: str, namespaces: Sequence[str], hidden: Sequence[str] = (), personal: Sequence[str] = ()
+) -> bool:
+    """Whether folder ``name`` belongs to the namespace with ``prefix`` (RFC 2342), among all the
+    server's namespace prefixes ``namespaces`` (personal, other users', shared); ``personal``:
+    the personal ones among them.
+
+    Not INBOX; not the namespace's root (Dovecot lists ``Public`` of ``Public/`` as \\Noselect);
+    not a folder of another namespace whose prefix is longer (Cyrus' shared namespace has the empty
+    prefix and holds ``INBOX/`` and ``user/``), nor under one of the ``hidden`` prefixes (Cyrus'
+    ``DELETED/``). The empty prefix shared with the personal namespace holds no shared folder.
+    """
+    if name.upper() == "INBOX" or not name.startswith(prefix) or name == prefix:
+        return False
+    longer = [p for p in namespaces if p != prefix and len(p) > len(prefix)]
+    if prefix == "" and "" in personal:
+        return False  # the empty prefix is the personal namespace's: none of it is shared
+    return not any(name.startswith(p) for p in (*longer, *hidden))
 
 
 # --------------------------------------------------------------------------------------------
@@ -522,6 +547,8 @@ def map_all(
     src: Side,
     dst: Side,
     rules: Rules = Rules(),
+    *,
+    roles: bool = True,
 ) -> list[FolderMapping]:
     """Map many folders ``(source name, declared special use or None)``; targets come out distinct.
 
@@ -537,6 +564,7 @@ def map_all(
        name), else the one whose use the source server declared, then the one whose last component
        is unchanged, then the one without notes, then by source name. Every other one is mapped
        as a plain folder under its own name (:func:`map_folder` with ``roles=False``), with a note.
+       ``roles=False`` maps every folder so (a public tree: its folders have no special-use role).
     2. **Distinct names.** Targets that are equal, or equal up to case where the target is not
        known to hold such names apart (``dst.case_sensitive`` not True), collide. The first by
        (INBOX first, holds a special-use role, its own name is the target exactly, special use
@@ -555,7 +583,7 @@ def map_all(
         if name not in by_name:
             by_name[name] = use
     names = sorted(by_name.items())
-    mapped = [_map(name, use, src, dst, rules) for name, use in names]
+    mapped = [_map(name, use, src, dst, rules, roles=roles) for name, use in names]
     plain: dict[int, _Mapped] = {}
 
     def own(i: int) -> _Mapped:
@@ -572,12 +600,12 @@ def map_all(
         return _Mapped(FolderMapping(old.source, target, old.rule, (*old.notes, note), None), comps, False, m.leaf_kept)
 
     # 1. one folder per special-use role
-    roles: dict[str, list[int]] = {}
+    holders: dict[str, list[int]] = {}
     for i, m in enumerate(mapped):
         if m.mapping.special_use is not None and m.mapping.target is not None:
-            roles.setdefault(m.mapping.target.casefold(), []).append(i)
-    for key in sorted(roles):
-        members = roles[key]
+            holders.setdefault(m.mapping.target.casefold(), []).append(i)
+    for key in sorted(holders):
+        members = holders[key]
         if len(members) < 2:
             continue
         members.sort(

@@ -52,6 +52,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
+from mailferry.sandbox.sink import SentMessage, SmtpSink
+
 HOST = "127.0.0.1"
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
@@ -422,6 +424,8 @@ class DovecotServer:
         dovecot: str,
         ldap: LdapUserdb | None = None,
         max_keyword_length: int | None = None,
+        public: str | None = None,
+        sieve: bool = False,
         acl: bool = False,
         acl_groups: Mapping[str, Sequence[str]] | None = None,
         acl_global: str = "",
@@ -441,6 +445,7 @@ class DovecotServer:
         self.quota_mb = quota_mb
         self.max_message_size = max_message_size
         self.max_keyword_length = max_keyword_length
+        self.public = public
         self._tls_files: tuple[Path | None, Path | None] = (None, None)
         self.dovecot = dovecot
         self.cert_hostname = "localhost"
@@ -454,6 +459,7 @@ class DovecotServer:
         self._run_dir: Path | None = None
         self._run_dir_is_temp = False
         self._proc: Process | None = None
+        self._init_sieve(sieve)
         self.acl = acl
         self.acl_groups = {u: tuple(g) for u, g in (acl_groups or {}).items()}
         self.acl_global = acl_global
@@ -479,6 +485,8 @@ class DovecotServer:
         dovecot: str | None = None,
         ldap: LdapUserdb | None = None,
         max_keyword_length: int | None = None,
+        public: str | None = None,
+        sieve: bool = False,
         acl: bool = False,
         acl_groups: Mapping[str, Sequence[str]] | None = None,
         acl_global: str = "",
@@ -507,6 +515,8 @@ class DovecotServer:
             dovecot=binary,
             ldap=ldap,
             max_keyword_length=max_keyword_length,
+            public=public,
+            sieve=sieve,
             acl=acl,
             acl_groups=acl_groups,
             acl_global=acl_global,
@@ -549,6 +559,8 @@ class DovecotServer:
         """Stop the server and remove the private socket directory, if one was made."""
         atexit.unregister(self.close)
         self.stop()
+        if self._sink is not None:
+            self._sink.close()
         if self._run_dir_is_temp and self._run_dir is not None:
             shutil.rmtree(self._run_dir, ignore_errors=True)
             self._run_dir = None
@@ -612,6 +624,73 @@ class DovecotServer:
     def folder(self, *parts: str) -> str:
         """The on-the-wire name of a personal folder, e.g. ``folder("Sent")`` -> ``INBOX.Sent``."""
         return self.prefix + self.separator.join(parts)
+
+    # ---- Sieve (Pigeonhole): ManageSieve, LMTP delivery with the sieve plugin, outgoing mail
+
+    def _init_sieve(self, sieve: bool) -> None:
+        """``sieve=True``: ManageSieve on :attr:`sieve_port`, LMTP on :attr:`lmtp_port` (mail
+        delivered there runs the user's active script), and what Sieve sends (vacation,
+        redirect) goes to an :class:`~mailferry.sandbox.sink.SmtpSink`: :meth:`sent_messages`.
+        Scripts live in ``~/sieve``, the active one linked from ``~/.dovecot.sieve``."""
+        self.sieve = sieve
+        self.sieve_port: int | None = free_port() if sieve else None
+        self.lmtp_port: int | None = free_port() if sieve else None
+        self._sink: SmtpSink | None = SmtpSink() if sieve else None
+
+    def _sieve_protocols(self) -> str:
+        self._lmtp_reach()
+        return " sieve lmtp" if self.sieve else ""
+
+    def _lmtp_reach(self) -> None:
+        """LMTP does not chroot (unlike imap, see the "/./" homes): it reaches the maildir by its
+        full path as the mail user, who needs search (x) permission on every directory above it,
+        e.g. pytest's 0700 temp dirs (its process keeps the group of Dovecot's master among its
+        groups, so group x too). Only x is added, never read. Done again before each delivery:
+        another pytest session starting meanwhile puts its 0700 back on /tmp/pytest-of-<user>."""
+        if self.sieve and os.getuid() == 0:
+            uid, gid = _mail_owner()
+            for directory in reversed([self.base_dir, *self.base_dir.parents]):
+                if not _reachable(directory, uid, gid):
+                    directory.chmod(directory.stat().st_mode | 0o011)
+
+    def _sieve_config(self) -> str:
+        if not self.sieve:
+            return ""
+        assert self._sink is not None
+        return f"""
+service managesieve-login {{
+  inet_listener sieve {{
+    address = {HOST}
+    port = {self.sieve_port}
+  }}
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = {HOST}
+    port = {self.lmtp_port}
+  }}
+}}
+protocol lmtp {{
+  mail_plugins = $mail_plugins sieve
+  postmaster_address = postmaster@localhost
+}}
+# LMTP runs chrooted (the "/./" homes): a sendmail_path script would be out of its reach.
+submission_host = {HOST}:{self._sink.port}
+plugin {{
+  sieve = file:~/sieve;active=~/.dovecot.sieve
+}}
+"""
+
+    def sent_messages(self) -> list[SentMessage]:
+        """What Sieve has sent so far (vacation replies, redirects), oldest first."""
+        return list(self._sink.messages) if self._sink is not None else []
+
+    def deliver(self, user: str, message: bytes, *, mail_from: str = "sender@example.org") -> None:
+        """Deliver ``message`` to ``user`` over LMTP: the user's active Sieve script runs."""
+        if self.lmtp_port is None:
+            raise SandboxError("this Dovecot was started without sieve=True: no LMTP listener")
+        self._lmtp_reach()
+        _lmtp_deliver(("inet", (HOST, self.lmtp_port)), user, message, mail_from)
 
     # ---- internals
 
@@ -713,7 +792,7 @@ state_dir = {self.base_dir / "state"}
 log_path = {self.log_path}
 info_log_path = {self.log_path}
 debug_log_path = {self.log_path}
-protocols = imap
+protocols = imap{self._sieve_protocols()}
 listen = {HOST}
 shutdown_clients = yes
 default_internal_user = {me}
@@ -742,7 +821,7 @@ namespace inbox {{
   separator = {sep}
   prefix = {prefix}
 {mailboxes}}}
-
+{self._public_config()}
 {master_passdb}{ldap_passdb}passdb {{
   driver = passwd-file
   args = scheme=PLAIN {self._users_file}
@@ -772,7 +851,41 @@ service imap-login {{
 service imap {{
   process_limit = 256
 }}
-{self._acl_config(location, sep)}{self._metadata_config()}"""
+{self._sieve_config()}{self._acl_config(location, sep)}{self._metadata_config()}"""
+
+    def public_dir(self) -> Path:
+        """Where the public namespace's mail lives (inside the imap processes' chroot; with
+        ``acl``, in the homes' directory that has no chroot, see :meth:`_acl_prepare`)."""
+        return (self._acl_root or self.base_dir) / "home" / "public"
+
+    def _public_config(self) -> str:
+        """The public namespace (``public="Public"``: prefix ``Public/`` or ``Public.``), with
+        ``\\Seen`` kept per user (``INDEXPVT``, Dovecot's private flags: each user's own index
+        under the home). Without the ACL plugin every user may read and write it."""
+        if self.public is None:
+            return ""
+        uid, gid = _mail_owner()
+        public = self.public_dir()
+        if not public.exists():
+            public.mkdir(parents=True)
+            os.chown(public, uid, gid)
+        layout = "" if self.style == "dotted" else ":LAYOUT=fs"
+        # Subscriptions to public folders are each user's: kept in the first namespace above
+        # the public one that keeps subscriptions. Under "INBOX." there is none, so a hidden
+        # one with the empty prefix (Dovecot's documented answer) holds them.
+        holder = ""
+        if self.style == "dotted":
+            holder = (
+                "namespace subscriptions {\n  prefix =\n  separator = .\n  hidden = yes\n  list = no\n"
+                "  subscriptions = yes\n  location = maildir:~/Maildir\n}\n"
+            )
+        # The imap process is chrooted to base_dir/home: paths inside the config are the chroot's.
+        return holder + (
+            "namespace public {\n  type = public\n"
+            f"  separator = {self.separator}\n  prefix = {self.public}{self.separator}\n"
+            f"  location = maildir:{self.public_dir() if self.acl else '/public'}{layout}:INDEXPVT=~/public-pvt\n"
+            "  subscriptions = no\n  list = yes\n}\n"
+        )
 
     def _acl_prepare(self) -> None:
         """With ``acl``: homes and sockets where the mail user can reach them without a chroot.
@@ -891,6 +1004,28 @@ namespace shared {{
     def _stop_quietly(self) -> None:
         with contextlib.suppress(Exception):
             self.stop()
+
+
+def _lmtp_deliver(where: tuple[str, Path | tuple[str, int]], user: str, message: bytes, mail_from: str) -> None:
+    """One LMTP transaction (RFC 2033) to ``user``; raises SandboxError unless delivered."""
+    import smtplib
+
+    lmtp = smtplib.LMTP()
+    try:
+        _kind, address = where
+        if isinstance(address, Path):
+            lmtp.connect(str(address))
+        else:
+            lmtp.connect(address[0], address[1])
+        lmtp.ehlo_or_helo_if_needed()
+        refused = lmtp.sendmail(mail_from, [user], message)
+        if refused:
+            raise SandboxError(f"LMTP refused {user}: {refused}")
+    except smtplib.SMTPException as e:
+        raise SandboxError(f"LMTP delivery to {user} failed: {e}") from None
+    finally:
+        with contextlib.suppress(Exception):
+            lmtp.quit()
 
 
 def _can_login(port: int, user: str, password: str) -> bool:
@@ -1055,6 +1190,7 @@ class CyrusServer:
         self.repeat_ids = repeat_ids
         self.port = imap_port or free_port()
         self.http_port = (http_port or free_port()) if httpd else None
+        self.sieve_port = free_port()  # timsieved (ManageSieve); mail delivered by deliver() runs Sieve
         self.imapd = imapd
         self.httpd = httpd
         self.autocreate_folders = tuple(autocreate_folders)
@@ -1386,13 +1522,27 @@ syslog_prefix: mailferry-cyrus-{self.port}
 }}
 SERVICES {{
   imap cmd="{self.imapd} -C {conf}" listen="{HOST}:{self.port}" prefork=0 maxchild=50
-{http}}}
+{http}{self._sieve_services(root)}}}
 EVENTS {{
   checkpoint cmd="{CYRUS_BIN}/ctl_cyrusdb -C {conf} -c" period=30
 }}
 DAEMON {{
 }}
 """
+
+    def _sieve_services(self, root: Path) -> str:
+        """timsieved (ManageSieve) on :attr:`sieve_port`, and lmtpd on the ``lmtpsocket`` (a UNIX
+        socket: pre-authenticated, unlike an LMTP TCP port) for :meth:`deliver`. What Sieve sends
+        (vacation, redirect) goes to the recording ``sendmail``: :meth:`imip_messages`."""
+        conf = root / "imapd.conf"
+        return (
+            f'  sieve cmd="{CYRUS_BIN}/timsieved -C {conf}" listen="{HOST}:{self.sieve_port}" prefork=0 maxchild=20\n'
+            f'  lmtpunix cmd="{CYRUS_BIN}/lmtpd -C {conf}" listen="{root}/run/socket/lmtp" prefork=0 maxchild=5\n'
+        )
+
+    def deliver(self, user: str, message: bytes, *, mail_from: str = "sender@example.org") -> None:
+        """Deliver ``message`` to ``user`` over LMTP: the user's active Sieve script runs."""
+        _lmtp_deliver(("unix", self.data_dir.resolve() / "run" / "socket" / "lmtp"), user, message, mail_from)
 
     def _saslpasswd(self, name: str, password: str) -> None:
         sasldb = self.data_dir / "sasldb2"
@@ -1574,6 +1724,23 @@ def address(line):
     return found.group(1) if found else line.split(":", 1)[1].strip().split(" ")[0]
 
 
+if "-bs" not in sys.argv[1:]:
+    # "sendmail [-i] -f FROM [--] TO...": the message on stdin (lmtpd's Sieve vacation, redirect)
+    args, rcpt = sys.argv[1:], []
+    i = 0
+    while i < len(args):
+        if args[i] == "-f" and i + 1 < len(args):
+            env["mail_from"] = args[i + 1]
+            i += 1
+        elif not args[i].startswith("-"):
+            rcpt.append(args[i])
+        i += 1
+    env["rcpt_to"] = rcpt
+    name = os.path.join(FOLDER, "%d-%08d-0000" % (time.time_ns(), os.getpid()))
+    with open(name + ".tmp", "wb") as f:
+        f.write(json.dumps(env).encode() + b"\\n" + sys.stdin.buffer.read())
+    os.rename(name + ".tmp", name + ".eml")
+    sys.exit(0)
 reply("220 localhost mailferry-recording-sendmail ESMTP")
 for raw in sys.stdin.buffer:
     if data is not None:
