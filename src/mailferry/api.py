@@ -581,7 +581,21 @@ def migrate(
             stats.append(ps)
             public_row = _account_row(ps)
             if ps.status == "ok":
-                after_folders(engine, pj, run_id, after_public)
+                public_settings: dict[str, dict[str, Any]] = {}
+                steps = list(after_public)
+                for kind, eng in _settings_engines(project, ledger, types).items():
+                    if kind == "permissions":  # the public folders' ACLs, translated like an account's
+
+                        def acl_step(job: AccountJob, fmap: Mapping[str, str], rid: int, e: Any = eng) -> None:
+                            public_settings["permissions"] = _settings_row(
+                                job, functools.partial(e.run, job, rid, folders=fmap)
+                            )
+
+                        steps.append(acl_step)
+                after_folders(engine, pj, run_id, steps)
+                for kind, row in public_settings.items():
+                    public_row[kind] = row
+                    public_row["exit_code"] = worst([public_row["exit_code"], row["exit_code"]])
                 per_user = carry_per_user(
                     engine,
                     PUBLIC_UNIT,

@@ -316,3 +316,52 @@ def test_target_without_acl_is_a_finding(dovecot_factory: Any, group: str, tmp_p
     (f,) = findings(r)
     assert f["kind"] == "acl-unsupported" and f["source_folder"] == "INBOX" and "bob" in f["message"]
     assert r.json()["copied"] == 1  # the mail went on
+
+
+def test_public_folders_keep_their_acl(cyrus_factory: Any, group: str, tmp_path: Any) -> None:
+    """Cyrus shared mailboxes (the public unit) to Cyrus: each folder's entries arrive
+    translated (bob -> bob.t, the group), the admin's own access is not carried, and a second
+    pass sends no SETACL."""
+    src, tgt = cyrus(cyrus_factory, USERS), cyrus(cyrus_factory, TARGET_USERS)
+    admin = src.login(*CYRUS_ADMIN)
+    try:
+        admin.create_folder("Team")
+        admin.setacl("Team", "cyrus", "lrswipkxtecda")  # the unit's login reads it
+        admin.setacl("Team", "bob", "lrswi")
+        admin.setacl("Team", f"group:{group}", "lr")
+        admin.append("Team", MESSAGE % b"public")
+    finally:
+        admin.logout()
+    proxy = TcpProxy.start(tgt.server.host, tgt.server.port, record=True)
+    try:
+        project = write_project(
+            tmp_path / "p",
+            src.server,
+            tgt.server,
+            [],
+            csv_text=CSV,
+            source_admin=CYRUS_ADMIN,
+            target_admin=CYRUS_ADMIN,
+            target_port=proxy.port,
+            extra="\n[public]\n",
+        )
+        r = cli("migrate", project, "--json")
+        assert r.code == ExitCode.OK, r.out
+        (unit,) = [a for a in r.json()["accounts"] if a["account"] == "#public"]
+        assert unit["permissions"]["set"] == 3 and not findings(r), unit
+        t = tgt.login(*CYRUS_ADMIN)
+        try:
+            acl = {k.decode(): v.decode() for k, v in t.getacl("Team")}
+        finally:
+            t.logout()
+        assert acl["bob.t"] == "lrswi" and acl[f"group:{group}"] == "lr" and "bob" not in acl
+        assert access(tgt, "bob.t", "bobpw", "Team", try_append=True) == ("lrswi", True, True)
+        # dave: the group's lr and everyone's lrs (Cyrus' defaultacl for a new shared mailbox)
+        assert access(tgt, "dave", "davepw", "Team", try_append=True) == ("lrs", True, False)
+        assert access(src, "dave", "davepw", "Team", try_append=False)[:2] == ("lrs", True)
+        before = len(proxy.transcript("up"))
+        again = cli("migrate", project, "--json")
+        assert again.code == ExitCode.OK, again.out
+        assert b"SETACL" not in proxy.transcript("up")[before:].upper()
+    finally:
+        proxy.stop()

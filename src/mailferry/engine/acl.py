@@ -103,6 +103,25 @@ class AclEngine:
                 unreadable[f] = e.message
         return acls, unreadable
 
+    @staticmethod
+    def _source_folders(src: ImapStore, job: AccountJob, fmap: Mapping[str, str | None]) -> list[str]:
+        """An account's own folders; for a unit of shared folders (the public unit, a job with a
+        scope), the folders it carried."""
+        if job.scope is None:
+            return [f.name for f in src.own_folders() if f.selectable]
+        return sorted(f for f, t in fmap.items() if t is not None)
+
+    @staticmethod
+    def _without_login(job: AccountJob, acls: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        """A unit's ACLs without the entries of the login that reads them (a Cyrus admin gives
+        itself rights on shared mailboxes to read them): that is the migration's access, not
+        the organisation's. An account's own ACLs are left whole (its owner is its login)."""
+        if job.scope is None:
+            return acls
+        login = job.source.login
+        me = {n.lower() for n in (login.user, login.admin or "") if n}
+        return {f: {k: v for k, v in entries.items() if k.lower() not in me} for f, entries in acls.items()}
+
     def folder_map(self, account: str) -> dict[str, str | None]:
         """Source folder -> target folder, as the mail pass carried them."""
         return {s.source_folder: (s.target_folder or None) for s in self.ledger.folder_states(account)}
@@ -145,10 +164,11 @@ class AclEngine:
             if not src.acl:
                 stats.note = "the source has no ACL (RFC 4314): nothing to carry"
                 return stats
-            own = [f.name for f in src.own_folders() if f.selectable]
+            fmap = dict(folders) if folders is not None else self.folder_map(job.source_user)
+            own = self._source_folders(src, job, fmap)
             stats.folders = len(own)
             acls, unreadable = self.read_acls(src, own)
-            fmap = dict(folders) if folders is not None else self.folder_map(job.source_user)
+            acls = self._without_login(job, acls)
             for f, why in sorted(unreadable.items()):
                 if fmap.get(f) is not None:
                     self._finding(
@@ -295,9 +315,9 @@ class AclEngine:
         try:
             if not src.acl:
                 return [], "the source has no ACL (RFC 4314)"
-            own = [f.name for f in src.own_folders() if f.selectable]
-            acls, _ = self.read_acls(src, own)
             fmap = dict(folders) if folders is not None else self.folder_map(job.source_user)
+            acls, _ = self.read_acls(src, self._source_folders(src, job, fmap))
+            acls = self._without_login(job, acls)
             tgt = self._target(job, readonly=True)
             support, dialect = self.target_support(tgt)
             if support is None:
