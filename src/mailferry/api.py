@@ -8,6 +8,7 @@ before connecting, and never leave the :class:`~mailferry.connectors.imap.Login`
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -287,6 +288,8 @@ CAPS_THAT_MATTER = (
     "UTF8=ACCEPT",
     "QUOTA",
     "APPENDLIMIT",
+    "ACL",  # folder permissions (item type "permissions") are carried where both sides have it
+    "METADATA",  # folder comments (item type "metadata") likewise
 )
 
 
@@ -444,6 +447,7 @@ def plan(project: Project, names: Sequence[str] | None = None) -> Result:
         pj = public_job(project) if with_public else None
         js += [pj] if pj is not None else []
         engine = Engine(ledger, options(project), guard=guard)
+        settings = _settings_engines(project, ledger, project.items)
 
         def one(job: AccountJob) -> dict[str, Any]:
             held = _held_back(job, guard, alive)
@@ -484,7 +488,7 @@ def plan(project: Project, names: Sequence[str] | None = None) -> Result:
                     }
                 )
             findings = any(isinstance(a, Skip) and a.finding for p in plans for a in p.actions)
-            return {
+            row: dict[str, Any] = {
                 "account": job.source_user,
                 "target_account": job.target_user,
                 "exit_code": int(ExitCode.FINDINGS) if findings else 0,
@@ -492,6 +496,11 @@ def plan(project: Project, names: Sequence[str] | None = None) -> Result:
                 "bytes": sum(f["bytes"] for f in folders),
                 "folders": folders,
             }
+            mapped = {p.source_folder: p.target_folder for p in plans}
+            for kind, eng in settings.items() if job.scope is None else ():  # an account's own folders
+                row[kind] = _settings_row(job, functools.partial(eng.plan, job, mapped))
+                row["exit_code"] = worst([row["exit_code"], row[kind]["exit_code"]])
+            return row
 
         rows = _parallel(project.performance.accounts_in_parallel, one, js) or [
             _no_mail(a, messages=0, bytes=0, folders=[]) for a in accs
@@ -556,13 +565,37 @@ def migrate(
             if j.source_user in held:
                 done[j.source_user] = engine.refuse_account(j, run_id, held[j.source_user])
         stats: list[AccountStats] = [done[j.source_user] for j in js]
+        # Folder settings (ACLs, METADATA) of each account whose mail pass did not fail.
+        settings: dict[str, dict[str, dict[str, Any]]] = {}
+        carry = [j for j in runnable if done[j.source_user].status != "failed"]
+        for kind, eng in _settings_engines(project, ledger, types).items():
+
+            def carry_one(j: AccountJob, e: Any = eng) -> dict[str, Any]:
+                return _settings_row(j, functools.partial(e.run, j, run_id))
+
+            got = _parallel(at_once, carry_one, carry)
+            settings[kind] = {j.source_user: r for j, r in zip(carry, got, strict=True)}
         public_row: dict[str, Any] | None = None
         if pj is not None:
             ps = engine.migrate_account(pj, run_id)
             stats.append(ps)
             public_row = _account_row(ps)
             if ps.status == "ok":
-                after_folders(engine, pj, run_id, after_public)
+                public_settings: dict[str, dict[str, Any]] = {}
+                steps = list(after_public)
+                for kind, eng in _settings_engines(project, ledger, types).items():
+                    if kind == "permissions":  # the public folders' ACLs, translated like an account's
+
+                        def acl_step(job: AccountJob, fmap: Mapping[str, str], rid: int, e: Any = eng) -> None:
+                            public_settings["permissions"] = _settings_row(
+                                job, functools.partial(e.run, job, rid, folders=fmap)
+                            )
+
+                        steps.append(acl_step)
+                after_folders(engine, pj, run_id, steps)
+                for kind, row in public_settings.items():
+                    public_row[kind] = row
+                    public_row["exit_code"] = worst([public_row["exit_code"], row["exit_code"]])
                 per_user = carry_per_user(
                     engine,
                     PUBLIC_UNIT,
@@ -582,6 +615,10 @@ def migrate(
         for r in rows:
             if "calendars" in r:
                 r["exit_code"] = worst([r["exit_code"], dav_exit_code(r["calendars"])])
+            for kind, per in settings.items():
+                if r["account"] in per:
+                    r[kind] = per[r["account"]]
+                    r["exit_code"] = worst([r["exit_code"], r[kind]["exit_code"]])
         if "filters" in types:  # after mail: scripts name the folders the mail went to
             # Not for an account held back or whose mail pass failed (a shared target mailbox,
             # a lost connection): its folders may not be there, its target may be another's.
@@ -607,6 +644,10 @@ def migrate(
             "findings": [_finding(f) for f in ledger.findings(run_id)],
             "exit_code": code,
         }
+        for kind, per in settings.items():
+            gone = "deleted" if kind == "permissions" else "removed"
+            keys = ("set", gone, "refused", "findings")
+            summary[kind] = {k: sum(int(p.get(k, 0)) for p in per.values()) for k in keys}
         if dav_types:
             summary["calendars"] = {
                 k: sum(int(d.get(k, 0)) for d in dav.values())
@@ -721,6 +762,7 @@ def verify(project: Project, names: Sequence[str] | None = None, *, deep: bool =
         pj = public_job(project) if with_public else None
         js += [pj] if pj is not None else []
         engine = Engine(ledger, options(project), guard=guard)
+        settings = _settings_engines(project, ledger, project.items)
 
         def one(job: AccountJob) -> dict[str, Any]:
             held = _held_back(job, guard, alive)
@@ -731,7 +773,10 @@ def verify(project: Project, names: Sequence[str] | None = None, *, deep: bool =
             except MailferryError as e:
                 return _error_row(job, e) | {"clean": False}
             clean = all(v.clean for v in verdicts)
-            return {
+            own = job.scope is None  # folder settings are an account's own folders' (not the public unit's)
+            extra = {kind: _settings_verify_row(eng, job) for kind, eng in settings.items() if own}
+            clean = clean and all(bool(x["clean"]) for x in extra.values())
+            return extra | {
                 "account": job.source_user,
                 "target_account": job.target_user,
                 "clean": clean,
@@ -774,6 +819,50 @@ def verify(project: Project, names: Sequence[str] | None = None, *, deep: bool =
     }
     _write_report(project, "verify-deep" if deep else "verify", data)
     return Result(data, code)
+
+
+# -- folder settings: permissions (IMAP ACL) and METADATA -------------------------------------------
+
+
+def _settings_engines(project: Project, ledger: SqliteLedger, types: Sequence[str]) -> dict[str, Any]:
+    """The engines of the folder settings among ``types``, by item type. ACL users through the
+    project's accounts, then the directory's identity map (as calendar sharing does); groups
+    keep their names unless ``[permissions.groups]`` renames them."""
+    from mailferry.engine.acl import AclEngine
+    from mailferry.engine.metadata import MetadataEngine
+    from mailferry.plan.dav import principal_map
+
+    out: dict[str, Any] = {}
+    retry = options(project).retry
+    if "permissions" in types:
+        principals = principal_map([(a.source_user, a.target_user) for a in project.accounts], ledger.identity())
+        groups = dict(project.acl_groups)
+        out["permissions"] = AclEngine(ledger, principals=principals, groups=lambda g: groups.get(g, g), retry=retry)
+    if "metadata" in types:
+        out["metadata"] = MetadataEngine(ledger, retry=retry)
+    return out
+
+
+def _settings_row(job: AccountJob, fn: Callable[[], Any]) -> dict[str, Any]:
+    """One account's part for a folder setting: what was (or would be) done, or its error."""
+    from mailferry.engine.acl import AclStats, acl_actions
+
+    try:
+        stats = fn()
+    except MailferryError as e:
+        return {"error": str(e), "exit_code": int(e.exit_code)}
+    row: dict[str, Any] = stats.as_dict()
+    if isinstance(stats, AclStats):
+        row |= acl_actions(stats.actions)
+    return row | {"exit_code": int(ExitCode.FINDINGS) if stats.findings else 0}
+
+
+def _settings_verify_row(engine: Any, job: AccountJob) -> dict[str, Any]:
+    try:
+        diffs, note = engine.verify(job)
+    except MailferryError as e:
+        return {"clean": False, "error": str(e), "differences": []}
+    return {"clean": not diffs, "note": note, "differences": [d.as_dict() for d in diffs]}
 
 
 # -- report -------------------------------------------------------------------------------------

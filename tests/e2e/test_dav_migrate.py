@@ -121,7 +121,7 @@ def test_radicale_to_cyrus_with_mail(dovecot_factory, cyrus_factory, radicale_fa
         tmp_path / "r2c", src_imap, tgt, src.url, tgt.dav_url, src_admin=True, tgt_admin=False, new_domain=new
     )
     data = migrate_and_verify(project)
-    assert data["items"] == ["mail", "calendars", "contacts"] and data["copied"] > 0
+    assert data["items"] == ["mail", "calendars", "contacts", "permissions", "metadata"] and data["copied"] > 0
     assert_carried(src.url, tgt.dav_url, new)
     print("left out (refused by the source server):", REFUSED_BY_SOURCE)
 

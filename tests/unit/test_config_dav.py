@@ -34,7 +34,7 @@ propagate_deletions = true
 
 def test_dav_sides_items_and_rules_are_typed(tmp_path: Path) -> None:
     p = load_project(write(tmp_path, GOOD + DAV))
-    assert p.items == ("mail", "calendars", "contacts")  # both sides have DAV: all by default
+    assert p.items == ("mail", "calendars", "contacts", "permissions", "metadata")  # both sides have DAV: all
     assert p.source.dav is not None and p.source.dav.url == "https://dav.old.example/dav/"
     assert p.source.dav.admin is not None and p.source.dav.admin.method == "authorize-as"
     assert p.target.dav is not None and p.target.dav.url == "http://127.0.0.1:5232/"
@@ -44,8 +44,8 @@ def test_dav_sides_items_and_rules_are_typed(tmp_path: Path) -> None:
     assert p.calendars.domains == {"old.example": "new.example"}
 
 
-def test_without_dav_only_mail(tmp_path: Path) -> None:
-    assert load_project(write(tmp_path, GOOD)).items == ("mail",)
+def test_without_dav_mail_and_folder_settings(tmp_path: Path) -> None:
+    assert load_project(write(tmp_path, GOOD)).items == ("mail", "permissions", "metadata")
 
 
 def test_items_narrow_and_need_both_dav_sides(tmp_path: Path) -> None:
@@ -105,5 +105,5 @@ def test_init_writes_a_loadable_dav_project(tmp_path: Path) -> None:
     path = tmp_path / "p.toml"
     path.write_text(text)
     p = load_project(path)
-    assert p.items == ("mail", "calendars", "contacts")
+    assert p.items == ("mail", "calendars", "contacts", "permissions", "metadata")
     assert p.target.dav is not None and p.target.dav.url == "http://127.0.0.1:8008/dav/"

@@ -19,7 +19,7 @@ security = "none"
 
 def test_sieve_sides_add_filters_by_default(tmp_path: Path) -> None:
     p = load_project(write(tmp_path, GOOD + SIEVE))
-    assert p.items == ("mail", "filters")
+    assert p.items == ("mail", "filters", "permissions", "metadata")
     assert p.source.sieve is not None and (p.source.sieve.host, p.source.sieve.port) == ("imap.old.example", 4190)
     assert p.source.sieve.security == "starttls" and p.source.sieve.verify_certificates
     assert p.target.sieve is not None and (p.target.sieve.port, p.target.sieve.security) == (14190, "none")

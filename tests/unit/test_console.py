@@ -287,7 +287,7 @@ def test_servers_form_keeps_comments_and_other_keys(tmp_path: Path) -> None:
     p = load_project(console.path)
     assert p.performance.retries == 3
     assert p.source.dav is not None and p.source.dav.url == "http://127.0.0.1:5232/"
-    assert p.items == ("mail", "calendars", "contacts")
+    assert p.items == ("mail", "calendars", "contacts", "permissions", "metadata")
 
 
 @pytest.mark.parametrize(

@@ -154,7 +154,11 @@ def migrate(
     full: Annotated[bool, typer.Option("--full", help="re-examine every folder, ignoring the fast path")] = False,
     only: Annotated[
         str | None,
-        typer.Option("--only", help="only these item types, comma-separated: mail, calendars, contacts, filters"),
+        typer.Option(
+            "--only",
+            help="only these item types, comma-separated: mail, calendars, contacts, filters, public, permissions, "
+            "metadata",
+        ),
     ] = None,
 ) -> None:
     """Copy what is new or changed since the last pass (every run is a delta pass)."""

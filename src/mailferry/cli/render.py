@@ -88,6 +88,8 @@ def plan(data: dict[str, Any]) -> None:
                 c.print(f"  note: {f['source_folder']}: {n}")
             for s in f["skips"]:
                 c.print(f"  skip: {f['source_folder']} UID {s['source_uid']} {s['message_id']}: {s['reason']}")
+        _permissions_plan(c, a.get("permissions"))
+        _metadata_plan(c, a.get("metadata"))
         _dav_plan(c, a)
         _filters_plan(c, a.get("filters"))
     c.print(f"total to copy: {data['copy']} messages")
@@ -147,6 +149,19 @@ def migrate(data: dict[str, Any]) -> None:
         f = a.get("filters")
         if f is not None:
             _filters_line(c, a["account"], f)
+        for kind, what in (("permissions", "folder permissions"), ("metadata", "folder metadata")):
+            p = a.get(kind) or {}
+            if p.get("error"):
+                c.print(f"  [red]{a['account']} {what} failed[/red]: {p['error']}")
+    if "permissions" in data:
+        s = data["permissions"]
+        c.print(
+            f"folder permissions: {s['set']} entries set, {s['deleted']} withdrawn, {s['refused']} refused, "
+            f"{s['findings']} findings"
+        )
+    if "metadata" in data:
+        s = data["metadata"]
+        c.print(f"folder metadata: {s['set']} entries set, {s['removed']} removed, {s['refused']} refused")
 
 
 def verify(data: dict[str, Any]) -> None:
@@ -170,6 +185,8 @@ def verify(data: dict[str, Any]) -> None:
                     f"{d['message_id'] or '(no Message-ID)'} "
                     f"{d['date']!r} {d['subject']!r} {d['size']} bytes {d['detail']}"
                 )
+        _permissions_verify(c, a.get("permissions"))
+        _metadata_verify(c, a.get("metadata"))
         _dav_verify(c, a.get("calendars"))
         f = a.get("filters")
         if f is not None:
@@ -354,6 +371,73 @@ def directory_restore(data: dict[str, Any]) -> None:
         c.print(f["message"], markup=False, highlight=False)
     if data["ldif"]:
         c.print(f"their LDIF: {data['ldif']}", markup=False)
+
+
+# -- folder permissions (IMAP ACL) -----------------------------------------------------------------
+
+
+def _permissions_plan(c: Console, p: dict[str, Any] | None) -> None:
+    """The ACL changes per folder: each entry to set (as the target will hold it), to withdraw,
+    and what is not carried, with the reason."""
+    if not p:
+        return
+    if p.get("error"):
+        c.print(f"  folder permissions: [red]{p['error']}[/red]")
+        return
+    if p.get("note"):
+        c.print(f"  folder permissions: {p['note']}")
+    for s in p.get("setacl", []):
+        left = f" [yellow](the target can't grant {s['left_out']!r})[/yellow]" if s["left_out"] else ""
+        c.print(
+            f"  acl: {s['source_folder']} -> {s['target_folder']}: set {s['identifier']} {s['rights']!r} "
+            f"(source: {s['source_identifier']} {s['source_rights']!r}; {s['reason']}){left}"
+        )
+    for d in p.get("deleteacl", []):
+        c.print(f"  acl: {d['source_folder']} -> {d['target_folder']}: withdraw {d['identifier']} ({d['reason']})")
+    for s in p.get("skip", []):
+        if s["finding"]:
+            c.print(
+                f"  acl: {s['source_folder']}: [yellow]not carried[/yellow] {s['source_identifier']} "
+                f"{s['source_rights']!r}: {s['reason']}"
+            )
+
+
+def _permissions_verify(c: Console, p: dict[str, Any] | None) -> None:
+    if not p:
+        return
+    if p.get("error"):
+        c.print(f"  folder permissions: [red]{p['error']}[/red]")
+        return
+    if p.get("note"):
+        c.print(f"  folder permissions: {p['note']}")
+    for d in p["differences"]:
+        c.print(
+            f"  !! acl {d['source_folder']} -> {d['target_folder']}: {d['identifier']} {d['kind']}: "
+            f"source {d['source_rights']!r}, target {d['target_rights']!r}"
+        )
+
+
+def _metadata_plan(c: Console, p: dict[str, Any] | None) -> None:
+    if not p:
+        return
+    if p.get("error"):
+        c.print(f"  folder metadata: [red]{p['error']}[/red]")
+        return
+    for s in p.get("changes", []):
+        c.print(f"  metadata: {s['source_folder']} -> {s['target_folder']}: {s['action']} {s['entry']} ({s['reason']})")
+
+
+def _metadata_verify(c: Console, p: dict[str, Any] | None) -> None:
+    if not p:
+        return
+    if p.get("error"):
+        c.print(f"  folder metadata: [red]{p['error']}[/red]")
+        return
+    for d in p["differences"]:
+        c.print(
+            f"  !! metadata {d['source_folder']} -> {d['target_folder']}: {d['entry']}: "
+            f"source {d['source_value']!r}, target {d['target_value']!r}"
+        )
 
 
 # -- calendars and contacts ------------------------------------------------------------------------

@@ -124,6 +124,7 @@ KNOWN_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
             "directory",
             "batches",
             "public",
+            "permissions",
         ),
         "project": ("name", "ledger", "reports", "items"),
         "public": (
@@ -148,6 +149,8 @@ KNOWN_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "target.sieve": _SIEVE_KEYS,
         "calendars": ("scheduling", "addresses", "domains", "propagate_deletions", "sharing", "batch_items"),
         "calendars.addresses": (),
+        "permissions": ("groups",),
+        "permissions.groups": (),
         "calendars.domains": (),
         "accounts": ("csv", "override"),
         "accounts.override": (
@@ -796,6 +799,7 @@ class _ProjectReader(_Reader):
         public = self.public(document, source, target, items)
         calendars = self.calendar_rules(document)
         batches = self.batches(document)
+        acl_groups = self.acl_groups(document)
         if items is not None and accounts and source is not None and target is not None:
             self.check_dav_logins(accounts, source, target, items)
 
@@ -803,7 +807,7 @@ class _ProjectReader(_Reader):
             raise ConfigError(self.problems)
         assert name and ledger and reports and source and target and accounts is not None
         assert folders and messages and performance and items is not None and calendars is not None
-        assert batches is not None
+        assert batches is not None and acl_groups is not None
         return Project(
             path=self.path,
             name=name,
@@ -820,7 +824,25 @@ class _ProjectReader(_Reader):
             calendars=calendars,
             batches=batches,
             public=public,
+            acl_groups=acl_groups,
         )
+
+    def acl_groups(self, document: Mapping[str, object]) -> Mapping[str, str] | None:
+        """``[permissions.groups]``: a group named in source ACLs -> its name on the target.
+        A group not listed keeps its name (only the form changes: Dovecot ``$g``, Cyrus ``group:g``)."""
+        perms = self.free_table(document, (), "permissions")
+        if perms is None:
+            return None
+        table = self.free_table(perms, ("permissions",), "groups")
+        if table is None:
+            return None
+        out: dict[str, str] = {}
+        for old, new in table.items():
+            if not isinstance(new, str) or not new.strip() or any(c in new for c in " \t\r\n"):
+                self.problem(("permissions", "groups", old), "must be a group name (text without spaces)")
+            else:
+                out[old] = new
+        return MappingProxyType(out) if len(out) == len(table) else None
 
     def batches(self, document: Mapping[str, object]) -> Mapping[str, tuple[str, ...]] | None:
         """``[batches]``: a name -> the source accounts migrated and approved together (a wave).
@@ -852,14 +874,17 @@ class _ProjectReader(_Reader):
         *,
         has_public: bool = False,
     ) -> tuple[str, ...] | None:
-        """``[project] items``: what to move. Default: mail, calendars and contacts when both
-        sides have a ``dav`` table, public folders when the project has a ``[public]`` table."""
+        """``[project] items``: what to move. Default: mail, permissions and metadata (folder ACLs
+        and comments: carried where both servers have them, see :mod:`mailferry.engine.acl` and
+        :mod:`mailferry.engine.metadata`), calendars and contacts when both sides have a ``dav``
+        table, filters when both have a ``sieve`` table, public folders when the project has a
+        ``[public]`` table."""
         at: KeyPath = ("project",)
         has_dav = source is not None and target is not None and source.dav is not None and target.dav is not None
         has_sieve = source is not None and target is not None and source.sieve is not None and target.sieve is not None
         value = project.get("items", _MISSING)
         if value is _MISSING:
-            wanted = {"mail"} | ({"calendars", "contacts"} if has_dav else set())
+            wanted = {"mail", "permissions", "metadata"} | ({"calendars", "contacts"} if has_dav else set())
             wanted |= {"filters"} if has_sieve else set()
             wanted |= {"public"} if has_public else set()
             return tuple(t for t in ITEM_TYPES if t in wanted)

@@ -371,12 +371,14 @@ class Project:
     messages: MessageRules
     performance: Performance
     directory: DirectoryConfig | None = None
-    items: tuple[str, ...] = ("mail",)  # of mailferry.model.dav.ITEM_TYPES, in that order
+    items: tuple[str, ...] = ("mail", "permissions", "metadata")  # of mailferry.model.dav.ITEM_TYPES, in that order
     calendars: CalendarRules = field(default_factory=CalendarRules)
     # Named sets of source accounts (waves), as the console groups them: name -> accounts.
     batches: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
     # The public unit's settings; used when "public" is among ``items`` (all defaults if None).
     public: PublicConfig | None = None
+    # [permissions] groups: a source ACL group -> its name on the target (others keep theirs).
+    acl_groups: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def base_dir(self) -> Path:

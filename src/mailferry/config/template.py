@@ -333,10 +333,12 @@ name = {_toml(name)}
 # Folder for run reports.
 reports = "reports"
 # What to move: "mail", "calendars", "contacts", "filters" (Sieve scripts), "public" (public
-# folders). Default: mail, with calendars and contacts when both servers have a [*.dav] table,
-# filters when both have a [*.sieve] table, and public when there is a [public] table.
+# folders), "permissions" (folder ACLs) and "metadata" (folder comments, RFC 5464). Default:
+# mail, permissions and metadata (these two where both IMAP servers have them), with calendars
+# and contacts when both servers have a [*.dav] table, filters when both have a [*.sieve] table,
+# and public when there is a [public] table.
 # `mailferry migrate --only calendars,contacts` narrows one run.
-# items = ["mail", "calendars", "contacts", "filters", "public"]
+# items = ["mail", "calendars", "contacts", "filters", "public", "permissions", "metadata"]
 
 {source}
 {target}
@@ -431,6 +433,13 @@ batch_items = 100
 # "ann@old.example" = "ann.smith@new.example"
 # [calendars.domains]
 # "old.example" = "new.example"
+
+# Folder permissions (ACLs, item type "permissions"): users are mapped through the accounts and
+# the identity map; a group keeps its name on the target (as $name on Dovecot, group:name on
+# Cyrus) unless renamed here: a source group = its target name.
+# [permissions]
+# [permissions.groups]
+# "staff" = "team"
 
 [performance]
 # Accounts migrated at the same time.

@@ -25,9 +25,11 @@ import imapclient
 from imapclient.datetime_util import datetime_to_INTERNALDATE
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 from imapclient.imapclient import _literal
+from imapclient.response_parser import parse_response
 
 from mailferry.errors import AuthError, ItemRefused, MailferryError, TemporaryFailure, TLSVerifyError
 from mailferry.formats import mutf7
+from mailferry.formats.acl import parse_listrights
 from mailferry.formats.folders import canonical_use, in_namespace
 from mailferry.formats.identity import IDENTITY_FIELDS, identity
 from mailferry.formats.imap_fetch import Fetched, FetchParseError, parse_fetch
@@ -766,9 +768,45 @@ class ImapStore:
                 sep = _text(ns.personal[0][1]) if ns.personal[0][1] else sep
         return prefix + sep.join(parts)
 
+    @property
+    def acl(self) -> bool:
+        """The server has RFC 4314 ACLs (GETACL, SETACL, LISTRIGHTS, MYRIGHTS)."""
+        return "ACL" in self._caps
+
     def get_acl(self, mailbox: str) -> dict[str, str]:
-        rows = self._call(f"GETACL {mailbox}", "getacl", self._wire(mailbox))
+        """``mailbox``'s ACL: identifier -> rights, as the server words them. Raises
+        :class:`AclRefused` when the server has no ACL or won't show this one (the login lacks
+        the ``a`` right there, RFC 4314 3.3)."""
+        if not self.acl:
+            raise AclRefused(f"{self.label}: the server has no ACL (RFC 4314): GETACL {mailbox} not sent")
+        try:
+            rows = self._call(f"GETACL {mailbox}", "getacl", self._wire(mailbox))
+        except ServerRefused as e:
+            raise AclRefused(e.message) from None
         return {_text(who): _text(rights) for who, rights in rows}
+
+    def list_rights(self, mailbox: str, identifier: str) -> list[str]:
+        """LISTRIGHTS (RFC 4314 3.7): the rights words for ``identifier`` on ``mailbox``, the
+        first one what is always granted, each other a group granted only together."""
+        rows = self._untagged_acl("LISTRIGHTS", mailbox, identifier)
+        return parse_listrights(rows[-1])[2]
+
+    def _untagged_acl(self, command: str, mailbox: str, *args: str) -> list[bytes]:
+        if not self.acl:
+            raise AclRefused(f"{self.label}: the server has no ACL (RFC 4314): {command} {mailbox} not sent")
+        wire = [_quoted(self._wire(mailbox)).encode(), *(_quoted(a).encode() for a in args)]
+
+        def run(c: Any) -> list[bytes]:
+            data = c._raw_command_untagged(command.encode(), wire, uid=False)
+            return [d if isinstance(d, bytes) else b" ".join(x for x in d if isinstance(x, bytes)) for d in data]
+
+        try:
+            rows: list[bytes] = self._call(f"{command} {mailbox}", run)
+        except ServerRefused as e:
+            raise AclRefused(e.message) from None
+        if not rows:
+            raise ServerRefused(f"{self.label}: {command} {mailbox}: no answer")
+        return rows
 
     def set_acl(self, mailbox: str, identifier: str, rights: str) -> None:
         self._refuse_on_source("change an ACL")
@@ -783,6 +821,57 @@ class ImapStore:
                 raise IMAPClientError(f"DELETEACL: {_text(data[-1]) if data else typ}")
 
         self._call(f"DELETEACL {mailbox} {identifier}", delete)
+
+    # -- folder METADATA (RFC 5464) -------------------------------------------------------------
+
+    @property
+    def metadata(self) -> bool:
+        """The server has folder METADATA (RFC 5464)."""
+        return "METADATA" in self._caps
+
+    def get_metadata(self, mailbox: str, entries: Sequence[str]) -> dict[str, bytes | None]:
+        """The values of ``entries`` (``/private/comment``...) on ``mailbox``; None for an entry
+        it does not have. Entry names come back lower-cased (they are case-insensitive)."""
+        if not self.metadata:
+            raise ServerRefused(f"{self.label}: the server has no METADATA: GETMETADATA {mailbox} not sent")
+        args = [_quoted(self._wire(mailbox)).encode(), ("(" + " ".join(_quoted(e) for e in entries) + ")").encode()]
+
+        def run(c: Any) -> Any:
+            return c._raw_command_untagged(b"GETMETADATA", args, response_name="METADATA", uid=False)
+
+        data = self._call(f"GETMETADATA {mailbox}", run)
+        out: dict[str, bytes | None] = {e.lower(): None for e in entries}
+        for _box, pairs in _metadata_responses(data):
+            for i in range(0, len(pairs) - 1, 2):
+                value = pairs[i + 1]
+                if not (isinstance(value, bytes) or value is None):
+                    value = str(value).encode()  # a number-like atom
+                out[_text(pairs[i]).lower()] = value
+        return out
+
+    def set_metadata(self, mailbox: str, entry: str, value: bytes | None) -> None:
+        """SETMETADATA one entry; None removes it. A value is sent as a literal (LITERAL+, RFC
+        7888: it may hold any byte), or quoted where the server lacks LITERAL+ and it can be."""
+        self._refuse_on_source("change folder metadata")
+        wire = _quoted(self._wire(mailbox)).encode()
+
+        def run(c: Any) -> None:
+            imap = c._imap
+            if value is None:
+                body = b"NIL"
+            elif "LITERAL+" in self._caps:
+                body = b"{%d+}\r\n" % len(value) + value
+            elif all(0x20 <= b < 0x7F for b in value):
+                body = _quoted(value.decode()).encode()
+            else:
+                raise IMAPClientError("the value needs a literal and the server has no LITERAL+")
+            tag = imap._new_tag()
+            imap.send(tag + b" SETMETADATA " + wire + b" (" + _quoted(entry).encode() + b" " + body + b")\r\n")
+            typ, data = imap._command_complete("SETMETADATA", tag)
+            if typ != "OK":
+                raise IMAPClientError(f"SETMETADATA: {_text(data[-1]) if data else typ}")
+
+        self._call(f"SETMETADATA {mailbox} {entry}", run)
 
     def add_flags(self, folder: str, uids: Sequence[int], flags: Sequence[str], *, remove: bool = False) -> None:
         """STORE +FLAGS (or -FLAGS) on ``uids``: leaves every other flag as it is (on a public
@@ -807,6 +896,18 @@ class ImapStore:
             self._call(f"UID EXPUNGE {folder}", "uid_expunge", uid_ranges(uids))
         else:
             raise MailferryError(f"{self.label}: the target lacks UIDPLUS; deletions are not propagated safely")
+
+
+def _metadata_responses(data: Sequence[Any]) -> list[tuple[Any, tuple[Any, ...]]]:
+    """(mailbox, (entry, value, ...)) of each untagged METADATA response (RFC 5464 4.4.1), as
+    imaplib hands them over (literals as (prefix, bytes) tuples), parsed by IMAPClient's parser."""
+    out: list[tuple[Any, tuple[Any, ...]]] = []
+    parsed = parse_response([d for d in data if d is not None])
+    for i in range(0, len(parsed) - 1, 2):
+        box, pairs = parsed[i], parsed[i + 1]
+        if isinstance(pairs, tuple):
+            out.append((box, pairs))
+    return out
 
 
 def _quoted(text: str) -> str:
@@ -843,6 +944,10 @@ class ServerRefused(MailferryError):
 
     exit_code = TemporaryFailure.exit_code
     fault = "server"
+
+
+class AclRefused(ServerRefused):
+    """The server has no ACL, or won't show or change this one (no ``a`` right there)."""
 
 
 def _decode_name(raw: object, utf8: bool) -> str:

@@ -46,7 +46,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -426,6 +426,10 @@ class DovecotServer:
         max_keyword_length: int | None = None,
         public: str | None = None,
         sieve: bool = False,
+        acl: bool = False,
+        acl_groups: Mapping[str, Sequence[str]] | None = None,
+        acl_global: str = "",
+        metadata: bool = False,
     ) -> None:
         if style not in ("dotted", "slash"):
             raise ValueError(f"unknown style {style!r}")
@@ -456,6 +460,11 @@ class DovecotServer:
         self._run_dir_is_temp = False
         self._proc: Process | None = None
         self._init_sieve(sieve)
+        self.acl = acl
+        self.acl_groups = {u: tuple(g) for u, g in (acl_groups or {}).items()}
+        self.acl_global = acl_global
+        self.metadata = metadata
+        self._acl_root: Path | None = None  # see _acl_prepare
 
     # ---- lifecycle
 
@@ -478,6 +487,10 @@ class DovecotServer:
         max_keyword_length: int | None = None,
         public: str | None = None,
         sieve: bool = False,
+        acl: bool = False,
+        acl_groups: Mapping[str, Sequence[str]] | None = None,
+        acl_global: str = "",
+        metadata: bool = False,
     ) -> DovecotServer:
         """Write a config under ``base_dir``, start Dovecot and wait for its greeting.
 
@@ -504,6 +517,10 @@ class DovecotServer:
             max_keyword_length=max_keyword_length,
             public=public,
             sieve=sieve,
+            acl=acl,
+            acl_groups=acl_groups,
+            acl_global=acl_global,
+            metadata=metadata,
         )
         try:
             server._prepare()
@@ -547,6 +564,8 @@ class DovecotServer:
         if self._run_dir_is_temp and self._run_dir is not None:
             shutil.rmtree(self._run_dir, ignore_errors=True)
             self._run_dir = None
+        if self._acl_root is not None:
+            shutil.rmtree(self._acl_root, ignore_errors=True)
 
     def __enter__(self) -> Self:
         return self
@@ -581,7 +600,7 @@ class DovecotServer:
             time.sleep(0.05)
 
     def home(self, user: str) -> Path:
-        return self.base_dir / "home" / user
+        return (self._acl_root or self.base_dir) / "home" / user
 
     def maildir(self, user: str) -> Path:
         """The root maildir of ``user`` (the INBOX; other folders live inside it)."""
@@ -679,6 +698,7 @@ plugin {{
         for sub in ("home", "log", "state"):
             (self.base_dir / sub).mkdir(parents=True, exist_ok=True)
         self._run_dir, self._run_dir_is_temp = _short_run_dir(self.base_dir / "run", "mf-dovecot-")
+        self._acl_prepare()
         for name, pw in self.users.items():
             _check_user(name, pw)
         self._write_users()
@@ -720,7 +740,9 @@ plugin {{
             if not home.exists():
                 home.mkdir(parents=True)
                 os.chown(home, uid, gid)
-            lines.append(f"{name}:{{PLAIN}}{pw}:{uid}:{gid}::{self.base_dir / 'home'}/./{name}::\n")
+            extra = f"userdb_acl_groups={','.join(self.acl_groups[name])}" if self.acl_groups.get(name) else ""
+            chroot = "" if self.acl else "./"  # see _acl_prepare
+            lines.append(f"{name}:{{PLAIN}}{pw}:{uid}:{gid}::{home.parent}/{chroot}{name}::{extra}\n")
         tmp = self._users_file.with_suffix(".tmp")
         tmp.write_text("".join(lines))
         tmp.chmod(0o600)
@@ -784,7 +806,7 @@ valid_chroot_dirs = {self.base_dir / "home"}
 mail_location = {location}
 # listescape: names may hold the other style's separator ('/' under '.', '.' under '/'), as
 # on real servers, so the separator-clash mapping is exercised.
-mail_plugins = $mail_plugins quota listescape
+mail_plugins = $mail_plugins quota listescape{" acl" if self.acl else ""}
 mail_max_userip_connections = 100
 {keyword_length}imap_max_line_length = 256k
 disable_plaintext_auth = no
@@ -829,11 +851,12 @@ service imap-login {{
 service imap {{
   process_limit = 256
 }}
-{self._sieve_config()}"""
+{self._sieve_config()}{self._acl_config(location, sep)}{self._metadata_config()}"""
 
     def public_dir(self) -> Path:
-        """Where the public namespace's mail lives (inside the imap processes' chroot)."""
-        return self.base_dir / "home" / "public"
+        """Where the public namespace's mail lives (inside the imap processes' chroot; with
+        ``acl``, in the homes' directory that has no chroot, see :meth:`_acl_prepare`)."""
+        return (self._acl_root or self.base_dir) / "home" / "public"
 
     def _public_config(self) -> str:
         """The public namespace (``public="Public"``: prefix ``Public/`` or ``Public.``), with
@@ -860,9 +883,74 @@ service imap {{
         return holder + (
             "namespace public {\n  type = public\n"
             f"  separator = {self.separator}\n  prefix = {self.public}{self.separator}\n"
-            f"  location = maildir:/public{layout}:INDEXPVT=~/public-pvt\n"
+            f"  location = maildir:{self.public_dir() if self.acl else '/public'}{layout}:INDEXPVT=~/public-pvt\n"
             "  subscriptions = no\n  list = yes\n}\n"
         )
+
+    def _acl_prepare(self) -> None:
+        """With ``acl``: homes and sockets where the mail user can reach them without a chroot.
+
+        The shared namespace makes the imap process of one user look another one up (userdb,
+        over the ``auth-userdb`` socket) and open that one's maildir, after it dropped root and
+        (without ``acl``) chrooted into its own home root, where neither the socket nor the
+        other homes are in reach. So with ``acl`` the homes and the sockets go to a private
+        directory under /tmp that the mail user may traverse (pytest's temp dirs are 0700), and
+        nobody is chrooted."""
+        if not self.acl:
+            return
+        self._acl_root = Path(tempfile.mkdtemp(prefix="mf-dovecot-acl-", dir="/tmp"))
+        self._acl_root.chmod(0o755)
+        for sub in ("home", "run", "dict"):
+            (self._acl_root / sub).mkdir(mode=0o755)
+        (self._acl_root / "global-acl").write_text(self.acl_global)
+        os.chown(self._acl_root / "dict", *_mail_owner())
+        if self._run_dir_is_temp and self._run_dir is not None:
+            shutil.rmtree(self._run_dir, ignore_errors=True)
+        self._run_dir, self._run_dir_is_temp = self._acl_root / "run", False
+
+    def _metadata_config(self) -> str:
+        """Folder METADATA (RFC 5464) when ``metadata`` is on: entries in a dict file in each
+        user's home (``/shared/`` ones too: a user's folders are only that user's here)."""
+        if not self.metadata:
+            return ""
+        return "mail_attribute_dict = file:%h/dovecot-attributes\nprotocol imap {\n  imap_metadata = yes\n}\n"
+
+    def _acl_config(self, location: str, sep: str) -> str:
+        """The ACL plugin (RFC 4314) when ``acl`` is on, else nothing.
+
+        ``acl = vfile``: per-folder ACL files in the maildirs; the owner has every right by
+        default. ``acl_anyone = allow``: ``anyone`` and ``authenticated`` may be granted rights (Dovecot
+        refuses them otherwise). ``acl_shared_dict``: which user shared what with whom, so that the shared
+        namespace (``shared/<owner>/...``, RFC 2342 "Other Users") lists only what is shared
+        with the one logged in. Groups come from the userdb extra field ``acl_groups``
+        (``acl_groups`` of :meth:`start`: user -> group names) and are named ``$group`` in IMAP.
+        ``acl`` itself is in the global ``mail_plugins`` (in ``protocol imap`` alone, opening
+        another user's folder through the shared namespace panics: "Module context
+        acl_storage_module missing"); the ``protocol imap`` block here adds ``imap_acl`` to the
+        one above (Dovecot merges them).
+        """
+        if not self.acl:
+            return ""
+        prefix = f"shared{sep}%%u{sep}"
+        return f"""
+protocol imap {{
+  mail_plugins = $mail_plugins imap_acl
+}}
+plugin {{
+  acl = vfile:{self._acl_root / "global-acl" if self._acl_root else ""}
+  acl_user = %u
+  acl_anyone = allow
+  acl_shared_dict = file:{self._acl_root / "dict" / "shared-mailboxes.db" if self._acl_root else ""}
+}}
+namespace shared {{
+  type = shared
+  separator = {sep}
+  prefix = {prefix}
+  location = {location.replace("~/", "%%h/")}:INDEXPVT=~/shared/%%u
+  subscriptions = no
+  list = children
+}}
+"""
 
     def _launch(self) -> None:
         _check_free(self.port, self.tls_port)
@@ -1004,6 +1092,32 @@ def _check_user(name: str, password: str) -> None:
 CYRUS_BIN = Path("/usr/lib/cyrus/bin")
 CYRUS_IMAPD_ENV = "MAILFERRY_CYRUS_IMAPD"
 _CYRUS_IMAPD_CANDIDATES = (CYRUS_BIN / "imapd", Path("/opt/cyrus-imapd/usr/lib/cyrus/bin/imapd"))
+
+
+@contextlib.contextmanager
+def system_group(name: str, members: Sequence[str]) -> Iterator[str]:
+    """A throw-away system group ``name`` with ``members``, removed on exit (root only).
+
+    For Cyrus' ``group:NAME`` ACL identifiers: with its default ``auth_mech: unix`` Cyrus takes
+    a user's groups from the system's group database (measured with Cyrus 3.6: a member listed
+    in /etc/group gets the group's rights, no system user needed). Sandbox users are SASL users,
+    which ``groupadd --users`` refuses, so the member list is written into the group's line of
+    /etc/group directly (atomically, by rename)."""
+    if os.getuid() != 0:
+        raise SandboxError("a system group for Cyrus needs root")
+    run_tool(["groupadd", name])
+    try:
+        path = Path("/etc/group")
+        lines = path.read_text().splitlines()
+        lines = [line + ",".join(members) if line.startswith(f"{name}:") else line for line in lines]
+        tmp = path.with_name(".group.mailferry")
+        tmp.write_text("\n".join(lines) + "\n")
+        tmp.chmod(0o644)
+        tmp.replace(path)
+        yield name
+    finally:
+        with contextlib.suppress(SandboxError):
+            run_tool(["groupdel", name])
 
 
 def find_cyrus_imapd(imapd: str | None = None) -> str | None:
