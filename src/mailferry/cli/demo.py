@@ -1,6 +1,7 @@
-"""``mailferry demo``: the whole job between throwaway local servers: mail between two Dovecot
-servers, calendars and contacts between two Radicale servers (people's addresses in meetings
-rewritten from old.example to new.example).
+"""``mailferry demo``: the whole job between throwaway local servers: mail, folder permissions
+(ACLs, a group's folder), folder comments, public folders and Sieve filters with an out-of-office
+reply between two Dovecot servers, calendars and contacts between two Radicale servers (people's
+addresses in meetings and filters rewritten from old.example to new.example).
 
 Source: Courier-style (``INBOX.`` prefix, ``.`` separator, no special-use flags: Sent Items,
 Deleted Items... by name). Target: ``/`` separator, no prefix, RFC 6154 special-use folders.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -18,15 +20,23 @@ from rich.console import Console
 USERS = {"alice": "alicepw", "bob": "bobpw", "carol": "carolpw", "dave": "davepw"}
 
 
+def data_text(data: list[object]) -> str:
+    """The rights of a MYRIGHTS answer (mailbox then rights, as bytes)."""
+    last = data[-1] if data else b""
+    text = last.decode() if isinstance(last, bytes) else str(last)
+    return text.rsplit(" ", 1)[-1]
+
+
 class DemoOrg:
     """The demo's throwaway servers, seeded, and the project file between them."""
 
     def __init__(self, workdir: Path, c: Console) -> None:
         from mailferry.config.template import render_project
+        from mailferry.sandbox import org_sample
         from mailferry.sandbox.dav_sample import OLD_DOMAIN, seed_dav_sample
         from mailferry.sandbox.dav_servers import RadicaleServer
         from mailferry.sandbox.seed import seed_sample
-        from mailferry.sandbox.servers import DovecotServer
+        from mailferry.sandbox.servers import DovecotServer, DovecotStyle
 
         workdir = workdir.resolve()
         if workdir.exists():
@@ -34,8 +44,25 @@ class DemoOrg:
         workdir.mkdir(parents=True)
         self.workdir = workdir
         c.rule("1. two throwaway IMAP servers on 127.0.0.1")
-        self.src = DovecotServer.start(workdir / "source-server", style="dotted", users=USERS, special_use=False)
-        self.tgt = DovecotServer.start(workdir / "target-server", style="slash", users=USERS, special_use=True)
+        # Both with folder ACLs (the group "team"), METADATA, a public namespace and Sieve.
+        server_users = USERS | dict([org_sample.PUBLISHER])
+
+        def dovecot(name: str, style: DovecotStyle, special_use: bool) -> DovecotServer:
+            return DovecotServer.start(
+                workdir / name,
+                style=style,
+                users=server_users,
+                special_use=special_use,
+                acl=True,
+                acl_groups=org_sample.GROUPS,
+                acl_global=org_sample.GLOBAL_ACL,
+                metadata=True,
+                public="Public",
+                sieve=True,
+            )
+
+        self.src = dovecot("source-server", "dotted", False)
+        self.tgt = dovecot("target-server", "slash", True)
         self.dav_src = RadicaleServer.start(workdir / "source-dav", users=USERS)
         self.dav_tgt = RadicaleServer.start(workdir / "target-dav", users=USERS)
         try:
@@ -49,7 +76,14 @@ class DemoOrg:
             items = sum(
                 seed_dav_sample(dav_src.url, u, pw, [x for x in USERS if x != u][:2]) for u, pw in USERS.items()
             )
+            shared = org_sample.seed_sharing(src, USERS, address=f"alice@{OLD_DOMAIN}")
             c.print(f"{len(USERS)} accounts, {total} messages; {items} calendar items and contacts")
+            c.print(
+                "shared: alice lets bob read her INBOX, carol lets the group 'team' write her Projects, "
+                "public folders Public/Announcements (everyone reads) and Public/Team (the group writes), "
+                "a folder comment, alice's Sieve filter with an out-of-office reply "
+                f"({', '.join(f'{n} {k}' for k, n in shared.items())})"
+            )
             c.print(f"calendars: Radicale on {dav_src.url} -> Radicale on {dav_tgt.url}")
             c.rule("3. mailferry init")
             (workdir / "accounts.csv").write_text(
@@ -76,7 +110,12 @@ class DemoOrg:
                 .replace('# [target.dav.admin]\n# user = "davadmin"', '[target.dav.admin]\nuser = "admin"')
                 .replace('# password = "env:SOURCE_DAV_ADMIN_PASSWORD"', 'password = "env:MAILFERRY_DEMO_SOURCE_ADMIN"')
                 .replace('# password = "env:TARGET_DAV_ADMIN_PASSWORD"', 'password = "env:MAILFERRY_DEMO_TARGET_ADMIN"')
-                + f'\n[calendars.domains]\n"{OLD_DOMAIN}" = "new.example"\n',
+                + f'\n[calendars.domains]\n"{OLD_DOMAIN}" = "new.example"\n'
+                + f'\n[source.sieve]\nurl = "sieve://127.0.0.1:{src.sieve_port}"\nsecurity = "none"\n'
+                + f'\n[target.sieve]\nurl = "sieve://127.0.0.1:{tgt.sieve_port}"\nsecurity = "none"\n'
+                # A Dovecot master user logs in for a user, never as itself: the public folders
+                # are read and written as their publisher.
+                + f'\n[public]\nsource_user = "{org_sample.PUBLISHER[0]}"\ntarget_user = "{org_sample.PUBLISHER[0]}"\n',
                 encoding="utf-8",
             )
             c.print(f"wrote {self.project_path}")
@@ -84,9 +123,50 @@ class DemoOrg:
             self.stop()
             raise
 
+    def target_answers(self, c: Console) -> bool:
+        """What users see on the target after the move: bob reads alice's INBOX through the
+        target's shared namespace, dave (of the group "team") writes Public/Team, and a mail
+        delivered to alice on the target gets her out-of-office reply from the target."""
+        from imapclient import IMAPClient
+
+        tgt, ok = self.tgt, True
+        for user, folder, want in (("bob", "shared/alice", "lrs"), ("dave", "Public/Team", "lrswi")):
+            client = IMAPClient(tgt.host, tgt.port, ssl=False, timeout=20)
+            try:
+                client.login(user, USERS[user])
+                client.list_folders()  # Dovecot answers MYRIGHTS on shared folders it has listed
+                typ, data = client._imap._simple_command("MYRIGHTS", folder)
+                got = "".join(sorted(data_text(client._imap._untagged_response(typ, data, "MYRIGHTS")[1])))
+            finally:
+                client.logout()
+            same = got == "".join(sorted(want))
+            ok &= same
+            c.print(
+                f"{user} on the target, {folder}: rights {got or '(none)'}" + ("" if same else f" (expected {want})")
+            )
+        before = len(tgt.sent_messages())
+        tgt.deliver(
+            "alice",
+            b"From: customer@example.org\r\nTo: alice@new.example\r\nSubject: Question\r\n"
+            b"Message-ID: <q1@example.org>\r\n\r\nAre you there?\r\n",
+            mail_from="customer@example.org",
+        )
+        deadline = time.monotonic() + 10
+        while len(tgt.sent_messages()) == before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        replies = tgt.sent_messages()[before:]
+        if replies and b"alice@new.example" in replies[-1].data:
+            c.print(
+                "a mail to alice on the target got her out-of-office reply, sent by the target from alice@new.example"
+            )
+        else:
+            ok = False
+            c.print("[red]no out-of-office reply from the target[/red]")
+        return ok
+
     def stop(self) -> None:
-        self.src.stop()
-        self.tgt.stop()
+        self.src.close()
+        self.tgt.close()
         self.dav_src.close()
         self.dav_tgt.close()
 
@@ -118,7 +198,9 @@ def run_demo(workdir: Path) -> int:
         render.verify(v.data)
         c.rule("9. mailferry report")
         render.report(api.report(project).data)
-        ok = v.data["clean"] and r2.data["copied"] == 0 and r2.data["calendars"]["copied"] == 0
+        c.rule("10. the target on its own: sharing and the out-of-office reply")
+        answers = org.target_answers(c)
+        ok = v.data["clean"] and r2.data["copied"] == 0 and r2.data["calendars"]["copied"] == 0 and answers
         c.print(f"\nproject, ledger and reports are in {org.workdir}")
         c.print("demo finished: " + ("verification CLEAN" if ok else "PROBLEMS (see above)"))
         return 0 if ok else 1
