@@ -215,6 +215,15 @@ def test_target_without_acl_and_unsupported_rights_are_findings() -> None:
     assert [(a.rights, a.left_out) for a in partial if isinstance(a, SetAcl)] == [("lrs", "1")]
 
 
+def test_an_entry_of_the_servers_global_acl_is_a_finding_not_a_user() -> None:
+    """Dovecot shows the entries of its global ACL file as '#id': configuration no SETACL can
+    make, not a user named '#publisher' missing from the identity map."""
+    actions = plan_acl({"INBOX": {"#publisher": "lrswipkxtea", "bob": "lr"}}, ctx(), {})
+    skips = [(a.source_identifier, a.finding) for a in actions if isinstance(a, AclSkip)]
+    assert skips == [("#publisher", "acl-global")]
+    assert [(a.identifier, a.rights) for a in writes(actions)] == [("bob.t", "lr")]
+
+
 def test_owner_with_fewer_rights_is_carried() -> None:
     (a,) = plan_acl({"INBOX": {"alice": "lrs"}}, ctx(), {})
     assert isinstance(a, SetAcl) and (a.identifier, a.rights) == ("alice", "lrs")

@@ -40,6 +40,8 @@ _NEXT = {
     "entry on the target by hand",
     "acl-rights-unsupported": "the target can't grant these rights; grant a near right on the target by hand if "
     "acceptable",
+    "acl-global": "give the target server the same global ACL (Dovecot: the file of its 'acl = vfile:...' "
+    "setting; Cyrus: defaultacl) or set the entry on the target by hand",
     "acl-unsupported": "the target has no ACL support: share the folder by other means",
     "acl-unreadable": "give the login mailferry uses the 'a' (administer) right on the folder, or log in as the "
     "account's admin",
@@ -180,14 +182,15 @@ class AclEngine:
             bad = frozenset(unreadable)
             probe = self._context(job, fmap, ANYTHING, "dovecot")
             if not dry_run and not needs_target(acls, probe, recorded, unreadable=bad):
-                # Nothing to write: the entries without a mapping are findings again (as refused
-                # messages are on every pass), without asking the target.
+                # Nothing to write: the entries without a mapping (or from the server's global
+                # ACL) are findings again (as refused messages are on every pass), without asking
+                # the target.
                 actions = plan_acl(acls, probe, recorded, unreadable=bad)
                 self._report_skips(
                     stats,
                     job,
                     run_id,
-                    [a for a in actions if isinstance(a, AclSkip) and a.finding == "acl-unmapped"],
+                    [a for a in actions if isinstance(a, AclSkip) and a.finding in ("acl-unmapped", "acl-global")],
                     dry_run,
                 )
                 stats.actions = actions

@@ -177,14 +177,9 @@ class _PerUser:
             if st.uidvalidity != fs.uidvalidity:
                 return  # the unit's next pass re-matches it first
             flags: dict[int, tuple[str, ...]] = self.retry(src, src.flags, source_folder)
-        except ServerRefused as e:
-            self.finding(
-                source_folder,
-                "public-seen-unreadable",
-                f"{self.unit}: {job.source_user} can't read public folder {source_folder!r}: {e.message}; "
-                "its \\Seen there is not carried (grant the user read access on the source, or ignore)",
-                {"user": job.source_user},
-            )
+        except ServerRefused:
+            # The user may not see or read this public folder on the source (Dovecot: "Mailbox
+            # doesn't exist" without 'l', Cyrus: no 'r'): there is no \\Seen of theirs to carry.
             return
         want = {to_target[u] for u, fl in flags.items() if _is_seen(fl) and u in to_target}
         before = self.ledger.settings(self.unit, "seen").get(key)

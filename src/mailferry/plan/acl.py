@@ -15,6 +15,8 @@ folder not carried (excluded, or not on the    skip, no finding (its ACL goes wi
 target yet)
 the owner, positive, with every standard       skip: the target's owner has every right on
 right (``lrswipkxtea``)                        its own folders by default; nothing to write
+an entry of the server's global configuration  skip, finding ``acl-global``: no SETACL can
+(Dovecot shows them as ``#id``)                make it; the admin gives the target the same
 target has no ACL                              skip, finding ``acl-unsupported``
 user with no mapping (no account of the        skip, finding ``acl-unmapped``: never guessed
 project, not in the directory identity map)
@@ -157,6 +159,14 @@ def entry(folder: str, source_id: str, source_rights: str, ctx: AclContext) -> S
         return AclSkip(folder, source_id, norm, "the folder is not carried to the target")
     if owner_default(ident, rights, ctx.owner):
         return None
+    if source_id.startswith("#"):
+        return AclSkip(
+            folder,
+            source_id,
+            norm,
+            "the entry comes from the source server's global ACL configuration, not from the folder",
+            "acl-global",
+        )
     if ctx.target is None:
         return AclSkip(
             folder,
