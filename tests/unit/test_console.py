@@ -1269,3 +1269,39 @@ def test_results_list_filter_and_folder_setting_differences_and_their_findings()
             ["a", "#public"], clean, _report([(1, "a"), (1, "#public")], findings=[(1, "#public"), (1, "a")], kind=kind)
         )
         assert v["state"] == "acknowledge" and v["open_findings"] == 2 and {f["kind"] for f in v["findings"]} == {kind}
+
+
+def test_public_logins_are_written_removed_and_need_the_checkbox(tmp_path: Path) -> None:
+    client, console = make_client(project_dir(tmp_path))
+    login(client)
+    csrf = csrf_of(client.get("/servers").text)
+    form = SERVERS | {"csrf": csrf, "public": "1", "public_source_user": "publisher"}
+    assert client.post("/servers", data=form).status_code == 303
+    p = load_project(console.path)
+    assert p.public is not None and (p.public.source_user, p.public.target_user) == ("publisher", None)
+    assert 'value="publisher"' in client.get("/servers").text
+    form |= {"public_source_user": "", "public_target_user": "pub2"}
+    assert client.post("/servers", data=form).status_code == 303
+    p = load_project(console.path)
+    assert p.public is not None and (p.public.source_user, p.public.target_user) == (None, "pub2")
+    assert "source_user" not in console.path.read_text().split("\n[public]\n")[1]
+    # a login without the checkbox is said, not dropped in silence
+    before = console.path.read_text()
+    r = client.post("/servers", data=SERVERS | {"csrf": csrf, "public_target_user": "pub2"})
+    assert r.status_code == 400 and 'id="e-public_target_user"' in r.text
+    assert console.path.read_text() == before
+
+
+def test_a_dovecot_master_user_needs_a_public_login_said_next_to_the_field(tmp_path: Path) -> None:
+    client, console = make_client(project_dir(tmp_path))
+    console.path.write_text(
+        console.path.read_text().replace(
+            'password = "env:MF_CONSOLE_SRC"\n', 'password = "env:MF_CONSOLE_SRC"\nmethod = "dovecot-master"\n'
+        )
+    )
+    login(client)
+    csrf = csrf_of(client.get("/servers").text)
+    r = client.post("/servers", data=SERVERS | {"csrf": csrf, "public": "1"})
+    assert r.status_code == 400
+    m = re.search(r'id="e-public_source_user"[^>]*>(.*?)</p>', r.text, re.S)
+    assert m and "a Dovecot master user logs in only as another user" in m.group(1)

@@ -323,7 +323,7 @@ FIELDS = tuple(
         "ldap_password",
         "dialect",
     )
-) + ("target_container", "accounts", "public")
+) + ("target_container", "accounts", "public", "public_source_user", "public_target_user")
 SIEVE_SECURITY = ("starttls", "tls", "none")
 SECRET_FIELDS = frozenset(f for f in FIELDS if f.endswith("password"))
 
@@ -364,6 +364,10 @@ def form_from_project(path: Path) -> ServersForm:
         f.values[f"{p}_dialect"] = str(ld.get("dialect", "ad"))
     f.values["target_container"] = str(d.get("target_container", ""))
     f.values["public"] = "1" if moves_public(doc) else ""
+    pub = doc.get("public") if isinstance(doc.get("public"), dict) else {}
+    assert isinstance(pub, dict)
+    for role in ("source", "target"):
+        f.values[f"public_{role}_user"] = str(pub.get(f"{role}_user", ""))
     csv_path = accounts_csv_path(path)
     try:
         csv_text = csv_path.read_text(encoding="utf-8")
@@ -459,6 +463,9 @@ def apply_servers(path: Path, f: ServersForm) -> Project | None:
                 f.error(f"{p}_dialect", 'must be "ad" or "generic"')
     if bool(f.get("src_dav")) != bool(f.get("tgt_dav")):
         f.error("tgt_dav" if f.get("src_dav") else "src_dav", "give both DAV servers, or neither")
+    for role in ("source", "target"):
+        if f.get(f"public_{role}_user") and not f.get("public"):
+            f.error(f"public_{role}_user", 'tick "Move the public folders" to use this login, or empty it')
     if bool(f.get("src_sieve")) != bool(f.get("tgt_sieve")):
         f.error("tgt_sieve" if f.get("src_sieve") else "src_sieve", "give both ManageSieve servers, or neither")
     ldap = bool(f.get("src_ldap")) or bool(f.get("tgt_ldap"))
@@ -549,7 +556,9 @@ def _write_servers(
             )
     if ldap:
         text = set_keys(text, "directory", {"target_container": f.get("target_container")})
-    text = _set_public(text, bool(f.get("public")), gone)
+    text = _set_public(
+        text, bool(f.get("public")), gone, f.get("public_source_user") or None, f.get("public_target_user") or None
+    )
     text = remove_tables(text, gone)
     doc = tomllib.loads(text)
     still = [t for t in gone if _node(doc, t) is not None]
@@ -563,15 +572,19 @@ def _write_servers(
     return save(path, text, files)
 
 
-def _set_public(text: str, wanted: bool, gone: list[str]) -> str:
-    """The public folders moved (an empty ``[public]`` table: every default, the operator's
-    own keys kept when it is there) or not (the table goes, into ``gone``); an explicit
+def _set_public(
+    text: str, wanted: bool, gone: list[str], source_user: str | None = None, target_user: str | None = None
+) -> str:
+    """The public folders moved (a ``[public]`` table with the logins given, an empty login
+    removed; the operator's other keys kept) or not (the table goes, into ``gone``); an explicit
     ``[project] items`` gains or loses "public" so that it says the same."""
     doc = tomllib.loads(text)
-    if wanted and not isinstance(doc.get("public"), dict):
-        _check_editable(text, "public")
-        text = text.rstrip("\n") + "\n\n[public]\n"
-    elif not wanted:
+    if wanted:
+        if not isinstance(doc.get("public"), dict):
+            _check_editable(text, "public")
+            text = text.rstrip("\n") + "\n\n[public]\n"
+        text = set_keys(text, "public", {"source_user": source_user, "target_user": target_user})
+    else:
         gone.append("public")
     items = _node(doc, "project.items")
     if isinstance(items, list) and wanted != ("public" in items):
@@ -607,6 +620,8 @@ _PROBLEM_FIELDS = (
     ("target.sieve.security", "tgt_sieve_security"),
     ("source.sieve", "src_sieve"),
     ("target.sieve", "tgt_sieve"),
+    ("public.source_user", "public_source_user"),
+    ("public.target_user", "public_target_user"),
     ("public", "public"),
     ("source.admin.user", "src_admin"),
     ("target.admin.user", "tgt_admin"),
