@@ -364,3 +364,133 @@ def test_console_over_tls_beyond_loopback(tmp_path: Path) -> None:
     finally:
         p.server.should_exit = True
         t.join(10)
+
+
+# -- filters (ManageSieve) and public folders set on the Servers page (issue 9) -------------------
+
+
+def _servers_form(client: TestClient, console: Console, **changes: str) -> dict[str, str]:
+    """The Servers form as the page shows it for the project file, with ``changes``."""
+    from mailferry.console.projectfile import form_from_project
+
+    return form_from_project(console.path).values | {"csrf": csrf(client, "/servers")} | changes
+
+
+def _table(page: str, caption: str) -> str:
+    import re
+
+    m = re.search(rf"<caption>{re.escape(caption)}</caption>.*?</table>", page, re.S)
+    assert m, f"no table {caption!r} in the page"
+    return m.group(0)
+
+
+def test_filters_set_on_the_servers_page_are_tested_planned_moved_and_verified(dovecot_factory, tmp_path: Path) -> None:
+    from mailferry.connectors.sieve import SieveEndpoint, SieveLogin, SieveStore
+
+    users = {"alice": "alicepw", "bob": "bobpw"}
+    src = dovecot_factory(users=users, sieve=True)
+    tgt = dovecot_factory(users=users, sieve=True)
+
+    def store(server: Any, *, readonly: bool = True) -> SieveStore:
+        return SieveStore(
+            SieveEndpoint("127.0.0.1", server.sieve_port, "none", timeout=20),
+            SieveLogin("alice", "adminpw", admin="admin"),
+            readonly=readonly,
+        )
+
+    put = store(src, readonly=False)
+    try:
+        put.put("away", b'require "vacation";\nvacation :days 1 :subject "Away" "Back on Monday.";\n')
+        put.set_active("away")
+    finally:
+        put.close()
+    project = write_project(tmp_path / "p", src, tgt, list(users))
+    client, console = client_for(project.parent)
+    form = _servers_form(
+        client,
+        console,
+        src_sieve=f"sieve://127.0.0.1:{src.sieve_port}",
+        src_sieve_security="none",
+        tgt_sieve=f"sieve://127.0.0.1:{tgt.sieve_port}",
+        tgt_sieve_security="none",
+    )
+    assert client.post("/servers", data=form).status_code == 303
+    assert "filters" in load_project(project).items
+
+    # Test connection: both ManageSieve logins (the IMAP admin's), the source's active script.
+    token = csrf(client, "/servers")
+    page = client.post("/servers/test", data={"csrf": token, "account": "alice"}).text
+    table = _table(page, "Mail filters (ManageSieve)")
+    assert "failed" not in table and table.count("badge ok") == 2, table
+    assert "1 (away)" in table and "vacation" in table
+
+    # A target ManageSieve that does not answer: said on the page, next to the table.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    bad = form | {"csrf": token, "tgt_sieve": f"sieve://127.0.0.1:{closed}"}
+    assert client.post("/servers", data=bad).status_code == 303
+    page = client.post("/servers/test", data={"csrf": token, "account": "alice"}).text
+    assert "failed" in _table(page, "Mail filters (ManageSieve)") and "not ready" in page
+    assert client.post("/servers", data=form | {"csrf": token}).status_code == 303
+
+    # Plan, run, results: the script is planned, put and active on the target, verified clean.
+    assert client.post("/batches", data={"csrf": token, "batch": "w", "account": ["alice", "bob"]}).status_code == 303
+    plan = client.get("/plan", params={"batch": "w"}).text
+    assert "away" in _table(plan, "Mail filters of alice (Sieve scripts: 1, 0 findings)")
+    assert client.post("/run/start", data={"csrf": token, "batch": "w"}).status_code == 303
+    st = console.runs.wait("w", 90)
+    assert st["state"] == "finished" and st["exit_code"] == 0, st
+    on_target = store(tgt)
+    try:
+        assert on_target.list_scripts() == [("away", True)]
+    finally:
+        on_target.close()
+    res = client.get("/results", params={"batch": "w"}).text
+    assert 'data-verdict="ready"' in res and "filters clean" in res
+
+
+def test_public_folders_ticked_on_the_servers_page_move_as_a_batch(dovecot_factory, tmp_path: Path) -> None:
+    from imapclient import IMAPClient
+
+    users = {"alice": "alicepw", "publisher": "publisherpw"}
+    src = dovecot_factory(users=users, public="Public")
+    tgt = dovecot_factory(users=users, public="Public")
+    c = IMAPClient(src.host, src.port, ssl=False, timeout=20)
+    c.login("publisher*admin", "adminpw")
+    try:
+        c.create_folder("Public/Team")
+        for i in range(3):
+            c.append("Public/Team", f"Subject: notice {i}\r\nMessage-ID: <n{i}@pub>\r\n\r\nnotice {i}\r\n".encode())
+    finally:
+        c.logout()
+    project = write_project(tmp_path / "p", src, tgt, ["alice"])
+    client, console = client_for(project.parent)
+    token = csrf(client, "/servers")
+    # A Dovecot master user reads and writes them as an account: the publisher's.
+    form = _servers_form(client, console, public="1", public_source_user="publisher", public_target_user="publisher")
+    assert client.post("/servers", data=form).status_code == 303
+    assert "public" in load_project(project).items
+    check = client.post("/servers/test", data={"csrf": token, "account": "#public"}).text
+    assert "account <strong>#public</strong>" in check and "prefix “Public/”" in check
+
+    assert "#public" in client.get("/people").text
+    assert client.post("/batches", data={"csrf": token, "batch": "pub", "account": ["#public"]}).status_code == 303
+    plan = client.get("/plan", params={"batch": "pub"}).text
+    assert "#public → #public" in plan and "Public/Team" in _table(plan, "Folders of #public")
+    assert client.post("/run/start", data={"csrf": token, "batch": "pub"}).status_code == 303
+    st = console.runs.wait("pub", 90)
+    assert st["state"] == "finished", st
+    t = IMAPClient(tgt.host, tgt.port, ssl=False, timeout=20)
+    t.login("publisher*admin", "adminpw")
+    try:
+        t.select_folder("Public/Team", readonly=True)
+        assert len(t.search("ALL")) == 3
+    finally:
+        t.logout()
+    # The unit's run, verify and report make the batch's verdict, as an account's do.
+    assert st["exit_code"] == 0, st
+    res = client.get("/results", params={"batch": "pub"}).text
+    assert "#public → #public" in res and 'data-verdict="ready"' in res, res
+    rep = cli("report", project, "--json").json()
+    assert [a["account"] for a in rep["accounts"]] == ["#public"] and not rep["findings"]

@@ -987,3 +987,321 @@ def test_progress_counts_items_not_only_messages() -> None:
     readme = (here.parents[2] / "README.md").read_text()
     console_section = readme[readme.index("## The console") :]
     assert "items: messages, calendar items and contacts" in console_section
+
+
+# -- ManageSieve, public folders, folder settings (issue 9) ---------------------------------------
+
+SIEVE = {"src_sieve": "sieve://127.0.0.1:4190", "tgt_sieve": "sieve://127.0.0.1:4191"}
+
+
+def test_sieve_fields_write_keep_and_remove_the_sieve_tables(tmp_path: Path) -> None:
+    client, console = make_client(project_dir(tmp_path))
+    login(client)
+    csrf = csrf_of(client.get("/servers").text)
+    form = SERVERS | SIEVE | {"csrf": csrf, "src_sieve_security": "none", "tgt_sieve_security": "none"}
+    r = client.post("/servers", data=form)
+    assert r.status_code == 303, r.text
+    p = load_project(console.path)
+    assert p.source.sieve is not None and (p.source.sieve.port, p.source.sieve.security) == (4190, "none")
+    assert p.target.sieve is not None and p.target.sieve.port == 4191
+    assert "filters" in p.items  # both sides have one: filters move by default
+    page = client.get("/servers").text
+    assert 'value="sieve://127.0.0.1:4191"' in page
+    assert re.search(r'id="f-tgt_sieve_security".*?<option value="none" selected>', page, re.S)
+    # a key the form does not show stays as the operator wrote it
+    console.path.write_text(console.path.read_text().replace("[target.sieve]\n", "[target.sieve]\ntimeout = 7\n"))
+    assert client.post("/servers", data=form | {"tgt_sieve_security": "tls"}).status_code == 303
+    p = load_project(console.path)
+    assert p.target.sieve is not None and (p.target.sieve.timeout, p.target.sieve.security) == (7, "tls")
+    # emptied: both tables go, and filters with them
+    assert client.post("/servers", data=SERVERS | {"csrf": csrf}).status_code == 303
+    p = load_project(console.path)
+    assert p.source.sieve is None and p.target.sieve is None and "filters" not in p.items
+    assert "sieve]" not in console.path.read_text().replace("# [source.sieve]", "").replace("# [target.sieve]", "")
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "words"),
+    [
+        ({"src_sieve": "sieve://127.0.0.1:4190"}, "tgt_sieve", "give both ManageSieve servers, or neither"),
+        (SIEVE | {"src_sieve": "imap://127.0.0.1:4190"}, "src_sieve", "sieve://host:4190"),
+        (SIEVE | {"tgt_sieve": "sieve://u:hunter2-secret@127.0.0.1"}, "tgt_sieve", "must not hold a login or password"),
+        (SIEVE | {"src_sieve_security": "plain"}, "src_sieve_security", '"starttls", "tls" or "none"'),
+        # the loader's refusal, shown next to the field it is about
+        (
+            SIEVE | {"tgt_sieve": "sieve://mail.example", "tgt_sieve_security": "none"},
+            "tgt_sieve_security",
+            "would send passwords unencrypted",
+        ),
+    ],
+)
+def test_bad_sieve_fields_are_refused_next_to_the_field(
+    tmp_path: Path, data: dict[str, str], field: str, words: str
+) -> None:
+    client, console = make_client(project_dir(tmp_path))
+    login(client)
+    before = console.path.read_text()
+    csrf = csrf_of(client.get("/servers").text)
+    form = SERVERS | {"csrf": csrf, "src_sieve_security": "starttls", "tgt_sieve_security": "starttls"} | data
+    r = client.post("/servers", data=form)
+    assert r.status_code == 400
+    m = re.search(rf'id="e-{field}"[^>]*>(.*?)</p>', r.text, re.S)
+    assert m and words in m.group(1).replace("&#34;", '"'), r.text
+    assert console.path.read_text() == before
+    assert "hunter2-secret" not in r.text
+
+
+def test_public_checkbox_writes_and_removes_the_public_table(tmp_path: Path) -> None:
+    client, console = make_client(project_dir(tmp_path, '\n[public]\nsource_prefix = "Shared/"\n'))
+    login(client)
+    page = client.get("/servers").text
+    assert re.search(r'id="f-public"[^>]*checked', page)
+    csrf = csrf_of(page)
+    # ticked and there: the operator's keys are kept
+    assert client.post("/servers", data=SERVERS | {"csrf": csrf, "public": "1"}).status_code == 303
+    p = load_project(console.path)
+    assert "public" in p.items and p.public is not None and p.public.source_prefix == "Shared/"
+    # the public unit can be put in a batch, and is offered to the connection test
+    people = client.get("/people").text
+    assert 'value="#public"' in people and "public folders" in people
+    assert (
+        client.post("/batches", data={"csrf": csrf, "batch": "pub", "account": ["#public", "alice"]}).status_code == 303
+    )
+    assert load_project(console.path).batches == {"pub": ("alice", "#public")}
+    assert '<option value="#public"' in client.get("/servers").text
+    # unticked: the table goes, the unit with it
+    assert client.post("/servers", data=SERVERS | {"csrf": csrf}).status_code == 303
+    p = load_project(console.path)
+    assert "public" not in p.items and p.public is None and "\n[public]" not in console.path.read_text()
+    assert not re.search(r'id="f-public"[^>]*checked', client.get("/servers").text)
+    assert 'value="#public"' not in client.get("/people").text
+    # ticked again: an empty table, every default
+    assert client.post("/servers", data=SERVERS | {"csrf": csrf, "public": "1"}).status_code == 303
+    p = load_project(console.path)
+    assert "public" in p.items and p.public is not None and p.public.source_prefix is None
+    assert "\n[public]\n" in console.path.read_text()
+
+
+def test_public_checkbox_keeps_an_explicit_items_list_in_step(tmp_path: Path) -> None:
+    client, console = make_client(project_dir(tmp_path, '\n[batches]\nw = ["alice"]\n'))
+    text = console.path.read_text().replace('name = "p"\n', 'name = "p"\nitems = ["mail", "metadata"]\n')
+    console.path.write_text(text)
+    login(client)
+    csrf = csrf_of(client.get("/servers").text)
+    assert client.post("/servers", data=SERVERS | {"csrf": csrf, "public": "1"}).status_code == 303
+    assert load_project(console.path).items == ("mail", "public", "metadata")
+    assert client.post("/servers", data=SERVERS | {"csrf": csrf}).status_code == 303
+    assert load_project(console.path).items == ("mail", "metadata")
+    assert "[public]" not in console.path.read_text()
+
+
+def test_public_folders_without_a_login_are_refused_next_to_the_checkbox(tmp_path: Path) -> None:
+    client, console = make_client(tmp_path)
+    login(client)
+    csrf = csrf_of(client.get("/servers").text)
+    own = "source_user,target_user,source_password,target_password\nalice,alice,env:A1,env:A2\n"
+    form = SERVERS | {"csrf": csrf, "tgt_admin": "", "tgt_admin_password": "", "accounts": own}
+    assert client.post("/servers", data=form).status_code == 303
+    before = console.path.read_text()
+    r = client.post("/servers", data=form | {"public": "1"})
+    assert r.status_code == 400
+    m = re.search(r'id="e-public"[^>]*>(.*?)</p>', r.text, re.S)
+    assert m and "the public folders&#39; target login needs a password or the target&#39;s admin" in m.group(1)
+    assert console.path.read_text() == before
+
+
+def test_a_public_unit_in_a_batch_is_no_unknown_account_to_run(tmp_path: Path) -> None:
+    from mailferry.console import app as console_app
+
+    client, console = make_client(project_dir(tmp_path, '\n[public]\n\n[batches]\npub = ["#public"]\n'))
+    login(client)
+    started: list[list[str]] = []
+    console.runs.start = lambda project, batch, accounts: started.append(list(accounts)) or {}  # type: ignore[method-assign]
+    r = client.post("/run/start", data={"csrf": csrf_of(client.get("/run").text), "batch": "pub"})
+    assert r.status_code == 303, r.text
+    assert started == [["#public"]]
+    assert console_app.account_names(load_project(console.path))[-1] == "#public"
+
+
+def test_plan_and_check_pages_show_filters_permissions_and_metadata(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailferry import api
+
+    client, console = make_client(project_dir(tmp_path, '\n[batches]\nw = ["alice"]\n'))
+    login(client)
+    row = {
+        "account": "alice",
+        "target_account": "alice",
+        "messages": 0,
+        "bytes": 0,
+        "folders": [],
+        "filters": {
+            "scripts": 1,
+            "findings": 1,
+            "plan": [{"script": "vacation", "action": "put", "reason": "not on the target"}],
+        },
+        "permissions": {
+            "set": 1,
+            "deleted": 0,
+            "findings": 1,
+            "note": "",
+            "setacl": [
+                {
+                    "source_folder": "Shared",
+                    "target_folder": "Shared",
+                    "source_identifier": "bob",
+                    "source_rights": "lrs",
+                    "identifier": "bob.t",
+                    "rights": "lrs",
+                    "left_out": "",
+                    "reason": "bob is bob.t",
+                }
+            ],
+            "deleteacl": [],
+            "skip": [
+                {
+                    "source_folder": "Shared",
+                    "source_identifier": "ghost",
+                    "source_rights": "lr",
+                    "reason": "unmapped ghost",
+                    "finding": "acl-unmapped",
+                }
+            ],
+        },
+        "metadata": {
+            "set": 1,
+            "removed": 0,
+            "findings": 0,
+            "note": "",
+            "changes": [
+                {
+                    "source_folder": "Lists",
+                    "target_folder": "Lists",
+                    "entry": "/private/comment",
+                    "action": "set",
+                    "reason": "new",
+                }
+            ],
+        },
+    }
+    monkeypatch.setattr(
+        api, "plan", lambda project, names: api.Result({"accounts": [row], "copy": 0, "exit_code": 1}, 1)
+    )
+    page = client.get("/plan", params={"batch": "w"}).text
+    for words in (
+        "Mail filters of alice",
+        "vacation",
+        "Folder permissions of alice",
+        "bob.t lrs",
+        "unmapped ghost",
+        "Folder metadata of alice",
+        "/private/comment",
+    ):
+        assert words in page, words
+    check = {
+        "account": "alice",
+        "target_account": "alice",
+        "ready": False,
+        "problems": [],
+        "warnings": [],
+        "source": {"ok": True},
+        "target": {"ok": True},
+        "filters": {
+            "problems": ["alice (target, ManageSieve): login refused"],
+            "warnings": ["the source's scripts require Sieve extensions the target lacks: foreverypart"],
+            "source": {
+                "ok": True,
+                "implementation": "Dovecot Pigeonhole",
+                "extensions": ["fileinto"],
+                "scripts": 2,
+                "active": "main",
+            },
+            "target": {"ok": False, "error": "login refused"},
+        },
+    }
+    monkeypatch.setattr(api, "check", lambda project, names: api.Result({"accounts": [check], "target": {}}, 1))
+    page = client.post("/servers/test", data={"csrf": csrf_of(client.get("/servers").text), "account": "alice"}).text
+    for words in ("Mail filters (ManageSieve)", "Dovecot Pigeonhole", "2 (main)", "login refused", "foreverypart"):
+        assert words in page, words
+
+
+def test_results_list_filter_and_folder_setting_differences_and_their_findings() -> None:
+    from mailferry.console.app import result_items
+
+    ver = {
+        "accounts": [
+            {
+                "account": "a",
+                "clean": False,
+                "folders": [],
+                "filters": {
+                    "clean": False,
+                    "differences": [{"script": "main", "what": "missing", "message": "not on the target"}],
+                },
+                "permissions": {
+                    "clean": False,
+                    "differences": [
+                        {
+                            "source_folder": "S",
+                            "target_folder": "S",
+                            "identifier": "bob",
+                            "kind": "missing",
+                            "source_rights": "lr",
+                            "target_rights": "",
+                        }
+                    ],
+                },
+                "metadata": {"clean": False, "error": "METADATA refused"},
+            }
+        ]
+    }
+    items = result_items(ver, {"outstanding": []})
+    got = {(i["type"], i["kind"], i.get("where")) for i in items}
+    assert got == {("filters", "missing", "main"), ("permissions", "missing", "S"), ("metadata", "error", None)}
+    assert "bob: rights lr expected, none on the target" in next(
+        i["detail"] for i in items if i["type"] == "permissions"
+    )
+    # findings of the new kinds are a batch's open findings like any other; the public unit's too
+    clean = {"accounts": [{"account": "a", "clean": True}, {"account": "#public", "clean": True}]}
+    for kind in ("acl-unmapped", "sieve-refused", "public-unreadable"):
+        v = verdict(
+            ["a", "#public"], clean, _report([(1, "a"), (1, "#public")], findings=[(1, "#public"), (1, "a")], kind=kind)
+        )
+        assert v["state"] == "acknowledge" and v["open_findings"] == 2 and {f["kind"] for f in v["findings"]} == {kind}
+
+
+def test_public_logins_are_written_removed_and_need_the_checkbox(tmp_path: Path) -> None:
+    client, console = make_client(project_dir(tmp_path))
+    login(client)
+    csrf = csrf_of(client.get("/servers").text)
+    form = SERVERS | {"csrf": csrf, "public": "1", "public_source_user": "publisher"}
+    assert client.post("/servers", data=form).status_code == 303
+    p = load_project(console.path)
+    assert p.public is not None and (p.public.source_user, p.public.target_user) == ("publisher", None)
+    assert 'value="publisher"' in client.get("/servers").text
+    form |= {"public_source_user": "", "public_target_user": "pub2"}
+    assert client.post("/servers", data=form).status_code == 303
+    p = load_project(console.path)
+    assert p.public is not None and (p.public.source_user, p.public.target_user) == (None, "pub2")
+    assert "source_user" not in console.path.read_text().split("\n[public]\n")[1]
+    # a login without the checkbox is said, not dropped in silence
+    before = console.path.read_text()
+    r = client.post("/servers", data=SERVERS | {"csrf": csrf, "public_target_user": "pub2"})
+    assert r.status_code == 400 and 'id="e-public_target_user"' in r.text
+    assert console.path.read_text() == before
+
+
+def test_a_dovecot_master_user_needs_a_public_login_said_next_to_the_field(tmp_path: Path) -> None:
+    client, console = make_client(project_dir(tmp_path))
+    console.path.write_text(
+        console.path.read_text().replace(
+            'password = "env:MF_CONSOLE_SRC"\n', 'password = "env:MF_CONSOLE_SRC"\nmethod = "dovecot-master"\n'
+        )
+    )
+    login(client)
+    csrf = csrf_of(client.get("/servers").text)
+    r = client.post("/servers", data=SERVERS | {"csrf": csrf, "public": "1"})
+    assert r.status_code == 400
+    m = re.search(r'id="e-public_source_user"[^>]*>(.*?)</p>', r.text, re.S)
+    assert m and "a Dovecot master user logs in only as another user" in m.group(1)

@@ -38,6 +38,7 @@ from mailferry.config.model import Project
 from mailferry.console import projectfile
 from mailferry.console.runs import Runs, read_events
 from mailferry.console.security import COOKIE, Session, Sessions, csrf_ok
+from mailferry.engine.public import PUBLIC_UNIT
 from mailferry.errors import ConfigError, MailferryError
 from mailferry.state.ledger import SqliteLedger, run_lock_holder
 
@@ -227,6 +228,22 @@ def result_items(verify: Mapping[str, Any], v: Mapping[str, Any]) -> list[dict[s
                         "detail": d.get("detail"),
                     }
                 )
+        for kind in ("filters", "permissions", "metadata"):
+            part = r.get(kind)
+            if not part:
+                continue
+            if part.get("error"):
+                out.append({"account": r["account"], "type": kind, "kind": "error", "detail": part["error"]})
+            for d in part.get("differences", []):
+                out.append(
+                    {
+                        "account": r["account"],
+                        "type": kind,
+                        "where": d.get("script") or d.get("source_folder"),
+                        "kind": d.get("what") or d.get("kind") or "different",
+                        "detail": d.get("message") or _setting_detail(d),
+                    }
+                )
     for o in v.get("outstanding", []):
         out.append(
             {
@@ -241,6 +258,20 @@ def result_items(verify: Mapping[str, Any], v: Mapping[str, Any]) -> list[dict[s
             }
         )
     return out
+
+
+def _setting_detail(d: Mapping[str, Any]) -> str:
+    """A folder setting's difference in words: the ACL identifier's rights or the METADATA
+    entry's value, on each side."""
+    if "identifier" in d:
+        return (
+            f"{d.get('identifier')}: rights {d.get('source_rights') or 'none'} expected, "
+            f"{d.get('target_rights') or 'none'} on the target ({d.get('target_folder')})"
+        )
+    return (
+        f"{d.get('entry')}: {d.get('source_value')!r} expected, "
+        f"{d.get('target_value')!r} on the target ({d.get('target_folder')})"
+    )
 
 
 ACCOUNTS_UPLOAD_LIMIT = 10_000_000
@@ -406,7 +437,7 @@ class Console:
 
     def _account_names(self) -> list[str]:
         p = self.project()
-        return [a.source_user for a in p.accounts] if p is not None else []
+        return account_names(p) if p is not None else []
 
     async def servers_save(self, request: Request) -> Response:
         form = await self.form(request)
@@ -433,7 +464,7 @@ class Console:
         f = projectfile.form_from_project(self.path)
         if project is None:
             return self.no_project(request, "Test connection")
-        names = [a.source_user for a in project.accounts]
+        names = account_names(project)
         account = str(form.get("account") or (names[0] if names else ""))
         check: dict[str, Any] = {}
         if not names:
@@ -559,6 +590,20 @@ class Console:
                         "reason": "listed in the accounts CSV",
                     }
                 )
+        if "public" in project.items:
+            rows.append(
+                {
+                    "account": PUBLIC_UNIT,
+                    "target_account": PUBLIC_UNIT,
+                    "has_account": True,
+                    "who": "the public (shared) folders",
+                    "mail": "",
+                    "outcome": "public folders",
+                    "rule": "",
+                    "target": PUBLIC_UNIT,
+                    "reason": "moved once, as their own unit ([public] in the project file)",
+                }
+            )
         return rows, info
 
     async def people(self, request: Request) -> Response:
@@ -620,7 +665,7 @@ class Console:
             errors["batch"] = "give the batch a name (1 to 64 characters)"
         if not ticked:
             errors["account"] = "tick at least one account: an empty batch is refused"
-        known = {a.source_user for a in project.accounts}
+        known = set(account_names(project))
         if project.directory is not None and ticked:
             rows, _ = await run_in_threadpool(self._people, project)
             known |= {r["account"] for r in rows if r["account"]}
@@ -728,7 +773,8 @@ class Console:
         if accounts is None:
             return self._run_page(request, project, 400, error="No such batch.", error_batch=batch)
         try:
-            api.select_accounts(project, accounts)  # unknown accounts: said now, not in the worker
+            # unknown accounts: said now, not in the worker (the public unit is no account)
+            api.select_accounts(project, [a for a in accounts if a != PUBLIC_UNIT] or None)
             self.runs.start(project, batch, accounts)
         except MailferryError as e:
             return self._run_page(request, project, 409, error=e.message, hint=e.hint, error_batch=batch)
@@ -949,6 +995,12 @@ class Console:
         finally:
             ledger.close()
         return RedirectResponse(f"/results?batch={_q(batch)}&done=approved", status_code=303)
+
+
+def account_names(project: Project) -> list[str]:
+    """What a batch or the connection test may name: the accounts, then the public folders'
+    unit when the project moves them."""
+    return [a.source_user for a in project.accounts] + ([PUBLIC_UNIT] if "public" in project.items else [])
 
 
 def _q(text: str) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 
 from mailferry.config.accounts import parse_accounts_csv
 from mailferry.config.load import load_project, parse_ldap_url
-from mailferry.config.model import Project, UrlProblem, normalize_dav_url
+from mailferry.config.model import SIEVE_SCHEMES, Project, UrlProblem, normalize_dav_url, split_server_url
 from mailferry.config.secrets import parse_secret_ref
 from mailferry.config.template import _toml, parse_server_url, render_project
 from mailferry.errors import ConfigError, MailferryError, UsageError
@@ -316,12 +316,15 @@ FIELDS = tuple(
         "dav",
         "dav_admin",
         "dav_admin_password",
+        "sieve",
+        "sieve_security",
         "ldap",
         "bind_dn",
         "ldap_password",
         "dialect",
     )
-) + ("target_container", "accounts")
+) + ("target_container", "accounts", "public", "public_source_user", "public_target_user")
+SIEVE_SECURITY = ("starttls", "tls", "none")
 SECRET_FIELDS = frozenset(f for f in FIELDS if f.endswith("password"))
 
 
@@ -349,6 +352,10 @@ def form_from_project(path: Path) -> ServersForm:
         assert isinstance(dadm, dict)
         f.values[f"{p}_dav_admin"] = str(dadm.get("user", ""))
         f.values[f"{p}_dav_admin_password"] = str(dadm.get("password", ""))
+        sv = s.get("sieve") if isinstance(s.get("sieve"), dict) else {}
+        assert isinstance(sv, dict)
+        f.values[f"{p}_sieve"] = str(sv.get("url", ""))
+        f.values[f"{p}_sieve_security"] = str(sv.get("security", "starttls"))
         ld = d.get(role) if isinstance(d.get(role), dict) else {}
         assert isinstance(ld, dict)
         f.values[f"{p}_ldap"] = str(ld.get("url", ""))
@@ -356,6 +363,11 @@ def form_from_project(path: Path) -> ServersForm:
         f.values[f"{p}_ldap_password"] = str(ld.get("password", ""))
         f.values[f"{p}_dialect"] = str(ld.get("dialect", "ad"))
     f.values["target_container"] = str(d.get("target_container", ""))
+    f.values["public"] = "1" if moves_public(doc) else ""
+    pub = doc.get("public") if isinstance(doc.get("public"), dict) else {}
+    assert isinstance(pub, dict)
+    for role in ("source", "target"):
+        f.values[f"public_{role}_user"] = str(pub.get(f"{role}_user", ""))
     csv_path = accounts_csv_path(path)
     try:
         csv_text = csv_path.read_text(encoding="utf-8")
@@ -367,6 +379,13 @@ def form_from_project(path: Path) -> ServersForm:
         if k in SECRET_FIELDS and v and not _is_reference(v):
             f.values[k] = ""
     return f
+
+
+def moves_public(doc: Mapping[str, Any]) -> bool:
+    """Whether the project moves the public folders: a ``[public]`` table, or "public" in an
+    explicit ``[project] items``."""
+    items = _node(doc, "project.items")
+    return isinstance(doc.get("public"), dict) or (isinstance(items, list) and "public" in items)
 
 
 def _is_reference(text: str) -> bool:
@@ -425,6 +444,13 @@ def apply_servers(path: Path, f: ServersForm) -> Project | None:
             except UrlProblem as e:
                 _url_error(f, f"{p}_dav", str(e))
             _check_reference(f, f"{p}_dav_admin_password", required=bool(f.get(f"{p}_dav_admin")))
+        if f.get(f"{p}_sieve"):
+            try:
+                split_server_url(f.get(f"{p}_sieve"), SIEVE_SCHEMES, lambda _s: 4190)
+            except UrlProblem as e:
+                _url_error(f, f"{p}_sieve", f"{e} (write it as sieve://host:4190)")
+            if f.get(f"{p}_sieve_security") not in SIEVE_SECURITY:
+                f.error(f"{p}_sieve_security", 'must be "starttls", "tls" or "none"')
         if f.get(f"{p}_ldap"):
             try:
                 parse_ldap_url(f.get(f"{p}_ldap"))
@@ -437,6 +463,11 @@ def apply_servers(path: Path, f: ServersForm) -> Project | None:
                 f.error(f"{p}_dialect", 'must be "ad" or "generic"')
     if bool(f.get("src_dav")) != bool(f.get("tgt_dav")):
         f.error("tgt_dav" if f.get("src_dav") else "src_dav", "give both DAV servers, or neither")
+    for role in ("source", "target"):
+        if f.get(f"public_{role}_user") and not f.get("public"):
+            f.error(f"public_{role}_user", 'tick "Move the public folders" to use this login, or empty it')
+    if bool(f.get("src_sieve")) != bool(f.get("tgt_sieve")):
+        f.error("tgt_sieve" if f.get("src_sieve") else "src_sieve", "give both ManageSieve servers, or neither")
     ldap = bool(f.get("src_ldap")) or bool(f.get("tgt_ldap"))
     if bool(f.get("src_ldap")) != bool(f.get("tgt_ldap")):
         f.error("tgt_ldap" if f.get("src_ldap") else "src_ldap", "give both directories, or neither")
@@ -506,6 +537,12 @@ def _write_servers(
                 gone.append(f"{role}.dav.admin")
         else:
             gone += [f"{role}.dav.admin", f"{role}.dav"]
+        if f.get(f"{p}_sieve"):  # other keys (ca_file, timeout, ...) are left as the file has them
+            text = set_keys(
+                text, f"{role}.sieve", {"url": f.get(f"{p}_sieve"), "security": f.get(f"{p}_sieve_security")}
+            )
+        else:
+            gone.append(f"{role}.sieve")
         if f.get(f"{p}_ldap"):
             text = set_keys(
                 text,
@@ -519,6 +556,9 @@ def _write_servers(
             )
     if ldap:
         text = set_keys(text, "directory", {"target_container": f.get("target_container")})
+    text = _set_public(
+        text, bool(f.get("public")), gone, f.get("public_source_user") or None, f.get("public_target_user") or None
+    )
     text = remove_tables(text, gone)
     doc = tomllib.loads(text)
     still = [t for t in gone if _node(doc, t) is not None]
@@ -530,6 +570,27 @@ def _write_servers(
     if csv_text.strip():
         files[path.parent / "accounts.csv" if not existed else accounts_csv_path(path)] = csv_text
     return save(path, text, files)
+
+
+def _set_public(
+    text: str, wanted: bool, gone: list[str], source_user: str | None = None, target_user: str | None = None
+) -> str:
+    """The public folders moved (a ``[public]`` table with the logins given, an empty login
+    removed; the operator's other keys kept) or not (the table goes, into ``gone``); an explicit
+    ``[project] items`` gains or loses "public" so that it says the same."""
+    doc = tomllib.loads(text)
+    if wanted:
+        if not isinstance(doc.get("public"), dict):
+            _check_editable(text, "public")
+            text = text.rstrip("\n") + "\n\n[public]\n"
+        text = set_keys(text, "public", {"source_user": source_user, "target_user": target_user})
+    else:
+        gone.append("public")
+    items = _node(doc, "project.items")
+    if isinstance(items, list) and wanted != ("public" in items):
+        new = [*items, "public"] if wanted else [t for t in items if t != "public"]
+        text = set_keys(text, "project", {"items": [str(t) for t in new]})
+    return text
 
 
 def _new_project(path: Path, f: ServersForm) -> str:
@@ -555,6 +616,13 @@ _PROBLEM_FIELDS = (
     ("target.dav.admin", "tgt_dav_admin_password"),
     ("source.dav", "src_dav"),
     ("target.dav", "tgt_dav"),
+    ("source.sieve.security", "src_sieve_security"),
+    ("target.sieve.security", "tgt_sieve_security"),
+    ("source.sieve", "src_sieve"),
+    ("target.sieve", "tgt_sieve"),
+    ("public.source_user", "public_source_user"),
+    ("public.target_user", "public_target_user"),
+    ("public", "public"),
     ("source.admin.user", "src_admin"),
     ("target.admin.user", "tgt_admin"),
     ("source.admin", "src_admin_password"),
