@@ -427,6 +427,9 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
     if "filters" in project.items:
         with _ledger_for_reading(project) as ro:
             _attach_filters(rows, _sieve(project, ro, accs, "check"))
+    for r in rows:  # an account is ready only when every part it moves is (its DAV and ManageSieve logins too)
+        if r.get("ready") and any(r.get(part, {}).get("problems") for part in ("calendars", "filters")):
+            r["ready"] = False
     code = worst([r["exit_code"] for r in rows])
     target = alive.as_dict()
     target["collisions"] = [c.as_dict() for c in guard.collisions]

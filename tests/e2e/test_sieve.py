@@ -358,3 +358,16 @@ def test_only_filters_dovecot_to_dovecot_other_layout(dovecot_factory, tmp_path)
     v = cli("verify", project, "--json")
     alice = next(a for a in v.json()["accounts"] if a["account"] == "alice")
     assert alice["filters"]["clean"] and alice["filters"]["differences"] == []
+
+    # An account is ready only when every part it moves is: a ManageSieve login that fails makes
+    # check say "not ready" for the account, not only add a problem under filters.
+    ready = cli("check", project, "--json")
+    assert all(a["ready"] for a in ready.json()["accounts"]), ready.out
+    from mailferry.sandbox.servers import free_port
+
+    text = project.read_text().replace(f"sieve://127.0.0.1:{tgt.sieve_port}", f"sieve://127.0.0.1:{free_port()}")
+    project.write_text(text)
+    broken = cli("check", project, "--json")
+    assert broken.code == ExitCode.TEMPFAIL  # unreachable: try again later
+    alice = next(a for a in broken.json()["accounts"] if a["account"] == "alice")
+    assert alice["filters"]["problems"] and alice["ready"] is False, broken.out
