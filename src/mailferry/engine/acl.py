@@ -114,15 +114,21 @@ class AclEngine:
         return sorted(f for f, t in fmap.items() if t is not None)
 
     @staticmethod
-    def _without_login(job: AccountJob, acls: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    def _without_login(
+        job: AccountJob, acls: dict[str, dict[str, str]], *, role: str = "source"
+    ) -> dict[str, dict[str, str]]:
         """A unit's ACLs without the entries of the login that reads them (a Cyrus admin gives
-        itself rights on shared mailboxes to read them): that is the migration's access, not
-        the organisation's. An account's own ACLs are left whole (its owner is its login)."""
+        itself rights on shared mailboxes to read them; Dovecot shows the login's rights from
+        its global ACL file as ``#login``): that is the migration's access, not the
+        organisation's. An account's own ACLs are left whole (its owner is its login)."""
         if job.scope is None:
             return acls
-        login = job.source.login
+        login = (job.source if role == "source" else job.target).login
         me = {n.lower() for n in (login.user, login.admin or "") if n}
-        return {f: {k: v for k, v in entries.items() if k.lower() not in me} for f, entries in acls.items()}
+        return {
+            f: {k: v for k, v in entries.items() if k.lower().removeprefix("#") not in me}
+            for f, entries in acls.items()
+        }
 
     def folder_map(self, account: str) -> dict[str, str | None]:
         """Source folder -> target folder, as the mail pass carried them."""
@@ -327,6 +333,7 @@ class AclEngine:
                 return [], "the target has no ACL (RFC 4314)"
             wanted = sorted({t for f in acls if (t := fmap.get(f)) is not None})
             have, _ = self.read_acls(tgt, wanted)
+            have = self._without_login(job, have, role="target")
             return compare_acl(acls, have, self._context(job, fmap, support, dialect)), ""
         finally:
             for s in (src, tgt):

@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mailferry.connectors.base import ReadStore, WriteStore
-from mailferry.connectors.imap import Endpoint, ImapStore, Login
+from mailferry.connectors.imap import AclRefused, Endpoint, ImapStore, Login
 from mailferry.connectors.wrappers import RetryPolicy, retrying
 from mailferry.engine.alive import check_folder
 from mailferry.errors import ConfigError, ItemRefused, MailboxCollision, MailferryError, TemporaryFailure
@@ -90,6 +90,9 @@ class Scope:
     source_prefix: str | None = None
     target_prefix: str | None = None
     writer_rights: str = "lrswite"
+    #: The ACL step carries the unit's ACLs in this run (``permissions``): a folder the unit
+    #: creates on the target then starts without the entries the server gives it on its own.
+    carry_acl: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -575,6 +578,8 @@ class AccountRun:
                 self._guard_folder(tgt, target_name, created=True)
                 if self.job.scope is not None:
                     self._may_write(tgt, target_name, self.job.scope.writer_rights)
+                    if self.job.scope.carry_acl:
+                        self._drop_server_defaults(tgt, m.source, target_name)
             if self.opts.subscriptions and f.subscribed:
                 self.retry(tgt, tgt.subscribe, m.target or "")
         # Plan every folder and do what needs no copying, then copy all folders' messages in one
@@ -617,6 +622,28 @@ class AccountRun:
             SettingRecord(self.account, "writer", f"{folder}\t{who}", have + missing, folder, "set", self.run_id)
         )
         self.e.reporter.note(self.account, f"{folder}: gave the unit's login {who!r} the rights {missing!r} to write")
+
+    def _drop_server_defaults(self, tgt: WriteStore, source_folder: str, folder: str) -> None:
+        """On a folder the unit has just created, when the ACL step carries the source's
+        entries: take away the entries the server gave it on its own (Cyrus' ``defaultacl``
+        gives every new shared mailbox ``anyone lrs``), which would widen access beyond the
+        source's. The login's own entry and a global ACL's (``#id``, not settable) stay. A
+        source without ACLs (everyone may use its public folders) leaves the server's defaults."""
+        src = self.source_store()
+        if self.retry(src, src.my_rights, source_folder) is None or tgt.my_rights(folder) is None:
+            return
+        try:
+            acl: dict[str, str] = self.retry(tgt, tgt.get_acl, folder)
+        except AclRefused:
+            return
+        me = tgt.login_identity().lower()
+        for who in sorted(acl):
+            if who.lower() == me or who.startswith("#"):
+                continue
+            self.retry(tgt, tgt.set_acl, folder, who, "")
+            self.e.reporter.note(
+                self.account, f"{folder}: took away the entry {who} {acl[who]!r} the target gave the new folder"
+            )
 
     def _drop_refusals_of_folders_left(self, mappings: list[FolderMapping], by_name: dict[str, FolderInfo]) -> None:
         """Refused messages of a folder the source no longer has, or the admin's rules now
