@@ -38,8 +38,10 @@ from test_directory_ldap import block, person
 from test_sieve import scripts_of, wait_for
 
 from conftest import corpus_messages
+from mailferry.engine.migrate import CREATING
 from mailferry.errors import ExitCode
 from mailferry.sandbox.servers import TcpProxy, system_group
+from mailferry.state.ledger import SettingRecord, SqliteLedger
 
 SOURCE_USERS = {"alice": "alicepw", "bob": "bobpw", "carol": "carolpw", "dave": "davepw"}
 # alice's name on the target, matched by `directory apply` through her address. Dovecot's shared
@@ -410,6 +412,20 @@ def test_organisation(direction: str, dovecot_factory, cyrus_factory, slapd_fact
     fresh = make(tkind, factory, group, users, role="target")
     killed = project_for(tmp_path / "k", src, fresh, src_dir, tgt_dir, target_port=None, at=at)
     ledger = tmp_path / "k" / "project.ledger.sqlite"
+    # An earlier run was killed right after it created the public Team folder (Cyrus gave it
+    # "anyone lrs" of its own, and its admin only 'l' and 'a'): the ledger says so.
+    pre = fresh.publisher()
+    try:
+        pre.create_folder(fresh.public("Team"))
+    finally:
+        pre.logout()
+    book = SqliteLedger(ledger)
+    try:
+        run = book.start_run("migrate", "2026-01-01T00:00:00Z")
+        team = fresh.public("Team")
+        book.record_setting(SettingRecord("#public", CREATING, team, src.public("Team"), team, "set", run))
+    finally:
+        book.close()
     proc = subprocess.Popen(
         [sys.executable, "-m", "mailferry", "migrate", str(killed), "--json"],
         stdout=subprocess.DEVNULL,

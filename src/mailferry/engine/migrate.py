@@ -78,6 +78,11 @@ class Connection:
     login: Login
 
 
+#: Ledger settings kind: a unit's folder created on the target whose set-up (the login's rights,
+#: the server's default entries taken away) is not finished yet.
+CREATING = "creating"
+
+
 @dataclass(frozen=True, slots=True)
 class Scope:
     """A unit that is not one person's mailbox but the folders of a shared namespace (RFC 2342's
@@ -562,24 +567,35 @@ class AccountRun:
                     "[[folders.rename]] rule to carry it)",
                     {"rule": m.rule},
                 )
+        # A unit's folder whose CREATE was sent but whose ACL set-up was not finished (kill -9 in
+        # between): recorded (kind "creating") before the CREATE, forgotten after the set-up.
+        scope = self.job.scope
+        creating = set(self.ledger.settings(self.account, CREATING)) if scope is not None and scope.carry_acl else set()
         for m in sorted((m for m in mappings if m.target), key=lambda m: (m.target or "").count("/")):
             f = by_name[m.source]
             for note in m.notes:
                 self.finding(
                     m.source, None, "folder-name", f"{m.source!r} → {m.target!r}: {note}", {"rule": m.rule}, notice=True
                 )
+            target_name = m.target or ""
+            fresh = target_name in creating
             if m.target not in self.target_folders:
-                target_name = m.target or ""
                 self._stop_if_blocked()
+                if scope is not None and scope.carry_acl:
+                    self.ledger.record_setting(
+                        SettingRecord(self.account, CREATING, target_name, m.source, target_name, "set", self.run_id)
+                    )
                 self.retry(tgt, tgt.create_folder, target_name, m.special_use)
                 self.target_folders.add(target_name)
                 # A new folder's id too (parents that hold no mail included): Cyrus has given a
                 # folder created here the id of another account's INBOX.
                 self._guard_folder(tgt, target_name, created=True)
-                if self.job.scope is not None:
-                    self._may_write(tgt, target_name, self.job.scope.writer_rights)
-                    if self.job.scope.carry_acl:
-                        self._drop_server_defaults(tgt, m.source, target_name)
+                fresh = scope is not None
+            if scope is not None and fresh:
+                self._may_write(tgt, target_name, scope.writer_rights)
+                if scope.carry_acl:
+                    self._drop_server_defaults(tgt, m.source, target_name)
+                    self.ledger.forget_setting(self.account, CREATING, target_name)
             if self.opts.subscriptions and f.subscribed:
                 self.retry(tgt, tgt.subscribe, m.target or "")
         # Plan every folder and do what needs no copying, then copy all folders' messages in one
