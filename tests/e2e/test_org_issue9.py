@@ -336,6 +336,10 @@ def test_organisation(direction: str, dovecot_factory, cyrus_factory, slapd_fact
             (tgt.public("Team", "Archive"), "anyone"),
         }, pub_plan
 
+        human = cli("plan", project).out
+        line = f"acl: {src.public('Team', 'Archive')} -> {tgt.public('Team', 'Archive')}: set anyone 'lrs'"
+        assert line in human, human
+
         first = cli("migrate", project, "--json")
         assert first.code == ExitCode.OK, first.out + first.err
         by = rows(first)
