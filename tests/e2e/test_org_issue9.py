@@ -464,3 +464,24 @@ def test_organisation(direction: str, dovecot_factory, cyrus_factory, slapd_fact
     settle = cli("migrate", killed, "--json")
     assert settle.code == ExitCode.OK and settle.json()["copied"] == 0
     assert all(r["permissions"]["set"] == 0 for r in rows(settle).values()), settle.out
+
+
+def test_an_owner_name_with_the_shared_namespaces_separator_is_a_finding(dovecot_factory, tmp_path) -> None:
+    """Dovecot's dotted layout ("shared." namespace) can't show another user whose name holds a
+    ".": alice renamed to alice.t there keeps her entries, but bob could not open her Inbox.
+    Never silently: a finding names the account, the folders and the separator."""
+    src = dovecot_factory(style="slash", users={"alice": "alicepw", "bob": "bobpw"}, acl=True)
+    tgt = dovecot_factory(style="dotted", users={"alice.t": "alicetpw", "bob": "bobpw"}, acl=True)
+    side = Side(src, "dovecot", DOVECOT_ADMIN)
+    side.create("alice", "INBOX")
+    side.setacl("alice", "INBOX", "bob", "lrs")
+    csv = "source_user,target_user\nalice,alice.t\nbob,bob\n"
+    project = write_project(tmp_path / "p", src, tgt, [], csv_text=csv)
+    r = cli("migrate", project, "--json")
+    assert r.code == ExitCode.FINDINGS, r.out
+    (f,) = [f for f in r.json()["findings"] if f["kind"].startswith("acl-")]
+    assert f["kind"] == "acl-owner-unreachable" and f["account"] == "alice", f
+    assert f["details"] == {"target_user": "alice.t", "separator": ".", "folders": ["INBOX"]}, f
+    assert "'alice.t'" in f["message"] and "'shared.'" in f["message"]
+    assert rows(r)["alice"]["permissions"]["set"] == 1  # the entry is there for when the name is
+    assert access(Side(tgt, "dovecot", DOVECOT_ADMIN), "bob", "bobpw", "shared.alice.t", try_append=False)[1] is False
