@@ -8,6 +8,7 @@ before connecting, and never leave the :class:`~mailferry.connectors.imap.Login`
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -500,7 +501,7 @@ def plan(project: Project, names: Sequence[str] | None = None) -> Result:
                 "folders": folders,
             }
             mapped = {p.source_folder: p.target_folder for p in plans}
-            for kind, eng in settings.items() if job.scope is None else ():  # an account's own folders
+            for kind, eng in _folder_settings(settings, job).items():
                 row[kind] = _settings_row(job, functools.partial(eng.plan, job, mapped))
                 row["exit_code"] = worst([row["exit_code"], row[kind]["exit_code"]])
             return row
@@ -538,6 +539,8 @@ def migrate(
     types = _types(project, only)
     js = jobs(project, accs)  # resolves secrets: a missing one fails here, before any change
     pj = public_job(project) if with_public and "public" in types else None
+    if pj is not None and pj.scope is not None and "permissions" in types:
+        pj = dataclasses.replace(pj, scope=dataclasses.replace(pj.scope, carry_acl=True))
     pc = project.public or PublicConfig()
     # The accounts whose \Seen on, and subscriptions to, public folders are carried: this run's,
     # or every account's in a run of the public unit alone.
@@ -776,8 +779,7 @@ def verify(project: Project, names: Sequence[str] | None = None, *, deep: bool =
             except MailferryError as e:
                 return _error_row(job, e) | {"clean": False}
             clean = all(v.clean for v in verdicts)
-            own = job.scope is None  # folder settings are an account's own folders' (not the public unit's)
-            extra = {kind: _settings_verify_row(eng, job) for kind, eng in settings.items() if own}
+            extra = {kind: _settings_verify_row(eng, job) for kind, eng in _folder_settings(settings, job).items()}
             clean = clean and all(bool(x["clean"]) for x in extra.values())
             return extra | {
                 "account": job.source_user,
@@ -844,6 +846,12 @@ def _settings_engines(project: Project, ledger: SqliteLedger, types: Sequence[st
     if "metadata" in types:
         out["metadata"] = MetadataEngine(ledger, retry=retry)
     return out
+
+
+def _folder_settings(settings: dict[str, Any], job: AccountJob) -> dict[str, Any]:
+    """The folder settings a job plans and verifies: all of an account's; of the public unit
+    (a job with a scope) its ACLs only (as migrate carries them, see ``after_public``)."""
+    return settings if job.scope is None else {k: v for k, v in settings.items() if k == "permissions"}
 
 
 def _settings_row(job: AccountJob, fn: Callable[[], Any]) -> dict[str, Any]:

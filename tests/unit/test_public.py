@@ -149,3 +149,27 @@ def test_public_prefix_only_in_a_shared_namespace(
             scope_prefix(ns, prefix, "target", "#public")
     else:
         assert scope_prefix(ns, prefix, "target", "#public") == expected
+
+
+def test_a_units_acls_leave_out_its_logins_own_entries_on_each_side() -> None:
+    """The unit's login reads (and on the target writes) the public folders: its own entries,
+    direct or from Dovecot's global ACL file (``#login``), are the migration's access, not the
+    organisation's; everyone else's stay, global ones of others included (they are findings)."""
+    from mailferry.connectors.imap import Endpoint, Login
+    from mailferry.engine.acl import AclEngine
+    from mailferry.engine.migrate import AccountJob, Connection, Scope
+
+    ep = Endpoint("127.0.0.1", 1, "none")
+    job = AccountJob(
+        "#public",
+        "#public",
+        Connection(ep, Login("publisher", "pw", admin="admin")),
+        Connection(ep, Login("cyrus", "pw")),
+        scope=Scope(),
+    )
+    acls = {"Team": {"#publisher": "lrswipkxtea", "publisher": "lr", "admin": "l", "$staff": "lrswi", "#bob": "lr"}}
+    assert AclEngine._without_login(job, acls) == {"Team": {"$staff": "lrswi", "#bob": "lr"}}
+    target = {"Team": {"cyrus": "lrswipkxtecda", "anyone": "lrs"}}
+    assert AclEngine._without_login(job, target, role="target") == {"Team": {"anyone": "lrs"}}
+    personal = AccountJob("alice", "alice", job.source, job.target)
+    assert AclEngine._without_login(personal, acls) == acls  # an account's own ACLs stay whole

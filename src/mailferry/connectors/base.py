@@ -132,6 +132,10 @@ class WriteStore(ReadStore, Protocol):
         """SETACL (empty ``rights``: DELETEACL)."""
         ...
 
+    def get_acl(self, mailbox: str) -> dict[str, str]:
+        """identifier -> rights (GETACL); raises AclRefused without ACL or the ``a`` right."""
+        ...
+
     def login_identity(self) -> str:
         """The identity this store acts as (the user an admin logs in for)."""
         ...

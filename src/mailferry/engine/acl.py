@@ -18,6 +18,7 @@ from typing import Any
 from mailferry.connectors.imap import AclRefused, ImapStore, ServerRefused
 from mailferry.connectors.wrappers import RetryPolicy
 from mailferry.engine.migrate import AccountJob, open_store
+from mailferry.errors import MailferryError
 from mailferry.formats.acl import RFC2086, TargetRights, dialect_of, target_rights
 from mailferry.plan.acl import (
     ANYTHING,
@@ -46,6 +47,8 @@ _NEXT = {
     "acl-unreadable": "give the login mailferry uses the 'a' (administer) right on the folder, or log in as the "
     "account's admin",
     "acl-refused": "see the server's words; fix the target and run migrate again",
+    "acl-owner-unreachable": "give the account a target name without that character, or give the target's "
+    "shared namespace another separator (Dovecot: namespace shared { separator = / }); the entries are set",
 }
 
 
@@ -114,15 +117,21 @@ class AclEngine:
         return sorted(f for f, t in fmap.items() if t is not None)
 
     @staticmethod
-    def _without_login(job: AccountJob, acls: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    def _without_login(
+        job: AccountJob, acls: dict[str, dict[str, str]], *, role: str = "source"
+    ) -> dict[str, dict[str, str]]:
         """A unit's ACLs without the entries of the login that reads them (a Cyrus admin gives
-        itself rights on shared mailboxes to read them): that is the migration's access, not
-        the organisation's. An account's own ACLs are left whole (its owner is its login)."""
+        itself rights on shared mailboxes to read them; Dovecot shows the login's rights from
+        its global ACL file as ``#login``): that is the migration's access, not the
+        organisation's. An account's own ACLs are left whole (its owner is its login)."""
         if job.scope is None:
             return acls
-        login = job.source.login
+        login = (job.source if role == "source" else job.target).login
         me = {n.lower() for n in (login.user, login.admin or "") if n}
-        return {f: {k: v for k, v in entries.items() if k.lower() not in me} for f, entries in acls.items()}
+        return {
+            f: {k: v for k, v in entries.items() if k.lower().removeprefix("#") not in me}
+            for f, entries in acls.items()
+        }
 
     def folder_map(self, account: str) -> dict[str, str | None]:
         """Source folder -> target folder, as the mail pass carried them."""
@@ -201,6 +210,7 @@ class AclEngine:
             actions = plan_acl(acls, self._context(job, fmap, support, dialect), recorded, unreadable=bad)
             stats.actions = actions
             self._report_skips(stats, job, run_id, [a for a in actions if isinstance(a, AclSkip)], dry_run)
+            self._owner_reachable(stats, job, run_id, tgt, actions, dry_run)
             if dry_run:
                 return stats
             for a in actions:
@@ -229,6 +239,40 @@ class AclEngine:
                 {"identifier": a.source_identifier, "rights": a.source_rights},
                 dry_run,
             )
+
+    def _owner_reachable(
+        self, stats: AclStats, job: AccountJob, run_id: int, tgt: ImapStore, actions: list[AclAction], dry_run: bool
+    ) -> None:
+        """Entries for others on an account whose target name holds the separator of the
+        target's "Other Users" namespace (RFC 2342): the people they name can't reach the
+        folders there (Dovecot 2.3 with ``shared.`` and the user ``alice.t``: "Missing namespace
+        prefix 'shared.alice/t.'"), so the access is not what the source gave. One finding."""
+        if job.scope is not None:
+            return
+        owner = job.target_user.lower()
+        grants = [a for a in actions if isinstance(a, SetAcl) and a.identifier.lower() not in (owner, "-" + owner)]
+        if not grants:
+            return
+        try:
+            other = tgt.namespaces().get("other", [])
+        except MailferryError:
+            return
+        clash = [(prefix, sep) for prefix, sep in other if sep and sep in job.target_user]
+        if not clash:
+            return
+        prefix, sep = clash[0]
+        folders = sorted({a.target_folder for a in grants})
+        self._finding(
+            stats,
+            job,
+            run_id,
+            grants[0].source_folder,
+            "acl-owner-unreachable",
+            f"the target name {job.target_user!r} holds {sep!r}, the separator of the target's shared namespace "
+            f"{prefix!r}: the people given rights on {', '.join(repr(f) for f in folders)} can't open them there",
+            {"target_user": job.target_user, "separator": sep, "folders": folders},
+            dry_run,
+        )
 
     def _set(self, stats: AclStats, job: AccountJob, run_id: int, tgt: ImapStore, a: SetAcl) -> None:
         try:
@@ -327,6 +371,7 @@ class AclEngine:
                 return [], "the target has no ACL (RFC 4314)"
             wanted = sorted({t for f in acls if (t := fmap.get(f)) is not None})
             have, _ = self.read_acls(tgt, wanted)
+            have = self._without_login(job, have, role="target")
             return compare_acl(acls, have, self._context(job, fmap, support, dialect)), ""
         finally:
             for s in (src, tgt):

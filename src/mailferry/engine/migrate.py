@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mailferry.connectors.base import ReadStore, WriteStore
-from mailferry.connectors.imap import Endpoint, ImapStore, Login
+from mailferry.connectors.imap import AclRefused, Endpoint, ImapStore, Login
 from mailferry.connectors.wrappers import RetryPolicy, retrying
 from mailferry.engine.alive import check_folder
 from mailferry.errors import ConfigError, ItemRefused, MailboxCollision, MailferryError, TemporaryFailure
@@ -78,6 +78,11 @@ class Connection:
     login: Login
 
 
+#: Ledger settings kind: a unit's folder created on the target whose set-up (the login's rights,
+#: the server's default entries taken away) is not finished yet.
+CREATING = "creating"
+
+
 @dataclass(frozen=True, slots=True)
 class Scope:
     """A unit that is not one person's mailbox but the folders of a shared namespace (RFC 2342's
@@ -90,6 +95,9 @@ class Scope:
     source_prefix: str | None = None
     target_prefix: str | None = None
     writer_rights: str = "lrswite"
+    #: The ACL step carries the unit's ACLs in this run (``permissions``): a folder the unit
+    #: creates on the target then starts without the entries the server gives it on its own.
+    carry_acl: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -559,22 +567,35 @@ class AccountRun:
                     "[[folders.rename]] rule to carry it)",
                     {"rule": m.rule},
                 )
+        # A unit's folder whose CREATE was sent but whose ACL set-up was not finished (kill -9 in
+        # between): recorded (kind "creating") before the CREATE, forgotten after the set-up.
+        scope = self.job.scope
+        creating = set(self.ledger.settings(self.account, CREATING)) if scope is not None and scope.carry_acl else set()
         for m in sorted((m for m in mappings if m.target), key=lambda m: (m.target or "").count("/")):
             f = by_name[m.source]
             for note in m.notes:
                 self.finding(
                     m.source, None, "folder-name", f"{m.source!r} → {m.target!r}: {note}", {"rule": m.rule}, notice=True
                 )
+            target_name = m.target or ""
+            fresh = target_name in creating
             if m.target not in self.target_folders:
-                target_name = m.target or ""
                 self._stop_if_blocked()
+                if scope is not None and scope.carry_acl:
+                    self.ledger.record_setting(
+                        SettingRecord(self.account, CREATING, target_name, m.source, target_name, "set", self.run_id)
+                    )
                 self.retry(tgt, tgt.create_folder, target_name, m.special_use)
                 self.target_folders.add(target_name)
                 # A new folder's id too (parents that hold no mail included): Cyrus has given a
                 # folder created here the id of another account's INBOX.
                 self._guard_folder(tgt, target_name, created=True)
-                if self.job.scope is not None:
-                    self._may_write(tgt, target_name, self.job.scope.writer_rights)
+                fresh = scope is not None
+            if scope is not None and fresh:
+                self._may_write(tgt, target_name, scope.writer_rights)
+                if scope.carry_acl:
+                    self._drop_server_defaults(tgt, m.source, target_name)
+                    self.ledger.forget_setting(self.account, CREATING, target_name)
             if self.opts.subscriptions and f.subscribed:
                 self.retry(tgt, tgt.subscribe, m.target or "")
         # Plan every folder and do what needs no copying, then copy all folders' messages in one
@@ -617,6 +638,28 @@ class AccountRun:
             SettingRecord(self.account, "writer", f"{folder}\t{who}", have + missing, folder, "set", self.run_id)
         )
         self.e.reporter.note(self.account, f"{folder}: gave the unit's login {who!r} the rights {missing!r} to write")
+
+    def _drop_server_defaults(self, tgt: WriteStore, source_folder: str, folder: str) -> None:
+        """On a folder the unit has just created, when the ACL step carries the source's
+        entries: take away the entries the server gave it on its own (Cyrus' ``defaultacl``
+        gives every new shared mailbox ``anyone lrs``), which would widen access beyond the
+        source's. The login's own entry and a global ACL's (``#id``, not settable) stay. A
+        source without ACLs (everyone may use its public folders) leaves the server's defaults."""
+        src = self.source_store()
+        if self.retry(src, src.my_rights, source_folder) is None or tgt.my_rights(folder) is None:
+            return
+        try:
+            acl: dict[str, str] = self.retry(tgt, tgt.get_acl, folder)
+        except AclRefused:
+            return
+        me = tgt.login_identity().lower()
+        for who in sorted(acl):
+            if who.lower() == me or who.startswith("#"):
+                continue
+            self.retry(tgt, tgt.set_acl, folder, who, "")
+            self.e.reporter.note(
+                self.account, f"{folder}: took away the entry {who} {acl[who]!r} the target gave the new folder"
+            )
 
     def _drop_refusals_of_folders_left(self, mappings: list[FolderMapping], by_name: dict[str, FolderInfo]) -> None:
         """Refused messages of a folder the source no longer has, or the admin's rules now
