@@ -1,0 +1,27 @@
+"""The demo (`scripts/setup demo`, `mailferry demo`) is the first thing a new user runs: it must
+finish clean, and show on the target alone what issue 9 carries (a delegate's and a group
+member's rights, the target's own out-of-office reply)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from mailferry.cli import demo
+
+
+def test_the_demo_finishes_clean_and_the_target_answers_alone(tmp_path: Path, monkeypatch) -> None:
+    out = io.StringIO()
+    monkeypatch.setattr(demo, "Console", lambda **kw: Console(file=out, width=200, **kw))
+    assert demo.run_demo(tmp_path / "demo") == 0, out.getvalue()
+    text = out.getvalue()
+    assert "verification CLEAN" in text
+    assert "bob on the target, shared/alice: rights lrs" in text
+    assert "dave on the target, Public/Team: rights ilrsw" in text
+    assert "out-of-office reply, sent by the target" in text
+    reports = sorted((tmp_path / "demo").rglob("migrate-*.json"))
+    second = json.loads(reports[-1].read_text())
+    assert second["copied"] == 0 and second["exit_code"] == 0, second
