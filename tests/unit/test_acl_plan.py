@@ -346,3 +346,20 @@ def test_an_interrupted_pass_ends_as_an_uninterrupted_one(before: dict, after: d
     resumed = apply(actions[:cut], recorded)
     resumed = apply(plan_acl(after, c, resumed), resumed)
     assert resumed == whole
+
+
+def test_a_denial_the_target_cant_carry_whole_keeps_the_folders_grants_back() -> None:
+    """`authenticated` may do everything but bob may not delete the folder (-bob x). On an RFC
+    2086 target `x` alone has no letter: the denial can't be carried, and the grant alone would
+    let bob delete it. No grant of that folder is set; the owner's and other folders' are."""
+    rfc2086 = TargetRights(False, frozenset("lrswipcda"))
+    source = {"INBOX": {"authenticated": "lrswipkxte", "-bob": "x", "carol": "lr"}, "Other": {"carol": "lr"}}
+    actions = plan_acl(source, ctx(target=rfc2086, folders={"INBOX": "INBOX", "Other": "Other"}), {})
+    assert [(a.target_folder, a.identifier) for a in writes(actions)] == [("Other", "carol")]
+    findings = {a.source_identifier: a.finding for a in actions if isinstance(a, AclSkip)}
+    assert findings["authenticated"] == findings["carol"] == "acl-negative-uncarried"
+
+
+def test_negative_entries_are_written_before_the_grants_they_narrow() -> None:
+    actions = plan_acl({"INBOX": {"$team": "lrs", "-bob": "s", "anyone": "l"}}, ctx(), {})
+    assert [a.identifier for a in writes(actions)][0] == "-bob.t"

@@ -41,6 +41,8 @@ _NEXT = {
     "entry on the target by hand",
     "acl-rights-unsupported": "the target can't grant these rights; grant a near right on the target by hand if "
     "acceptable",
+    "acl-negative-uncarried": "carry the negative entry first (map its user, or let the target grant those rights), "
+    "or set the folder's entries on the target by hand",
     "acl-global": "give the target server the same global ACL (Dovecot: the file of its 'acl = vfile:...' "
     "setting; Cyrus: defaultacl) or set the entry on the target by hand",
     "acl-unsupported": "the target has no ACL support: share the folder by other means",

@@ -25,6 +25,9 @@ syntax)
 rights the target can't grant (or only tied    set what it can grant, finding
 to rights not asked for)                       ``acl-rights-unsupported``; skip when nothing
                                                is left. Never wider than the source.
+a grant on a folder whose negative entry      skip, finding ``acl-negative-uncarried``:
+can't be carried whole (unmapped, rights the   the grant alone would be wider than the
+target can't name)                             source's effective rights
 recorded, same source rights, state ``set``    nothing: carried already (no SETACL)
 otherwise                                      set (SETACL)
 =============================================  ===============================================
@@ -213,10 +216,31 @@ def plan_acl(
     out: list[AclAction] = []
     seen: set[str] = set()
     for folder in sorted(acls):
-        for source_id, source_rights in sorted(acls[folder].items()):
+        # Negative entries first: a pass cut short between two writes never leaves a grant
+        # without the denial that narrows it.
+        items = sorted(acls[folder].items(), key=lambda kv: (not kv[0].startswith("-"), kv[0]))
+        entries = {source_id: entry(folder, source_id, rights, ctx) for source_id, rights in items}
+        denial_lost = sorted(
+            source_id
+            for source_id, e in entries.items()
+            if source_id.startswith("-")
+            and ((isinstance(e, AclSkip) and e.finding is not None) or (isinstance(e, SetAcl) and e.left_out))
+        )
+        for source_id, _rights in items:
             key = acl_key(folder, source_id)
             seen.add(key)
-            e = entry(folder, source_id, source_rights, ctx)
+            e = entries[source_id]
+            if denial_lost and isinstance(e, SetAcl) and not source_id.startswith("-"):
+                # A denial the target can't carry whole would leave this grant wider than the
+                # source's effective rights: none of the folder's grants is set until it can.
+                e = AclSkip(
+                    folder,
+                    source_id,
+                    e.source_rights,
+                    f"the folder's negative entry {', '.join(denial_lost)} can't be carried whole, and this grant "
+                    "without it would give more than the source does",
+                    "acl-negative-uncarried",
+                )
             if e is None or isinstance(e, AclSkip):
                 if e is not None:
                     out.append(e)
