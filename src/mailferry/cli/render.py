@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 from rich.console import Console
 from rich.table import Table
@@ -376,16 +376,24 @@ def directory_restore(data: dict[str, Any]) -> None:
 # -- folder permissions (IMAP ACL) -----------------------------------------------------------------
 
 
+def _part_opening(p: dict[str, Any] | None, c: Console, label: str) -> TypeGuard[dict[str, Any]]:
+    """The opening of an account's part (permissions, metadata): nothing when absent, its
+    error when it failed (then nothing more), its note; True when its lines follow."""
+    if not p:
+        return False
+    if p.get("error"):
+        c.print(f"  {label}: [red]{p['error']}[/red]")
+        return False
+    if p.get("note"):
+        c.print(f"  {label}: {p['note']}")
+    return True
+
+
 def _permissions_plan(c: Console, p: dict[str, Any] | None) -> None:
     """The ACL changes per folder: each entry to set (as the target will hold it), to withdraw,
     and what is not carried, with the reason."""
-    if not p:
+    if not _part_opening(p, c, "folder permissions"):
         return
-    if p.get("error"):
-        c.print(f"  folder permissions: [red]{p['error']}[/red]")
-        return
-    if p.get("note"):
-        c.print(f"  folder permissions: {p['note']}")
     for s in p.get("setacl", []):
         left = f" [yellow](the target can't grant {s['left_out']!r})[/yellow]" if s["left_out"] else ""
         c.print(
@@ -403,13 +411,8 @@ def _permissions_plan(c: Console, p: dict[str, Any] | None) -> None:
 
 
 def _permissions_verify(c: Console, p: dict[str, Any] | None) -> None:
-    if not p:
+    if not _part_opening(p, c, "folder permissions"):
         return
-    if p.get("error"):
-        c.print(f"  folder permissions: [red]{p['error']}[/red]")
-        return
-    if p.get("note"):
-        c.print(f"  folder permissions: {p['note']}")
     for d in p["differences"]:
         c.print(
             f"  !! acl {d['source_folder']} -> {d['target_folder']}: {d['identifier']} {d['kind']}: "
@@ -418,20 +421,14 @@ def _permissions_verify(c: Console, p: dict[str, Any] | None) -> None:
 
 
 def _metadata_plan(c: Console, p: dict[str, Any] | None) -> None:
-    if not p:
-        return
-    if p.get("error"):
-        c.print(f"  folder metadata: [red]{p['error']}[/red]")
+    if not _part_opening(p, c, "folder metadata"):
         return
     for s in p.get("changes", []):
         c.print(f"  metadata: {s['source_folder']} -> {s['target_folder']}: {s['action']} {s['entry']} ({s['reason']})")
 
 
 def _metadata_verify(c: Console, p: dict[str, Any] | None) -> None:
-    if not p:
-        return
-    if p.get("error"):
-        c.print(f"  folder metadata: [red]{p['error']}[/red]")
+    if not _part_opening(p, c, "folder metadata"):
         return
     for d in p["differences"]:
         c.print(
