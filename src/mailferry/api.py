@@ -20,6 +20,7 @@ from typing import Any
 from mailferry.config.model import AccountConfig, Project, PublicConfig, ServerConfig
 from mailferry.connectors.imap import Endpoint, ImapStore, Login, server_greeting
 from mailferry.connectors.wrappers import RetryPolicy
+from mailferry.engine import readiness
 from mailferry.engine.alive import AliveReport, MailboxGuard, admin_connection, bring_alive, check_folder
 from mailferry.engine.migrate import (
     AccountJob,
@@ -36,6 +37,8 @@ from mailferry.engine.verify_run import verify_account
 from mailferry.errors import ExitCode, MailferryError, UsageError
 from mailferry.formats.folders import Rules
 from mailferry.model.mail import Namespace
+from mailferry.model.readiness import READINESS_AREAS, status_of, summary, verdict
+from mailferry.model.readiness import exit_code as readiness_exit_code
 from mailferry.plan.keywords import COMMON_LIMIT as COMMON_KEYWORD_LIMIT
 from mailferry.plan.planner import Adopt, Delete, Forget, Policy, Rebase, SetFlags, Skip
 from mailferry.state.ledger import Finding, SqliteLedger
@@ -428,14 +431,31 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
     if "filters" in project.items:
         with _ledger_for_reading(project) as ro:
             _attach_filters(rows, _sieve(project, ro, accs, "check"))
+    org = readiness.org_checks(project, accs)
     for r in rows:  # an account is ready only when every part it moves is (its DAV and ManageSieve logins too)
         if r.get("ready") and any(r.get(part, {}).get("problems") for part in ("calendars", "filters")):
             r["ready"] = False
-    code = worst([r["exit_code"] for r in rows])
+        mine = [c for c in org if c.account == r["account"]]
+        r["blockers"] = [c.as_dict() for c in mine]
+        if any(c.status == "blocked" for c in mine):
+            r["ready"] = False
+        warned = r["warnings"] or any(r.get(part, {}).get("warnings") for part in ("calendars", "filters"))
+        r["verdict"] = verdict(
+            ["blocked" if not r["ready"] else "warning" if warned else "ok"] + [c.status for c in mine]
+        )
+        if r["ready"]:  # warnings alone don't hold a migration back: exit code 0 (they are in the report)
+            r["exit_code"] = 0
+        elif not r["exit_code"]:
+            r["exit_code"] = readiness_exit_code(mine)
+    code = worst([r["exit_code"] for r in rows] + [readiness_exit_code([c for c in org if not c.account])])
     target = alive.as_dict()
     target["collisions"] = [c.as_dict() for c in guard.collisions]
     target["risks"] = _target_risks(alive)
-    return Result({"command": "check", "accounts": rows, "target": target, "exit_code": code}, code)
+    areas = summary(org, READINESS_AREAS)
+    overall = verdict([status_of(areas["verdict"])] + [status_of(r["verdict"]) for r in rows])
+    data = {"command": "check", "verdict": overall, "areas": areas["areas"], "accounts": rows, "target": target}
+    data["exit_code"] = code
+    return Result(data, code)
 
 
 # -- plan ---------------------------------------------------------------------------------------

@@ -133,7 +133,6 @@ class MailboxCollision(MailferryError):
             "the mailboxes of these accounts one at a time), then run again",
         )
 
-
     def as_dict(self) -> dict[str, object]:
         """As findings' details and --json show it (schemas: common.schema.json#/$defs/collision)."""
         return {"mailbox_id": self.mailbox_id, "accounts": list(self.accounts), "folders": list(self.folders)}

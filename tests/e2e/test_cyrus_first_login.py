@@ -34,6 +34,8 @@ def seed_inbox(server, user: str, password: str, n: int = 4, extra: tuple[bytes,
     ]
     seed_messages(server.host, server.port, user, password, "INBOX", [*bodies, *extra])
     return n + len(extra)
+
+
 # Enough accounts at once to make the race certain on Cyrus 3.6 (12 at once: 4 runs out of 4).
 PARALLEL = "accounts_in_parallel = 12\nconnections_per_account = 1\n"
 

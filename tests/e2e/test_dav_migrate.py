@@ -57,6 +57,7 @@ def dav_project(
     for u, pw in users.items():
         os.environ[f"MF_{tag}_{u.upper()}"] = pw
     cols = "source_user,target_user,source_password,target_password\n"
+
     def ref(u: str, admin: bool) -> str:
         return "" if admin else f"env:MF_{tag}_{u.upper()}"
 

@@ -154,7 +154,11 @@ def test_dovecot_to_cyrus(dovecot_factory, cyrus_factory, tmp_path) -> None:
     assert alice_check["source"]["active"] == "main" and alice_check["source"]["scripts"] == 4
     assert "foreverypart" in alice_check["source"]["extensions"]
     assert "foreverypart" not in alice_check["target"]["extensions"]
-    assert alice_check["missing_extensions"] == ["foreverypart"] and check.code == ExitCode.FINDINGS
+    assert alice_check["missing_extensions"] == ["foreverypart"]
+    # A warning tells the admin what will happen; it holds nothing back (exit code 0, unless --strict).
+    alice = next(a for a in check.json()["accounts"] if a["account"] == "alice")
+    assert alice["verdict"] == "ready with warnings" and check.code == 0, check.out
+    assert cli("check", project, "--strict").code == ExitCode.FINDINGS
 
     plan = cli("plan", project, "--json")
     assert plan.code == ExitCode.FINDINGS, plan.out + plan.err

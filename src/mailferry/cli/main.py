@@ -122,15 +122,28 @@ def init(
 
 
 @app.command()
-def check(project: ProjectArg, account: AccountOpt = None, batch: BatchOpt = None, as_json: JsonOpt = False) -> None:
-    """Readiness of every account: connect, TLS, login, capabilities, sizes, quota, what won't survive."""
+def check(
+    project: ProjectArg,
+    account: AccountOpt = None,
+    batch: BatchOpt = None,
+    as_json: JsonOpt = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 1 on warnings too (default: only on blockers).")
+    ] = False,
+) -> None:
+    """Readiness of the organization and of every account: services, DNS, certificates, network,
+    directory, and per account connect, TLS, login, capabilities, sizes, quota, what won't survive.
+    A verdict per area and account (ready / ready with warnings / blocked); exit code 0 unless blocked."""
     from mailferry import api
     from mailferry.cli import render
 
     proj = _load(project)
     r = api.check(proj, _accounts(proj, account, batch))
+    code = r.exit_code
+    if strict and not code and r.data.get("verdict") != "ready":
+        code = r.data["exit_code"] = int(ExitCode.FINDINGS)
     _emit(r.data, as_json, render.check)
-    raise Exit(r.exit_code)
+    raise Exit(code)
 
 
 @app.command()

@@ -26,8 +26,8 @@ def human_bytes(n: float) -> str:
 def check(data: dict[str, Any]) -> None:
     c = _console()
     for a in data["accounts"]:
-        state = "ready" if a["ready"] else "NOT READY"
-        c.print(f"[bold]{a['account']}[/bold] -> {a['target_account']}: {state}")
+        state = a.get("verdict", "ready" if a["ready"] else "blocked")
+        c.print(f"[bold]{a['account']}[/bold] -> {a['target_account']}: {_verdict(state)}")
         for role in ("source", "target"):
             s = a.get(role, {})
             if not s.get("ok"):
@@ -58,6 +58,29 @@ def check(data: dict[str, Any]) -> None:
         c.print(f"[red]mailbox shared on the target[/red]: {where}: mailbox id {x['mailbox_id']}")
     for risk in target.get("risks", []):
         c.print(f"[yellow]target:[/yellow] {risk}")
+    areas(c, data)
+
+
+_STATUS_STYLE = {"ok": "[green]ok[/green]", "warning": "[yellow]warning[/yellow]", "blocked": "[red]blocked[/red]"}
+
+
+def _verdict(v: str) -> str:
+    colour = {"ready": "green", "ready with warnings": "yellow"}.get(v, "red")
+    return f"[{colour}]{v.upper() if colour == 'red' else v}[/{colour}]"
+
+
+def areas(c: Any, data: dict[str, Any]) -> None:
+    """The areas of a readiness or cut-over report: each with its verdict and its checks (one line
+    each; a check that is not ok with its fix on the next), then the report's verdict."""
+    for area in data.get("areas", []):
+        c.print(f"[bold]{area['area']}[/bold]: {_verdict(area['verdict'])}")
+        for x in area["checks"]:
+            who = f"{x['account']}: " if x.get("account") else ""
+            c.print(f"  {_STATUS_STYLE[x['status']]} {who}{x['subject']}: {x['what']}", highlight=False)
+            if x.get("fix"):
+                c.print(f"      fix: {x['fix']}", highlight=False)
+    if "verdict" in data:
+        c.print(f"verdict: {_verdict(data['verdict'])}")
 
 
 def plan(data: dict[str, Any]) -> None:

@@ -41,6 +41,7 @@ from mailferry.config.model import (
     SECURITY_CHOICES,
     SIEVE_SCHEMES,
     SIZE_HELP,
+    SUBMISSION_SCHEMES,
     AccountConfig,
     AdminLogin,
     AdminMethod,
@@ -54,6 +55,7 @@ from mailferry.config.model import (
     LdapDialect,
     LdapServerConfig,
     MessageRules,
+    OrganizationConfig,
     Performance,
     Project,
     PublicConfig,
@@ -61,6 +63,7 @@ from mailferry.config.model import (
     Security,
     ServerConfig,
     SieveServerConfig,
+    SubmissionConfig,
     UrlProblem,
     default_port,
     is_loopback,
@@ -87,6 +90,19 @@ _SERVER_KEYS = (
     "admin",
     "dav",
     "sieve",
+    "submission",
+)
+_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$)({_LABEL}\.)*{_LABEL}\.?")
+_SUBMISSION_KEYS = ("url", "verify_certificates", "ca_file", "timeout")
+_ORGANIZATION_KEYS = (
+    "domains",
+    "resolver",
+    "source_names",
+    "target_names",
+    "dkim_selectors",
+    "delta_window_hours",
+    "expiry_warning_days",
 )
 _SIEVE_KEYS = ("url", "security", "verify_certificates", "ca_file", "allow_plaintext_login", "timeout")
 _ADMIN_KEYS = ("user", "password", "method", "master_separator")
@@ -125,7 +141,9 @@ KNOWN_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
             "batches",
             "public",
             "permissions",
+            "organization",
         ),
+        "organization": _ORGANIZATION_KEYS,
         "project": ("name", "ledger", "reports", "items"),
         "public": (
             "source_prefix",
@@ -142,11 +160,13 @@ KNOWN_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "source.dav": _DAV_KEYS,
         "source.dav.admin": _DAV_ADMIN_KEYS,
         "source.sieve": _SIEVE_KEYS,
+        "source.submission": _SUBMISSION_KEYS,
         "target": _SERVER_KEYS,
         "target.admin": _ADMIN_KEYS,
         "target.dav": _DAV_KEYS,
         "target.dav.admin": _DAV_ADMIN_KEYS,
         "target.sieve": _SIEVE_KEYS,
+        "target.submission": _SUBMISSION_KEYS,
         "calendars": ("scheduling", "addresses", "domains", "propagate_deletions", "sharing", "batch_items"),
         "calendars.addresses": (),
         "permissions": ("groups",),
@@ -800,6 +820,7 @@ class _ProjectReader(_Reader):
         calendars = self.calendar_rules(document)
         batches = self.batches(document)
         acl_groups = self.acl_groups(document)
+        organization = self.organization(document)
         if items is not None and accounts and source is not None and target is not None:
             self.check_dav_logins(accounts, source, target, items)
 
@@ -807,7 +828,7 @@ class _ProjectReader(_Reader):
             raise ConfigError(self.problems)
         assert name and ledger and reports and source and target and accounts is not None
         assert folders and messages and performance and items is not None and calendars is not None
-        assert batches is not None and acl_groups is not None
+        assert batches is not None and acl_groups is not None and organization is not None
         return Project(
             path=self.path,
             name=name,
@@ -825,6 +846,90 @@ class _ProjectReader(_Reader):
             batches=batches,
             public=public,
             acl_groups=acl_groups,
+            organization=organization,
+        )
+
+    def organization(self, document: Mapping[str, object]) -> OrganizationConfig | None:
+        """``[organization]``: the mail domains, host names and resolver of the readiness and cut-over checks."""
+        table = self.table(document, (), "organization", "organization")
+        if table is None:
+            return OrganizationConfig() if "organization" not in document else None
+        at: KeyPath = ("organization",)
+        before = len(self.problems)
+        lists: dict[str, tuple[str, ...]] = {}
+        for key in ("domains", "source_names", "target_names", "dkim_selectors"):
+            value = table.get(key, [])
+            names = value if isinstance(value, list) else [None]
+            if not all(isinstance(v, str) and _HOST_NAME.fullmatch(v.strip()) for v in names):
+                self.problem((*at, key), f'must be an array of names like "example.org", got {_show(value)}')
+                continue
+            lists[key] = tuple(dict.fromkeys(str(v).strip().rstrip(".").lower() for v in names))
+        resolver: tuple[str, int] | None = None
+        text = self.string(table, at, "resolver", "", empty_ok=True)
+        if text:
+            text = text.strip()
+            if text.startswith("["):  # [2001:db8::53]:5353
+                host, _, port = text[1:].partition("]")
+                port = port.removeprefix(":") or "53"
+            elif text.count(":") == 1:
+                host, _, port = text.partition(":")
+            else:
+                host, port = text, "53"
+            try:
+                ipaddress.ip_address(host)
+                number = int(port)
+                if not 0 < number < 65536:
+                    raise ValueError(port)
+                resolver = (host, number)
+            except ValueError:
+                self.problem(
+                    (*at, "resolver"),
+                    f'must be a DNS server\'s address, "192.0.2.53" or "192.0.2.53:5353", got {_show(text)}',
+                )
+        window = self.number(table, at, "delta_window_hours", 24.0)
+        days = self.integer(table, at, "expiry_warning_days", 21, 0, 3650)
+        if len(self.problems) > before:
+            return None
+        assert window is not None and days is not None
+        return OrganizationConfig(
+            domains=lists["domains"],
+            resolver=resolver,
+            source_names=lists["source_names"],
+            target_names=lists["target_names"],
+            dkim_selectors=lists["dkim_selectors"],
+            delta_window_hours=window,
+            expiry_warning_days=days,
+        )
+
+    def submission(self, server: Mapping[str, object], role: str) -> SubmissionConfig | None:
+        """``[role.submission]``: the SMTP submission service (RFC 6409) that ``check`` probes."""
+        table = self.table(server, (role,), "submission", f"{role}.submission")
+        if table is None:
+            return None
+        at: KeyPath = (role, "submission")
+        before = len(self.problems)
+        url = self.string(table, at, "url", required=True)
+        verify = self.boolean(table, at, "verify_certificates", True)
+        ca_file = self.ca_file(table, at)
+        timeout = self.number(table, at, "timeout", 30.0)
+        host, port, security = None, 587, "starttls"
+        if url is not None:
+            try:
+                host, port, security = split_server_url(url, SUBMISSION_SCHEMES, lambda s: 465 if s == "tls" else 587)
+            except UrlProblem as problem:
+                self.problem(
+                    (*at, "url"), f'{problem} (write it as "submission://host:587" or "submissions://host:465")'
+                )
+        if len(self.problems) > before or host is None:
+            return None
+        assert timeout
+        return SubmissionConfig(
+            host=host,
+            port=port,
+            security=cast(Security, security),
+            verify_certificates=verify,
+            ca_file=ca_file,
+            timeout=timeout,
         )
 
     def acl_groups(self, document: Mapping[str, object]) -> Mapping[str, str] | None:
@@ -1112,6 +1217,7 @@ class _ProjectReader(_Reader):
         admin = self.admin(table, at)
         dav = self.dav(table, role)
         sieve = self.sieve(table, role)
+        submission = self.submission(table, role)
 
         if security == "none" and host is not None and not is_loopback(host) and not allow_plaintext:
             self.problem(
@@ -1134,6 +1240,7 @@ class _ProjectReader(_Reader):
             admin=admin,
             dav=dav,
             sieve=sieve,
+            submission=submission,
         )
 
     def ca_file(self, table: Mapping[str, object], at: KeyPath) -> Path | None:

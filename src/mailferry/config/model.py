@@ -199,6 +199,45 @@ SIEVE_SCHEMES: Mapping[str, Security] = MappingProxyType({"sieve": "starttls"})
 
 
 @dataclass(frozen=True, slots=True)
+class SubmissionConfig:
+    """The mail submission service of a server (RFC 6409), which ``check`` probes (EHLO, STARTTLS,
+    AUTH mechanisms) and ``cutover check`` names: ``submission://host[:587]`` (STARTTLS) or
+    ``submissions://host[:465]`` (implicit TLS, RFC 8314). mailferry never sends mail through it."""
+
+    host: str
+    port: int = 587
+    security: Security = "starttls"
+    verify_certificates: bool = True
+    ca_file: Path | None = None
+    timeout: float = 30.0
+
+
+SUBMISSION_SCHEMES: Mapping[str, Security] = MappingProxyType({"submission": "starttls", "submissions": "tls"})
+
+
+@dataclass(frozen=True, slots=True)
+class OrganizationConfig:
+    """``[organization]``: what ``check`` and ``cutover check`` look at beyond the mailboxes.
+
+    ``domains``: the mail domains whose DNS is checked (MX, SRV, autoconfig, SPF, DKIM, DMARC).
+    ``resolver``: ``(host, port)`` of the DNS server to ask; None: the system resolver.
+    ``source_names`` / ``target_names``: the host names clients and DNS know each side's servers
+    by (``mail.old.example``); the ``host`` of ``[source]``/``[target]`` counts too when it is a
+    name. ``dkim_selectors``: the target's DKIM selectors (``<selector>._domainkey.<domain>``).
+    ``delta_window_hours``: a pass older than this is stale for ``cutover check`` (the source kept
+    changing since). ``expiry_warning_days``: a certificate that expires sooner is a warning.
+    """
+
+    domains: tuple[str, ...] = ()
+    resolver: tuple[str, int] | None = None
+    source_names: tuple[str, ...] = ()
+    target_names: tuple[str, ...] = ()
+    dkim_selectors: tuple[str, ...] = ()
+    delta_window_hours: float = 24.0
+    expiry_warning_days: int = 21
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     host: str
     port: int
@@ -211,6 +250,7 @@ class ServerConfig:
     admin: AdminLogin | None = None
     dav: DavServerConfig | None = None
     sieve: SieveServerConfig | None = None
+    submission: SubmissionConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,6 +419,7 @@ class Project:
     public: PublicConfig | None = None
     # [permissions] groups: a source ACL group -> its name on the target (others keep theirs).
     acl_groups: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    organization: OrganizationConfig = field(default_factory=OrganizationConfig)
 
     @property
     def base_dir(self) -> Path:

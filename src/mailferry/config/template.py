@@ -177,6 +177,21 @@ def _sieve(role: str) -> str:
 """
 
 
+def _submission(role: str) -> str:
+    """The ``[role.submission]`` table, shown commented out (``check`` probes it)."""
+    host = f"mail.{'old' if role == 'source' else 'new'}.example"
+    return f"""
+# Mail submission (RFC 6409), which `mailferry check` probes (EHLO, STARTTLS, AUTH mechanisms,
+# version): "submission://host:587" (STARTTLS) or "submissions://host:465" (implicit TLS).
+# mailferry never sends mail through it.
+# [{role}.submission]
+# url = "submission://{host}:587"
+# verify_certificates = true
+# ca_file = ""
+# timeout = 30
+"""
+
+
 _DIRECTORY_SERVER = """\
 # [directory.{role}]
 # The {what} directory: ldaps://host[:port] (TLS, 636), ldap+starttls://host[:port] (StartTLS,
@@ -311,6 +326,7 @@ def render_project(
     source = _server("source", source_url, source_admin, source_admin_password) + _dav("source", source_dav)
     target = _server("target", target_url, target_admin, target_admin_password) + _dav("target", target_dav)
     source, target = source + _sieve("source"), target + _sieve("target")
+    source, target = source + _submission("source"), target + _submission("target")
     ledger_line = (
         f"ledger = {_toml(ledger)}"
         if ledger
@@ -453,6 +469,21 @@ batch_messages = 100
 batch_bytes = "16 MB"
 # Tries per failed operation, waiting twice as long each time (exponential backoff).
 retries = 5
+
+# The organization around the mailboxes, which `mailferry check` (readiness) and `mailferry
+# cutover check` look at: the mail domains whose DNS is checked (MX, A/AAAA, SRV of RFC 6186 and
+# RFC 6764, autoconfig/autodiscover, SPF, DKIM, DMARC), the DNS server to ask (default: the
+# system resolver), the host names each side's servers are known by (the host of [source] and
+# [target] counts too when it is a name), the target's DKIM selectors, how old the last delta
+# pass may be at cut-over, and how many days before a certificate's expiry check warns.
+# [organization]
+# domains = ["example.org"]
+# resolver = "192.0.2.53:53"
+# source_names = ["mail.old.example"]
+# target_names = ["mail.new.example"]
+# dkim_selectors = ["mail"]
+# delta_window_hours = 24
+# expiry_warning_days = 21
 
 # Batches (waves): named sets of source accounts migrated and approved together, as the console
 # (`mailferry console`) groups them. A batch names at least one account.

@@ -681,9 +681,7 @@ class SqliteLedger:
         names = ("account", "folder", "uidvalidity", "uid", "size", "target_folder", "run", "kind", "message")
         return [dict(zip(names, r[:9], strict=True), details=json.loads(r[9]) if r[9] else {}) for r in rows]
 
-    def _upsert(
-        self, db: _Serialized, account: str, folder: str, rows: Sequence[MessageRecord], run_id: int
-    ) -> None:
+    def _upsert(self, db: _Serialized, account: str, folder: str, rows: Sequence[MessageRecord], run_id: int) -> None:
         db.executemany(
             "INSERT OR REPLACE INTO messages (account, source_folder, uidvalidity, uid, key, size, state, how, "
             "target_folder, target_uidvalidity, target_uid, target_after_uid, flags, run_id) "
