@@ -316,6 +316,7 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
     if not alive.server and js:
         alive.server = ImapStore.product(server_greeting(js[0].target.endpoint))
     js += [pj] if pj is not None else []
+    seen: dict[str, dict[str, Any]] = {}  # what the blockers area needs of each account, read once
 
     def one(job: AccountJob) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -417,8 +418,8 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
             for cap in ("UIDPLUS", "MULTIAPPEND"):
                 if not t["capabilities"][cap]:
                     out["warnings"].append(f"the target lacks {cap}: slower and less exact bookkeeping")
-        out.pop("_sizes", None)
-        out.pop("_keywords", None)
+        sizes, kws = out.pop("_sizes", None), out.pop("_keywords", None)
+        seen[job.source_user] = {"sizes": sizes, "keywords": kws, "source": s, "target": t}
         out["ready"] = not out["problems"]
         out.setdefault("exit_code", int(ExitCode.FINDINGS) if out["problems"] or out["warnings"] else 0)
         return out
@@ -431,7 +432,7 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
     if "filters" in project.items:
         with _ledger_for_reading(project) as ro:
             _attach_filters(rows, _sieve(project, ro, accs, "check"))
-    org = readiness.org_checks(project, accs)
+    org = readiness.org_checks(project, accs, readiness.Context(seen=seen))
     for r in rows:  # an account is ready only when every part it moves is (its DAV and ManageSieve logins too)
         if r.get("ready") and any(r.get(part, {}).get("problems") for part in ("calendars", "filters")):
             r["ready"] = False
