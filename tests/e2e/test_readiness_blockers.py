@@ -29,8 +29,13 @@ PLAIN = b'require ["fileinto"];\nif header :contains "subject" "x" { fileinto "I
 
 def message(i: int, size: int = 0) -> bytes:
     return (
-        f"From: a@example.org\r\nTo: b@example.org\r\nSubject: m{i}\r\nMessage-ID: <b{i}.{size}@example.org>\r\n\r\n"
-    ).encode() + b"x" * size + b"\r\n"
+        (
+            f"From: a@example.org\r\nTo: b@example.org\r\nSubject: m{i}\r\n"
+            f"Message-ID: <b{i}.{size}@example.org>\r\n\r\n"
+        ).encode()
+        + b"x" * size
+        + b"\r\n"
+    )
 
 
 @pytest.fixture(scope="module")
