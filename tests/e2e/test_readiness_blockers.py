@@ -239,3 +239,29 @@ def test_a_sieve_script_needing_an_extension_the_target_lacks(
     assert c["facts"] == {"script": "parts", "missing": ["foreverypart"], "active": active}
     assert ("no longer filtered" in c["what"]) is active
     assert r.code == (ExitCode.FINDINGS if active else ExitCode.OK)
+
+
+def test_an_acl_right_the_target_cant_grant(cyrus_factory: Any, dovecot_factory: Any, tmp_path: Path) -> None:
+    """Cyrus' site right ``1`` has no letter on Dovecot: the entry goes without it, a warning."""
+    users = {"rights": "rightspw", "bob": "bobpw"}
+    src = cyrus_factory(users=users)
+    tgt = dovecot_factory(style="slash", users=users, acl=True)
+    seed_messages(src.host, src.port, "rights", "rightspw", "INBOX/Team", [message(1)])
+    c = IMAPClient(src.host, src.port, ssl=False, timeout=20)
+    c.login("rights", "rightspw")
+    c.setacl("INBOX/Team", "bob", "lr1")
+    c.logout()
+    csv = "source_user,target_user\nrights,rights\nbob,bob\n"  # bob is an account of the project: mapped
+    p = write_project(tmp_path / "p", src, tgt, [], csv_text=csv, source_admin=CYRUS_ADMIN)
+    r = cli("check", p, "--account", "rights", "--json")
+    ch = only_problem(r, "rights", "warning")
+    assert ch["facts"]["kind"] == "acl-rights-unsupported" and "can't grant '1'" in ch["what"] and "bob" in ch["what"]
+    assert [e["left_out"] for e in ch["facts"]["entries"]] == ["1"]
+    assert r.code == ExitCode.OK
+    # Without that right, nothing to say.
+    c = IMAPClient(src.host, src.port, ssl=False, timeout=20)
+    c.login("rights", "rightspw")
+    c.setacl("INBOX/Team", "bob", "lr")
+    c.logout()
+    ok = cli("check", p, "--account", "rights", "--json")
+    assert [x["status"] for x in blockers(ok, "rights")] == ["ok"] and ok.code == ExitCode.OK

@@ -43,7 +43,7 @@ def statuses(facts: AccountFacts) -> list[str]:
 def test_a_clean_account_gets_one_ok_check_with_what_was_looked_at() -> None:
     f = AccountFacts("alice", sizes=[10, 20], appendlimit=100, keywords={"$Work"}, looked_at={"messages": 2})
     [c] = one(f)
-    assert c.status == "ok" and c.subject == "alice" and "2 messages" in c.what and c.facts == {"messages": 2}
+    assert c.status == "ok" and c.subject == "source features" and "2 messages" in c.what and c.facts == {"messages": 2}
 
 
 def test_nothing_looked_at_is_still_one_ok_check() -> None:

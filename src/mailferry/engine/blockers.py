@@ -80,7 +80,7 @@ def _part(a: AccountConfig, what: str, fn: Callable[[], None]) -> list[Check]:
         return [
             Check(
                 AREA,
-                f"{a.source_user}: {what}",
+                what,
                 "blocked",
                 f"the account's {what} could not be looked at: {e}",
                 e.hint or "fix what the message says, then run check again",

@@ -40,7 +40,7 @@ lacks                                                     stays on the source, a
 
 An account with none of these gets one ``ok`` check with what was looked at.
 
-Folder name limits (measured on this project's servers, see the README's server notes):
+Folder name limits (measured against the Dovecot 2.3.19 and Cyrus 3.6.1 of the test sandbox):
 
 - Dovecot 2.3: a hierarchy level of more than 255 bytes (its on-disk name, modified UTF-7) is
   refused (``[CANNOT] Mailbox name too long``), as is a name of more than 4000 bytes or with
@@ -174,7 +174,7 @@ def sizes(f: AccountFacts) -> list[Check]:
         out.append(
             Check(
                 AREA,
-                f"{f.account}: message sizes",
+                "message sizes",
                 "blocked" if every else "warning",
                 what,
                 f"raise the target's message size limit to at least {human(over[0])} (Cyrus: maxmessagesize; "
@@ -192,7 +192,7 @@ def sizes(f: AccountFacts) -> list[Check]:
             out.append(
                 Check(
                     AREA,
-                    f"{f.account}: message sizes",
+                    "message sizes",
                     "warning",
                     f"{_plural(len(policy), 'message')} over [messages] max_size ({human(f.max_size)}; the largest "
                     f"{human(policy[0])}) stay on the source by the project's own rule: plan lists them, no finding",
@@ -219,7 +219,7 @@ def keywords(f: AccountFacts) -> list[Check]:
             out.append(
                 Check(
                     AREA,
-                    f"{f.account}: keywords",
+                    "keywords",
                     "warning",
                     f"the target stores only the keywords it lists (PERMANENTFLAGS without \\*): {_names(lost)}; "
                     "migrate carries the messages without them and names each message in its report "
@@ -239,7 +239,7 @@ def keywords(f: AccountFacts) -> list[Check]:
             out.append(
                 Check(
                     AREA,
-                    f"{f.account}: keywords",
+                    "keywords",
                     "warning",
                     f"{_plural(len(long), 'keyword')} longer than {KEYWORD_LIMIT} bytes, which {who}: {_names(long)}; "
                     "migrate carries the messages without them and names each (finding 'keyword-dropped')",
@@ -253,7 +253,7 @@ def keywords(f: AccountFacts) -> list[Check]:
         out.append(
             Check(
                 AREA,
-                f"{f.account}: keywords",
+                "keywords",
                 "warning",
                 f"the account uses {len(kws)} different keywords; a Cyrus folder holds at most {CYRUS_KEYWORDS}: "
                 "in a folder with more, the rest are dropped from its messages (finding 'keyword-dropped')",
@@ -355,7 +355,7 @@ def folders(f: AccountFacts) -> list[Check]:
         out.append(
             Check(
                 AREA,
-                f"{f.account}: folder names",
+                "folder names",
                 "blocked",
                 f"the target refuses to create {_plural(n, 'folder')} of the account, and migrate fails the whole "
                 f"account when a folder can't be created: {'; '.join(reasons['blocked'][:_SHOWN])}"
@@ -370,7 +370,7 @@ def folders(f: AccountFacts) -> list[Check]:
         out.append(
             Check(
                 AREA,
-                f"{f.account}: folder names",
+                "folder names",
                 "warning",
                 f"{_plural(n, 'folder')} may be refused by the target: {'; '.join(reasons['warning'][:_SHOWN])}"
                 + (f"; and {n - _SHOWN} more" if n > _SHOWN else ""),
@@ -384,7 +384,7 @@ def folders(f: AccountFacts) -> list[Check]:
         out.append(
             Check(
                 AREA,
-                f"{f.account}: folder names",
+                "folder names",
                 "warning",
                 f"{_plural(n, 'folder')} arrive under another name on the target: {'; '.join(renamed_notes[:_SHOWN])}"
                 + (f"; and {n - _SHOWN} more" if n > _SHOWN else "")
@@ -445,7 +445,7 @@ def acls(f: AccountFacts) -> list[Check]:
         out.append(
             Check(
                 AREA,
-                f"{f.account}: folder permissions",
+                "folder permissions",
                 "warning",
                 f"{what}: {shown}{more}; migrate names each in its report (finding {kind!r})",
                 fix.replace("add them", f"add them{concrete}", 1),
@@ -487,7 +487,7 @@ def sieve(f: AccountFacts) -> list[Check]:
         out.append(
             Check(
                 AREA,
-                f"{f.account}: Sieve script {s.name}",
+                f"Sieve script {s.name}",
                 "blocked" if s.active else "warning",
                 what,
                 f"enable {ext} on the target's Sieve (Dovecot: sieve_extensions = +{' +'.join(missing)}; Cyrus: "
@@ -509,7 +509,7 @@ def judge(f: AccountFacts) -> list[Check]:
     return [
         Check(
             AREA,
-            f.account,
+            "source features",
             "ok",
             f"nothing the target can't take ({parts})",
             account=f.account,
