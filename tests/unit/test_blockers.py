@@ -321,3 +321,17 @@ def test_ok_is_said_alone_or_not_at_all(sizes: list[int], kws: set[str], scripts
     active_missing = any(a and r != "fileinto" for r, a in scripts)
     every_over = bool(sizes) and all(s > 500 for s in sizes)
     assert (verdict(got) == "blocked") == (active_missing or every_over)
+
+
+def test_a_folder_landing_in_the_targets_shared_namespace_is_a_warning() -> None:
+    rule = "lands in the target's shared namespace 'Public/' as 'Public/x'"
+    f = AccountFacts("a", folders=[FolderName("Public/x", None, (), rule), FolderName("Other", None, (), "excluded")])
+    [c] = one(f)
+    assert c.status == "warning" and c.facts == {"folders": ["Public/x"]} and "folder-in-shared-namespace" in c.what
+
+
+def test_the_shared_namespace_rule_is_the_mail_engines_words() -> None:
+    from mailferry.engine.migrate import SHARED_CLASH as ENGINE
+    from mailferry.verify.blockers import SHARED_CLASH
+
+    assert SHARED_CLASH == ENGINE

@@ -108,7 +108,7 @@ def _mail(facts: AccountFacts, engine: Engine, job: AccountJob, seen: Mapping[st
         product = ImapStore.product(getattr(tgt, "greeting", ""))
         facts.target_product = product
         facts.names = TargetNames(product, info.namespace.prefix, info.namespace.delimiter, job.target_user)
-        facts.folders = [FolderName(m.source, m.target, m.notes) for m in mappings]
+        facts.folders = [FolderName(m.source, m.target, m.notes, m.rule) for m in mappings]
     finally:
         run.close()
     facts.looked_at.update(

@@ -81,6 +81,7 @@ class FolderName:
     source: str
     target: str | None
     notes: tuple[str, ...] = ()
+    rule: str = ""  # what decided (the folder mapping's words)
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +324,7 @@ def name_problem(target: str, names: TargetNames) -> NameProblem | None:
     return None
 
 
+SHARED_CLASH = "lands in the target's shared namespace"  # the mail engine's rule text for such a folder
 _NOTES = ("the target separator", "the target has no hierarchy", "empty hierarchy level")
 
 
@@ -334,7 +336,10 @@ def folders(f: AccountFacts) -> list[Check]:
     reasons: dict[str, list[str]] = {"blocked": [], "warning": []}
     renamed: list[str] = []
     renamed_notes: list[str] = []
+    shared: list[str] = []
     for fo in f.folders:
+        if fo.target is None and SHARED_CLASH in fo.rule:
+            shared.append(f"{fo.source!r} {fo.rule}")
         if fo.target is None:
             continue
         if f.names is not None:
@@ -377,6 +382,20 @@ def folders(f: AccountFacts) -> list[Check]:
                 fix,
                 f.account,
                 {"folders": refused["warning"]},
+            )
+        )
+    if shared:
+        out.append(
+            Check(
+                AREA,
+                "folder names",
+                "warning",
+                f"{_plural(len(shared), 'folder')} would land in the target's shared namespace (another user's or a "
+                f"public folder): {'; '.join(shared[:_SHOWN])}; migrate leaves each on the source and names it in its "
+                "report (finding 'folder-in-shared-namespace')",
+                "give the folder another name on the target with a [[folders.rename]] rule",
+                f.account,
+                {"folders": [x.source for x in f.folders if x.target is None and SHARED_CLASH in x.rule]},
             )
         )
     if renamed:
