@@ -370,6 +370,7 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
                     msgs = size = 0
                     sizes: list[int] = []
                     keywords: set[str] = set()
+                    by_folder: dict[str, list[tuple[int, tuple[str, ...]]]] = {}  # size and flags, for blockers
                     for f in folders:
                         if not f.selectable:
                             continue
@@ -378,8 +379,9 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
                             size += m.size
                             sizes.append(m.size)
                             keywords.update(x for x in m.flags if not x.startswith("\\"))
+                            by_folder.setdefault(f.name, []).append((m.size, m.flags))
                     side.update(messages=msgs, bytes=size)
-                    out["_sizes"], out["_keywords"] = sizes, keywords
+                    out["_sizes"], out["_keywords"], out["_by_folder"] = sizes, keywords, by_folder
                 elif job.scope is None:
                     side["permanent_flags"] = list(st.storable("INBOX") or ())
                 out[role] = side
@@ -418,8 +420,9 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
             for cap in ("UIDPLUS", "MULTIAPPEND"):
                 if not t["capabilities"][cap]:
                     out["warnings"].append(f"the target lacks {cap}: slower and less exact bookkeeping")
-        sizes, kws = out.pop("_sizes", None), out.pop("_keywords", None)
-        seen[job.source_user] = {"sizes": sizes, "keywords": kws, "source": s, "target": t}
+        out.pop("_sizes", None)
+        out.pop("_keywords", None)
+        seen[job.source_user] = {"by_folder": out.pop("_by_folder", None), "source": s, "target": t}
         out["ready"] = not out["problems"]
         out.setdefault("exit_code", int(ExitCode.FINDINGS) if out["problems"] or out["warnings"] else 0)
         return out

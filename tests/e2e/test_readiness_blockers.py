@@ -53,16 +53,17 @@ def servers(dovecot_factory: Any, cyrus_factory: Any) -> dict[str, Any]:
     return out
 
 
-def project(tmp: Path, servers: dict[str, Any], user: str, target: str, *, sieve: bool = False) -> Path:
+def project(
+    tmp: Path, servers: dict[str, Any], user: str, target: str, *, sieve: bool = False, extra: str = ""
+) -> Path:
     tgt = servers[target]
-    extra = ""
     if sieve:
-        extra = (
+        extra += (
             f'\n[source.sieve]\nurl = "sieve://127.0.0.1:{servers["src"].sieve_port}"\nsecurity = "none"\n'
             f'[target.sieve]\nurl = "sieve://127.0.0.1:{tgt.sieve_port}"\nsecurity = "none"\n'
         )
     return write_project(
-        tmp / f"{user}-{target}",
+        tmp / f"{user}-{target}{'-x' if extra else ''}",
         servers["src"],
         tgt,
         [user],
@@ -120,6 +121,11 @@ def test_a_message_over_the_targets_limit(servers: dict[str, Any], tmp_path: Pat
     assert c["facts"]["over_limit"] == 1 and c["facts"]["limit"] == 60_000
     assert r.code == ExitCode.OK  # a warning holds nothing back
     assert cli("check", project(tmp_path, servers, "big", "cyrus"), "--strict").code == ExitCode.FINDINGS
+    # A folder the project leaves out doesn't count: its messages don't go anywhere.
+    excluded = project(tmp_path, servers, "big", "cyrus", extra='[folders]\nexclude = ["^Projects/"]\n')
+    r = cli("check", excluded, "--json")
+    [ok] = blockers(r, "big")
+    assert ok["status"] == "ok" and ok["facts"]["messages"] == 3 and r.code == ExitCode.OK, ok
 
 
 def test_every_message_over_the_targets_limit_blocks_the_account(servers: dict[str, Any], tmp_path: Path) -> None:

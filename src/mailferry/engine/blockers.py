@@ -29,6 +29,7 @@ from mailferry.formats.sieve import requires
 from mailferry.model.readiness import Check
 from mailferry.plan.acl import AclSkip, SetAcl
 from mailferry.plan.dav import principal_map
+from mailferry.plan.keywords import is_keyword
 from mailferry.verify.blockers import AREA, AccountFacts, AclItem, FolderName, Script, TargetNames, judge
 
 
@@ -95,8 +96,6 @@ def _mail(facts: AccountFacts, engine: Engine, job: AccountJob, seen: Mapping[st
     """Sizes and keywords from ``check``; the folder mapping (a dry run) and the target's naming;
     then the ACL engine's dry run against that mapping."""
     target = seen.get("target", {})
-    facts.sizes = seen.get("sizes")
-    facts.keywords = seen.get("keywords")
     facts.appendlimit = target.get("appendlimit")
     facts.permanent_flags = target.get("permanent_flags")
     run = AccountRun(engine, job, 0, AccountStats(job.source_user, job.target_user), dry_run=True)
@@ -111,6 +110,13 @@ def _mail(facts: AccountFacts, engine: Engine, job: AccountJob, seen: Mapping[st
         facts.folders = [FolderName(m.source, m.target, m.notes, m.rule) for m in mappings]
     finally:
         run.close()
+    by_folder: Mapping[str, list[tuple[int, tuple[str, ...]]]] | None = seen.get("by_folder")
+    if by_folder is not None:  # what check read of each folder; only the folders migrate carries count
+        carried = {name: xs for name, xs in by_folder.items() if any(m.source == name and m.target for m in mappings)}
+        facts.sizes = [size for xs in carried.values() for size, _ in xs]
+        kws = {name: {k for _, flags in xs for k in flags if is_keyword(k)} for name, xs in carried.items()}
+        facts.keywords = set().union(*kws.values())
+        facts.folder_keywords = {name: len(k) for name, k in kws.items()}
     facts.looked_at.update(
         messages=len(facts.sizes or ()), keywords=len(facts.keywords or ()), folders=len(facts.folders)
     )

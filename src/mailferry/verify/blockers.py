@@ -24,7 +24,7 @@ keywords the target folder can't store          warning   messages go without th
 (PERMANENTFLAGS without ``\\*``)                          (``keyword-dropped``)
 keywords over 50 bytes, target Dovecot or       warning   Dovecot refuses them by default
 unknown                                                   (``mail_max_keyword_length``): dropped
-more than 128 keywords, target Cyrus            warning   a Cyrus folder holds at most 128
+a folder with over 128 keywords, target Cyrus   warning   a Cyrus folder holds at most 128
 a folder name the target refuses (length,       blocked   CREATE fails: the account fails
 characters; see :func:`name_limits`)
 a name Dovecot refuses only if Maildir++        warning   the same, if so
@@ -56,7 +56,7 @@ Folder name limits (measured against the Dovecot 2.3.19 and Cyrus 3.6.1 of the t
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from mailferry.formats import mutf7
@@ -126,6 +126,7 @@ class AccountFacts:
     appendlimit: int | None = None
     max_size: int | None = None
     keywords: Collection[str] | None = None
+    folder_keywords: Mapping[str, int] | None = None  # source folder -> distinct keywords in it
     permanent_flags: Sequence[str] | None = None  # the target INBOX's (None: not known)
     target_product: str = ""
     folders: Sequence[FolderName] | None = None
@@ -250,17 +251,20 @@ def keywords(f: AccountFacts) -> list[Check]:
                     {"keywords": long, "limit": KEYWORD_LIMIT, "longest": longest},
                 )
             )
-    if product == "Cyrus IMAP" and len(kws) > CYRUS_KEYWORDS:
+    crowded = sorted(n for n, k in (f.folder_keywords or {}).items() if k > CYRUS_KEYWORDS)
+    if product == "Cyrus IMAP" and crowded:
+        most = max((f.folder_keywords or {}).values())
         out.append(
             Check(
                 AREA,
                 "keywords",
                 "warning",
-                f"the account uses {len(kws)} different keywords; a Cyrus folder holds at most {CYRUS_KEYWORDS}: "
-                "in a folder with more, the rest are dropped from its messages (finding 'keyword-dropped')",
+                f"{_plural(len(crowded), 'folder')} use more than {CYRUS_KEYWORDS} different keywords (up to {most}), "
+                f"the most a Cyrus folder holds: {_names(crowded)}; the keywords over that are dropped from their "
+                "messages (finding 'keyword-dropped')",
                 "remove keywords no longer used on the source before the migration",
                 f.account,
-                {"keywords": len(kws), "limit": CYRUS_KEYWORDS},
+                {"folders": crowded, "most": most, "limit": CYRUS_KEYWORDS},
             )
         )
     return out
