@@ -112,7 +112,8 @@ def _mail(facts: AccountFacts, engine: Engine, job: AccountJob, seen: Mapping[st
         run.close()
     by_folder: Mapping[str, list[tuple[int, tuple[str, ...]]]] | None = seen.get("by_folder")
     if by_folder is not None:  # what check read of each folder; only the folders migrate carries count
-        carried = {name: xs for name, xs in by_folder.items() if any(m.source == name and m.target for m in mappings)}
+        going = {m.source for m in mappings if m.target is not None}
+        carried = {name: xs for name, xs in by_folder.items() if name in going}
         facts.sizes = [size for xs in carried.values() for size, _ in xs]
         kws = {name: {k for _, flags in xs for k in flags if is_keyword(k)} for name, xs in carried.items()}
         facts.keywords = set().union(*kws.values())
