@@ -316,6 +316,7 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
     if not alive.server and js:
         alive.server = ImapStore.product(server_greeting(js[0].target.endpoint))
     js += [pj] if pj is not None else []
+    seen: dict[str, dict[str, Any]] = {}  # what the blockers area needs of each account, read once
 
     def one(job: AccountJob) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -369,6 +370,7 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
                     msgs = size = 0
                     sizes: list[int] = []
                     keywords: set[str] = set()
+                    by_folder: dict[str, list[tuple[int, tuple[str, ...]]]] = {}  # size and flags, for blockers
                     for f in folders:
                         if not f.selectable:
                             continue
@@ -377,8 +379,9 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
                             size += m.size
                             sizes.append(m.size)
                             keywords.update(x for x in m.flags if not x.startswith("\\"))
+                            by_folder.setdefault(f.name, []).append((m.size, m.flags))
                     side.update(messages=msgs, bytes=size)
-                    out["_sizes"], out["_keywords"] = sizes, keywords
+                    out["_sizes"], out["_keywords"], out["_by_folder"] = sizes, keywords, by_folder
                 elif job.scope is None:
                     side["permanent_flags"] = list(st.storable("INBOX") or ())
                 out[role] = side
@@ -419,6 +422,7 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
                     out["warnings"].append(f"the target lacks {cap}: slower and less exact bookkeeping")
         out.pop("_sizes", None)
         out.pop("_keywords", None)
+        seen[job.source_user] = {"by_folder": out.pop("_by_folder", None), "source": s, "target": t}
         out["ready"] = not out["problems"]
         out.setdefault("exit_code", int(ExitCode.FINDINGS) if out["problems"] or out["warnings"] else 0)
         return out
@@ -431,7 +435,7 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
     if "filters" in project.items:
         with _ledger_for_reading(project) as ro:
             _attach_filters(rows, _sieve(project, ro, accs, "check"))
-    org = readiness.org_checks(project, accs)
+    org = readiness.org_checks(project, accs, readiness.Context(seen=seen))
     for r in rows:  # an account is ready only when every part it moves is (its DAV and ManageSieve logins too)
         if r.get("ready") and any(r.get(part, {}).get("problems") for part in ("calendars", "filters")):
             r["ready"] = False

@@ -8,10 +8,11 @@ is reported as a blocked check of its area (with the error), never ending the re
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from mailferry.config.model import AccountConfig, Project
 from mailferry.errors import MailferryError
@@ -25,6 +26,7 @@ class Context:
     """What every gatherer may need besides the project: the clock (for expiry and pass ages)."""
 
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    seen: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # check's per-account facts (source user ->)
 
 
 Gatherer = Callable[[Project, Sequence[AccountConfig], Context], list[Check]]
@@ -33,7 +35,10 @@ Gatherer = Callable[[Project, Sequence[AccountConfig], Context], list[Check]]
 def _gatherers() -> list[tuple[str, Gatherer]]:
     # Imported here: each area pulls in its own connectors (DNS, SMTP, LDAP), which a project
     # that doesn't use them never needs to load.
+    from mailferry.engine import blockers
+
     out: list[tuple[str, Gatherer]] = []
+    out.append(("blockers", blockers.gather))
     return out
 
 
