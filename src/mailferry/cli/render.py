@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, TypeGuard
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -76,9 +77,10 @@ def areas(c: Any, data: dict[str, Any]) -> None:
         c.print(f"[bold]{area['area']}[/bold]: {_verdict(area['verdict'])}")
         for x in area["checks"]:
             who = f"{x['account']}: " if x.get("account") else ""
-            c.print(f"  {_STATUS_STYLE[x['status']]} {who}{x['subject']}: {x['what']}", highlight=False)
+            text = escape(f"{who}{x['subject']}: {x['what']}")
+            c.print(f"  {_STATUS_STYLE[x['status']]} {text}", highlight=False)
             if x.get("fix"):
-                c.print(f"      fix: {x['fix']}", highlight=False)
+                c.print(f"      fix: {escape(x['fix'])}", highlight=False)
     if "verdict" in data:
         c.print(f"verdict: {_verdict(data['verdict'])}")
 
