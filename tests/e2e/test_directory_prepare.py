@@ -1,0 +1,210 @@
+"""Directory preparation (ForestPrep/DomainPrep): the ``directory`` area of ``check`` and
+``directory prepare`` against a real slapd with cn=config, and what it can't do on Samba AD.
+
+The slapd target lacks the container (and its parent) and the attribute ``favouriteColour`` that
+``[directory.create]`` writes; ``[directory.create] objectClass`` names ``mailferryRecipient``, an
+auxiliary class the target doesn't know yet (prepare defines it, allowing the attribute).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from helpers import cli, write_project
+from ldap3 import BASE, Connection, Server
+
+from mailferry.errors import ExitCode
+from mailferry.sandbox.ldap_servers import Slapd
+
+CONTAINER = "ou=Migrated,ou=People,dc=tgt,dc=test"
+
+
+class ConfigSlapd(Slapd):
+    """A sandbox slapd whose cn=config the root DN of the data may manage (in memory: slapd.conf
+    stays as written, which is what a throw-away server needs)."""
+
+    def _prepare(self) -> None:
+        super()._prepare()
+        text = self.config_path.read_text()
+        config = f'database config\naccess to * by dn.exact="{self.root_dn}" manage by * none\n\n'
+        self.config_path.write_text(text.replace("database        mdb", config + "database        mdb", 1))
+
+
+def _block(src: Slapd, tgt: Slapd, container: str = CONTAINER) -> str:
+    os.environ["MF_PREP_SRC"] = src.root_pw
+    os.environ["MF_PREP_TGT"] = tgt.root_pw
+    return f"""
+[directory]
+target_container = "{container}"
+rules = ["smtp", "login"]
+confirm_mailboxes = false
+
+[directory.source]
+url = "ldap://127.0.0.1:{src.port}"
+bind_dn = "{src.root_dn}"
+password = "env:MF_PREP_SRC"
+dialect = "generic"
+bases = ["{src.users_dn}"]
+
+[directory.target]
+url = "ldap://127.0.0.1:{tgt.port}"
+bind_dn = "{tgt.root_dn}"
+password = "env:MF_PREP_TGT"
+dialect = "generic"
+bases = ["{tgt.suffix}"]
+
+[directory.create]
+objectClass = "top person organizationalPerson inetOrgPerson mailAlternateRecipient mailferryRecipient"
+favouriteColour = "blue"
+
+[directory.lock]
+employeeType = "locked"
+"""
+
+
+def _exists(server: Slapd, dn: str) -> bool:
+    c = Connection(Server("127.0.0.1", port=server.port), server.root_dn, server.root_pw, auto_bind=True)
+    ok = c.search(dn, "(objectClass=*)", search_scope=BASE, attributes=["1.1"])
+    found = bool(ok and c.response)
+    c.unbind()
+    return found
+
+
+def _area(data: dict[str, Any]) -> dict[str, Any]:
+    (area,) = [a for a in data["areas"] if a["area"] == "directory"]
+    return area
+
+
+def test_slapd_check_blocks_prepare_shows_then_applies_and_check_is_ready(
+    slapd_factory: Any, dovecot_factory: Any, tmp_path: Path
+) -> None:
+    src = slapd_factory(suffix="dc=src,dc=test", root_pw="srcpw")
+    src.add_ldif(
+        f"dn: cn=Carl Crow,{src.users_dn}\nobjectClass: inetOrgPerson\ncn: Carl Crow\nsn: Crow\nuid: carl\n"
+        "mail: carl@src.test\n"
+    )
+    tgt = ConfigSlapd.start(tmp_path / "tgt", suffix="dc=tgt,dc=test", root_pw="tgtpw")
+    try:
+        imap = dovecot_factory(style="slash", users={"x": "y"})
+        project = write_project(tmp_path / "p", imap, imap, ["x"], extra=_block(src, tgt))
+
+        # check: the directory area is blocked, each check with its fix.
+        r = cli("check", project, "--json")
+        area = _area(r.json())
+        assert area["verdict"] == "blocked", area
+        blocked = {c["subject"]: c for c in area["checks"] if c["status"] == "blocked"}
+        assert f"container {CONTAINER}" in blocked and "attribute" in blocked and "object class" in blocked
+        assert all("directory prepare" in c["fix"] and "--apply" in c["fix"] for c in blocked.values())
+        assert "favouriteColour" in blocked["attribute"]["what"]
+        assert r.code == ExitCode.CONFIG, r.out + r.err
+
+        # prepare without --apply: the LDIF, and nothing changed.
+        shown = cli("directory", "prepare", project, "--json")
+        assert shown.code == ExitCode.CONFIG, shown.out + shown.err
+        d = shown.json()
+        assert not d["applied"] and d["server"] == "openldap" and d["admin_ldif"] == ""
+        assert {(s["kind"], s["by"], s["state"]) for s in d["steps"]} == {
+            ("container", "mailferry", "to do"),
+            ("schema", "mailferry", "to do"),
+        }
+        ldif = d["ldif"]
+        assert "dn: ou=People,dc=tgt,dc=test" in ldif and f"dn: {CONTAINER}" in ldif
+        assert ldif.index("dn: ou=People") < ldif.index(f"dn: {CONTAINER}")  # the parent first
+        assert ",cn=schema,cn=config" in ldif and "olcSchemaConfig" in ldif
+        assert "NAME 'favouriteColour'" in ldif and "NAME 'mailferryRecipient'" in ldif and "AUXILIARY" in ldif
+        assert not _exists(tgt, "ou=People,dc=tgt,dc=test")
+        human = cli("directory", "prepare", project)
+        assert human.code == ExitCode.CONFIG and "--apply" in human.out and f"dn: {CONTAINER}" in human.out
+
+        # --apply: added, looked at again, nothing left.
+        done = cli("directory", "prepare", project, "--apply", "--json")
+        assert done.code == ExitCode.OK, done.out + done.err
+        dd = done.json()
+        assert {s["state"] for s in dd["steps"]} == {"done"} and dd["remaining"] == []
+        assert all(c["status"] == "ok" for c in dd["checks"]), dd["checks"]
+        assert _exists(tgt, CONTAINER)
+        again = cli("directory", "prepare", project, "--json")
+        assert again.code == ExitCode.OK and again.json()["steps"] == [] and again.json()["ldif"] == ""
+
+        r = cli("check", project, "--json")
+        area = _area(r.json())
+        assert area["verdict"] == "ready", area
+        assert r.code == ExitCode.OK, r.out + r.err
+        plan = cli("directory", "plan", project, "--json")
+        assert [p for p in plan.json()["preconditions"] if p["ok"] is False] == []
+        assert plan.code == ExitCode.OK, plan.out
+        created = cli("directory", "apply", project, "--json")
+        assert created.code == ExitCode.OK and created.json()["created"] == 1, created.out
+    finally:
+        tgt.stop()
+
+
+def test_slapd_without_cn_config_and_an_overlay_lock_marker_are_the_admins(
+    slapd_factory: Any, dovecot_factory: Any, tmp_path: Path
+) -> None:
+    src = slapd_factory(suffix="dc=src,dc=test", root_pw="srcpw")
+    tgt = slapd_factory(suffix="dc=tgt,dc=test", root_pw="tgtpw")  # cn=config not served
+    imap = dovecot_factory(style="slash", users={"x": "y"})
+    block = _block(src, tgt, container=tgt.users_dn).replace('employeeType = "locked"', 'pwdAccountLockedTime = "1"')
+    project = write_project(tmp_path / "p", imap, imap, ["x"], extra=block)
+    r = cli("directory", "prepare", project, "--apply", "--json")
+    assert r.code == ExitCode.CONFIG, r.out + r.err
+    d = r.json()
+    by = {s["kind"]: s for s in d["steps"]}
+    assert set(by) == {"schema", "lock marker"} and all(s["state"] == "admin" for s in d["steps"])
+    assert "ldapmodify -Y EXTERNAL" in by["schema"]["fix"] and "olcSchemaConfig" in d["admin_ldif"]
+    assert "ppolicy" in by["lock marker"]["fix"]
+    assert d["ldif"] == ""  # nothing mailferry could add itself
+
+    area = _area(cli("check", project, "--json").json())
+    lock = [c for c in area["checks"] if c["subject"] == "lock marker"]
+    assert lock and lock[0]["status"] == "blocked" and "ppolicy" in lock[0]["fix"]
+
+
+def test_samba_ad_schema_extension_is_shown_for_the_schema_admin(
+    samba_factory: Any, dovecot_factory: Any, tmp_path: Path
+) -> None:
+    from ldap_fixtures import SAMBA_TGT
+
+    tgt = samba_factory(**SAMBA_TGT)
+    container = f"OU=Migrated,{tgt.base_dn}"
+    os.environ["MF_PREP_AD"] = tgt.admin_password
+    block = f"""
+[directory]
+target_container = "{container}"
+rules = ["sid", "x500", "smtp", "login"]
+
+[directory.source]
+url = "ldap://{tgt.ip}"
+bind_dn = "{tgt.admin_dn}"
+password = "env:MF_PREP_AD"
+
+[directory.target]
+url = "ldap://{tgt.ip}"
+bind_dn = "{tgt.admin_dn}"
+password = "env:MF_PREP_AD"
+
+[directory.mail_attributes]
+mailferryFavouriteColour = "blue"
+"""
+    imap = dovecot_factory(style="slash", users={"x": "y"})
+    project = write_project(tmp_path / "p", imap, imap, ["x"], extra=block)
+    r = cli("directory", "prepare", project, "--apply", "--json")
+    assert r.code == ExitCode.CONFIG, r.out + r.err
+    d = r.json()
+    assert d["server"] == "ad"
+    by = {s["kind"]: s for s in d["steps"]}
+    assert by["container"]["state"] == "done"  # the administrator may create an OU: mailferry did
+    schema = by["schema"]
+    assert schema["by"] == "admin" and schema["state"] == "admin"
+    assert "Schema Admins" in schema["fix"] and "schema master" in schema["fix"] and "ldbmodify" in schema["fix"]
+    assert "attributeSchema" in d["admin_ldif"] and "lDAPDisplayName: mailferryFavouriteColour" in d["admin_ldif"]
+    assert "CN=Mail-Recipient,CN=Schema,CN=Configuration," in d["admin_ldif"]
+    assert [x["kind"] for x in d["remaining"]] == ["schema"]
+    c = Connection(Server(tgt.ip, port=389), tgt.admin_dn, tgt.admin_password, auto_bind=True)
+    assert c.search(container, "(objectClass=organizationalUnit)", search_scope=BASE, attributes=["1.1"])
+    c.search(f"CN=Schema,CN=Configuration,{tgt.base_dn}", "(lDAPDisplayName=mailferryFavouriteColour)")
+    assert c.response == [] or all(e.get("type") != "searchResEntry" for e in c.response)  # no schema change
+    c.unbind()
