@@ -1199,7 +1199,7 @@ def directory_prepare(project: Project, *, apply: bool = False) -> Result:
     from mailferry.engine import prepare
 
     result = prepare.run(directory_job(project, confirm=False), apply=apply, project_path=str(project.path))
-    data = {"command": "directory prepare", "applied": apply, **prepare.rows(result)}
+    data = {"command": "directory prepare", "applied": apply, **prepare.rows(result, str(project.path))}
     refused = any(o.state == "refused" for o in result.outcomes)
     code = int(ExitCode.CONFIG) if data["remaining"] or refused else 0
     data["checks"] = [c.as_dict() for c in prepare.checks(result.remaining, str(project.path))]

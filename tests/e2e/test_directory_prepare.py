@@ -208,3 +208,9 @@ mailferryFavouriteColour = "blue"
     c.search(f"CN=Schema,CN=Configuration,{tgt.base_dn}", "(lDAPDisplayName=mailferryFavouriteColour)")
     assert c.response == [] or all(e.get("type") != "searchResEntry" for e in c.response)  # no schema change
     c.unbind()
+
+    # The LDIF is what a Schema Admin can apply as it is (this throw-away DC allows schema updates).
+    tgt.modify_ldif(d["admin_ldif"])
+    after = cli("directory", "prepare", project, "--json")
+    assert after.code == ExitCode.OK and after.json()["steps"] == [], after.out
+    assert all(x["status"] == "ok" for x in after.json()["checks"]), after.json()["checks"]

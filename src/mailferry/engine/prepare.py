@@ -192,9 +192,13 @@ def _add(tgt: LdapDirectory, ldif: str) -> None:
         tgt.add(dn, attrs)
 
 
-def rows(result: PrepareResult) -> dict[str, Any]:
+def rows(result: PrepareResult, project_path: str = "PROJECT") -> dict[str, Any]:
     """The JSON-ready report (``directory prepare --json``)."""
     s = result.remaining
+
+    def fix(st: Step) -> str:
+        return st.fix.replace(" PROJECT ", f" {project_path} ")
+
     return {
         "server": s.facts.server,
         "dialect": s.facts.dialect,
@@ -206,7 +210,7 @@ def rows(result: PrepareResult) -> dict[str, Any]:
                 "by": o.step.by,
                 "state": o.state,
                 "what": o.step.what,
-                "fix": o.step.fix,
+                "fix": fix(o.step),
                 "ldif": o.step.ldif,
                 **({"message": o.message} if o.message else {}),
             }
@@ -215,7 +219,7 @@ def rows(result: PrepareResult) -> dict[str, Any]:
         "ldif": result.before.preparation.ldif,
         "admin_ldif": result.before.preparation.admin_ldif,
         "remaining": [
-            {"kind": st.kind, "subject": st.subject, "by": st.by, "what": st.what, "fix": st.fix}
+            {"kind": st.kind, "subject": st.subject, "by": st.by, "what": st.what, "fix": fix(st)}
             for st in s.preparation.steps
         ],
     }

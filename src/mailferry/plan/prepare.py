@@ -50,6 +50,7 @@ the name, so the same LDIF comes out on every run.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -202,16 +203,34 @@ def probe_plan(
 def check_preconditions_of(
     plan: DirectoryPlan, facts: TargetFacts, lock_marker: Mapping[str, str] | None
 ) -> list[Precondition]:
-    """The directory planner's own preconditions for ``plan`` against ``facts``."""
-    return check_preconditions(
-        plan,
-        dialect=facts.dialect,
-        target_container=facts.container,
-        container_exists=facts.container_exists,
-        child_classes=facts.child_classes if facts.container_exists else None,
-        schema=facts.schema,
-        lock_marker=lock_marker or None,
-    )
+    """The directory planner's own preconditions for ``plan`` (a :func:`probe_plan`) against
+    ``facts``: the schema's over every write, the rights only over the creations (the probe's
+    matched person is made up: the rights to change real entries are ``directory plan``'s), and
+    without the probe's counts ("1 users to create" says nothing of the real people)."""
+
+    def run(p: DirectoryPlan) -> list[Precondition]:
+        return check_preconditions(
+            p,
+            dialect=facts.dialect,
+            target_container=facts.container,
+            container_exists=facts.container_exists,
+            child_classes=facts.child_classes if facts.container_exists else None,
+            schema=facts.schema,
+            lock_marker=lock_marker or None,
+        )
+
+    rights = [p for p in run(DirectoryPlan(actions=list(_creates(plan)))) if p.check == "rights"]
+    out: list[Precondition] = []
+    for p in run(plan):
+        if p.check == "rights":
+            out += rights
+            rights = []
+        else:
+            out.append(Precondition(p.check, p.ok, _PROBE_COUNT.sub(r"\1", p.message)))
+    return out + rights
+
+
+_PROBE_COUNT = re.compile(r"\b1 (users to create|address additions|mail attribute changes)")
 
 
 # ------------------------------------------------------------------------------------- prepare
