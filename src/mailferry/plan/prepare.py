@@ -180,7 +180,7 @@ def probe_plan(
         login="probe2",
         mail="probe2@old.invalid",
         proxy_addresses=("SMTP:probe2@old.invalid", "smtp:probe2.old@old.invalid"),
-        attrs=names,
+        attrs={"cn": ("Probe Matched",), "givenName": ("Probe",), "sn": ("Matched",)},
     )
     there = Person(f"CN=matched probe,{target_container}", "user", login="matched", mail="matched@new.invalid")
     outcomes = [
