@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from helpers import cli, write_project
 from ldap3 import BASE, Connection, Server
 
@@ -141,6 +142,55 @@ def test_slapd_check_blocks_prepare_shows_then_applies_and_check_is_ready(
         tgt.stop()
 
 
+BROKEN = {
+    # item: (what the project file says differently, the blocked check's subject, words its fix must have)
+    "container": ({"container": "ou=Missing,dc=tgt,dc=test"}, "container ou=Missing,dc=tgt,dc=test",
+                  ["directory prepare", "--apply"]),
+    "attribute": ({"colour": True}, "attribute", ["directory prepare", "--apply"]),
+    "attribute, class not named": ({"colour": True, "aux": False}, "attribute",
+                                   ["directory prepare", "--apply", "add mailferryRecipient to [directory.create]"]),
+    "object class": ({"aux": True}, "object class", ["directory prepare", "--apply"]),
+    "lock marker": ({"lock": "pwdAccountLockedTime"}, "lock marker", ["ppolicy overlay"]),
+}  # fmt: skip
+
+
+def _variant(src: Slapd, tgt: Slapd, container: str = "", colour: bool = False, aux: bool = False,
+             lock: str = "") -> str:  # fmt: skip
+    text = _block(src, tgt, container=container or tgt.users_dn)
+    if not aux:
+        text = text.replace(" mailferryRecipient", "")
+    if not colour:
+        text = text.replace('favouriteColour = "blue"\n', "")
+    if lock:
+        text = text.replace('employeeType = "locked"', f'{lock} = "000001010000Z"')
+    return text
+
+
+@pytest.mark.parametrize("item", [None, *BROKEN])
+def test_each_broken_item_is_blocked_in_check_with_its_fix(
+    item: str | None, slapd_factory: Any, dovecot_factory: Any, tmp_path: Path
+) -> None:
+    src = slapd_factory(suffix="dc=src,dc=test", root_pw="srcpw")
+    tgt = ConfigSlapd.start(tmp_path / "tgt", suffix="dc=tgt,dc=test", root_pw="tgtpw")
+    try:
+        imap = dovecot_factory(style="slash", users={"x": "y"})
+        change, subject, words = BROKEN[item] if item else ({}, "", [])
+        project = write_project(tmp_path / "p", imap, imap, ["x"], extra=_variant(src, tgt, **change))
+        r = cli("check", project, "--json")
+        area = _area(r.json())
+        blocked = [c for c in area["checks"] if c["status"] == "blocked"]
+        if item is None:
+            assert area["verdict"] == "ready" and blocked == [], area
+            assert r.code == ExitCode.OK, r.out + r.err
+            return
+        assert area["verdict"] == "blocked" and [c["subject"] for c in blocked] == [subject], area
+        assert all(w in blocked[0]["fix"] for w in words), blocked[0]["fix"]
+        assert str(project) in blocked[0]["fix"] or "--apply" not in words
+        assert r.json()["verdict"] == "blocked" and r.code == ExitCode.CONFIG, r.out + r.err
+    finally:
+        tgt.stop()
+
+
 def test_slapd_without_cn_config_and_an_overlay_lock_marker_are_the_admins(
     slapd_factory: Any, dovecot_factory: Any, tmp_path: Path
 ) -> None:
@@ -214,3 +264,38 @@ mailferryFavouriteColour = "blue"
     after = cli("directory", "prepare", project, "--json")
     assert after.code == ExitCode.OK and after.json()["steps"] == [], after.out
     assert all(x["status"] == "ok" for x in after.json()["checks"]), after.json()["checks"]
+
+    # A plain domain user as the bind account: it may create nothing, and can't give itself the right.
+    import time
+
+    from test_directory_ad import _can_bind
+    from test_directory_ad_rules import _admin, _enable
+
+    reader = f"CN=Reader,CN=Users,{tgt.base_dn}"
+    a = _admin(tgt)
+    a.add(reader, ["user"], {"sAMAccountName": "reader"})
+    a.unbind()
+    _enable(tgt, reader, "Passw0rd!Rdr")
+    deadline = time.monotonic() + 10
+    while not _can_bind(tgt, reader, "Passw0rd!Rdr") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.environ["MF_PREP_RDR"] = "Passw0rd!Rdr"
+    limited = block.replace(
+        f'[directory.target]\nurl = "ldap://{tgt.ip}"\nbind_dn = "{tgt.admin_dn}"\npassword = "env:MF_PREP_AD"',
+        f'[directory.target]\nurl = "ldap://{tgt.ip}"\nbind_dn = "{reader}"\npassword = "env:MF_PREP_RDR"',
+    )
+    assert limited != block
+    project = write_project(tmp_path / "reader", imap, imap, ["x"], extra=limited)
+    r = cli("check", project, "--json")
+    area = _area(r.json())
+    (rights,) = [c for c in area["checks"] if c["status"] == "blocked"]
+    assert rights["subject"] == f"rights {container}" and "may not create user entries" in rights["what"]
+    assert "Delegate Control" in rights["fix"] and reader in rights["fix"]
+    assert r.code == ExitCode.CONFIG, r.out + r.err
+    other = write_project(tmp_path / "other", imap, imap, ["x"],
+                          extra=limited.replace(container, f"OU=Other,{tgt.base_dn}"))  # fmt: skip
+    p = cli("directory", "prepare", other, "--apply", "--json")
+    assert p.code == ExitCode.CONFIG, p.out + p.err
+    (step,) = p.json()["steps"]
+    assert (step["kind"], step["by"], step["state"]) == ("container", "admin", "admin")
+    assert "may not create organizationalUnit entries" in step["what"] and "OU=Other" in step["ldif"]
