@@ -33,12 +33,16 @@ class ConfigSlapd(Slapd):
         self.config_path.write_text(text.replace("database        mdb", config + "database        mdb", 1))
 
 
+def _toml(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def _block(src: Slapd, tgt: Slapd, container: str = CONTAINER) -> str:
     os.environ["MF_PREP_SRC"] = src.root_pw
     os.environ["MF_PREP_TGT"] = tgt.root_pw
     return f"""
 [directory]
-target_container = "{container}"
+target_container = "{_toml(container)}"
 rules = ["smtp", "login"]
 confirm_mailboxes = false
 
@@ -211,6 +215,28 @@ def test_slapd_without_cn_config_and_an_overlay_lock_marker_are_the_admins(
     area = _area(cli("check", project, "--json").json())
     lock = [c for c in area["checks"] if c["subject"] == "lock marker"]
     assert lock and lock[0]["status"] == "blocked" and "ppolicy" in lock[0]["fix"]
+
+
+def test_a_refusal_is_reported_and_nothing_else_is_claimed(slapd_factory: Any, dovecot_factory: Any,
+                                                          tmp_path: Path) -> None:  # fmt: skip
+    src = slapd_factory(suffix="dc=src,dc=test", root_pw="srcpw")
+    tgt = slapd_factory(suffix="dc=tgt,dc=test", root_pw="tgtpw")
+    # A bind account that may read but not write (slapd: access to * by * read).
+    tgt.add_ldif(f"dn: cn=reader,{tgt.suffix}\nobjectClass: person\ncn: reader\nsn: reader\nuserPassword: readerpw\n")
+    imap = dovecot_factory(style="slash", users={"x": "y"})
+    block = _variant(src, tgt, container="ou=Sales\\, EMEA,dc=tgt,dc=test").replace(
+        f'bind_dn = "{tgt.root_dn}"\npassword = "env:MF_PREP_TGT"',
+        f'bind_dn = "cn=reader,{tgt.suffix}"\npassword = "env:MF_PREP_RDR"',
+    )
+    os.environ["MF_PREP_RDR"] = "readerpw"
+    project = write_project(tmp_path / "p", imap, imap, ["x"], extra=block)
+    r = cli("directory", "prepare", project, "--apply", "--json")
+    assert r.code == ExitCode.CONFIG, r.out + r.err
+    (step,) = r.json()["steps"]
+    assert (step["kind"], step["state"]) == ("container", "refused") and "insufficientAccessRights" in step["message"]
+    assert "ou: Sales, EMEA" in step["ldif"]  # the escaped comma is the value's own
+    assert [x["kind"] for x in r.json()["remaining"]] == ["container"]
+    assert not _exists(tgt, "ou=Sales\\, EMEA,dc=tgt,dc=test")
 
 
 def test_samba_ad_schema_extension_is_shown_for_the_schema_admin(

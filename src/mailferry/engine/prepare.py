@@ -46,7 +46,12 @@ def survey(job: DirectoryJob, tgt: LdapDirectory) -> TargetFacts:
     dn = job.target_container
     stop = dn_key(tgt.naming_context) if tgt.naming_context else ""
     while dn:
-        info = tgt.container(dn)
+        try:
+            info = tgt.container(dn)
+        except DirectoryRefused:  # outside the server's naming contexts (AD answers with a referral)
+            chain.append((dn, False))
+            dn = parent_dn(dn)
+            continue
         chain.append((dn, info.exists))
         if info.exists:
             child = info.child_classes

@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mailferry.formats.ldap_schema import Schema
-from mailferry.formats.ldif import dn_key
+from mailferry.formats.ldif import dn_key, entry_to_ldif, parent_dn
 from mailferry.model.directory import Person
 from mailferry.plan.directory import (
     AddAddresses,
@@ -284,11 +284,18 @@ def prepare(plan: DirectoryPlan, facts: TargetFacts, lock_marker: Mapping[str, s
 
 
 def _ou_ldif(dn: str, server: Server) -> str:
-    value = dn.split(",", 1)[0].split("=", 1)[1].strip()
-    classes = (
-        "objectClass: top\nobjectClass: organizationalUnit\n" if server == "ad" else "objectClass: organizationalUnit\n"
-    )
-    return f"dn: {dn}\nchangetype: add\n{classes}ou: {value}\n"
+    """An ``changetype: add`` record of the organizationalUnit ``dn`` (its first RDN ``ou=``)."""
+    parent = parent_dn(dn)
+    first = dn[: len(dn) - len(parent)].rstrip().rstrip(",") if parent else dn
+    value = re.sub(r"\\([0-9a-fA-F]{2})|\\(.)", _unescape, first.split("=", 1)[1].strip())
+    classes = ["top", "organizationalUnit"] if server == "ad" else ["organizationalUnit"]
+    lines = entry_to_ldif(dn, {"objectClass": classes, "ou": [value]}).splitlines(keepends=True)
+    at = next((i for i, line in enumerate(lines) if i and not line.startswith(" ")), len(lines))
+    return "".join(lines[:at]) + "changetype: add\n" + "".join(lines[at:]).rstrip("\n") + "\n"
+
+
+def _unescape(m: re.Match[str]) -> str:
+    return chr(int(m.group(1), 16)) if m.group(1) else m.group(2)
 
 
 def _structural(classes: Sequence[str], facts: TargetFacts) -> str:
