@@ -173,6 +173,20 @@ def test_ad_schema_extension_is_the_schema_admins_and_goes_to_mail_recipient() -
     assert "dn: CN=notes," not in step.ldif
     assert "mayContain: favouriteColour\nmayContain: notes\n" in step.ldif
     assert step.ldif.count("schemaUpdateNow: 1") == 2
+    assert "PrepareSchema" not in step.fix
+
+
+def test_an_exchange_attribute_is_left_to_exchanges_own_schema_preparation() -> None:
+    plan = probe_plan(
+        dialect="ad",
+        target_container=OU,
+        create_template={},
+        lock_marker=None,
+        mail_attrs_template={"msExchHomeServerName": "/o=New"},
+        alias_attribute="proxyAddresses",
+    )
+    (step,) = prepare(plan, facts(ad_schema(), server="ad", dialect="ad", child=["user"])).steps
+    assert "msExchHomeServerName belongs to Exchange's schema" in step.fix and "/PrepareSchema" in step.fix
 
 
 _NAME = st.from_regex(r"[a-z][a-zA-Z0-9]{2,15}", fullmatch=True)

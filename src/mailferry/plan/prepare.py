@@ -550,10 +550,17 @@ def _ad_schema_step(
     fix = (
         "an Active Directory schema extension: mailferry does not make it (it needs the schema master and a member "
         "of Schema Admins, and can't be undone: schema objects can only be made defunct). A Schema Admin applies "
-        "the LDIF shown on the schema master: ldapmodify -H ldap://<schema master> -D <Schema Admin> -W -f "
-        "schema.ldif (Samba: ldbmodify -H /var/lib/samba/private/sam.ldb --option='dsdb:schema update allowed=true' "
-        "schema.ldif); test it in a lab forest first"
+        "the LDIF shown on the schema master (netdom query fsmo / samba-tool fsmo show names it): ldapmodify -H "
+        "ldap://<schema master> -D <Schema Admin> -W -f schema.ldif; on Samba, with 'dsdb:schema update allowed = "
+        "yes' in smb.conf (or ldbmodify -H /var/lib/samba/private/sam.ldb --option='dsdb:schema update "
+        "allowed=true' schema.ldif); test it in a lab forest first"
     )
+    products = [n for n in undefined if n.lower().startswith("msexch")]
+    if products:
+        fix += (
+            f"; {', '.join(products)} belong{'s' if len(products) == 1 else ''} to Exchange's schema: extend it with "
+            "Exchange's own setup (/PrepareSchema) instead, so that the OIDs are Exchange's"
+        )
     if not may:
         fix = "remove the unknown object classes from [directory.create] objectClass in the project file"
     return Step("schema", "Active Directory schema", "admin", what, fix, ldif)
