@@ -146,7 +146,7 @@ def gather(project: Project, accounts: Sequence[AccountConfig], ctx: Context) ->
 
 
 @dataclass(slots=True)
-class Outcome:
+class StepOutcome:
     step: Step
     state: str  # "done", "refused", "admin", "to do"
     message: str = ""
@@ -156,7 +156,7 @@ class Outcome:
 class PrepareResult:
     before: Survey
     after: Survey | None = None
-    outcomes: list[Outcome] = field(default_factory=list)
+    outcomes: list[StepOutcome] = field(default_factory=list)
 
     @property
     def remaining(self) -> Survey:
@@ -171,15 +171,15 @@ def run(job: DirectoryJob, *, apply: bool, project_path: str = "PROJECT") -> Pre
         result = PrepareResult(before)
         for st in before.preparation.steps:
             if st.by == "admin":
-                result.outcomes.append(Outcome(st, "admin"))
+                result.outcomes.append(StepOutcome(st, "admin"))
             elif not apply:
-                result.outcomes.append(Outcome(st, "to do"))
+                result.outcomes.append(StepOutcome(st, "to do"))
             else:
                 try:
                     _add(tgt, st.ldif)
-                    result.outcomes.append(Outcome(st, "done"))
+                    result.outcomes.append(StepOutcome(st, "done"))
                 except DirectoryRefused as e:
-                    result.outcomes.append(Outcome(st, "refused", f"{e} ({e.hint})" if e.hint else str(e)))
+                    result.outcomes.append(StepOutcome(st, "refused", f"{e} ({e.hint})" if e.hint else str(e)))
         if apply and before.preparation.mine:
             tgt.close()
             tgt = open_directory(job.target, readonly=True, label="target directory")  # a fresh schema
