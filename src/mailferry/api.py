@@ -1192,6 +1192,21 @@ def directory_apply(project: Project, reporter: Any = None) -> Result:
         ledger.close()
 
 
+def directory_prepare(project: Project, *, apply: bool = False) -> Result:
+    """What the target directory lacks for the directory plan (containers, schema, rights), as LDIF;
+    with ``apply``, what mailferry may add is added, then the target is looked at again. Exit code
+    0 when nothing is left to add, 78 when something is (for the admin, or until ``--apply``)."""
+    from mailferry.engine import prepare
+
+    result = prepare.run(directory_job(project, confirm=False), apply=apply, project_path=str(project.path))
+    data = {"command": "directory prepare", "applied": apply, **prepare.rows(result, str(project.path))}
+    refused = any(o.state == "refused" for o in result.outcomes)
+    code = int(ExitCode.CONFIG) if data["remaining"] or refused else 0
+    data["checks"] = [c.as_dict() for c in prepare.checks(result.remaining, str(project.path))]
+    data["exit_code"] = code
+    return Result(data, code)
+
+
 def directory_restore(project: Project, contact: str | None = None) -> Result:
     """Put merged contacts back from the ledger (all, or ``contact``), undoing what each merge
     gave its user. The restored entries' LDIF is also written beside the report."""

@@ -287,6 +287,24 @@ def directory_apply(project: ProjectArg, as_json: JsonOpt = False) -> None:
     raise Exit(r.exit_code)
 
 
+@directory_app.command("prepare")
+def directory_prepare(
+    project: ProjectArg,
+    as_json: JsonOpt = False,
+    apply: Annotated[bool, typer.Option("--apply", help="add what mailferry may add (shown first without it)")] = False,
+) -> None:
+    """What the target directory lacks for the directory plan (containers, schema, the right to
+    create users), shown as LDIF; with --apply, mailferry adds what it may (containers; OpenLDAP
+    schema under cn=config) and looks again. It says what only the admin can do (an AD schema
+    extension, rights). Exit code 0 when the target is prepared, 78 while something is missing."""
+    from mailferry import api
+    from mailferry.cli import render
+
+    r = api.directory_prepare(_load(project), apply=apply)
+    _emit(r.data, as_json, render.directory_prepare)
+    raise Exit(r.exit_code)
+
+
 @directory_app.command("restore")
 def directory_restore(
     project: ProjectArg,

@@ -398,6 +398,35 @@ def directory_restore(data: dict[str, Any]) -> None:
         c.print(f"their LDIF: {data['ldif']}", markup=False)
 
 
+def directory_prepare(data: dict[str, Any]) -> None:
+    """The LDIF first (what mailferry adds, then what the admin must), then each step with who
+    takes it and its state, then the directory checks as ``check`` shows them."""
+    c = _console()
+    if data["ldif"]:
+        done = "added" if data["applied"] else "would add (run with --apply)"
+        c.print(f"[bold]LDIF mailferry {done}:[/bold]")
+        c.print(data["ldif"], markup=False, highlight=False)
+    if data["admin_ldif"]:
+        c.print("[bold]LDIF for the directory admin (mailferry does not apply it):[/bold]")
+        c.print(data["admin_ldif"], markup=False, highlight=False)
+    if not data["steps"]:
+        c.print(f"the target directory has what the directory plan needs in {data['target_container']}", markup=False)
+    for st in data["steps"]:
+        style = {"done": "green", "to do": "yellow", "admin": "red", "refused": "red"}.get(st["state"], "red")
+        c.print(f"[{style}]{st['state']}[/{style}] {escape(st['kind'])} {escape(st['subject'])}: ", end="")
+        c.print(st["what"], markup=False, highlight=False)
+        if st["state"] in ("admin", "refused", "to do"):
+            c.print(f"    fix: {st['fix']}", markup=False, highlight=False)
+        if st.get("message"):
+            c.print(f"    {st['message']}", markup=False, highlight=False)
+    areas(c, {"areas": [{"area": "directory", "verdict": _worst(data["checks"]), "checks": data["checks"]}]})
+
+
+def _worst(checks: list[dict[str, Any]]) -> str:
+    statuses = {x["status"] for x in checks}
+    return "blocked" if "blocked" in statuses else "ready with warnings" if "warning" in statuses else "ready"
+
+
 # -- folder permissions (IMAP ACL) -----------------------------------------------------------------
 
 

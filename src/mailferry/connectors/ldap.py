@@ -447,6 +447,19 @@ class LdapDirectory:
         features = [str(f[0]) for f in (info.supported_features or [])] if info is not None else []
         return "1.2.840.113556.1.4.800" in features  # LDAP_CAP_ACTIVE_DIRECTORY_OID (supportedCapabilities)
 
+    @property
+    def is_active_directory(self) -> bool:
+        """Whether the server is Active Directory (or Samba AD)."""
+        return self._has_effective_rights()
+
+    @property
+    def is_openldap(self) -> bool:
+        """Whether the server is OpenLDAP: its root DSE is an OpenLDAProotDSE."""
+        info = self._c.server.info
+        other = info.other if info is not None and info.other else {}
+        classes = {str(c).lower() for c in other.get("objectClass", ()) or ()}
+        return "openldaprootdse" in classes or bool(other.get("configContext"))
+
     def schema(self) -> Schema | None:
         """The server's schema from its subschema subentry (RFC 4512 §4.2), None if unreadable."""
         ok = self._c.search("", "(objectClass=*)", search_scope=BASE, attributes=["subschemaSubentry"])
