@@ -58,7 +58,7 @@ def test_keywords_over_the_targets_limit_cost_the_keyword_never_the_message(dove
         refusals = proxy.transcript("down").count(b"Keyword length too long")
         assert r.code == ExitCode.FINDINGS, r.out + r.err
         data = r.json()
-        assert data["refused"] == 0 and data["copied"] == 50
+        assert data["refused"] == 0 and data["copied"] == 50, r.out
         # Every message is on the target, byte for byte, with every keyword but the long ones.
         held = holdings(tgt, "alice", "alicepw")
         kept = [tuple(sorted(k.encode() for k in f if k not in long)) for f in flags]
