@@ -100,3 +100,21 @@ def cyrus_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
     yield make
     for server in started:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def dns_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Any]]:
+    """``make(records, zones) -> DnsServer``: a real dnsmasq on 127.0.0.1 answering only ``records``
+    (``(name, type, value)``) for ``zones``; ``server.set_records(...)`` changes them. Stopped at the end."""
+    from mailferry.sandbox.dns import DnsServer
+
+    started: list[DnsServer] = []
+
+    def make(records: Any, zones: Any) -> DnsServer:
+        server = DnsServer.start(records, zones, tmp_path_factory.mktemp("dns"))
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()

@@ -27,6 +27,23 @@ Verdict = Literal["ready", "ready with warnings", "blocked"]
 READINESS_AREAS = ("services", "names", "certificates", "network", "directory", "blockers")
 CUTOVER_AREAS = ("dns", "data", "progress", "offline")
 
+AnswerStatus = Literal["ok", "nxdomain", "nodata", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One question's answer. ``records`` in presentation form without the trailing dot of
+    names: MX ``"10 mail.example"``, SRV ``"0 1 993 mail.example"``, TXT the joined strings,
+    A ``"192.0.2.1"``, CNAME ``"mail.example"``. ``status``: ``ok`` (records), ``nxdomain`` (no
+    such name), ``nodata`` (the name has no records of that type), ``error`` (no answer: ``error``)."""
+
+    name: str
+    rtype: str
+    status: AnswerStatus
+    records: tuple[str, ...] = ()
+    error: str = ""
+
+
 _RANK: Mapping[str, int] = {"ok": 0, "warning": 1, "blocked": 2}
 _VERDICT: Mapping[int, Verdict] = {0: "ready", 1: "ready with warnings", 2: "blocked"}
 

@@ -1,0 +1,107 @@
+"""The ``names`` and ``network`` areas of ``check`` and the ``dns`` area of ``cutover check``:
+asks DNS (connectors.dns) and judges the answers (verify.names); opens one TCP connection to each
+configured server and times it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+from mailferry.config.model import AccountConfig, Project
+from mailferry.connectors.dns import Reach, Resolver, tcp_reach
+from mailferry.engine.readiness import Context
+from mailferry.model.readiness import Check
+from mailferry.verify import names as judge
+
+SLOW_MS = 500.0
+
+
+def _names(project: Project) -> judge.Names:
+    org = project.organization
+    src, tgt = project.source, project.target
+    src_hosts = [src.host] + [s.host for s in (src.sieve, src.submission) if s] + _dav_host(src.dav)
+    tgt_hosts = [tgt.host] + [s.host for s in (tgt.sieve, tgt.submission) if s] + _dav_host(tgt.dav)
+    return judge.Names(
+        domains=org.domains,
+        target=judge.known_names(org.target_names, tgt_hosts),
+        source=judge.known_names(org.source_names, src_hosts),
+        dkim_selectors=org.dkim_selectors,
+        dav=bool({"calendars", "contacts"} & set(project.items)),
+    )
+
+
+def _dav_host(dav: object) -> list[str]:
+    url = getattr(dav, "url", None)
+    return [urlsplit(url).hostname or ""] if url else []
+
+
+def names_checks(project: Project, accounts: Sequence[AccountConfig], ctx: Context) -> list[Check]:
+    if not project.organization.domains:
+        return []
+    resolver = Resolver(project.organization.resolver)
+    return judge.readiness(_names(project), resolver.query)
+
+
+def cutover_dns_checks(project: Project, accounts: Sequence[AccountConfig], ctx: Context) -> list[Check]:
+    if not project.organization.domains:
+        return [
+            Check(
+                "dns",
+                "[organization] domains",
+                "warning",
+                "no mail domain is named, so DNS was not looked at",
+                'name the mail domains in [organization] domains = ["example.org"]',
+            )
+        ]
+    resolver = Resolver(project.organization.resolver)
+    return judge.cutover(_names(project), resolver.query)
+
+
+def endpoints(project: Project) -> list[tuple[str, str, str, int]]:
+    """(role, service, host, port) of every server the project names."""
+    out: list[tuple[str, str, str, int]] = []
+    for role, s in (("source", project.source), ("target", project.target)):
+        out.append((role, "IMAP", s.host, s.port))
+        if s.dav is not None:
+            parts = urlsplit(s.dav.url)
+            out.append((role, "DAV", parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)))
+        if s.sieve is not None:
+            out.append((role, "ManageSieve", s.sieve.host, s.sieve.port))
+        if s.submission is not None:
+            out.append((role, "submission", s.submission.host, s.submission.port))
+    if project.directory is not None:
+        for role, ldap in (("source", project.directory.source), ("target", project.directory.target)):
+            out.append((role, "LDAP", ldap.host, ldap.port))
+    return list(dict.fromkeys(out))
+
+
+def network_checks(project: Project, accounts: Sequence[AccountConfig], ctx: Context) -> list[Check]:
+    eps = endpoints(project)
+    with ThreadPoolExecutor(max_workers=min(8, len(eps) or 1)) as pool:
+        reaches: list[Reach] = list(pool.map(lambda e: tcp_reach(e[2], e[3]), eps))
+    out: list[Check] = []
+    for (role, service, host, port), r in zip(eps, reaches, strict=True):
+        subject = f"{role} {service} {host}:{port}"
+        if not r.ok:
+            what = f"the {role}'s {service} service can't be reached ({r.error}): " + (
+                "nothing can be written there" if role == "target" else "nothing can be read from it"
+            )
+            fix = f"start the service, or open the way from this machine to {host}:{port} (firewall, routing)"
+            out.append(Check("network", subject, "blocked", what, fix, exit_code=75))
+        elif r.rtt_ms is not None and r.rtt_ms > SLOW_MS:
+            out.append(
+                Check(
+                    "network",
+                    subject,
+                    "warning",
+                    f"{r.rtt_ms:.0f} ms to connect: every command waits that long, the migration will be slow",
+                    "run mailferry nearer the servers (same network), or raise accounts_in_parallel",
+                    facts={"rtt_ms": r.rtt_ms},
+                )
+            )
+        else:
+            out.append(
+                Check("network", subject, "ok", f"reachable, {r.rtt_ms} ms to connect", facts={"rtt_ms": r.rtt_ms})
+            )
+    return out
