@@ -1611,3 +1611,45 @@ def _dav_check(engine: Any, job: Any) -> dict[str, Any]:
     if not out["exit_code"] and (out["problems"] or out["warnings"]):
         out["exit_code"] = int(ExitCode.FINDINGS)
     return out
+
+
+# -- cut-over -----------------------------------------------------------------------------------
+
+
+def cutover_check(project: Project, names: Sequence[str] | None = None, *, simulate_offline: bool = False) -> Result:
+    """What still depends on the source (engine.cutover); with ``simulate_offline`` the source is
+    refused to this process and the target's own checks run alone."""
+    from mailferry.engine import cutover
+    from mailferry.model.readiness import CUTOVER_AREAS
+
+    accs = [a for a in select_accounts(project, names)]
+    mail = jobs(project, accs) if "mail" in project.items else []
+    dav = _dav_jobs(project, accs) if _dav_types(project) else []
+    sieve = _sieve_jobs(project, accs) if "filters" in project.items else []
+    with _ledger_for_reading(project) as ledger:
+        checks = cutover.gather(project, ledger, mail, dav, sieve, simulate_offline=simulate_offline)
+    areas = summary(checks, CUTOVER_AREAS)
+    code = readiness_exit_code(checks)
+    data = {
+        "command": "cutover check",
+        "simulate_offline": simulate_offline,
+        "verdict": areas["verdict"],
+        "areas": areas["areas"],
+        "exit_code": code,
+    }
+    return Result(data, code)
+
+
+def cutover_ack(project: Project, account: str, kind: str) -> Result:
+    """Record that the admin acknowledged ``account``'s findings of ``kind`` (ledger settings, kind "ack")."""
+    from mailferry.engine.cutover import ACK
+    from mailferry.state.ledger import SettingRecord
+
+    if account not in {a.source_user for a in project.accounts}:
+        raise UsageError(f"no account {account!r} in the project", hint="name a source account of the accounts CSV")
+    ledger = open_ledger(project)
+    try:
+        ledger.record_setting(SettingRecord(account, ACK, kind, _now(), "", "set", 0))
+    finally:
+        ledger.close()
+    return Result({"command": "cutover ack", "account": account, "kind": kind, "exit_code": 0}, 0)

@@ -305,6 +305,57 @@ def directory_prepare(
     raise Exit(r.exit_code)
 
 
+cutover_app = typer.Typer(
+    help="Before and after switching the source off: what still depends on the old servers.",
+    no_args_is_help=True,
+)
+app.add_typer(cutover_app, name="cutover")
+
+
+@cutover_app.command("check")
+def cutover_check(
+    project: ProjectArg,
+    account: AccountOpt = None,
+    batch: BatchOpt = None,
+    as_json: JsonOpt = False,
+    simulate_offline: Annotated[
+        bool,
+        typer.Option(
+            "--simulate-offline",
+            help="refuse mailferry's own connections to the source and prove the target stands alone",
+        ),
+    ] = False,
+) -> None:
+    """Every dependency on the source that remains, each with what breaks and the fix: DNS (MX,
+    SRV, autoconfig still at the source), data on the target naming the old server or old
+    addresses (calendar links, Sieve redirects, vCards, unmapped permissions), progress (accounts
+    not migrated, findings not resolved or acknowledged, passes older than the window). Exit code 0
+    unless something is blocked."""
+    from mailferry import api
+    from mailferry.cli import render
+
+    proj = _load(project)
+    r = api.cutover_check(proj, _accounts(proj, account, batch), simulate_offline=simulate_offline)
+    _emit(r.data, as_json, render.cutover_check)
+    raise Exit(r.exit_code)
+
+
+@cutover_app.command("ack")
+def cutover_ack(
+    project: ProjectArg,
+    account: Annotated[str, typer.Option("--account", "-a", help="the source account")],
+    kind: Annotated[str, typer.Option("--kind", help="the finding kind, as the report names it")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Acknowledge an account's findings of one kind: 'cutover check' no longer counts them (the
+    report still lists them). Recorded in the ledger."""
+    from mailferry import api
+
+    r = api.cutover_ack(_load(project), account, kind)
+    _emit(r.data, as_json, lambda d: typer.echo(f"acknowledged: {d['account']}: {d['kind']}"))
+    raise Exit(r.exit_code)
+
+
 @directory_app.command("restore")
 def directory_restore(
     project: ProjectArg,

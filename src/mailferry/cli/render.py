@@ -623,3 +623,10 @@ def _filters_plan(c: Console, f: dict[str, Any] | None) -> None:
         c.print(f"  filter {p['script']!r}: {p['action']} ({p['reason']}){words}")
         if p.get("diff"):
             c.print(p["diff"], markup=False, highlight=False, end="")
+
+
+def cutover_check(data: dict[str, Any]) -> None:
+    c = _console()
+    if data.get("simulate_offline"):
+        c.print("mailferry refused itself every connection to the source for this check")
+    areas(c, data)
