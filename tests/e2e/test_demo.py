@@ -22,6 +22,11 @@ def test_the_demo_finishes_clean_and_the_target_answers_alone(tmp_path: Path, mo
     assert "bob on the target, shared/alice: rights lrs" in text
     assert "dave on the target, Public/Team: rights ilrsw" in text
     assert "out-of-office reply, sent by the target" in text
+    # Readiness and cut-over: the MX still at the old server is a warning before, a blocker at
+    # cut-over; switched, with the source servers off, the target stands alone.
+    assert "names: ready with warnings" in text and "still leads to the source (mail.old.example)" in text
+    assert "dns: BLOCKED" in text and "offline: ready" in text and "bob opens alice's INBOX" in text
+    assert text.count("verdict: ready") == 1  # the last cut-over check, with the source switched off
     reports = sorted((tmp_path / "demo").rglob("migrate-*.json"))
     second = json.loads(reports[-1].read_text())
     assert second["copied"] == 0 and second["exit_code"] == 0, second

@@ -65,6 +65,10 @@ class DemoOrg:
         self.tgt = dovecot("target-server", "slash", True)
         self.dav_src = RadicaleServer.start(workdir / "source-dav", users=USERS)
         self.dav_tgt = RadicaleServer.start(workdir / "target-dav", users=USERS)
+        from mailferry.sandbox.dns import DnsServer
+
+        (workdir / "dns").mkdir()
+        self.dns = DnsServer.start(zone(cut_over=False), ["new.example", "old.example"], workdir / "dns")
         try:
             src, tgt, dav_src, dav_tgt = self.src, self.tgt, self.dav_src, self.dav_tgt
             c.print(f"source: Dovecot on 127.0.0.1:{src.port} (INBOX. prefix, '.' separator, no SPECIAL-USE)")
@@ -85,6 +89,10 @@ class DemoOrg:
                 f"({', '.join(f'{n} {k}' for k, n in shared.items())})"
             )
             c.print(f"calendars: Radicale on {dav_src.url} -> Radicale on {dav_tgt.url}")
+            c.print(
+                f"DNS: dnsmasq on {self.dns.address} for new.example (MX still at mail.old.example, as before "
+                "cut-over; SRV, autoconfig, SPF, DKIM and DMARC for the new server)"
+            )
             c.rule("3. mailferry init")
             (workdir / "accounts.csv").write_text(
                 "source_user,target_user\n" + "".join(f"{u},{u}\n" for u in USERS), encoding="utf-8"
@@ -115,7 +123,10 @@ class DemoOrg:
                 + f'\n[target.sieve]\nurl = "sieve://127.0.0.1:{tgt.sieve_port}"\nsecurity = "none"\n'
                 # A Dovecot master user logs in for a user, never as itself: the public folders
                 # are read and written as their publisher.
-                + f'\n[public]\nsource_user = "{org_sample.PUBLISHER[0]}"\ntarget_user = "{org_sample.PUBLISHER[0]}"\n',
+                + f'\n[public]\nsource_user = "{org_sample.PUBLISHER[0]}"\ntarget_user = "{org_sample.PUBLISHER[0]}"\n'
+                + f'\n[organization]\ndomains = ["new.example"]\nresolver = "{self.dns.address}"\n'
+                + 'source_names = ["mail.old.example"]\ntarget_names = ["mail.new.example"]\n'
+                + 'dkim_selectors = ["mail"]\n',
                 encoding="utf-8",
             )
             c.print(f"wrote {self.project_path}")
@@ -164,11 +175,35 @@ class DemoOrg:
             c.print("[red]no out-of-office reply from the target[/red]")
         return ok
 
+    def switch_off_source(self) -> None:
+        self.src.close()
+        self.dav_src.close()
+
     def stop(self) -> None:
         self.src.close()
         self.tgt.close()
         self.dav_src.close()
         self.dav_tgt.close()
+        self.dns.stop()
+
+
+def zone(*, cut_over: bool) -> list[tuple[str, str, str]]:
+    """The demo's DNS: new.example's records; its MX leads to the old server until cut-over."""
+    d = "new.example"
+    return [
+        ("mail.new.example", "A", "127.0.0.1"),
+        ("mail.old.example", "A", "127.0.0.2"),
+        (d, "MX", f"10 mail.{'new' if cut_over else 'old'}.example"),
+        (f"_imaps._tcp.{d}", "SRV", "0 1 993 mail.new.example"),
+        (f"_submission._tcp.{d}", "SRV", "0 1 587 mail.new.example"),
+        (f"_caldavs._tcp.{d}", "SRV", "0 1 443 mail.new.example"),
+        (f"_carddavs._tcp.{d}", "SRV", "0 1 443 mail.new.example"),
+        (f"autoconfig.{d}", "CNAME", "mail.new.example"),
+        (f"autodiscover.{d}", "CNAME", "mail.new.example"),
+        (d, "TXT", "v=spf1 mx -all"),
+        (f"_dmarc.{d}", "TXT", "v=DMARC1; p=quarantine"),
+        (f"mail._domainkey.{d}", "TXT", "v=DKIM1; k=rsa; p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA"),
+    ]
 
 
 def run_demo(workdir: Path) -> int:
@@ -200,7 +235,16 @@ def run_demo(workdir: Path) -> int:
         render.report(api.report(project).data)
         c.rule("10. the target on its own: sharing and the out-of-office reply")
         answers = org.target_answers(c)
-        ok = v.data["clean"] and r2.data["copied"] == 0 and r2.data["calendars"]["copied"] == 0 and answers
+        c.rule("11. mailferry cutover check: what still depends on the old server")
+        before = api.cutover_check(project)
+        render.cutover_check(before.data)
+        c.rule("12. switch the MX to the new server, switch the old servers off, cutover check --simulate-offline")
+        org.dns.set_records(zone(cut_over=True))
+        org.switch_off_source()
+        after = api.cutover_check(project, simulate_offline=True)
+        render.cutover_check(after.data)
+        alone = after.exit_code == 0 and before.exit_code != 0
+        ok = v.data["clean"] and r2.data["copied"] == 0 and r2.data["calendars"]["copied"] == 0 and answers and alone
         c.print(f"\nproject, ledger and reports are in {org.workdir}")
         c.print("demo finished: " + ("verification CLEAN" if ok else "PROBLEMS (see above)"))
         return 0 if ok else 1

@@ -250,5 +250,5 @@ def progress_checks(
                 )
             )
         if not any(c.account == account for c in out):
-            out.append(Check("progress", "migrated", "ok", f"migrated; last pass {last}", account=account))
+            out.append(Check("progress", "migrated", "ok", f"last pass {last}", account=account))
     return out
