@@ -26,8 +26,13 @@ class Resolver:
     """Asks ``server`` (host, port), or the system's resolver when None; ``timeout`` seconds a question."""
 
     def __init__(self, server: tuple[str, int] | None = None, *, timeout: float = 3.0) -> None:
+        self._broken = ""
         if server is None:
-            self._r = dns.resolver.Resolver()
+            try:
+                self._r = dns.resolver.Resolver()
+            except dns.exception.DNSException as e:  # no /etc/resolv.conf, or one naming no server
+                self._r = dns.resolver.Resolver(configure=False)
+                self._broken = f"this machine has no usable resolver configuration ({type(e).__name__})"
         else:
             self._r = dns.resolver.Resolver(configure=False)
             self._r.nameservers = [server[0]]
@@ -45,6 +50,8 @@ class Resolver:
         return self._cache[key]
 
     def _ask(self, name: str, rtype: str) -> Answer:
+        if self._broken:
+            return Answer(name, rtype, "error", error=self._broken)
         try:
             answer = self._r.resolve(name, rtype, raise_on_no_answer=False, search=False)
         except dns.resolver.NXDOMAIN:

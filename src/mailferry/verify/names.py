@@ -58,16 +58,19 @@ class _Judge:
                 out.update(a.records)
         return out
 
-    def side_of(self, name: str) -> str:
-        """``target``, ``source`` or ``other`` for a server name."""
+    def side_of(self, name: str, seen: frozenset[str] = frozenset()) -> str:
+        """``target``, ``source`` or ``other`` for a server name. An alias chain that loops
+        (a zone error a resolver answers record by record) leads nowhere: ``other``."""
         name = norm(name)
         if name in self.n.target:
             return "target"
         if name in self.n.source:
             return "source"
+        if name in seen:
+            return "other"
         cname = self.lookup(name, "CNAME")
         if cname.status == "ok" and cname.records:
-            return self.side_of(cname.records[0])
+            return self.side_of(cname.records[0], seen | {name})
         if self._src_addrs is None:
             self._src_addrs = set().union(*(self.addresses(s) for s in self.n.source)) if self.n.source else set()
             self._tgt_addrs = set().union(*(self.addresses(t) for t in self.n.target)) if self.n.target else set()
@@ -319,7 +322,9 @@ def _policy(j: _Judge, d: str) -> list[Check]:
             )
         )
     a, dmarc = _txt(j, f"_dmarc.{d}", "v=DMARC1")
-    if dmarc:
+    if (f := _failed(a)) is not None:
+        out.append(f)
+    elif dmarc:
         out.append(Check("names", f"DMARC {d}", "ok", dmarc[0], facts={"records": dmarc}))
     else:
         out.append(
@@ -345,7 +350,9 @@ def _policy(j: _Judge, d: str) -> list[Check]:
         name = f"{sel}._domainkey.{d}"
         a, keys = _txt(j, name, "v=DKIM1")
         keys = keys or ([r for r in a.records if "p=" in r] if a.status == "ok" else [])
-        if keys:
+        if (f := _failed(a)) is not None:
+            out.append(f)
+        elif keys:
             out.append(Check("names", f"DKIM {name}", "ok", f"selector {sel} has a key", facts={"selector": sel}))
         else:
             out.append(
