@@ -3,11 +3,13 @@ that a source-side name is told from a target-side one by name, CNAME and addres
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailferry.model.readiness import Answer
-from mailferry.verify.names import Names, cutover, readiness
+from mailferry.model.readiness import Answer, Check, exit_code
+from mailferry.verify.names import Names, cutover, reach, readiness
 
 D = "new.test"
 ZONE = {
@@ -72,3 +74,49 @@ def test_missing_optional_records_are_warnings_never_blockers(gone: set[str]) ->
     warned = {c.subject for c in checks if c.status == "warning"}
     assert len(warned) <= len(gone)
     assert (len(warned) == 0) == (len(gone) == 0)
+
+
+def _srv_check(names: Names, zone: dict[tuple[str, str], tuple[str, ...]], label: str) -> Check:
+    return next(c for c in readiness(names, lookup_in(zone)) if c.subject == f"SRV {label}.{D}")
+
+
+def test_an_srv_port_other_than_the_target_servers_is_a_warning_with_the_right_record() -> None:
+    names = replace(NAMES, ports={"_imaps._tcp": ("mail.new.test", 9993)})
+    c = _srv_check(names, ZONE, "_imaps._tcp")
+    assert c.status == "warning" and "port 993" in c.what and "port 9993" in c.what
+    assert c.fix == f"change it to _imaps._tcp.{D}. IN SRV 0 1 9993 mail.new.test."
+
+
+def test_an_srv_port_is_compared_when_the_project_reaches_the_target_by_its_address() -> None:
+    by_address = replace(NAMES, ports={"_submission._tcp": ("127.0.0.1", 1587)})
+    c = _srv_check(by_address, ZONE, "_submission._tcp")
+    assert c.status == "warning" and "0 1 1587 mail.new.test." in c.fix
+    elsewhere = replace(NAMES, ports={"_submission._tcp": ("192.0.2.77", 1587)})  # another machine: not comparable
+    assert _srv_check(elsewhere, ZONE, "_submission._tcp").status == "ok"
+
+
+def test_a_matching_srv_port_or_an_unknown_service_is_ok() -> None:
+    same = replace(NAMES, ports={"_imaps._tcp": ("mail.new.test", 993), "_submission._tcp": ("mail.new.test", 587)})
+    assert _srv_check(same, ZONE, "_imaps._tcp").status == "ok"
+    assert _srv_check(same, ZONE, "_submission._tcp").status == "ok"
+    # The project reaches IMAP with STARTTLS (_imap._tcp): the _imaps._tcp record is not its to judge.
+    other = replace(NAMES, ports={"_imap._tcp": ("mail.new.test", 143)})
+    assert _srv_check(other, ZONE, "_imaps._tcp").status == "ok"
+
+
+def test_an_unreachable_target_is_blocked_with_exit_75_and_a_slow_one_is_a_warning() -> None:
+    down = reach("target", "IMAP", "127.0.0.1", 1993, None, "Connection refused")
+    assert down.status == "blocked" and down.exit_code == 75 and down.area == "network"
+    assert "Connection refused" in down.what and "127.0.0.1:1993" in down.fix
+    assert exit_code([down]) == 75
+    slow = reach("source", "DAV", "dav.old.test", 443, 1200.0)
+    assert slow.status == "warning" and "1200 ms" in slow.what and slow.fix
+    fine = reach("target", "LDAP", "ldap.new.test", 389, 3.2)
+    assert fine.status == "ok" and fine.facts == {"rtt_ms": 3.2}
+
+
+@given(st.floats(min_value=0, max_value=60_000, allow_nan=False), st.floats(min_value=1, max_value=10_000))
+def test_a_reachable_server_is_ok_up_to_the_threshold_and_a_warning_above(rtt: float, slow: float) -> None:
+    c = reach("target", "IMAP", "h", 1, rtt, slow_ms=slow)
+    assert c.status == ("ok" if rtt <= slow else "warning")
+    assert c.exit_code == 0 and c.facts["rtt_ms"] == rtt

@@ -10,8 +10,8 @@ that still leads to the old machine).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from mailferry.model.readiness import Answer, Check, Status
 
@@ -37,6 +37,10 @@ class Names:
     source: frozenset[str]
     dkim_selectors: tuple[str, ...] = ()
     dav: bool = False  # the project moves calendars or contacts: their SRV records matter
+    #: service label (``_imaps._tcp``) -> (host, port) of the target's server for it, as the
+    #: project reaches it: an SRV record whose target is that host (by name or address) must
+    #: give that port.
+    ports: Mapping[str, tuple[str, int]] = field(default_factory=dict)
 
 
 def norm(name: str) -> str:
@@ -247,11 +251,45 @@ def _srv(j: _Judge, d: str, servers: dict[str, str], *, cutover: bool) -> list[C
                     facts=facts,
                 )
             )
+        elif (bad := _port_mismatch(j, found)) is not None:
+            label = found.name[: -len(d) - 1]
+            have, want, host = bad
+            out.append(
+                Check(
+                    "names",
+                    subject,
+                    "warning",
+                    f"{found.name} sends clients to port {have}, but the target's server at {host} answers on "
+                    f"port {want}: clients set up by it fail to connect",
+                    f"change it to {label}.{d}. IN SRV 0 1 {want} {host if not _is_address(host) else j.first_target}.",
+                    facts=facts,
+                )
+            )
         else:
             out.append(
                 Check("names", subject, "ok", f"{found.name} leads to {', '.join(targets) or '(none)'}", facts=facts)
             )
     return out
+
+
+def _port_mismatch(j: _Judge, found: Answer) -> tuple[int, int, str] | None:
+    """(the record's port, the project's port, the project's host) when ``found`` leads to the
+    server the project knows for that service (same name, or a name with the project's address)
+    at another port; None when it matches or the project doesn't know that service."""
+    label = ".".join(found.name.split(".")[:2])
+    known = j.n.ports.get(label)
+    if known is None:
+        return None
+    host, want = norm(known[0]), known[1]
+    for r in found.records:
+        parts = r.split()
+        if len(parts) != 4 or not parts[2].isdigit():
+            continue
+        target = norm(parts[3])
+        same = target == host or (_is_address(host) and host in j.addresses(target))
+        if same and int(parts[2]) != want:
+            return int(parts[2]), want, known[0]
+    return None
 
 
 def _autoconfig(j: _Judge, d: str, *, cutover: bool) -> list[Check]:
@@ -377,3 +415,40 @@ def _is_address(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+#: Above this TCP connect time a server counts as slow (every IMAP command waits a round trip).
+SLOW_MS = 500.0
+
+
+def reach(
+    role: str,
+    service: str,
+    host: str,
+    port: int,
+    rtt_ms: float | None,
+    error: str = "",
+    *,
+    slow_ms: float = SLOW_MS,
+) -> Check:
+    """The ``network`` area's check of one server endpoint: ``rtt_ms`` None means it could not be
+    reached (``error`` says why). Unreachable is blocked with exit 75 (temporary: start it, open
+    the way); slower than ``slow_ms`` to connect is a warning."""
+    subject = f"{role} {service} {host}:{port}"
+    if rtt_ms is None:
+        what = f"the {role}'s {service} service can't be reached ({error or 'no connection'}): " + (
+            "nothing can be written there" if role == "target" else "nothing can be read from it"
+        )
+        fix = f"start the service, or open the way from this machine to {host}:{port} (firewall, routing)"
+        return Check("network", subject, "blocked", what, fix, exit_code=75)
+    if rtt_ms > slow_ms:
+        return Check(
+            "network",
+            subject,
+            "warning",
+            f"{rtt_ms:.0f} ms to connect (over {slow_ms:.0f} ms): every command waits that long, "
+            "the migration will be slow",
+            "run mailferry nearer the servers (same network), or raise accounts_in_parallel",
+            facts={"rtt_ms": rtt_ms},
+        )
+    return Check("network", subject, "ok", f"reachable, {rtt_ms} ms to connect", facts={"rtt_ms": rtt_ms})
