@@ -120,3 +120,23 @@ def test_a_reachable_server_is_ok_up_to_the_threshold_and_a_warning_above(rtt: f
     c = reach("target", "IMAP", "h", 1, rtt, slow_ms=slow)
     assert c.status == ("ok" if rtt <= slow else "warning")
     assert c.exit_code == 0 and c.facts["rtt_ms"] == rtt
+
+
+def test_a_target_name_that_is_an_alias_of_a_source_name_blocks_the_cutover() -> None:
+    zone = {k: v for k, v in ZONE.items() if k != ("mail.new.test", "A")}
+    zone[("mail.new.test", "CNAME")] = ("hop.new.test",)
+    zone[("hop.new.test", "CNAME")] = ("mail.old.test",)
+    [c] = [c for c in cutover(NAMES, lookup_in(zone)) if c.subject == "CNAME mail.new.test"]
+    assert c.status == "blocked" and c.area == "dns" and "mail.old.test" in c.what
+    assert "delete the CNAME and add mail.new.test. IN A" in c.fix
+    [w] = [c for c in readiness(NAMES, lookup_in(zone)) if c.subject == "CNAME mail.new.test"]
+    assert w.status == "warning" and w.fix.startswith("at cut-over, ")
+    # Fixed: a plain address again, no alias check left that is not ok.
+    assert [c.status for c in cutover(NAMES, lookup_in(ZONE)) if c.subject == "CNAME mail.new.test"] == ["ok"]
+
+
+def test_an_alias_loop_does_not_hang() -> None:
+    zone = dict(ZONE)
+    zone[("mail.new.test", "CNAME")] = ("a.new.test",)
+    zone[("a.new.test", "CNAME")] = ("mail.new.test",)
+    assert all(c.status == "ok" for c in cutover(NAMES, lookup_in(zone)) if c.subject == "CNAME mail.new.test")

@@ -112,6 +112,7 @@ def readiness(names: Names, lookup: Lookup) -> list[Check]:
         out += _srv(j, d, servers, cutover=False)
         out += _autoconfig(j, d, cutover=False)
         out += _policy(j, d)
+    out += _aliases(j, cutover=False)
     for host, why in servers.items():
         addrs = [lookup(host, t) for t in ("A", "AAAA")]
         if any(a.status == "error" for a in addrs):
@@ -151,6 +152,51 @@ def cutover(names: Names, lookup: Lookup) -> list[Check]:
         out += [_as_dns(c) for c in _mx(j, d, servers, cutover=True)]
         out += [_as_dns(c) for c in _srv(j, d, servers, cutover=True)]
         out += [_as_dns(c) for c in _autoconfig(j, d, cutover=True)]
+    out += [_as_dns(c) for c in _aliases(j, cutover=True)]
+    return out
+
+
+def _aliases(j: _Judge, *, cutover: bool) -> list[Check]:
+    """Each target name that is a CNAME leading to a source name: everything that uses the new
+    name (MX, SRV, clients set up by hand) still reaches the old server. Before cut-over that
+    is a warning (a transition alias), for the cut-over it is blocked. In ``check`` a name that
+    is fine says nothing here (its A/AAAA check speaks for it)."""
+    out: list[Check] = []
+    for name in sorted(j.n.target):
+        a = j.lookup(name, "CNAME")
+        if a.status != "ok" or not a.records:
+            if cutover and a.status != "error":
+                out.append(Check("names", f"CNAME {name}", "ok", f"{name} is not an alias"))
+            continue
+        dest = norm(a.records[0])
+        chain, seen = dest, {name}
+        while chain not in j.n.source and chain not in seen:  # follow alias chains (not loops)
+            seen.add(chain)
+            nxt = j.lookup(chain, "CNAME")
+            if nxt.status != "ok" or not nxt.records:
+                break
+            chain = norm(nxt.records[0])
+        facts = {"cname": dest}
+        if chain in j.n.source:
+            via = dest if dest == chain else f"{dest} (and on to {chain})"
+            out.append(
+                Check(
+                    "names",
+                    f"CNAME {name}",
+                    "blocked" if cutover else "warning",
+                    f"the target name {name} is an alias of {via}, a source name: whatever uses {name} "
+                    + (
+                        "reaches the old server and breaks when it is switched off"
+                        if cutover
+                        else "still reaches the old server"
+                    ),
+                    ("" if cutover else "at cut-over, ")
+                    + f"delete the CNAME and add {name}. IN A <the target server's address>",
+                    facts=facts,
+                )
+            )
+        elif cutover:
+            out.append(Check("names", f"CNAME {name}", "ok", f"{name} is an alias of {dest}", facts=facts))
     return out
 
 
