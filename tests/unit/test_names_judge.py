@@ -140,3 +140,36 @@ def test_an_alias_loop_does_not_hang() -> None:
     zone[("mail.new.test", "CNAME")] = ("a.new.test",)
     zone[("a.new.test", "CNAME")] = ("mail.new.test",)
     assert all(c.status == "ok" for c in cutover(NAMES, lookup_in(zone)) if c.subject == "CNAME mail.new.test")
+
+
+DAV_ZONE = {
+    **ZONE,
+    (f"_caldavs._tcp.{D}", "SRV"): ("0 1 443 mail.new.test",),
+    (f"_caldavs._tcp.{D}", "TXT"): ("path=/dav/",),
+    (f"_carddavs._tcp.{D}", "SRV"): ("0 1 443 mail.new.test",),
+    (f"_carddavs._tcp.{D}", "TXT"): ("path=/dav/",),
+}
+DAV_NAMES = replace(NAMES, dav=True, dav_path="/dav/")
+
+
+def test_dav_srv_records_with_their_path_are_ok_and_say_the_path() -> None:
+    checks = readiness(DAV_NAMES, lookup_in(DAV_ZONE))
+    assert all(c.status == "ok" for c in checks), [c for c in checks if c.status != "ok"]
+    [cal] = [c for c in checks if c.subject == f"SRV _caldavs._tcp.{D}"]
+    assert cal.facts["path"] == "/dav/"
+
+
+def test_a_dav_srv_record_without_its_txt_path_is_a_warning_naming_the_path() -> None:
+    zone = {k: v for k, v in DAV_ZONE.items() if k != (f"_carddavs._tcp.{D}", "TXT")}
+    bad = [c for c in readiness(DAV_NAMES, lookup_in(zone)) if c.status != "ok"]
+    assert [(c.subject, c.status) for c in bad] == [(f"TXT _carddavs._tcp.{D}", "warning")]
+    assert bad[0].fix == f'add _carddavs._tcp.{D}. IN TXT "path=/dav/"'
+    # The cut-over doesn't care how clients find the path, only whether they reach the source.
+    assert all(c.status == "ok" for c in cutover(DAV_NAMES, lookup_in(zone)))
+
+
+def test_without_dav_items_no_dav_srv_is_asked_for() -> None:
+    assert not [c for c in readiness(NAMES, lookup_in(ZONE)) if "dav" in c.subject]
+    missing = [c for c in readiness(DAV_NAMES, lookup_in(ZONE)) if c.status != "ok"]
+    assert {c.subject for c in missing} == {f"SRV _caldavs._tcp.{D}", f"SRV _carddavs._tcp.{D}"}
+    assert all("IN SRV 0 1 443 mail.new.test." in c.fix for c in missing)

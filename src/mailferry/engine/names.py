@@ -29,6 +29,7 @@ def _names(project: Project) -> judge.Names:
         dkim_selectors=org.dkim_selectors,
         dav=bool({"calendars", "contacts"} & set(project.items)),
         ports=_ports(project),
+        dav_path=urlsplit(tgt.dav.url).path if tgt.dav is not None else "",
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from mailferry.model.readiness import Answer, Check, Status
 
@@ -41,6 +42,7 @@ class Names:
     #: project reaches it: an SRV record whose target is that host (by name or address) must
     #: give that port.
     ports: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    dav_path: str = ""  # the path of the target's DAV URL (for the RFC 6764 TXT path= record)
 
 
 def norm(name: str) -> str:
@@ -283,7 +285,7 @@ def _srv(j: _Judge, d: str, servers: dict[str, str], *, cutover: bool) -> list[C
         for t in targets:
             servers.setdefault(t, f"the target of {found.name} SRV")
         at_source = [t for t in targets if j.side_of(t) == "source"]
-        facts = {"records": list(found.records)}
+        facts: dict[str, Any] = {"records": list(found.records)}
         if at_source:
             what = f"{found.name} still leads clients to the source ({', '.join(at_source)})"
             status: Status = "blocked" if cutover else "warning"
@@ -311,11 +313,40 @@ def _srv(j: _Judge, d: str, servers: dict[str, str], *, cutover: bool) -> list[C
                     facts=facts,
                 )
             )
+        elif name in _DAV_LABELS and not cutover and (missing := _dav_path(j, found.name)) is not None:
+            out.append(missing)
         else:
+            if name in _DAV_LABELS:
+                paths = _paths(j.lookup(found.name, "TXT"))
+                facts = {**facts, "path": paths[0]} if paths else facts
             out.append(
                 Check("names", subject, "ok", f"{found.name} leads to {', '.join(targets) or '(none)'}", facts=facts)
             )
     return out
+
+
+_DAV_LABELS = frozenset(n for n, *_ in DAV_SRV)
+
+
+def _paths(a: Answer) -> list[str]:
+    return [r.split("=", 1)[1] for r in a.records if r.lower().startswith("path=")] if a.status == "ok" else []
+
+
+def _dav_path(j: _Judge, srv_name: str) -> Check | None:
+    """RFC 6764 section 4: next to the SRV record, a TXT ``path=`` names the context path. Without
+    it, clients try ``/.well-known/caldav`` (or carddav) and give up when that isn't redirected."""
+    a = j.lookup(srv_name, "TXT")
+    if a.status == "error" or _paths(a):
+        return None
+    path = j.n.dav_path or "/"
+    return Check(
+        "names",
+        f"TXT {srv_name}",
+        "warning",
+        f"{srv_name} has no TXT path= record: clients must guess the DAV path (/.well-known/), "
+        "and fail to set up calendars or contacts when the server doesn't redirect from there",
+        f'add {srv_name}. IN TXT "path={path}"',
+    )
 
 
 def _port_mismatch(j: _Judge, found: Answer) -> tuple[int, int, str] | None:
