@@ -173,3 +173,29 @@ def test_without_dav_items_no_dav_srv_is_asked_for() -> None:
     missing = [c for c in readiness(DAV_NAMES, lookup_in(ZONE)) if c.status != "ok"]
     assert {c.subject for c in missing} == {f"SRV _caldavs._tcp.{D}", f"SRV _carddavs._tcp.{D}"}
     assert all("IN SRV 0 1 443 mail.new.test." in c.fix for c in missing)
+
+
+#: each record that can lead clients somewhere -> (its subject in the report, the value at the source)
+MOVABLE = {
+    (D, "MX"): (f"MX {D}", "10 mail.old.test"),
+    (f"_imaps._tcp.{D}", "SRV"): (f"SRV _imaps._tcp.{D}", "0 1 993 mail.old.test"),
+    (f"_submission._tcp.{D}", "SRV"): (f"SRV _submission._tcp.{D}", "0 1 587 mail.old.test"),
+    (f"autoconfig.{D}", "CNAME"): (f"autoconfig autoconfig.{D}", "mail.old.test"),
+    (f"autodiscover.{D}", "CNAME"): (f"autodiscover autodiscover.{D}", "mail.old.test"),
+}
+
+
+@given(st.sets(st.sampled_from(sorted(MOVABLE))))
+def test_cutover_blocks_exactly_the_records_still_at_the_source(moved: set[tuple[str, str]]) -> None:
+    zone = dict(ZONE)
+    for key in moved:
+        zone[key] = (MOVABLE[key][1],)
+        if key[1] == "CNAME":  # the alias now resolves to the old machine's address
+            zone[(key[0], "A")] = ("192.0.2.9",)
+    checks = cutover(NAMES, lookup_in(zone))
+    assert {c.subject for c in checks if c.status == "blocked"} == {MOVABLE[k][0] for k in moved}
+    assert all(c.area == "dns" and "mail.new.test" in c.fix for c in checks if c.status == "blocked")
+    # Before the cut-over the same records are warnings, never blockers.
+    early = readiness(NAMES, lookup_in(zone))
+    assert {c.subject for c in early if c.status != "ok"} == {MOVABLE[k][0] for k in moved}
+    assert all(c.status == "warning" and c.fix.startswith("at cut-over") for c in early if c.status != "ok")
