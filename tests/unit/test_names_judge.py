@@ -199,3 +199,13 @@ def test_cutover_blocks_exactly_the_records_still_at_the_source(moved: set[tuple
     early = readiness(NAMES, lookup_in(zone))
     assert {c.subject for c in early if c.status != "ok"} == {MOVABLE[k][0] for k in moved}
     assert all(c.status == "warning" and c.fix.startswith("at cut-over") for c in early if c.status != "ok")
+
+
+def test_submissions_over_implicit_tls_counts_for_submission() -> None:
+    zone = {k: v for k, v in ZONE.items() if k != (f"_submission._tcp.{D}", "SRV")}
+    zone[(f"_submissions._tcp.{D}", "SRV")] = ("0 1 465 mail.new.test",)
+    names = replace(NAMES, ports={"_submissions._tcp": ("mail.new.test", 465)})
+    c = _srv_check(names, zone, "_submission._tcp")
+    assert c.status == "ok" and c.facts["records"] == ["0 1 465 mail.new.test"]
+    wrong = replace(NAMES, ports={"_submissions._tcp": ("mail.new.test", 4465)})
+    assert "IN SRV 0 1 4465 mail.new.test." in _srv_check(wrong, zone, "_submission._tcp").fix
