@@ -107,6 +107,14 @@ BROKEN = {
         f"_imaps._tcp.{D}. IN SRV 0 1 993 mail.new.test.",
         0,
     ),
+    "IMAP SRV at another port than the target's": (
+        [*without(f"_imaps._tcp.{D}", "SRV"), (f"_imap._tcp.{D}", "SRV", "0 1 143 mail.new.test")],
+        f"SRV _imaps._tcp.{D}",
+        "warning",
+        "sends clients to port 143",
+        f"change it to _imap._tcp.{D}. IN SRV 0 1 ",
+        0,
+    ),
     "no DMARC": (without(f"_dmarc.{D}", "TXT"), f"DMARC {D}", "warning", "no DMARC record", "v=DMARC1", 0),
     "no SPF": (without(D, "TXT"), f"SPF {D}", "warning", "no SPF record", "v=spf1", 0),
     "no DKIM key": (
@@ -191,5 +199,21 @@ def test_cutover_dns_names_what_still_leads_to_the_source(org: dict[str, Any]) -
         assert "lost to users once it is switched off" in blocked[f"MX {D}"].what
         org["dns"].set_records(GOOD)
         assert [c for c in cutover_dns_checks(proj, proj.accounts, Context()) if c.status != "ok"] == []
+    finally:
+        org["dns"].set_records(GOOD)
+
+
+def test_cutover_dns_names_a_target_name_that_is_still_an_alias_of_the_source(org: dict[str, Any]) -> None:
+    org["dns"].set_records([*without("mail.new.test", "A"), ("mail.new.test", "CNAME", "mail.old.test")])
+    try:
+        proj = load_project(project(org, "alias"))
+        checks = cutover_dns_checks(proj, proj.accounts, Context())
+        blocked = [c for c in checks if c.status == "blocked"]
+        assert [c.subject for c in blocked] == ["CNAME mail.new.test"], blocked
+        assert blocked[0].area == "dns" and "mail.old.test" in blocked[0].what
+        assert "delete the CNAME and add mail.new.test. IN A" in blocked[0].fix
+        r = cli("check", project(org, "alias_check"), "--json")
+        c = check_of(r.json(), "names", "CNAME mail.new.test")
+        assert c["status"] == "warning" and c["fix"].startswith("at cut-over, ") and r.code == 0
     finally:
         org["dns"].set_records(GOOD)

@@ -41,11 +41,17 @@ class Resolver:
         self._r.timeout = timeout
         self.server = f"{server[0]}:{server[1]}" if server else "the system resolver"
         self._cache: dict[tuple[str, str], Answer] = {}
+        self._silent = ""  # set once the server let a question time out: later ones aren't asked
 
     def query(self, name: str, rtype: str) -> Answer:
+        """The answer to one question (cached). Once the server has not answered in time, every
+        later question is answered with that error at once: a dead resolver costs one timeout,
+        not one per record the checks ask for."""
         name, rtype = name.rstrip(".").lower(), rtype.upper()
         key = (name, rtype)
         if key not in self._cache:
+            if self._silent:
+                return Answer(name, rtype, "error", error=self._silent)
             self._cache[key] = self._ask(name, rtype)
         return self._cache[key]
 
@@ -60,7 +66,8 @@ class Resolver:
             del e
             return Answer(name, rtype, "error", error=f"{self.server} gave no usable answer (SERVFAIL or REFUSED)")
         except dns.exception.Timeout:
-            return Answer(name, rtype, "error", error=f"{self.server} did not answer in time")
+            self._silent = f"{self.server} did not answer in time"
+            return Answer(name, rtype, "error", error=self._silent)
         except dns.exception.DNSException as e:
             return Answer(name, rtype, "error", error=f"{self.server}: {type(e).__name__}")
         rrset = answer.rrset

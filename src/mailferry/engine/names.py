@@ -14,7 +14,7 @@ from mailferry.engine.readiness import Context
 from mailferry.model.readiness import Check
 from mailferry.verify import names as judge
 
-SLOW_MS = 500.0
+SLOW_MS = judge.SLOW_MS
 
 
 def _names(project: Project) -> judge.Names:
@@ -28,7 +28,25 @@ def _names(project: Project) -> judge.Names:
         source=judge.known_names(org.source_names, src_hosts),
         dkim_selectors=org.dkim_selectors,
         dav=bool({"calendars", "contacts"} & set(project.items)),
+        ports=_ports(project),
+        dav_path=urlsplit(tgt.dav.url).path if tgt.dav is not None else "",
     )
+
+
+def _ports(project: Project) -> dict[str, tuple[str, int]]:
+    """The SRV service label each of the target's servers is found by, and its host and port."""
+    t = project.target
+    out = {("_imaps._tcp" if t.security == "tls" else "_imap._tcp"): (t.host, t.port)}
+    if t.submission is not None:
+        s = t.submission
+        out["_submissions._tcp" if s.security == "tls" else "_submission._tcp"] = (s.host, s.port)
+    if t.dav is not None:
+        parts = urlsplit(t.dav.url)
+        tls = parts.scheme == "https"
+        port = parts.port or (443 if tls else 80)
+        for kind in ("caldav", "carddav"):
+            out[f"_{kind}{'s' if tls else ''}._tcp"] = (parts.hostname or "", port)
+    return out
 
 
 def _dav_host(dav: object) -> list[str]:
@@ -80,28 +98,7 @@ def network_checks(project: Project, accounts: Sequence[AccountConfig], ctx: Con
     eps = endpoints(project)
     with ThreadPoolExecutor(max_workers=min(8, len(eps) or 1)) as pool:
         reaches: list[Reach] = list(pool.map(lambda e: tcp_reach(e[2], e[3]), eps))
-    out: list[Check] = []
-    for (role, service, host, port), r in zip(eps, reaches, strict=True):
-        subject = f"{role} {service} {host}:{port}"
-        if not r.ok:
-            what = f"the {role}'s {service} service can't be reached ({r.error}): " + (
-                "nothing can be written there" if role == "target" else "nothing can be read from it"
-            )
-            fix = f"start the service, or open the way from this machine to {host}:{port} (firewall, routing)"
-            out.append(Check("network", subject, "blocked", what, fix, exit_code=75))
-        elif r.rtt_ms is not None and r.rtt_ms > SLOW_MS:
-            out.append(
-                Check(
-                    "network",
-                    subject,
-                    "warning",
-                    f"{r.rtt_ms:.0f} ms to connect: every command waits that long, the migration will be slow",
-                    "run mailferry nearer the servers (same network), or raise accounts_in_parallel",
-                    facts={"rtt_ms": r.rtt_ms},
-                )
-            )
-        else:
-            out.append(
-                Check("network", subject, "ok", f"reachable, {r.rtt_ms} ms to connect", facts={"rtt_ms": r.rtt_ms})
-            )
-    return out
+    return [
+        judge.reach(role, service, host, port, r.rtt_ms if r.ok else None, r.error)
+        for (role, service, host, port), r in zip(eps, reaches, strict=True)
+    ]

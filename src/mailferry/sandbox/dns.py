@@ -11,6 +11,7 @@ Records are ``(name, type, value)``: ``("mail.new.test", "A", "127.0.0.1")``,
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -20,6 +21,18 @@ from pathlib import Path
 from mailferry.sandbox.servers import HOST, SandboxError, _check_free, _terminate, free_port
 
 Record = tuple[str, str, str]
+
+
+class _PortTaken(SandboxError):
+    pass
+
+
+def _check_free_udp(port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((HOST, port))
+        except OSError as exc:
+            raise SandboxError(f"UDP port {HOST}:{port} is not free: {exc.strerror}") from None
 
 
 def find_dnsmasq() -> str | None:
@@ -73,10 +86,33 @@ class DnsServer:
         self._launch()
 
     def _launch(self) -> None:
+        """Starts dnsmasq on ``self.port``; when a restart finds that port taken (between the stop
+        and the start another process on a busy machine may bind it, e.g. as the local port of an
+        outgoing connection), waits a moment, then moves to a fresh port: read ``address`` after
+        ``set_records``."""
+        for attempt in range(4):
+            deadline = time.monotonic() + (1.0 if attempt < 3 else 0)
+            while True:
+                try:
+                    _check_free(self.port)
+                    _check_free_udp(self.port)
+                    break
+                except SandboxError:
+                    if time.monotonic() >= deadline:
+                        self.port = free_port()
+                        break
+                    time.sleep(0.1)
+            try:
+                self._launch_once()
+                return
+            except _PortTaken:
+                self.port = free_port()
+        raise SandboxError("dnsmasq found no free port to listen on")
+
+    def _launch_once(self) -> None:
         dnsmasq = find_dnsmasq()
         if dnsmasq is None:
             raise SandboxError("dnsmasq is not installed (Debian package dnsmasq-base)")
-        _check_free(self.port)
         conf = self.directory / "dnsmasq.conf"
         conf.write_text("\n".join(_lines(self.records, self.zones)) + "\n", encoding="utf-8")
         log = self.directory / "dnsmasq.log"
@@ -95,14 +131,16 @@ class DnsServer:
             "--user=root",
             "--log-facility=-",
         ]
+        start = log.stat().st_size if log.exists() else 0
         with log.open("ab") as out:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 10
-        import socket
-
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise SandboxError(f"dnsmasq exited: {log.read_text(errors='replace')[-2000:]}")
+                text = log.read_bytes()[start:].decode(errors="replace")[-2000:]
+                if "in use" in text:
+                    raise _PortTaken(text)
+                raise SandboxError(f"dnsmasq exited: {text}")
             try:
                 with socket.create_connection((HOST, self.port), timeout=0.5):
                     return

@@ -10,8 +10,9 @@ that still leads to the old machine).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from mailferry.model.readiness import Answer, Check, Status
 
@@ -37,6 +38,11 @@ class Names:
     source: frozenset[str]
     dkim_selectors: tuple[str, ...] = ()
     dav: bool = False  # the project moves calendars or contacts: their SRV records matter
+    #: service label (``_imaps._tcp``) -> (host, port) of the target's server for it, as the
+    #: project reaches it: an SRV record whose target is that host (by name or address) must
+    #: give that port.
+    ports: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    dav_path: str = ""  # the path of the target's DAV URL (for the RFC 6764 TXT path= record)
 
 
 def norm(name: str) -> str:
@@ -111,6 +117,7 @@ def readiness(names: Names, lookup: Lookup) -> list[Check]:
         out += _srv(j, d, servers, cutover=False)
         out += _autoconfig(j, d, cutover=False)
         out += _policy(j, d)
+    out += _aliases(j, cutover=False)
     for host, why in servers.items():
         addrs = [lookup(host, t) for t in ("A", "AAAA")]
         if any(a.status == "error" for a in addrs):
@@ -150,6 +157,51 @@ def cutover(names: Names, lookup: Lookup) -> list[Check]:
         out += [_as_dns(c) for c in _mx(j, d, servers, cutover=True)]
         out += [_as_dns(c) for c in _srv(j, d, servers, cutover=True)]
         out += [_as_dns(c) for c in _autoconfig(j, d, cutover=True)]
+    out += [_as_dns(c) for c in _aliases(j, cutover=True)]
+    return out
+
+
+def _aliases(j: _Judge, *, cutover: bool) -> list[Check]:
+    """Each target name that is a CNAME leading to a source name: everything that uses the new
+    name (MX, SRV, clients set up by hand) still reaches the old server. Before cut-over that
+    is a warning (a transition alias), for the cut-over it is blocked. In ``check`` a name that
+    is fine says nothing here (its A/AAAA check speaks for it)."""
+    out: list[Check] = []
+    for name in sorted(j.n.target):
+        a = j.lookup(name, "CNAME")
+        if a.status != "ok" or not a.records:
+            if cutover and a.status != "error":
+                out.append(Check("names", f"CNAME {name}", "ok", f"{name} is not an alias"))
+            continue
+        dest = norm(a.records[0])
+        chain, seen = dest, {name}
+        while chain not in j.n.source and chain not in seen:  # follow alias chains (not loops)
+            seen.add(chain)
+            nxt = j.lookup(chain, "CNAME")
+            if nxt.status != "ok" or not nxt.records:
+                break
+            chain = norm(nxt.records[0])
+        facts = {"cname": dest}
+        if chain in j.n.source:
+            via = dest if dest == chain else f"{dest} (and on to {chain})"
+            out.append(
+                Check(
+                    "names",
+                    f"CNAME {name}",
+                    "blocked" if cutover else "warning",
+                    f"the target name {name} is an alias of {via}, a source name: whatever uses {name} "
+                    + (
+                        "reaches the old server and breaks when it is switched off"
+                        if cutover
+                        else "still reaches the old server"
+                    ),
+                    ("" if cutover else "at cut-over, ")
+                    + f"delete the CNAME and add {name}. IN A <the target server's address>",
+                    facts=facts,
+                )
+            )
+        elif cutover:
+            out.append(Check("names", f"CNAME {name}", "ok", f"{name} is an alias of {dest}", facts=facts))
     return out
 
 
@@ -236,7 +288,7 @@ def _srv(j: _Judge, d: str, servers: dict[str, str], *, cutover: bool) -> list[C
         for t in targets:
             servers.setdefault(t, f"the target of {found.name} SRV")
         at_source = [t for t in targets if j.side_of(t) == "source"]
-        facts = {"records": list(found.records)}
+        facts: dict[str, Any] = {"records": list(found.records)}
         if at_source:
             what = f"{found.name} still leads clients to the source ({', '.join(at_source)})"
             status: Status = "blocked" if cutover else "warning"
@@ -250,11 +302,74 @@ def _srv(j: _Judge, d: str, servers: dict[str, str], *, cutover: bool) -> list[C
                     facts=facts,
                 )
             )
+        elif (bad := _port_mismatch(j, found)) is not None:
+            label = found.name[: -len(d) - 1]
+            have, want, host = bad
+            out.append(
+                Check(
+                    "names",
+                    subject,
+                    "warning",
+                    f"{found.name} sends clients to port {have}, but the target's server at {host} answers on "
+                    f"port {want}: clients set up by it fail to connect",
+                    f"change it to {label}.{d}. IN SRV 0 1 {want} {host if not _is_address(host) else j.first_target}.",
+                    facts=facts,
+                )
+            )
+        elif name in _DAV_LABELS and not cutover and (missing := _dav_path(j, found.name)) is not None:
+            out.append(missing)
         else:
+            if name in _DAV_LABELS:
+                paths = _paths(j.lookup(found.name, "TXT"))
+                facts = {**facts, "path": paths[0]} if paths else facts
             out.append(
                 Check("names", subject, "ok", f"{found.name} leads to {', '.join(targets) or '(none)'}", facts=facts)
             )
     return out
+
+
+_DAV_LABELS = frozenset(n for n, *_ in DAV_SRV)
+
+
+def _paths(a: Answer) -> list[str]:
+    return [r.split("=", 1)[1] for r in a.records if r.lower().startswith("path=")] if a.status == "ok" else []
+
+
+def _dav_path(j: _Judge, srv_name: str) -> Check | None:
+    """RFC 6764 section 4: next to the SRV record, a TXT ``path=`` names the context path. Without
+    it, clients try ``/.well-known/caldav`` (or carddav) and give up when that isn't redirected."""
+    a = j.lookup(srv_name, "TXT")
+    if a.status == "error" or _paths(a):
+        return None
+    path = j.n.dav_path or "/"
+    return Check(
+        "names",
+        f"TXT {srv_name}",
+        "warning",
+        f"{srv_name} has no TXT path= record: clients must guess the DAV path (/.well-known/), "
+        "and fail to set up calendars or contacts when the server doesn't redirect from there",
+        f'add {srv_name}. IN TXT "path={path}"',
+    )
+
+
+def _port_mismatch(j: _Judge, found: Answer) -> tuple[int, int, str] | None:
+    """(the record's port, the project's port, the project's host) when ``found`` leads to the
+    server the project knows for that service (same name, or a name with the project's address)
+    at another port; None when it matches or the project doesn't know that service."""
+    label = ".".join(found.name.split(".")[:2])
+    known = j.n.ports.get(label)
+    if known is None:
+        return None
+    host, want = norm(known[0]), known[1]
+    for r in found.records:
+        parts = r.split()
+        if len(parts) != 4 or not parts[2].isdigit():
+            continue
+        target = norm(parts[3])
+        same = target == host or (_is_address(host) and host in j.addresses(target))
+        if same and int(parts[2]) != want:
+            return int(parts[2]), want, known[0]
+    return None
 
 
 def _autoconfig(j: _Judge, d: str, *, cutover: bool) -> list[Check]:
@@ -384,3 +499,40 @@ def _is_address(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+#: Above this TCP connect time a server counts as slow (every IMAP command waits a round trip).
+SLOW_MS = 500.0
+
+
+def reach(
+    role: str,
+    service: str,
+    host: str,
+    port: int,
+    rtt_ms: float | None,
+    error: str = "",
+    *,
+    slow_ms: float = SLOW_MS,
+) -> Check:
+    """The ``network`` area's check of one server endpoint: ``rtt_ms`` None means it could not be
+    reached (``error`` says why). Unreachable is blocked with exit 75 (temporary: start it, open
+    the way); slower than ``slow_ms`` to connect is a warning."""
+    subject = f"{role} {service} {host}:{port}"
+    if rtt_ms is None:
+        what = f"the {role}'s {service} service can't be reached ({error or 'no connection'}): " + (
+            "nothing can be written there" if role == "target" else "nothing can be read from it"
+        )
+        fix = f"start the service, or open the way from this machine to {host}:{port} (firewall, routing)"
+        return Check("network", subject, "blocked", what, fix, exit_code=75)
+    if rtt_ms > slow_ms:
+        return Check(
+            "network",
+            subject,
+            "warning",
+            f"{rtt_ms:.0f} ms to connect (over {slow_ms:.0f} ms): every command waits that long, "
+            "the migration will be slow",
+            "run mailferry nearer the servers (same network), or raise accounts_in_parallel",
+            facts={"rtt_ms": rtt_ms},
+        )
+    return Check("network", subject, "ok", f"reachable, {rtt_ms} ms to connect", facts={"rtt_ms": rtt_ms})
