@@ -1,0 +1,99 @@
+"""End to end against real servers: ``mailferry check`` says, in its ``services`` area, that
+each target service the project uses answers and is usable (IMAP, ManageSieve, SMTP submission
+with STARTTLS and AUTH), with the version it announces; each broken service, one at a time, is
+blocked with what breaks, the fix and the exit code.
+
+Servers for the whole module: a source Dovecot with ManageSieve, a good target (Dovecot with
+TLS, ManageSieve and submission relaying to the sandbox's SMTP sink) and a target without TLS
+(its submission offers no STARTTLS)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import cli, write_project
+
+from mailferry.sandbox.servers import free_port
+
+USERS = {"alice": "alicepw"}
+
+
+@pytest.fixture(scope="module")
+def servers(dovecot_factory: Any) -> dict[str, Any]:
+    return {
+        "src": dovecot_factory(users=USERS, sieve=True),
+        "good": dovecot_factory(users=USERS, tls=True, sieve=True, submission=True),
+        "plain": dovecot_factory(users=USERS, sieve=True, submission=True),
+    }
+
+
+def project(
+    tmp: Path,
+    servers: dict[str, Any],
+    target: str = "good",
+    *,
+    submission_port: int | None = None,
+    sieve_port: int | None = None,
+) -> Path:
+    tgt = servers[target]
+    extra = (
+        f'\n[source.sieve]\nurl = "sieve://127.0.0.1:{servers["src"].sieve_port}"\nsecurity = "none"\n'
+        f'[target.sieve]\nurl = "sieve://127.0.0.1:{sieve_port or tgt.sieve_port}"\nsecurity = "none"\n'
+        f'[target.submission]\nurl = "submission://127.0.0.1:{submission_port or tgt.submission_port}"\n'
+    )
+    if tgt.ca_file is not None:
+        extra += f'ca_file = "{tgt.ca_file}"\n'
+    return write_project(tmp, servers["src"], tgt, list(USERS), extra=extra)
+
+
+def services(result: Any) -> tuple[str, dict[str, dict[str, Any]]]:
+    data = result.json()
+    [area] = [a for a in data["areas"] if a["area"] == "services"]
+    return area["verdict"], {c["subject"].split(" ")[1]: c for c in area["checks"]}
+
+
+def test_good_target_services_are_ready(tmp_path: Path, servers: dict[str, Any]) -> None:
+    result = cli("check", project(tmp_path, servers), "--json")
+    verdict, checks = services(result)
+    assert verdict == "ready", checks
+    assert set(checks) == {"IMAP", "ManageSieve", "submission"}
+    sub = checks["submission"]
+    assert sub["status"] == "ok"
+    assert sub["what"].startswith("Dovecot submission: STARTTLS, AUTH PLAIN LOGIN, SIZE ")
+    assert sub["facts"]["version"] == "Dovecot"
+    assert checks["IMAP"]["facts"]["version"] == "Dovecot"
+    assert "Pigeonhole" in checks["ManageSieve"]["facts"]["version"]
+    assert "fileinto" in checks["ManageSieve"]["what"]
+    assert result.json()["verdict"] == "ready"
+    assert result.code == 0
+
+
+@pytest.mark.parametrize(
+    ("broken", "subject", "fix_words", "code"),
+    [
+        ("submission down", "submission", "dovecot-submissiond", 75),
+        ("submission without STARTTLS", "submission", "ssl = yes", 1),
+        ("ManageSieve down", "ManageSieve", "dovecot-managesieved", 75),
+    ],
+)
+def test_each_broken_service_blocks(
+    tmp_path: Path, servers: dict[str, Any], broken: str, subject: str, fix_words: str, code: int
+) -> None:
+    if broken == "submission down":
+        path = project(tmp_path, servers, submission_port=free_port())
+    elif broken == "ManageSieve down":
+        path = project(tmp_path, servers, sieve_port=free_port())
+    else:
+        path = project(tmp_path, servers, "plain")
+    result = cli("check", path, "--json")
+    verdict, checks = services(result)
+    assert verdict == "blocked"
+    bad = [c for c in checks.values() if c["status"] != "ok"]
+    assert [c["subject"].split(" ")[1] for c in bad] == [subject], bad
+    assert bad[0]["status"] == "blocked"
+    assert fix_words in bad[0]["fix"]
+    assert bad[0]["what"]
+    assert result.json()["verdict"] == "blocked"
+    assert result.code == code
