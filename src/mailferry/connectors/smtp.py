@@ -77,7 +77,9 @@ def probe_submission(
             client = smtplib.SMTP_SSL(timeout=timeout, context=ctx)
         else:
             client = smtplib.SMTP(timeout=timeout)
-        client._host = host  # what STARTTLS and implicit TLS check the certificate against (set only by __init__)
+        # The name STARTTLS and implicit TLS check the certificate against: only __init__ sets it,
+        # and connecting in __init__ would throw the banner away.
+        client._host = host  # type: ignore[attr-defined]
         _code, greeting = client.connect(host, port)
         banner = greeting.decode("utf-8", "replace").strip()
         stage = "ehlo"

@@ -159,6 +159,15 @@ def ldap(seen: Seen) -> Check:
     return _ok(seen, f"{_named(seen.version, 'LDAP')}: answers, bind account accepted")
 
 
+_SMTP_PRODUCTS = ("Dovecot", "Postfix", "Exim", "Sendmail", "OpenSMTPD", "Stalwart", "Haraka", "Microsoft", "Zimbra")
+
+
+def smtp_product(banner: str) -> str:
+    """The server software an SMTP banner names ("mx.example ESMTP Postfix" -> "Postfix"), else ""."""
+    lower = banner.lower()
+    return next((name for name in _SMTP_PRODUCTS if name.lower() in lower), "")
+
+
 def submission(seen: Submission) -> Check:
     subject = _subject("submission", seen.where)
     facts: dict[str, Any] = {
@@ -214,7 +223,7 @@ def submission(seen: Submission) -> Check:
             "Postfix: smtpd_sasl_auth_enable = yes)",
             facts=facts,
         )
-    product = seen.banner.split(" ", 2)[1] if len(seen.banner.split(" ")) > 2 else ""
+    product = smtp_product(seen.banner)
     parts = ["implicit TLS" if seen.implicit_tls else "STARTTLS", "AUTH " + " ".join(seen.auth)]
     if seen.size:
         parts.append(f"SIZE {seen.size}")
