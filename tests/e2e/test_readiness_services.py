@@ -9,6 +9,7 @@ TLS, ManageSieve and submission relaying to the sandbox's SMTP sink) and a targe
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ def project(
     *,
     submission_port: int | None = None,
     sieve_port: int | None = None,
+    directory: str = "",
 ) -> Path:
     tgt = servers[target]
     extra = (
@@ -45,7 +47,7 @@ def project(
     )
     if tgt.ca_file is not None:
         extra += f'ca_file = "{tgt.ca_file}"\n'
-    return write_project(tmp, servers["src"], tgt, list(USERS), extra=extra)
+    return write_project(tmp, servers["src"], tgt, list(USERS), extra=extra + directory)
 
 
 def services(result: Any) -> tuple[str, dict[str, dict[str, Any]]]:
@@ -97,3 +99,56 @@ def test_each_broken_service_blocks(
     assert bad[0]["what"]
     assert result.json()["verdict"] == "blocked"
     assert result.code == code
+
+
+@pytest.fixture(scope="module")
+def slapds(slapd_factory: Any) -> tuple[Any, Any]:
+    return slapd_factory(suffix="dc=src,dc=test", root_pw="srcpw"), slapd_factory(
+        suffix="dc=tgt,dc=test", root_pw="tgtpw"
+    )
+
+
+def directory_block(src: Any, tgt: Any, target_port: int) -> str:
+    os.environ["MF_SVC_SRC"], os.environ["MF_SVC_TGT"] = src.root_pw, tgt.root_pw
+    return f"""
+[directory]
+target_container = "{tgt.suffix}"
+rules = ["smtp", "login"]
+confirm_mailboxes = false
+[directory.source]
+url = "ldap://127.0.0.1:{src.port}"
+bind_dn = "{src.root_dn}"
+password = "env:MF_SVC_SRC"
+dialect = "generic"
+[directory.target]
+url = "ldap://127.0.0.1:{target_port}"
+bind_dn = "{tgt.root_dn}"
+password = "env:MF_SVC_TGT"
+dialect = "generic"
+[directory.lock]
+employeeType = "locked"
+"""
+
+
+def test_target_directory_answers_with_its_vendor(
+    tmp_path: Path, servers: dict[str, Any], slapds: tuple[Any, Any]
+) -> None:
+    src, tgt = slapds
+    result = cli("check", project(tmp_path, servers, directory=directory_block(src, tgt, tgt.port)), "--json")
+    verdict, checks = services(result)
+    assert verdict == "ready", checks
+    assert checks["LDAP"]["status"] == "ok"
+    assert checks["LDAP"]["facts"]["version"] == "OpenLDAP"
+    assert checks["LDAP"]["what"] == "OpenLDAP LDAP: answers, bind account accepted"
+
+
+def test_target_directory_down_blocks(tmp_path: Path, servers: dict[str, Any], slapds: tuple[Any, Any]) -> None:
+    src, tgt = slapds
+    result = cli("check", project(tmp_path, servers, directory=directory_block(src, tgt, free_port())), "--json")
+    verdict, checks = services(result)
+    assert verdict == "blocked"
+    ldap = checks["LDAP"]
+    assert ldap["status"] == "blocked"
+    assert "[directory.target]" in ldap["fix"] and "does not answer" in ldap["what"]
+    assert [c["subject"].split(" ")[1] for c in checks.values() if c["status"] != "ok"] == ["LDAP"]
+    assert result.code == 75

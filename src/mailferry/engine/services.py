@@ -103,6 +103,26 @@ def _submission(project: Project) -> Check:
     )
 
 
+def _ldap(project: Project) -> Check:
+    from mailferry import api
+    from mailferry.engine.directory import open_directory
+
+    assert project.directory is not None
+    t = project.directory.target
+    scheme = {"tls": "ldaps", "starttls": "ldap+starttls"}.get(t.security, "ldap")
+    where = f"{scheme}://{t.host}:{t.port}"
+    try:
+        job = api.directory_job(project, confirm=False)
+        tgt = open_directory(job.target, readonly=True, label="target directory")
+    except MailferryError as e:
+        return judge.ldap(judge.Seen("LDAP", where, error=str(e)))
+    try:
+        version = tgt.vendor
+    finally:
+        tgt.close()
+    return judge.ldap(judge.Seen("LDAP", where, version=version, facts={"bind_dn": t.bind_dn}))
+
+
 def gather(project: Project, accounts: Sequence[AccountConfig], ctx: Context) -> list[Check]:
     probes: list[Callable[[], list[Check]]] = [lambda: [_imap(project)]]
     t = project.target
@@ -112,5 +132,7 @@ def gather(project: Project, accounts: Sequence[AccountConfig], ctx: Context) ->
         probes.append(lambda: [_sieve(project)])
     if t.submission is not None:
         probes.append(lambda: [_submission(project)])
+    if project.directory is not None:
+        probes.append(lambda: [_ldap(project)])
     with ThreadPoolExecutor(max_workers=len(probes)) as pool:
         return [c for checks in pool.map(lambda fn: fn(), probes) for c in checks]
