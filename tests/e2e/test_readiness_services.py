@@ -4,8 +4,9 @@ with STARTTLS and AUTH), with the version it announces; each broken service, one
 blocked with what breaks, the fix and the exit code.
 
 Servers for the whole module: a source Dovecot with ManageSieve, a good target (Dovecot with
-TLS, ManageSieve and submission relaying to the sandbox's SMTP sink) and a target without TLS
-(its submission offers no STARTTLS)."""
+TLS, ManageSieve and submission relaying to the sandbox's SMTP sink), a target without TLS (its
+submission offers no STARTTLS), two slapd (the [directory]) and one Radicale (DAV: CalDAV and
+CardDAV without scheduling, a warning)."""
 
 from __future__ import annotations
 
@@ -151,4 +152,53 @@ def test_target_directory_down_blocks(tmp_path: Path, servers: dict[str, Any], s
     assert ldap["status"] == "blocked"
     assert "[directory.target]" in ldap["fix"] and "does not answer" in ldap["what"]
     assert [c["subject"].split(" ")[1] for c in checks.values() if c["status"] != "ok"] == ["LDAP"]
+    assert result.code == 75
+
+
+@pytest.fixture(scope="module")
+def radicale() -> Any:
+    from mailferry.sandbox.dav_servers import RadicaleServer
+
+    server = RadicaleServer.start(users=dict(USERS))
+    yield server
+    server.close()
+
+
+def dav_block(source_url: str, target_url: str) -> str:
+    os.environ["MF_SVC_DAVADMIN"] = "adminpw"
+    admin = 'user = "admin"\npassword = "env:MF_SVC_DAVADMIN"\n'
+    return (
+        f'\n[source.dav]\nurl = "{source_url}"\n[source.dav.admin]\n{admin}'
+        f'[target.dav]\nurl = "{target_url}"\n[target.dav.admin]\n{admin}'
+    )
+
+
+def test_dav_without_scheduling_is_a_warning(tmp_path: Path, servers: dict[str, Any], radicale: Any) -> None:
+    result = cli("check", project(tmp_path, servers, directory=dav_block(radicale.url, radicale.url)), "--json")
+    verdict, checks = services(result)
+    assert verdict == "ready with warnings", checks
+    dav = checks["DAV"]
+    assert dav["status"] == "warning"
+    assert "calendar-auto-schedule" in dav["what"] and "RFC 6638" in dav["fix"]
+    assert {"calendar-access", "addressbook"} <= set(dav["facts"]["dav"])
+    assert [c["subject"].split(" ")[1] for c in checks.values() if c["status"] != "ok"] == ["DAV"]
+    assert result.code == 0
+    assert (
+        cli(
+            "check",
+            project(tmp_path / "strict", servers, directory=dav_block(radicale.url, radicale.url)),
+            "--json",
+            "--strict",
+        ).code
+        == 1
+    )
+
+
+def test_dav_down_blocks(tmp_path: Path, servers: dict[str, Any], radicale: Any) -> None:
+    down = f"http://127.0.0.1:{free_port()}/"
+    result = cli("check", project(tmp_path, servers, directory=dav_block(radicale.url, down)), "--json")
+    verdict, checks = services(result)
+    assert verdict == "blocked"
+    dav = checks["DAV"]
+    assert dav["status"] == "blocked" and "[target.dav]" in dav["fix"] and "does not answer" in dav["what"]
     assert result.code == 75
