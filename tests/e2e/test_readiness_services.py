@@ -39,6 +39,7 @@ def project(
     submission_port: int | None = None,
     sieve_port: int | None = None,
     directory: str = "",
+    ca_file: bool = True,
 ) -> Path:
     tgt = servers[target]
     extra = (
@@ -46,7 +47,7 @@ def project(
         f'[target.sieve]\nurl = "sieve://127.0.0.1:{sieve_port or tgt.sieve_port}"\nsecurity = "none"\n'
         f'[target.submission]\nurl = "submission://127.0.0.1:{submission_port or tgt.submission_port}"\n'
     )
-    if tgt.ca_file is not None:
+    if tgt.ca_file is not None and ca_file:
         extra += f'ca_file = "{tgt.ca_file}"\n'
     return write_project(tmp, servers["src"], tgt, list(USERS), extra=extra + directory)
 
@@ -79,6 +80,7 @@ def test_good_target_services_are_ready(tmp_path: Path, servers: dict[str, Any])
         ("submission down", "submission", "dovecot-submissiond", 75),
         ("submission without STARTTLS", "submission", "ssl = yes", 1),
         ("ManageSieve down", "ManageSieve", "dovecot-managesieved", 75),
+        ("submission certificate untrusted", "submission", "ca_file", 78),
     ],
 )
 def test_each_broken_service_blocks(
@@ -88,6 +90,8 @@ def test_each_broken_service_blocks(
         path = project(tmp_path, servers, submission_port=free_port())
     elif broken == "ManageSieve down":
         path = project(tmp_path, servers, sieve_port=free_port())
+    elif broken == "submission certificate untrusted":  # the sandbox CA is not in the system store
+        path = project(tmp_path, servers, ca_file=False)
     else:
         path = project(tmp_path, servers, "plain")
     result = cli("check", path, "--json")

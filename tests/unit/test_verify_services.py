@@ -38,10 +38,12 @@ def test_submission_down_is_blocked_tempfail() -> None:
 
 def test_submission_bad_certificate_names_the_ca_fix() -> None:
     c = judge.submission(
-        Submission("mx:587", False, starttls=True, error="the TLS certificate does not verify", stage="tls")
+        Submission("mx:587", False, starttls=True, error="the TLS certificate does not verify", stage="certificate")
     )
-    assert c.status == "blocked"
+    assert (c.status, c.exit_code) == ("blocked", 78)
     assert "ca_file" in c.fix
+    handshake = judge.submission(Submission("mx:587", False, starttls=True, error="wrong version", stage="tls"))
+    assert (handshake.status, handshake.exit_code) == ("blocked", 75) and "log" in handshake.fix
 
 
 def test_submission_without_starttls_is_blocked() -> None:
@@ -96,7 +98,7 @@ def test_ldap_judgement() -> None:
     tls=st.booleans(),
     auth=st.lists(st.sampled_from(["PLAIN", "LOGIN", "XOAUTH2"]), max_size=3).map(tuple),
     error=st.sampled_from(["", "boom"]),
-    stage=st.sampled_from(["connect", "tls", "ehlo"]),
+    stage=st.sampled_from(["connect", "tls", "certificate", "ehlo"]),
 )
 def test_submission_is_ok_exactly_when_clients_can_log_in_over_tls(
     implicit: bool, starttls: bool, tls: bool, auth: tuple[str, ...], error: str, stage: str

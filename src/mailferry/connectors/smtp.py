@@ -14,7 +14,7 @@ __all__ = ["SubmissionProbe", "probe_submission"]
 @dataclass(frozen=True, slots=True)
 class SubmissionProbe:
     """What a submission service showed. ``error`` set: it could not be talked to (``stage``
-    says where: ``connect``, ``tls``, ``ehlo``). ``tls``: the session ended up encrypted
+    says where: ``connect``, ``tls``, ``certificate``, ``ehlo``). ``tls``: the session ended up encrypted
     (implicit TLS or STARTTLS), ``starttls``: STARTTLS was offered in plain text. ``auth``: the
     SASL mechanisms offered in the last EHLO (after TLS when there was TLS); ``size``: SIZE, 0
     when not announced."""
@@ -120,7 +120,7 @@ def probe_submission(
             plain,
             starttls=offered,
             error=f"the TLS certificate does not verify: {e.verify_message}",
-            stage="tls",
+            stage="certificate",
         )
     except (TimeoutError, smtplib.SMTPException, OSError) as e:
         why = getattr(e, "strerror", None) or str(e) or type(e).__name__

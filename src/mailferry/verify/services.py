@@ -8,10 +8,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mailferry.errors import ExitCode
 from mailferry.model.readiness import Check
 
 AREA = "services"
-DOWN_EXIT = 75  # EX_TEMPFAIL: the service could not be talked to
+DOWN_EXIT = int(ExitCode.TEMPFAIL)  # the service could not be talked to
+CERT_EXIT = int(ExitCode.CONFIG)  # as a TLSVerifyError: trust (ca_file) or the certificate must change
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +190,18 @@ def submission(seen: Submission) -> Check:
             facts=facts,
             exit_code=DOWN_EXIT,
         )
+    if seen.stage == "certificate":
+        return Check(
+            AREA,
+            subject,
+            "blocked",
+            f"the target's submission service has a certificate clients refuse ({seen.error}): "
+            "mail clients can't send mail",
+            "give the submission service a certificate that names this host and chains to a trusted CA "
+            "(or name the CA in [target.submission] ca_file)",
+            facts=facts,
+            exit_code=CERT_EXIT,
+        )
     if seen.error:
         return Check(
             AREA,
@@ -195,10 +209,7 @@ def submission(seen: Submission) -> Check:
             "blocked",
             f"the target's submission service fails at {seen.stage or 'start'} ({seen.error}): "
             "mail clients can't send mail",
-            "give the submission service a certificate that names this host and chains to a trusted CA "
-            "(or name the CA in [target.submission] ca_file)"
-            if seen.stage == "tls"
-            else f"look at the submission server's log for what it refused on {seen.where}",
+            f"look at the submission server's log for what it refused on {seen.where}",
             facts=facts,
             exit_code=DOWN_EXIT,
         )
