@@ -1153,3 +1153,16 @@ _RESENDS = 2  # a request whose kept-alive connection dropped before any answer 
 def _reason(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text[:_WORDS_LIMIT]
+
+
+def probe_options(
+    url: str, *, verify_certificates: bool = True, ca_file: str | None = None, timeout: float = 10.0
+) -> tuple[frozenset[str], str]:
+    """An unauthenticated OPTIONS on ``url``: the DAV header's tokens (lower case) and the Server
+    header. Raises httpx.HTTPError when the server does not answer."""
+    verify: ssl.SSLContext | bool = _tls_context(ca_file) if verify_certificates else False
+    with httpx.Client(verify=verify, timeout=timeout) as client:
+        answer = client.request("OPTIONS", url)
+    values = answer.headers.get_list("dav")
+    dav = frozenset(t.strip().lower() for value in values for t in value.split(",") if t.strip())
+    return dav, answer.headers.get("server", "")

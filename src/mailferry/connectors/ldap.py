@@ -460,6 +460,17 @@ class LdapDirectory:
         classes = {str(c).lower() for c in other.get("objectClass", ()) or ()}
         return "openldaprootdse" in classes or bool(other.get("configContext"))
 
+    @property
+    def vendor(self) -> str:
+        """What the root DSE says the server is: vendorName and vendorVersion (RFC 3045) when it
+        publishes them, else "Active Directory" or "OpenLDAP" when recognised, else ""."""
+        info = self._c.server.info
+        other = info.other if info is not None and info.other else {}
+        named = " ".join(str(v[0]) for key in ("vendorName", "vendorVersion") if (v := other.get(key)))
+        if named:
+            return named
+        return "Active Directory" if self.is_active_directory else "OpenLDAP" if self.is_openldap else ""
+
     def schema(self) -> Schema | None:
         """The server's schema from its subschema subentry (RFC 4512 §4.2), None if unreadable."""
         ok = self._c.search("", "(objectClass=*)", search_scope=BASE, attributes=["subschemaSubentry"])

@@ -47,6 +47,7 @@ __all__ = [
     "SieveStore",
     "parse_capabilities",
     "parse_response",
+    "probe",
     "quote",
 ]
 
@@ -187,10 +188,12 @@ def _ssl_context(endpoint: SieveEndpoint) -> ssl.SSLContext:
 class SieveStore:
     """One account's scripts on one ManageSieve server. Not thread-safe."""
 
-    def __init__(self, endpoint: SieveEndpoint, login: SieveLogin, *, readonly: bool, label: str = "") -> None:
+    def __init__(self, endpoint: SieveEndpoint, login: SieveLogin | None, *, readonly: bool, label: str = "") -> None:
+        """``login=None``: connect (and STARTTLS) only, to read the capabilities (:func:`probe`)."""
         self.endpoint = endpoint
         self.readonly = readonly
-        self.label = label or f"{login.user}@{endpoint.host} (ManageSieve)"
+        who = f"{login.user}@" if login is not None else ""
+        self.label = label or f"{who}{endpoint.host} (ManageSieve)"
         self._sock: socket.socket | None = None
         self._file: object = None
         self.capabilities: dict[str, str] = {}
@@ -212,7 +215,7 @@ class SieveStore:
         """CHECKSCRIPT came with ManageSieve ``VERSION 1.0`` (RFC 5804 section 2.12)."""
         return "VERSION" in self.capabilities
 
-    def _connect(self, login: SieveLogin) -> None:
+    def _connect(self, login: SieveLogin | None) -> None:
         ep = self.endpoint
         where = f"{ep.host}:{ep.port}"
         try:
@@ -246,7 +249,8 @@ class SieveStore:
             self.close()
             why = e.strerror or type(e).__name__
             raise TemporaryFailure(f"{self.label}: cannot connect to {where}: {why}") from None
-        self._authenticate(login)
+        if login is not None:
+            self._authenticate(login)
 
     def _set(self, sock: socket.socket) -> None:
         self._sock = sock
@@ -375,3 +379,13 @@ class SieveStore:
         if answer.status != "OK":
             words = answer.text or answer.code or "refused"
             raise ScriptRefused(f"{self.label}: SETACTIVE {name!r} refused: {words}", words)
+
+
+def probe(endpoint: SieveEndpoint) -> dict[str, str]:
+    """The server's capabilities (after STARTTLS when ``endpoint`` asks for it), without logging
+    in. Raises TemporaryFailure / TLSVerifyError like a store does."""
+    store = SieveStore(endpoint, None, readonly=True)
+    try:
+        return dict(store.capabilities)
+    finally:
+        store.close()

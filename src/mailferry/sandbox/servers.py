@@ -430,6 +430,7 @@ class DovecotServer:
         acl_groups: Mapping[str, Sequence[str]] | None = None,
         acl_global: str = "",
         metadata: bool = False,
+        submission: bool = False,
     ) -> None:
         if style not in ("dotted", "slash"):
             raise ValueError(f"unknown style {style!r}")
@@ -460,6 +461,7 @@ class DovecotServer:
         self._run_dir_is_temp = False
         self._proc: Process | None = None
         self._init_sieve(sieve)
+        self._init_submission(submission)
         self.acl = acl
         self.acl_groups = {u: tuple(g) for u, g in (acl_groups or {}).items()}
         self.acl_global = acl_global
@@ -491,6 +493,7 @@ class DovecotServer:
         acl_groups: Mapping[str, Sequence[str]] | None = None,
         acl_global: str = "",
         metadata: bool = False,
+        submission: bool = False,
     ) -> DovecotServer:
         """Write a config under ``base_dir``, start Dovecot and wait for its greeting.
 
@@ -521,6 +524,7 @@ class DovecotServer:
             acl_groups=acl_groups,
             acl_global=acl_global,
             metadata=metadata,
+            submission=submission,
         )
         try:
             server._prepare()
@@ -639,7 +643,7 @@ class DovecotServer:
 
     def _sieve_protocols(self) -> str:
         self._lmtp_reach()
-        return " sieve lmtp" if self.sieve else ""
+        return (" sieve lmtp" if self.sieve else "") + (" submission" if self.submission else "")
 
     def _lmtp_reach(self) -> None:
         """LMTP does not chroot (unlike imap, see the "/./" homes): it reaches the maildir by its
@@ -679,6 +683,35 @@ submission_host = {HOST}:{self._sink.port}
 plugin {{
   sieve = file:~/sieve;active=~/.dovecot.sieve
 }}
+"""
+
+    # ---- SMTP submission (dovecot-submissiond), relaying to the sink
+
+    def _init_submission(self, submission: bool) -> None:
+        """``submission=True``: Dovecot's submission service (RFC 6409) on
+        :attr:`submission_port`, relaying to the :class:`~mailferry.sandbox.sink.SmtpSink`. It
+        offers STARTTLS when the server has TLS; without TLS it offers AUTH in plain text."""
+        self.submission = submission
+        self.submission_port: int | None = free_port() if submission else None
+        if submission and self._sink is None:
+            self._sink = SmtpSink()
+
+    def _submission_config(self) -> str:
+        if not self.submission:
+            return ""
+        assert self._sink is not None
+        return f"""
+service submission-login {{
+  inet_listener submission {{
+    address = {HOST}
+    port = {self.submission_port}
+  }}
+}}
+hostname = localhost
+submission_relay_host = {HOST}
+submission_relay_port = {self._sink.port}
+submission_relay_trusted = yes
+submission_max_mail_size = 40M
 """
 
     def sent_messages(self) -> list[SentMessage]:
@@ -851,7 +884,7 @@ service imap-login {{
 service imap {{
   process_limit = 256
 }}
-{self._sieve_config()}{self._acl_config(location, sep)}{self._metadata_config()}"""
+{self._sieve_config()}{self._submission_config()}{self._acl_config(location, sep)}{self._metadata_config()}"""
 
     def public_dir(self) -> Path:
         """Where the public namespace's mail lives (inside the imap processes' chroot; with
