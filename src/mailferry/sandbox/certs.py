@@ -93,7 +93,7 @@ class CertAuthority:
         not_before: datetime,
         not_after: datetime,
         rsa_bits: int | None = None,
-        hash_algorithm: hashes.HashAlgorithm | None = None,
+        hash_algorithm: hashes.SHA256 | hashes.SHA384 | hashes.SHA512 | None = None,
     ) -> tuple[x509.Certificate, PrivateKey]:
         """A server certificate for ``names`` (host names and IP addresses, all in the SAN; the
         first is the CN too)."""
