@@ -49,7 +49,7 @@ def _starttls(sock: socket.socket, service: str) -> None:
         while True:
             line = _read_line(sock)
             if line.startswith(b"a1 "):
-                if not line.upper().startswith(b"a1 OK"):
+                if not line[3:].upper().startswith(b"OK"):
                     raise _Refused(f"STARTTLS refused: {line.decode(errors='replace').strip()}")
                 return
     elif service == "sieve":
