@@ -110,3 +110,21 @@ def test_a_target_without_tls_has_no_certificate_checks(tmp_path: Path, source: 
     r = cli("check", write_project(tmp_path, source, source, ["alice"]), "--json")
     assert [a for a in r.json()["areas"] if a["area"] == "certificates"] == []
     assert r.code == ExitCode.OK, r.out
+
+
+def test_managesieve_over_starttls_is_checked_too(
+    tmp_path: Path, source: Any, dovecot_factory: Callable[..., Any], certs: Any
+) -> None:
+    ca, _, _ = files = certs["expired"]
+    target = dovecot_factory(users=USERS, tls=True, tls_files=files, sieve=True)
+    project = project_for(tmp_path, source, target, ca)
+    project.write_text(
+        project.read_text()
+        + f'\n[target.sieve]\nurl = "sieve://127.0.0.1:{target.sieve_port}"\nsecurity = "starttls"\nca_file = "{ca}"\n'
+    )
+    report = cli("check", project, "--json").json()
+    bad = [c for c in area(report, "certificates")["checks"] if c["status"] != "ok"]
+    assert sorted(c["subject"] for c in bad) == sorted(
+        [f"imap 127.0.0.1:{target.tls_port}", f"sieve 127.0.0.1:{target.sieve_port}"]
+    ), bad
+    assert all("expired" in c["what"] and c["fix"].startswith("renew") for c in bad)
