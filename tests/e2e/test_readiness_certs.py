@@ -128,3 +128,36 @@ def test_managesieve_over_starttls_is_checked_too(
         [f"imap 127.0.0.1:{target.tls_port}", f"sieve 127.0.0.1:{target.sieve_port}"]
     ), bad
     assert all("expired" in c["what"] and c["fix"].startswith("renew") for c in bad)
+
+
+@pytest.mark.parametrize("kind", ["good", "untrusted"])
+def test_ldap_starttls_certificate_is_fetched_and_verified(
+    slapd_factory: Callable[..., Any], certs: Any, kind: str
+) -> None:
+    from datetime import UTC, datetime
+
+    from mailferry.connectors.tlsprobe import probe
+    from mailferry.model.certs import TlsEndpoint
+    from mailferry.verify.certs import judge
+
+    ca = certs["good"][0]
+    server = slapd_factory(tls_files=certs[kind])
+    seen = probe(TlsEndpoint("ldap", "127.0.0.1", server.port, "starttls", ca, timeout=5, config="[directory.target]"))
+    assert seen.error == "" and seen.certificate is not None, seen
+    assert seen.certificate.dns_names == ("mail.new.test",) and seen.certificate.ip_addresses == ("127.0.0.1",)
+    assert seen.verified == (kind == "good"), seen.verify_reason
+    statuses = [c.status for c in judge(seen, ["127.0.0.1", "mail.new.test"], datetime.now(UTC), 21)]
+    assert statuses == (["ok", "ok", "ok"] if kind == "good" else ["blocked", "ok", "ok"])
+
+
+def test_a_server_without_starttls_is_one_blocked_check(source: Any) -> None:
+    from datetime import UTC, datetime
+
+    from mailferry.connectors.tlsprobe import probe
+    from mailferry.model.certs import TlsEndpoint
+    from mailferry.verify.certs import judge
+
+    seen = probe(TlsEndpoint("imap", "127.0.0.1", source.port, "starttls", timeout=5))
+    assert seen.certificate is None and "STARTTLS" in seen.error, seen
+    (check,) = judge(seen, ["127.0.0.1"], datetime.now(UTC), 21)
+    assert check.status == "blocked" and "STARTTLS" in check.fix
