@@ -7,7 +7,7 @@ from pathlib import Path
 from test_config import GOOD, write
 
 from mailferry.config import load_project
-from mailferry.engine.certs import endpoints
+from mailferry.engine.certs import client_names, endpoints
 
 EXTRA = """
 [target.sieve]
@@ -36,3 +36,12 @@ def test_a_target_without_tls_has_no_endpoint(tmp_path: Path) -> None:
         'security = "starttls"\nmax_connections', 'security = "none"\nallow_plaintext_login = true\nmax_connections', 1
     )
     assert endpoints(load_project(write(tmp_path, text))) == []
+
+
+def test_target_names_apply_to_the_main_server_not_to_a_host_of_its_own(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("not read here\n")
+    org = '\n[organization]\ntarget_names = ["mail.new.example"]\n'
+    project = load_project(write(tmp_path, GOOD + EXTRA + org))
+    imap, sieve, submission = endpoints(project)
+    assert client_names(project, imap) == ["imap.new.example", "mail.new.example"]
+    assert client_names(project, submission) == ["smtp.new.example"]

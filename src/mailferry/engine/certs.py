@@ -4,6 +4,7 @@ uses (IMAP, DAV over https, ManageSieve, submission, the target directory), prob
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -73,6 +74,27 @@ def gather(project: Project, accounts: Sequence[AccountConfig], ctx: Context) ->
         probes = list(pool.map(probe, eps))
     checks: list[Check] = []
     for p in probes:
-        names = [p.endpoint.name, *org.target_names]
-        checks += judge(p, names, ctx.now, org.expiry_warning_days)
+        checks += judge(p, client_names(project, p.endpoint), ctx.now, org.expiry_warning_days)
     return checks
+
+
+def client_names(project: Project, endpoint: TlsEndpoint) -> list[str]:
+    """The names clients use for ``endpoint``: its own (host or TLS server name), and the
+    organization's ``target_names`` when it is on the target's main server (the host of
+    ``[target]``, one of those names, or an address). A service on a host of its own
+    (``smtp.new.example``) is judged for that name only. DNS-derived names can be added by the
+    caller of :func:`mailferry.verify.certs.judge`."""
+    names = [endpoint.name]
+    org = {n.lower() for n in project.organization.target_names}
+    host = endpoint.host.lower()
+    if host == project.target.host.lower() or host in org or _is_address(host):
+        names += project.organization.target_names
+    return names
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return False
+    return True
