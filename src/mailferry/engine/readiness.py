@@ -35,12 +35,13 @@ Gatherer = Callable[[Project, Sequence[AccountConfig], Context], list[Check]]
 def _gatherers() -> list[tuple[str, Gatherer]]:
     # Imported here: each area pulls in its own connectors (DNS, SMTP, LDAP), which a project
     # that doesn't use them never needs to load.
-    from mailferry.engine import blockers, names, prepare, services
+    from mailferry.engine import blockers, certs, names, prepare, services
 
     out: list[tuple[str, Gatherer]] = []
     out.append(("services", services.gather))
     out.append(("names", names.names_checks))
     out.append(("network", names.network_checks))
+    out.append(("certificates", certs.gather))
     out.append(("blockers", blockers.gather))
     out.append(("directory", prepare.gather))
     return out

@@ -431,6 +431,7 @@ class DovecotServer:
         acl_global: str = "",
         metadata: bool = False,
         submission: bool = False,
+        tls_files: tuple[Path, Path, Path] | None = None,
     ) -> None:
         if style not in ("dotted", "slash"):
             raise ValueError(f"unknown style {style!r}")
@@ -467,6 +468,7 @@ class DovecotServer:
         self.acl_global = acl_global
         self.metadata = metadata
         self._acl_root: Path | None = None  # see _acl_prepare
+        self._given_tls = tls_files
 
     # ---- lifecycle
 
@@ -494,12 +496,15 @@ class DovecotServer:
         acl_global: str = "",
         metadata: bool = False,
         submission: bool = False,
+        tls_files: tuple[Path, Path, Path] | None = None,
     ) -> DovecotServer:
         """Write a config under ``base_dir``, start Dovecot and wait for its greeting.
 
         With ``ldap``, users are looked up (and their passwords checked by LDAP bind) in that
         directory first; ``users`` and the master user keep working alongside (needs the
-        ``dovecot-ldap`` package).
+        ``dovecot-ldap`` package). ``tls_files=(ca, cert, key)``: with ``tls``, serve that
+        certificate (e.g. a broken one of :mod:`mailferry.sandbox.certs`) instead of making one;
+        ``ca_file`` is then ``ca``.
         """
         binary = dovecot or shutil.which("dovecot") or "/usr/sbin/dovecot"
         if not Path(binary).exists():
@@ -525,6 +530,7 @@ class DovecotServer:
             acl_global=acl_global,
             metadata=metadata,
             submission=submission,
+            tls_files=tls_files,
         )
         try:
             server._prepare()
@@ -743,7 +749,7 @@ submission_max_mail_size = 40M
             self._prepare_ldap(self.ldap)
         cert = key = None
         if self.tls:
-            ca, cert, key = _make_tls_files(self.base_dir / "tls", self.cert_hostname)
+            ca, cert, key = self._given_tls or _make_tls_files(self.base_dir / "tls", self.cert_hostname)
             self.ca_file = ca
         self._tls_files = (cert, key)
         self.config_path.write_text(self._config(cert, key))
@@ -1005,6 +1011,8 @@ namespace shared {{
             if self.tls_port is not None and self.ca_file is not None:
                 # A full handshake: a half-open TLS client would keep an imap-login busy.
                 context = ssl.create_default_context(cafile=str(self.ca_file))
+                if self._given_tls is not None:  # it may be broken on purpose (expired, untrusted)
+                    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
                 wait_port_greeting(self.tls_port, alive=self._proc, tls=context)
         except SandboxError as exc:
             self._stop_quietly()

@@ -1,0 +1,100 @@
+"""The ``certificates`` area of ``mailferry check``: every TLS endpoint of the target the project
+uses (IMAP, DAV over https, ManageSieve, submission, the target directory), probed through
+:mod:`mailferry.connectors.tlsprobe` and judged by :mod:`mailferry.verify.certs`."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from mailferry.config.model import AccountConfig, Project
+from mailferry.connectors.tlsprobe import probe
+from mailferry.model.certs import Service, Start, TlsEndpoint
+from mailferry.model.readiness import Check
+from mailferry.verify.certs import judge
+
+if TYPE_CHECKING:
+    from mailferry.engine.readiness import Context
+
+_PROBE_TIMEOUT = 10.0
+
+
+def endpoints(project: Project) -> list[TlsEndpoint]:
+    """The target's TLS endpoints, in the project file's order (those without TLS are left out)."""
+    t = project.target
+    out: list[TlsEndpoint] = []
+
+    def add(
+        service: Service, host: str, port: int, security: str, ca: Path | None, config: str, name: str = ""
+    ) -> None:
+        if security not in ("tls", "starttls"):
+            return
+        start: Start = "tls" if security == "tls" else "starttls"
+        out.append(
+            TlsEndpoint(
+                service,
+                host,
+                port,
+                start,
+                None if ca is None else project.base_dir / ca,
+                name,
+                _PROBE_TIMEOUT,
+                config,
+            )
+        )
+
+    add("imap", t.host, t.port, t.security, t.ca_file, "[target]")
+    if t.dav is not None:
+        parts = urlsplit(t.dav.url)
+        if parts.scheme.lower() == "https" and parts.hostname:
+            add("dav", parts.hostname, parts.port or 443, "tls", t.dav.ca_file, "[target.dav]")
+    if t.sieve is not None:
+        s = t.sieve
+        add("sieve", s.host, s.port, s.security, s.ca_file, "[target.sieve]")
+    if t.submission is not None:
+        m = t.submission
+        add("submission", m.host, m.port, m.security, m.ca_file, "[target.submission]")
+    if project.directory is not None:
+        d = project.directory.target
+        add("ldap", d.host, d.port, d.security, d.ca_file, "[directory.target]", d.tls_server_name)
+    return out
+
+
+def gather(project: Project, accounts: Sequence[AccountConfig], ctx: Context) -> list[Check]:
+    """The checks of every TLS endpoint (none when the target uses no TLS)."""
+    eps = endpoints(project)
+    if not eps:
+        return []
+    org = project.organization
+    with ThreadPoolExecutor(max_workers=min(8, len(eps))) as pool:
+        probes = list(pool.map(probe, eps))
+    checks: list[Check] = []
+    for p in probes:
+        checks += judge(p, client_names(project, p.endpoint), ctx.now, org.expiry_warning_days)
+    return checks
+
+
+def client_names(project: Project, endpoint: TlsEndpoint) -> list[str]:
+    """The names clients use for ``endpoint``: its own (host or TLS server name), and the
+    organization's ``target_names`` when it is on the target's main server (the host of
+    ``[target]``, one of those names, or an address). A service on a host of its own
+    (``smtp.new.example``) is judged for that name only. DNS-derived names can be added by the
+    caller of :func:`mailferry.verify.certs.judge`."""
+    names = [endpoint.name]
+    org = {n.lower() for n in project.organization.target_names}
+    host = endpoint.host.lower()
+    if host == project.target.host.lower() or host in org or _is_address(host):
+        names += project.organization.target_names
+    return names
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return False
+    return True
