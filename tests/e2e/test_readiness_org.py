@@ -124,3 +124,16 @@ employeeType = "locked"
     assert len(areas["certificates"]["checks"]) >= 3  # IMAP, ManageSieve and submission, each on TLS
     # The same report for people, with the verdict last.
     assert cli("check", project).out.rstrip().endswith("verdict: ready")
+
+    # The certificate must cover what DNS points at: an IMAP SRV record that sends clients to
+    # imap.new.test (the same server) is a name the certificate lacks.
+    records = [r for r in zone(tgt) if r[0] != f"_imap._tcp.{D}"]
+    dns.set_records(
+        [*records, (f"_imap._tcp.{D}", "SRV", f"0 1 {tgt.port} imap.new.test"), ("imap.new.test", "A", "127.0.0.1")]
+    )
+    project.write_text(project.read_text().replace('resolver = "127.0.0.1:', f'resolver = "{dns.address}" #', 1))
+    r = cli("check", project, "--json")
+    bad = [c for a in r.json()["areas"] for c in a["checks"] if c["status"] != "ok"]
+    assert [(c["area"], c["status"]) for c in bad] == [("certificates", "blocked")], bad
+    assert "imap.new.test" in bad[0]["what"] and "subjectAltName holds imap.new.test" in bad[0]["fix"]
+    assert r.code == 1

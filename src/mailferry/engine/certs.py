@@ -72,10 +72,50 @@ def gather(project: Project, accounts: Sequence[AccountConfig], ctx: Context) ->
     org = project.organization
     with ThreadPoolExecutor(max_workers=min(8, len(eps))) as pool:
         probes = list(pool.map(probe, eps))
+    advertised = dns_names(project)
     checks: list[Check] = []
     for p in probes:
-        checks += judge(p, client_names(project, p.endpoint), ctx.now, org.expiry_warning_days)
+        names = client_names(project, p.endpoint)
+        names += [n for n in advertised.get((p.endpoint.service, p.endpoint.port), []) if n not in names]
+        checks += judge(p, names, ctx.now, org.expiry_warning_days)
     return checks
+
+
+#: The SRV records (RFC 6186, RFC 6764) that send clients to each kind of endpoint.
+_SRV = {
+    "imap": ("_imaps._tcp", "_imap._tcp"),
+    "submission": ("_submission._tcp", "_submissions._tcp"),
+    "sieve": ("_sieve._tcp",),
+    "dav": ("_caldavs._tcp", "_caldav._tcp", "_carddavs._tcp", "_carddav._tcp"),
+}
+
+
+def dns_names(project: Project) -> dict[tuple[str, int], list[str]]:
+    """(service, port) -> the host names the mail domains' SRV records send clients to for that
+    service at that port (leaving out the source's names): the certificate must cover what DNS
+    points at. Empty without ``[organization] domains``."""
+    org = project.organization
+    if not org.domains:
+        return {}
+    from mailferry.connectors.dns import Resolver
+
+    resolver = Resolver(org.resolver)
+    source = {n.lower() for n in org.source_names}
+    out: dict[tuple[str, int], list[str]] = {}
+    for service, labels in _SRV.items():
+        for domain in org.domains:
+            for label in labels:
+                answer = resolver.query(f"{label}.{domain}", "SRV")
+                if answer.status != "ok":
+                    continue
+                for record in answer.records:
+                    parts = record.split()
+                    if len(parts) != 4 or parts[3] in (".", "") or parts[3].lower() in source:
+                        continue
+                    names = out.setdefault((service, int(parts[2])), [])
+                    if parts[3] not in names:
+                        names.append(parts[3])
+    return out
 
 
 def client_names(project: Project, endpoint: TlsEndpoint) -> list[str]:
