@@ -271,3 +271,35 @@ def test_an_acl_right_the_target_cant_grant(cyrus_factory: Any, dovecot_factory:
     c.logout()
     ok = cli("check", p, "--account", "rights", "--json")
     assert [x["status"] for x in blockers(ok, "rights")] == ["ok"] and ok.code == ExitCode.OK
+
+
+def test_tasks_into_a_target_calendar_that_takes_only_events(dovecot_factory: Any, tmp_path: Path) -> None:
+    """A calendar already on the target (Radicale) declares only VEVENT; the source's calendar of
+    that name holds a task: a warning naming the calendar, the count and the fix."""
+    from dav_org import dav_only_project, event, put_named, store, todo
+
+    from mailferry.sandbox.dav_servers import RadicaleServer
+
+    users = {"alice": "alicepw"}
+    rs = RadicaleServer.start(tmp_path / "rs", users=users)
+    rt = RadicaleServer.start(tmp_path / "rt", users=users)
+    try:
+        st = store(rs.url, "alice", "alicepw")
+        put_named(st, "Work", "calendar", [("e1", event("e1", "Plan", "20271104T100000Z")), ("t1", todo("t1"))])
+        put_named(st, "Home", "calendar", [("t2", todo("t2"))])
+        st.close()
+        st = store(rt.url, "alice", "alicepw")
+        put_named(st, "Work", "calendar", [], components=("VEVENT",))
+        st.close()
+        imap = dovecot_factory(style="slash", users=users)
+        project = dav_only_project(tmp_path / "p", imap, imap, rs.url, rt.url, users)
+        r = cli("check", project, "--json")
+        [area] = [a for a in r.json()["areas"] if a["area"] == "blockers"]
+        [c] = [c for c in area["checks"] if c["subject"].startswith("calendar ")]
+        assert c["subject"] == "calendar Work" and c["status"] == "warning" and c["account"] == "alice", c
+        assert "1 task would go into the target's calendar 'Work', which takes only VEVENT" in c["what"]
+        assert "VTODO" in c["fix"] and c["facts"]["outside"] == {"VTODO": 1}
+        assert r.code == ExitCode.OK  # Home is created by migrate with the source's set: no warning
+    finally:
+        rs.close()
+        rt.close()

@@ -349,3 +349,12 @@ def test_cyrus_holds_128_keywords_a_folder(product: str, counts: dict[str, int],
     assert [c.status for c in checks] == want
     if want == ["warning"]:
         assert checks[0].facts == {"folders": ["INBOX"], "most": 129, "limit": 128}
+
+
+def test_calendar_components_outside_the_targets_set() -> None:
+    from mailferry.verify.blockers import calendar_components
+
+    assert calendar_components("ann", "Work", (), {"VTODO": 3}) == []  # no set declared: takes all
+    assert calendar_components("ann", "Work", ("VEVENT", "VTODO"), {"VEVENT": 2, "VTODO": 1}) == []
+    [c] = calendar_components("ann", "Work", ("VEVENT",), {"VEVENT": 2, "VTODO": 2, "VJOURNAL": 1})
+    assert "1 journal entry, 2 tasks would go into" in c.what and c.facts["outside"] == {"VJOURNAL": 1, "VTODO": 2}

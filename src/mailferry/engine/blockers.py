@@ -14,6 +14,7 @@ created), the ACL engine's dry run (the findings it would report), the Sieve scr
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -31,6 +32,7 @@ from mailferry.plan.acl import AclSkip, SetAcl
 from mailferry.plan.dav import principal_map
 from mailferry.plan.keywords import is_keyword
 from mailferry.verify.blockers import AREA, AccountFacts, AclItem, FolderName, Script, TargetNames, judge
+from mailferry.verify.blockers import calendar_components as judge_components
 
 
 def gather(project: Project, accounts: Sequence[AccountConfig], ctx: Context) -> list[Check]:
@@ -158,3 +160,51 @@ def _sieve(facts: AccountFacts, job: Any) -> None:
             tgt.close()
     facts.scripts = scripts
     facts.looked_at["Sieve scripts"] = len(scripts)
+
+
+_COMPONENT = re.compile(rb"(?m)^BEGIN:(VEVENT|VTODO|VJOURNAL)\r?$")
+
+
+def calendar_components(project: Project, accounts: Sequence[AccountConfig], ctx: Context) -> list[Check]:
+    """Per account, source calendars whose items are of a component the same-named calendar that
+    already exists on the target does not take (read-only; only where the target has one)."""
+    if "calendars" not in project.items or project.source.dav is None or project.target.dav is None:
+        return []
+    from mailferry import api
+    from mailferry.connectors.dav import DavStore
+
+    def one(job: Any) -> list[Check]:
+        out: list[Check] = []
+        try:
+            with contextlib.ExitStack() as stack:
+                src = stack.enter_context(
+                    DavStore(job.source.endpoint, job.source.login, readonly=True, label=f"{job.source_user} (source)")
+                )
+                tgt = stack.enter_context(
+                    DavStore(job.target.endpoint, job.target.login, readonly=True, label=f"{job.target_user} (target)")
+                )
+                there = {c.name: c for c in tgt.collections() if c.kind == "calendar" and c.components}
+                for coll in src.collections():
+                    if coll.kind != "calendar" or coll.name not in there:
+                        continue
+                    counts: dict[str, int] = {}
+                    for item in src.fetch(coll, list(src.members(coll))):
+                        for m in set(_COMPONENT.findall(item.data)):
+                            counts[m.decode()] = counts.get(m.decode(), 0) + 1
+                    out += judge_components(job.source_user, coll.name, there[coll.name].components, counts)
+        except MailferryError as e:
+            out.append(
+                Check(
+                    AREA,
+                    "calendars",
+                    "warning",
+                    f"could not be compared: {e.message}",
+                    e.hint or "see the error",
+                    account=job.source_user,
+                )
+            )
+        return out
+
+    jobs = api._dav_jobs(project, accounts)
+    with ThreadPoolExecutor(max_workers=max(1, min(4, len(jobs)))) as pool:
+        return [c for checks in pool.map(one, jobs) for c in checks]

@@ -43,6 +43,7 @@ def _gatherers() -> list[tuple[str, Gatherer]]:
     out.append(("network", names.network_checks))
     out.append(("certificates", certs.gather))
     out.append(("blockers", blockers.gather))
+    out.append(("blockers", blockers.calendar_components))
     out.append(("directory", prepare.gather))
     return out
 

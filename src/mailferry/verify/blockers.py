@@ -539,3 +539,39 @@ def judge(f: AccountFacts) -> list[Check]:
             facts=seen,
         )
     ]
+
+
+_COMPONENT_WORDS = {
+    "VEVENT": ("event", "events"),
+    "VTODO": ("task", "tasks"),
+    "VJOURNAL": ("journal entry", "journal entries"),
+}
+
+
+def calendar_components(
+    account: str, collection: str, target_components: Sequence[str], counts: Mapping[str, int]
+) -> list[Check]:
+    """A source calendar whose items are of components the same-named calendar already on the
+    target does not declare (its supported-calendar-component-set): a strict server refuses
+    them, a lenient one stores them where clients that trust the set don't show them."""
+    allowed = {c.upper() for c in target_components}
+    if not allowed:
+        return []  # the target declares no set: it takes every component
+    outside = {c: n for c, n in sorted(counts.items()) if n and c not in allowed}
+    if not outside:
+        return []
+    what = ", ".join(f"{n} {_COMPONENT_WORDS.get(c, (c, c))[n != 1]}" for c, n in outside.items())
+    return [
+        Check(
+            AREA,
+            f"calendar {collection}",
+            "warning",
+            f"{what} would go into the target's calendar '{collection}', which takes only "
+            f"{', '.join(sorted(allowed))}: a strict server refuses them (named in the report), and clients "
+            "that trust the calendar's component set don't show them",
+            f"let the target's '{collection}' take {', '.join(sorted(outside))} too (or remove it, so that migrate "
+            "creates it with the source's set), or move those items to a calendar of their own on the source",
+            account=account,
+            facts={"collection": collection, "target_components": sorted(allowed), "outside": outside},
+        )
+    ]
