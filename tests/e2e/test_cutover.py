@@ -11,6 +11,7 @@ opens the folder shared with it with its rights, and free/busy is answered by th
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -186,7 +187,8 @@ def test_every_planted_dependency_then_offline(dovecot_factory: Any, dns_factory
         assert cli("migrate", p3).code == ExitCode.FINDINGS
         assert problems(cli("cutover", "check", p3, "--json")) == []
 
-        # 8. The last pass is older than the window.
+        # 8. The last pass is older than the window (0.36 s; pass times are kept to the second).
+        time.sleep(1.2)
         stale = project(
             tmp_path / "p", src, tgt, rs, rt, dns, ["alice", "bob", "carol"], "delta_window_hours = 0.0001\n"
         )
