@@ -426,6 +426,56 @@ class Project:
         """The project folder: relative paths and ``file:`` references start here."""
         return self.path.parent
 
+    def service_addresses(self, role: Role) -> list[ServiceAddress]:
+        """Every service of ``role``'s servers the project names, in the project file's order:
+        IMAP, then DAV, ManageSieve, submission and the directory's LDAP where configured."""
+        server = self.source if role == "source" else self.target
+        out = [ServiceAddress(role, "imap", server.host, server.port, server.security, server.ca_file, f"[{role}]")]
+        if server.dav is not None:
+            parts = urlsplit(server.dav.url)
+            tls = parts.scheme.lower() == "https"
+            out.append(
+                ServiceAddress(
+                    role,
+                    "dav",
+                    parts.hostname or "",
+                    parts.port or (443 if tls else 80),
+                    "tls" if tls else "none",
+                    server.dav.ca_file,
+                    f"[{role}.dav]",
+                )
+            )
+        if (sv := server.sieve) is not None:
+            out.append(ServiceAddress(role, "sieve", sv.host, sv.port, sv.security, sv.ca_file, f"[{role}.sieve]"))
+        if (sm := server.submission) is not None:
+            out.append(
+                ServiceAddress(role, "submission", sm.host, sm.port, sm.security, sm.ca_file, f"[{role}.submission]")
+            )
+        if self.directory is not None:
+            d = self.directory.source if role == "source" else self.directory.target
+            at = f"[directory.{role}]"
+            out.append(ServiceAddress(role, "ldap", d.host, d.port, d.security, d.ca_file, at, d.tls_server_name))
+        return out
+
+
+ServiceName = Literal["imap", "dav", "sieve", "submission", "ldap"]
+Role = Literal["source", "target"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceAddress:
+    """Where clients (and mailferry) reach one service of one side: ``config`` names the table of
+    the project file that sets it (for fixes); ``server_name`` the TLS name, when not ``host``."""
+
+    role: str
+    service: ServiceName
+    host: str
+    port: int
+    security: Security
+    ca_file: Path | None
+    config: str
+    server_name: str = ""
+
 
 _SIZE_UNITS: Mapping[str, int] = MappingProxyType(
     {

@@ -7,13 +7,11 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from mailferry.config.model import AccountConfig, Project
 from mailferry.connectors.tlsprobe import probe
-from mailferry.model.certs import Service, Start, TlsEndpoint
+from mailferry.model.certs import TlsEndpoint
 from mailferry.model.readiness import Check
 from mailferry.verify.certs import judge
 
@@ -25,43 +23,20 @@ _PROBE_TIMEOUT = 10.0
 
 def endpoints(project: Project) -> list[TlsEndpoint]:
     """The target's TLS endpoints, in the project file's order (those without TLS are left out)."""
-    t = project.target
-    out: list[TlsEndpoint] = []
-
-    def add(
-        service: Service, host: str, port: int, security: str, ca: Path | None, config: str, name: str = ""
-    ) -> None:
-        if security not in ("tls", "starttls"):
-            return
-        start: Start = "tls" if security == "tls" else "starttls"
-        out.append(
-            TlsEndpoint(
-                service,
-                host,
-                port,
-                start,
-                None if ca is None else project.base_dir / ca,
-                name,
-                _PROBE_TIMEOUT,
-                config,
-            )
+    return [
+        TlsEndpoint(
+            a.service,
+            a.host,
+            a.port,
+            "tls" if a.security == "tls" else "starttls",
+            None if a.ca_file is None else project.base_dir / a.ca_file,
+            a.server_name,
+            _PROBE_TIMEOUT,
+            a.config,
         )
-
-    add("imap", t.host, t.port, t.security, t.ca_file, "[target]")
-    if t.dav is not None:
-        parts = urlsplit(t.dav.url)
-        if parts.scheme.lower() == "https" and parts.hostname:
-            add("dav", parts.hostname, parts.port or 443, "tls", t.dav.ca_file, "[target.dav]")
-    if t.sieve is not None:
-        s = t.sieve
-        add("sieve", s.host, s.port, s.security, s.ca_file, "[target.sieve]")
-    if t.submission is not None:
-        m = t.submission
-        add("submission", m.host, m.port, m.security, m.ca_file, "[target.submission]")
-    if project.directory is not None:
-        d = project.directory.target
-        add("ldap", d.host, d.port, d.security, d.ca_file, "[directory.target]", d.tls_server_name)
-    return out
+        for a in project.service_addresses("target")
+        if a.security in ("tls", "starttls") and a.host
+    ]
 
 
 def gather(project: Project, accounts: Sequence[AccountConfig], ctx: Context) -> list[Check]:

@@ -13,13 +13,12 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from mailferry.config.model import Project
 from mailferry.connectors.offline import refusing
 from mailferry.connectors.wrappers import RetryPolicy
 from mailferry.engine.migrate import AccountJob, open_store
-from mailferry.engine.names import cutover_dns_checks, endpoints
+from mailferry.engine.names import cutover_dns_checks, endpoints, mail_hosts
 from mailferry.engine.readiness import Context
 from mailferry.errors import MailferryError
 from mailferry.model.dav import Collection
@@ -39,13 +38,10 @@ def _source_endpoints(project: Project) -> list[tuple[str, int]]:
 
 
 def old_hosts(project: Project) -> frozenset[str]:
-    src, tgt = project.source, project.target
-    hosts = [src.host] + [s.host for s in (src.sieve, src.submission) if s]
-    if src.dav is not None:
-        hosts.append(urlsplit(src.dav.url).hostname or "")
+    hosts = mail_hosts(project, "source")
     names = set(known_names(project.organization.source_names, hosts))
-    target_hosts = {tgt.host} | ({urlsplit(tgt.dav.url).hostname or ""} if tgt.dav else set())
-    names |= {h.lower() for h in hosts if h and h not in target_hosts}  # an address only the source has
+    target_hosts = set(mail_hosts(project, "target"))
+    names |= {h.lower() for h in hosts if h not in target_hosts}  # an address only the source has
     return frozenset(names)
 
 
@@ -242,9 +238,7 @@ def _offline(project: Project, ledger: SqliteLedger, mail: Sequence[AccountJob],
     by_target = {j.target_user.lower(): j for j in mail}
     for job in mail:
         try:
-            st = open_store(
-                job.target, readonly=True, label=f"{job.target_user} (target)", retry=RetryPolicy(attempts=1)
-            )
+            st = open_store(job.target, readonly=True, label=f"{job.target_user} (target)", retry=_ONCE)
             try:
                 n = st.status("INBOX").messages
             finally:
@@ -287,9 +281,7 @@ def _sharees(ledger: SqliteLedger, owner: AccountJob, by_target: dict[str, Accou
             continue  # groups, anyone, negative entries: nobody to log in as
         subject = f"{identifier} opens {owner.target_user}'s {folder}"
         try:
-            st = open_store(
-                sharee.target, readonly=True, label=f"{sharee.target_user} (target)", retry=RetryPolicy(attempts=1)
-            )
+            st = open_store(sharee.target, readonly=True, label=f"{sharee.target_user} (target)", retry=_ONCE)
             try:
                 other = st.other_users_prefix()
                 if other is None:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
-from mailferry.config.model import AccountConfig, Project
+from mailferry.config.model import AccountConfig, Project, Role
 from mailferry.connectors.dns import Reach, Resolver, tcp_reach
 from mailferry.engine.readiness import Context
 from mailferry.model.readiness import Check
@@ -19,9 +19,8 @@ SLOW_MS = judge.SLOW_MS
 
 def _names(project: Project) -> judge.Names:
     org = project.organization
-    src, tgt = project.source, project.target
-    src_hosts = [src.host] + [s.host for s in (src.sieve, src.submission) if s] + _dav_host(src.dav)
-    tgt_hosts = [tgt.host] + [s.host for s in (tgt.sieve, tgt.submission) if s] + _dav_host(tgt.dav)
+    tgt = project.target
+    src_hosts, tgt_hosts = mail_hosts(project, "source"), mail_hosts(project, "target")
     return judge.Names(
         domains=org.domains,
         target=judge.known_names(org.target_names, tgt_hosts),
@@ -49,9 +48,9 @@ def _ports(project: Project) -> dict[str, tuple[str, int]]:
     return out
 
 
-def _dav_host(dav: object) -> list[str]:
-    url = getattr(dav, "url", None)
-    return [urlsplit(url).hostname or ""] if url else []
+def mail_hosts(project: Project, role: Role) -> list[str]:
+    """The hosts of ``role``'s mail services (IMAP, DAV, ManageSieve, submission; not the directory)."""
+    return [a.host for a in project.service_addresses(role) if a.service != "ldap" and a.host]
 
 
 def names_checks(project: Project, accounts: Sequence[AccountConfig], ctx: Context) -> list[Check]:
@@ -76,21 +75,13 @@ def cutover_dns_checks(project: Project, accounts: Sequence[AccountConfig], ctx:
     return judge.cutover(_names(project), resolver.query)
 
 
+ROLES: tuple[Role, Role] = ("source", "target")
+_LABELS = {"imap": "IMAP", "dav": "DAV", "sieve": "ManageSieve", "submission": "submission", "ldap": "LDAP"}
+
+
 def endpoints(project: Project) -> list[tuple[str, str, str, int]]:
     """(role, service, host, port) of every server the project names."""
-    out: list[tuple[str, str, str, int]] = []
-    for role, s in (("source", project.source), ("target", project.target)):
-        out.append((role, "IMAP", s.host, s.port))
-        if s.dav is not None:
-            parts = urlsplit(s.dav.url)
-            out.append((role, "DAV", parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)))
-        if s.sieve is not None:
-            out.append((role, "ManageSieve", s.sieve.host, s.sieve.port))
-        if s.submission is not None:
-            out.append((role, "submission", s.submission.host, s.submission.port))
-    if project.directory is not None:
-        for role, ldap in (("source", project.directory.source), ("target", project.directory.target)):
-            out.append((role, "LDAP", ldap.host, ldap.port))
+    out = [(a.role, _LABELS[a.service], a.host, a.port) for role in ROLES for a in project.service_addresses(role)]
     return list(dict.fromkeys(out))
 
 
