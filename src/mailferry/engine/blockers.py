@@ -187,6 +187,8 @@ def calendar_components(project: Project, accounts: Sequence[AccountConfig], ctx
                 for coll in src.collections():
                     if coll.kind != "calendar" or coll.name not in there:
                         continue
+                    if coll.components and set(coll.components) <= set(there[coll.name].components):
+                        continue  # the source's set already fits (as after a pass): no need to read the items
                     counts: dict[str, int] = {}
                     for item in src.fetch(coll, list(src.members(coll))):
                         for m in set(_COMPONENT.findall(item.data)):
