@@ -265,13 +265,16 @@ def _offline(project: Project, ledger: SqliteLedger, mail: Sequence[AccountJob],
                 )
             )
         out += _sharees(ledger, job, by_target)
+    dav_by_target = {j.target_user.lower(): j for j in dav}
     for job in dav:
-        out += _dav_offline(ledger, job, {j.target_user.lower(): j for j in dav})
+        out += _dav_offline(ledger, job, dav_by_target)
     return out
 
 
 def _sharees(ledger: SqliteLedger, owner: AccountJob, by_target: dict[str, AccountJob]) -> list[Check]:
-    out: list[Check] = []
+    """Each sharee of ``owner``'s folders (the ACL entries the ledger recorded as set) opens them
+    on the target: one login and one LIST per sharee, then MYRIGHTS per folder."""
+    wanted: dict[str, list[tuple[str, str]]] = {}  # sharee's target login -> [(folder, rights)]
     for rec in ledger.settings(owner.source_user, "acl").values():
         if rec.state != "set" or not rec.target:
             continue
@@ -279,48 +282,50 @@ def _sharees(ledger: SqliteLedger, owner: AccountJob, by_target: dict[str, Accou
         sharee = by_target.get(identifier.lower())
         if sharee is None or sharee is owner or identifier.startswith("-"):
             continue  # groups, anyone, negative entries: nobody to log in as
-        subject = f"{identifier} opens {owner.target_user}'s {folder}"
+        wanted.setdefault(sharee.target_user, []).append((folder, rights))
+    out: list[Check] = []
+    for login, entries in wanted.items():
+        sharee = by_target[login.lower()]
         try:
-            st = open_store(sharee.target, readonly=True, label=f"{sharee.target_user} (target)", retry=_ONCE)
+            st = open_store(sharee.target, readonly=True, label=f"{login} (target)", retry=_ONCE)
             try:
                 other = st.other_users_prefix()
                 if other is None:
                     raise MailferryError("the target shows no other users' namespace")
                 prefix, delim = other
-                path = prefix + owner.target_user  # another user's INBOX is the root of its tree
-                if folder.upper() != "INBOX":
-                    path += delim + folder.replace("/", delim)
                 # Listed first: Dovecot 2.3 fails MYRIGHTS on a shared folder this session hasn't listed.
                 listed = {f.name for f in st.list_folders()}
-                have = (st.my_rights(path) or "") if path in listed else ""
+                seen: list[tuple[str, str, str]] = []
+                for folder, rights in entries:
+                    path = prefix + owner.target_user  # another user's INBOX is the root of its tree
+                    if folder.upper() != "INBOX":
+                        path += delim + folder.replace("/", delim)
+                    seen.append((folder, rights, (st.my_rights(path) or "") if path in listed else ""))
             finally:
                 st.close()
         except MailferryError as e:
-            out.append(
+            out += [
                 Check(
                     "offline",
-                    subject,
+                    f"{login} opens {owner.target_user}'s {folder}",
                     "blocked",
                     f"could not open it on the target: {e.message}",
                     "set the entry on the target again (mailferry migrate --only permissions)",
                     account=owner.source_user,
                 )
-            )
+                for folder, _ in entries
+            ]
             continue
-        missing = sorted(set(rights) - set(have))
-        if missing:
-            out.append(
-                Check(
-                    "offline",
-                    subject,
-                    "blocked",
-                    f"the target gives {have or 'nothing'}, the source gave {rights}",
-                    "mailferry migrate --only permissions",
-                    account=owner.source_user,
+        for folder, rights, have in seen:
+            subject = f"{login} opens {owner.target_user}'s {folder}"
+            if set(rights) - set(have):
+                what = f"the target gives {have or 'nothing'}, the source gave {rights}"
+                fix = "mailferry migrate --only permissions"
+                out.append(Check("offline", subject, "blocked", what, fix, account=owner.source_user))
+            else:
+                out.append(
+                    Check("offline", subject, "ok", f"opens it with the rights {have}", account=owner.source_user)
                 )
-            )
-        else:
-            out.append(Check("offline", subject, "ok", f"opens it with the rights {have}", account=owner.source_user))
     return out
 
 
