@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from mailferry.model.readiness import Check
+from mailferry.model.readiness import Check, Status
 
 Moved = Callable[[str], "str | None"]
 
@@ -102,37 +102,26 @@ def sieve_checks(account: str, scripts: Mapping[str, bytes], active: str | None,
     for name, body in sorted(scripts.items()):
         redirects, vacation = sieve_addresses(body)
         state = "the active" if name == active else "an inactive"
-        for a in redirects:
+        for a, redirect in [(a, True) for a in redirects] + [(a, False) for a in vacation]:
             new = moved(a)
-            if new is not None and new.lower() != a.lower():
-                out.append(
-                    Check(
-                        "data",
-                        f"filter {name}",
-                        "blocked" if name == active else "warning",
-                        f"{state} script redirects mail to {a}, an address that ends with the source (now {new}): "
-                        "redirected mail bounces once the source is switched off",
-                        f'change redirect "{a}" to "{new}" in the script on the target (ManageSieve, or the webmail\'s '
-                        "filter settings)",
-                        account=account,
-                        facts={"script": name, "address": a},
-                    )
+            if new is None or new.lower() == a.lower():
+                continue
+            if redirect:
+                status: Status = "blocked" if name == active else "warning"
+                what = (
+                    f"{state} script redirects mail to {a}, an address that ends with the source (now {new}): "
+                    "redirected mail bounces once the source is switched off"
                 )
-        for a in vacation:
-            new = moved(a)
-            if new is not None and new.lower() != a.lower():
-                out.append(
-                    Check(
-                        "data",
-                        f"filter {name}",
-                        "warning",
-                        f"{state} script's out-of-office names {a} (now {new}): replies go out from, or are only "
-                        "sent for, the old address",
-                        f'replace "{a}" by "{new}" in the vacation rule on the target',
-                        account=account,
-                        facts={"script": name, "address": a},
-                    )
+                fix = f'change redirect "{a}" to "{new}" in the script on the target (ManageSieve, or the webmail\'s '
+                fix += "filter settings)"
+            else:
+                status = "warning"
+                what = (
+                    f"{state} script's out-of-office names {a} (now {new}): replies go out from, or are only "
+                    "sent for, the old address"
                 )
+                fix = f'replace "{a}" by "{new}" in the vacation rule on the target'
+            out.append(Check("data", f"filter {name}", status, what, fix, account, {"script": name, "address": a}))
     return out
 
 
