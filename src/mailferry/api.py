@@ -367,21 +367,20 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
                     "quota_limit_kb": info.quota_limit_kb,
                 }
                 if role == "source":
-                    msgs = size = 0
-                    sizes: list[int] = []
-                    keywords: set[str] = set()
-                    by_folder: dict[str, list[tuple[int, tuple[str, ...]]]] = {}  # size and flags, for blockers
+                    # Per folder its messages' sizes and its keywords (what the blockers judge),
+                    # the account's totals from them.
+                    by_folder: dict[str, tuple[list[int], set[str]]] = {}
                     for f in folders:
                         if not f.selectable:
                             continue
+                        sizes, kws = by_folder.setdefault(f.name, ([], set()))
                         for m in st.inventory(f.name):
-                            msgs += 1
-                            size += m.size
                             sizes.append(m.size)
-                            keywords.update(x for x in m.flags if not x.startswith("\\"))
-                            by_folder.setdefault(f.name, []).append((m.size, m.flags))
-                    side.update(messages=msgs, bytes=size)
-                    out["_sizes"], out["_keywords"], out["_by_folder"] = sizes, keywords, by_folder
+                            kws.update(x for x in m.flags if not x.startswith("\\"))
+                    every = [x for sizes, _ in by_folder.values() for x in sizes]
+                    side.update(messages=len(every), bytes=sum(every))
+                    out["_sizes"], out["_by_folder"] = every, by_folder
+                    out["_keywords"] = set().union(*(k for _, k in by_folder.values()))
                 elif job.scope is None:
                     side["permanent_flags"] = list(st.storable("INBOX") or ())
                 out[role] = side

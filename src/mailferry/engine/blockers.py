@@ -112,12 +112,12 @@ def _mail(facts: AccountFacts, engine: Engine, job: AccountJob, seen: Mapping[st
         facts.folders = [FolderName(m.source, m.target, m.notes, m.rule) for m in mappings]
     finally:
         run.close()
-    by_folder: Mapping[str, list[tuple[int, tuple[str, ...]]]] | None = seen.get("by_folder")
+    by_folder: Mapping[str, tuple[list[int], set[str]]] | None = seen.get("by_folder")
     if by_folder is not None:  # what check read of each folder; only the folders migrate carries count
         going = {m.source for m in mappings if m.target is not None}
         carried = {name: xs for name, xs in by_folder.items() if name in going}
-        facts.sizes = [size for xs in carried.values() for size, _ in xs]
-        kws = {name: {k for _, flags in xs for k in flags if is_keyword(k)} for name, xs in carried.items()}
+        facts.sizes = [size for sizes, _ in carried.values() for size in sizes]
+        kws = {name: {k for k in keywords if is_keyword(k)} for name, (_, keywords) in carried.items()}
         facts.keywords = set().union(*kws.values())
         facts.folder_keywords = {name: len(k) for name, k in kws.items()}
     facts.looked_at.update(
