@@ -487,6 +487,10 @@ class SqliteLedger:
                     db.execute(statement)
                 db.execute(f"PRAGMA user_version={v}")
 
+    def _has_table(self, name: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone()
+        return row is not None
+
     @property
     def schema_version(self) -> int:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
@@ -528,6 +532,12 @@ class SqliteLedger:
         f.write(f"{what}, pid {os.getpid()}\n")
         f.flush()
         self._lockfile = f
+
+    @contextmanager
+    def account_lock(self, account: str) -> Iterator[None]:
+        """Held while one account is moved; on one machine the run lock already keeps a second
+        run away (see :meth:`PostgresLedger.account_lock` for runs over several machines)."""
+        yield
 
     # -- runs ---------------------------------------------------------------------------------
 
@@ -615,7 +625,8 @@ class SqliteLedger:
     def save_folder_state(self, s: FolderState) -> None:
         with self._tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO folders VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO folders (account, source_folder, target_folder, uidvalidity, uidnext, "
+                "messages, highestmodseq, target_uidvalidity) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     s.account,
                     s.source_folder,
@@ -1002,8 +1013,10 @@ class SqliteLedger:
         with self._tx() as db:
             db.execute(
                 "INSERT INTO directory_merges VALUES (?, ?, ?, ?, 'pending', ?) ON CONFLICT (contact_dn) DO UPDATE SET "
-                "contact_ldif = CASE WHEN state = 'pending' THEN contact_ldif ELSE excluded.contact_ldif END, "
-                "groups = CASE WHEN state = 'pending' THEN groups ELSE excluded.groups END, "
+                "contact_ldif = CASE WHEN directory_merges.state = 'pending' THEN directory_merges.contact_ldif "
+                "ELSE excluded.contact_ldif END, "
+                "groups = CASE WHEN directory_merges.state = 'pending' THEN directory_merges.groups "
+                "ELSE excluded.groups END, "
                 "user_dn = excluded.user_dn, state = 'pending', run_id = excluded.run_id",
                 (contact_dn, user_dn, contact_ldif, json.dumps(list(groups)), run_id),
             )
@@ -1074,7 +1087,7 @@ class SqliteLedger:
     def approvals(self, batch: str | None = None) -> list[dict[str, Any]]:
         """Every approval (of ``batch``), oldest first. None in a ledger that predates them (a
         read-only ledger is not migrated)."""
-        if self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='approvals'").fetchone() is None:
+        if not self._has_table("approvals"):
             return []
         where, args = ("WHERE batch = ?", (batch,)) if batch is not None else ("", ())
         rows = self._db.execute(
@@ -1096,6 +1109,38 @@ class SqliteLedger:
             for r in rows
         ]
 
+    # -- moving a ledger (``mailferry ledger export/import``) ------------------------------------
+
+    def dump(self) -> Iterator[tuple[str, list[str], list[Any]]]:
+        """Every table's rows: (table, column names, rows)."""
+        for table in TABLES:
+            if not self._has_table(table):
+                continue
+            cur = self._db.execute(f"SELECT * FROM {table}")
+            yield table, [d[0] for d in cur.description], cur.fetchall()
+
+    def load(self, tables: Iterable[tuple[str, list[str], list[Any]]]) -> dict[str, int]:
+        """Copy ``tables`` (as :meth:`dump` gives them) into this ledger, which must hold no
+        record yet: all of it in one transaction, or nothing. Returns rows per table."""
+        counts: dict[str, int] = {}
+        with self._tx() as db:
+            for table in TABLES:
+                if db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]:
+                    raise LockedError(
+                        f"the ledger {self.path} already holds records ({table})",
+                        hint="import into a new, empty ledger",
+                    )
+            for table, cols, rows in tables:
+                db.executemany(
+                    f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})", rows
+                )
+                counts[table] = len(rows)
+        self._after_load()
+        return counts
+
+    def _after_load(self) -> None:
+        """What a database needs after rows with their own ids were copied in (nothing, here)."""
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -1103,6 +1148,25 @@ class SqliteLedger:
             self._lockfile.close()
             self._lockfile = None
 
+
+# Every table of the ledger, in an order that loads (no foreign keys today).
+TABLES = (
+    "runs",
+    "account_runs",
+    "folders",
+    "messages",
+    "findings",
+    "target_mailboxes",
+    "dav_collections",
+    "dav_items",
+    "dav_servers",
+    "dav_shares",
+    "settings",
+    "directory_changes",
+    "directory_merges",
+    "identity_map",
+    "approvals",
+)
 
 _LOCK_TRIES = 10  # acquire's tries before it refuses (20 ms apart)
 
