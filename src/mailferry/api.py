@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from mailferry.config.model import AccountConfig, Project, PublicConfig, ServerConfig
@@ -202,7 +203,26 @@ def _ledger_for_reading(project: Project) -> Iterator[SqliteLedger]:
 
 
 def open_ledger(project: Project, *, readonly: bool = False) -> SqliteLedger:
+    """The project's ledger: its SQLite file, or the PostgreSQL database of ``[project] ledger``."""
+    if project.ledger_url is not None:
+        from mailferry.state.pgledger import PostgresLedger
+
+        password = project.ledger_password.resolve(project.base_dir) if project.ledger_password else None
+        return PostgresLedger(project.ledger_url, password, readonly=readonly, label=_ledger_label(project))
     return SqliteLedger(project.ledger_path, readonly=readonly)
+
+
+def _ledger_label(project: Project) -> str:
+    """The PostgreSQL ledger as messages name it: its URL without user or password."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(project.ledger_url or "")
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or 5432}{parts.path}"
+
+
+def ledger_exists(project: Project) -> bool:
+    """Whether the project has a ledger yet (a PostgreSQL one always has)."""
+    return project.ledger_url is not None or project.ledger_path.exists()
 
 
 def parallel_accounts(project: Project) -> int:
@@ -554,13 +574,64 @@ def migrate(
     full: bool = False,
     only: Sequence[str] | None = None,
     after_public: Sequence[AfterFolders] = (),
+    distributed: bool = False,
 ) -> Result:
     """Mail, then the public folders' unit, then calendars and contacts, of each account
     (``only`` narrows to some item types). ``after_public``: steps that need the public folders
-    on the target (their ACLs), run after the unit's pass."""
+    on the target (their ACLs), run after the unit's pass. ``distributed``: each account is a
+    task for the project's Celery workers (:mod:`mailferry.distributed`), this process follows."""
     accs, with_public = _split_public(project, names)
     types = _types(project, only)
-    js = jobs(project, accs)  # resolves secrets: a missing one fails here, before any change
+    # The secrets, before any change: a missing one fails here.
+    jobs(project, accs)
+    if _dav_types(project, types):
+        _dav_jobs(project, accs)
+    if "filters" in types:
+        _sieve_jobs(project, accs)
+    ledger = open_ledger(project)
+    try:
+        ledger.acquire("migrate")
+        run_id = ledger.start_run("migrate", _now())
+        t0 = time.monotonic()
+        if distributed:
+            from mailferry.distributed.batch import run_batch
+
+            rows, alive = run_batch(
+                project, ledger, run_id, accs, with_public, types=types, full=full, reporter=reporter
+            )
+        else:
+            rows, alive = migrate_units(
+                project, ledger, run_id, names, reporter=reporter, full=full, types=types, after_public=after_public
+            )
+        summary = _migrate_summary(project, ledger, run_id, types, rows, alive, time.monotonic() - t0)
+        code = summary["exit_code"]
+        ledger.finish_run(run_id, _now(), code, {k: v for k, v in summary.items() if k != "findings"})
+        _write_report(project, f"migrate-{run_id}", summary)
+        return Result(summary, code)
+    finally:
+        ledger.close()
+
+
+def migrate_units(
+    project: Project,
+    ledger: SqliteLedger,
+    run_id: int,
+    names: Sequence[str] | None,
+    *,
+    reporter: Reporter | None = None,
+    full: bool = False,
+    types: Sequence[str],
+    after_public: Sequence[AfterFolders] = (),
+    pace: Callable[[int, int], None] | None = None,
+    throttled: Callable[[], None] | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One pass of run ``run_id`` over the named accounts (and the public unit, see
+    :func:`_split_public`): each account's row, as ``migrate --json`` shows it, and what bringing
+    the target accounts alive found. The unit a local run and a distributed worker's task both
+    run; the caller holds the run lock (or the account's lock) and finishes the run."""
+    accs, with_public = _split_public(project, names)
+    types = tuple(types)
+    js = jobs(project, accs)
     pj = public_job(project) if with_public and "public" in types else None
     if pj is not None and pj.scope is not None and "permissions" in types:
         pj = dataclasses.replace(pj, scope=dataclasses.replace(pj.scope, carry_acl=True))
@@ -569,124 +640,167 @@ def migrate(
     # or every account's in a run of the public unit alone.
     users = js if js or pj is None else jobs(project, project.accounts)
     dav_types = _dav_types(project, types)
-    if dav_types:
-        _dav_jobs(project, accs)  # the DAV secrets too, before any change
-    if "filters" in types:
-        _sieve_jobs(project, accs)  # and the ManageSieve ones
-    ledger = open_ledger(project)
-    try:
-        ledger.acquire("migrate")
-        run_id = ledger.start_run("migrate", _now())
-        t0 = time.monotonic()
-        guard = _guard(project, ledger, run_id)
-        # One at a time, before any parallel login; also what Cyrus needs before its DAV answers
-        # for an account. A project that moves no mail leaves the IMAP servers alone.
-        alive = _bring_alive(project, users if "mail" in project.items or pj is not None else [], guard)
-        held = {j.source_user: h for j in users if (h := _held_back(j, guard, alive)) is not None}
-        runnable = [j for j in js if j.source_user not in held]
-        at_once = max(1, min(parallel_accounts(project), len(runnable)))
-        engine = Engine(ledger, options(project, full=full, accounts_at_once=at_once), reporter, guard=guard)
-        if "mail" in types:
-            done = {s.account: s for s in _parallel(at_once, lambda j: engine.migrate_account(j, run_id), runnable)}
-        else:
-            done = {j.source_user: AccountStats(j.source_user, j.target_user, status="skipped") for j in runnable}
-        for j in js:
-            if j.source_user in held:
-                done[j.source_user] = engine.refuse_account(j, run_id, held[j.source_user])
-        stats: list[AccountStats] = [done[j.source_user] for j in js]
-        # Folder settings (ACLs, METADATA) of each account whose mail pass did not fail.
-        settings: dict[str, dict[str, dict[str, Any]]] = {}
-        carry = [j for j in runnable if done[j.source_user].status != "failed"]
-        for kind, eng in _settings_engines(project, ledger, types).items():
+    guard = _guard(project, ledger, run_id)
+    # One at a time, before any parallel login; also what Cyrus needs before its DAV answers
+    # for an account. A project that moves no mail leaves the IMAP servers alone.
+    alive = _bring_alive(project, users if "mail" in project.items or pj is not None else [], guard)
+    held = {j.source_user: h for j in users if (h := _held_back(j, guard, alive)) is not None}
+    runnable = [j for j in js if j.source_user not in held]
+    at_once = max(1, min(parallel_accounts(project), len(runnable)))
+    opts = dataclasses.replace(options(project, full=full, accounts_at_once=at_once), pace=pace, throttled=throttled)
+    engine = Engine(ledger, opts, reporter, guard=guard)
+    if "mail" in types:
+        done = {s.account: s for s in _parallel(at_once, lambda j: engine.migrate_account(j, run_id), runnable)}
+    else:
+        done = {j.source_user: AccountStats(j.source_user, j.target_user, status="skipped") for j in runnable}
+    for j in js:
+        if j.source_user in held:
+            done[j.source_user] = engine.refuse_account(j, run_id, held[j.source_user])
+    stats: list[AccountStats] = [done[j.source_user] for j in js]
+    # Folder settings (ACLs, METADATA) of each account whose mail pass did not fail.
+    settings: dict[str, dict[str, dict[str, Any]]] = {}
+    carry = [j for j in runnable if done[j.source_user].status != "failed"]
+    for kind, eng in _settings_engines(project, ledger, types).items():
 
-            def carry_one(j: AccountJob, e: Any = eng) -> dict[str, Any]:
-                return _settings_row(j, functools.partial(e.run, j, run_id))
+        def carry_one(j: AccountJob, e: Any = eng) -> dict[str, Any]:
+            return _settings_row(j, functools.partial(e.run, j, run_id))
 
-            got = _parallel(at_once, carry_one, carry)
-            settings[kind] = {j.source_user: r for j, r in zip(carry, got, strict=True)}
-        public_row: dict[str, Any] | None = None
-        if pj is not None:
-            ps = engine.migrate_account(pj, run_id)
-            stats.append(ps)
-            public_row = _account_row(ps)
-            if ps.status == "ok":
-                public_settings: dict[str, dict[str, Any]] = {}
-                steps = list(after_public)
-                for kind, eng in _settings_engines(project, ledger, types).items():
-                    if kind == "permissions":  # the public folders' ACLs, translated like an account's
+        got = _parallel(at_once, carry_one, carry)
+        settings[kind] = {j.source_user: r for j, r in zip(carry, got, strict=True)}
+    public_row: dict[str, Any] | None = None
+    if pj is not None:
+        ps = engine.migrate_account(pj, run_id)
+        stats.append(ps)
+        public_row = _account_row(ps)
+        if ps.status == "ok":
+            public_settings: dict[str, dict[str, Any]] = {}
+            steps = list(after_public)
+            for kind, eng in _settings_engines(project, ledger, types).items():
+                if kind == "permissions":  # the public folders' ACLs, translated like an account's
 
-                        def acl_step(job: AccountJob, fmap: Mapping[str, str], rid: int, e: Any = eng) -> None:
-                            public_settings["permissions"] = _settings_row(
-                                job, functools.partial(e.run, job, rid, folders=fmap)
-                            )
+                    def acl_step(job: AccountJob, fmap: Mapping[str, str], rid: int, e: Any = eng) -> None:
+                        public_settings["permissions"] = _settings_row(
+                            job, functools.partial(e.run, job, rid, folders=fmap)
+                        )
 
-                        steps.append(acl_step)
-                after_folders(engine, pj, run_id, steps)
-                for kind, row in public_settings.items():
-                    public_row[kind] = row
-                    public_row["exit_code"] = worst([public_row["exit_code"], row["exit_code"]])
-                per_user = carry_per_user(
-                    engine,
-                    PUBLIC_UNIT,
-                    [j for j in users if j.source_user not in held],
-                    run_id,
-                    seen=pc.per_user_seen,
-                    subscriptions=pc.subscriptions and project.folders.subscriptions,
-                )
-                public_row["public"] = per_user.as_dict()
-                if per_user.findings:
-                    public_row["exit_code"] = worst([public_row["exit_code"], int(ExitCode.FINDINGS)])
-        dav: dict[str, dict[str, Any]] = {}
-        if dav_types:
-            dav = _dav_migrate(project, ledger, run_id, dav_types, accs, full=full, reporter=reporter, skip=held)
-        rows = [public_row if s.account == PUBLIC_UNIT and public_row is not None else _account_row(s) for s in stats]
-        rows = [r | ({"calendars": dav[r["account"]]} if r["account"] in dav else {}) for r in rows]
-        for r in rows:
-            if "calendars" in r:
-                r["exit_code"] = worst([r["exit_code"], dav_exit_code(r["calendars"])])
-            for kind, per in settings.items():
-                if r["account"] in per:
-                    r[kind] = per[r["account"]]
-                    r["exit_code"] = worst([r["exit_code"], r[kind]["exit_code"]])
-        if "filters" in types:  # after mail: scripts name the folders the mail went to
-            # Not for an account held back or whose mail pass failed (a shared target mailbox,
-            # a lost connection): its folders may not be there, its target may be another's.
-            failed = {s.account for s in stats if s.status == "failed"}
-            _attach_filters(
-                rows, _sieve(project, ledger, [a for a in accs if a.source_user not in failed], "migrate", run_id)
+                    steps.append(acl_step)
+            after_folders(engine, pj, run_id, steps)
+            for kind, row in public_settings.items():
+                public_row[kind] = row
+                public_row["exit_code"] = worst([public_row["exit_code"], row["exit_code"]])
+            per_user = carry_per_user(
+                engine,
+                PUBLIC_UNIT,
+                [j for j in users if j.source_user not in held],
+                run_id,
+                seen=pc.per_user_seen,
+                subscriptions=pc.subscriptions and project.folders.subscriptions,
             )
-        code = worst([r["exit_code"] for r in rows])
-        summary = {
-            "command": "migrate",
-            "run": run_id,
-            "items": list(types),
-            "seconds": round(time.monotonic() - t0, 3),
-            "copied": sum(s.copied for s in stats),
-            "bytes": sum(s.bytes for s in stats),
-            "matched": sum(s.matched for s in stats),
-            "skipped": sum(s.skipped for s in stats),
-            "refused": sum(s.refused for s in stats),
-            "flag_updates": sum(s.flag_updates for s in stats),
-            "deleted": sum(s.deleted for s in stats),
-            "accounts": rows,
-            "target": alive.as_dict(),
-            "findings": [_finding(f) for f in ledger.findings(run_id)],
-            "exit_code": code,
-        }
+            public_row["public"] = per_user.as_dict()
+            if per_user.findings:
+                public_row["exit_code"] = worst([public_row["exit_code"], int(ExitCode.FINDINGS)])
+    dav: dict[str, dict[str, Any]] = {}
+    if dav_types:
+        dav = _dav_migrate(project, ledger, run_id, dav_types, accs, full=full, reporter=reporter, skip=held)
+    rows = [public_row if s.account == PUBLIC_UNIT and public_row is not None else _account_row(s) for s in stats]
+    rows = [r | ({"calendars": dav[r["account"]]} if r["account"] in dav else {}) for r in rows]
+    for r in rows:
+        if "calendars" in r:
+            r["exit_code"] = worst([r["exit_code"], dav_exit_code(r["calendars"])])
         for kind, per in settings.items():
+            if r["account"] in per:
+                r[kind] = per[r["account"]]
+                r["exit_code"] = worst([r["exit_code"], r[kind]["exit_code"]])
+    if "filters" in types:  # after mail: scripts name the folders the mail went to
+        # Not for an account held back or whose mail pass failed (a shared target mailbox,
+        # a lost connection): its folders may not be there, its target may be another's.
+        failed = {s.account for s in stats if s.status == "failed"}
+        _attach_filters(
+            rows, _sieve(project, ledger, [a for a in accs if a.source_user not in failed], "migrate", run_id)
+        )
+    return rows, alive.as_dict()
+
+
+def bring_targets_alive(project: Project, ledger: SqliteLedger, run_id: int, names: Sequence[str]) -> dict[str, Any]:
+    """What :func:`migrate_units` does first, for all of a distributed run's accounts at once
+    in the admin's process: each target account the guard doesn't know logs in alone."""
+    accs, with_public = _split_public(project, names)
+    js = jobs(project, accs)
+    pj = public_job(project) if with_public and "public" in project.items else None
+    users = js if js or pj is None else jobs(project, project.accounts)
+    guard = _guard(project, ledger, run_id)
+    return _bring_alive(project, users if "mail" in project.items or pj is not None else [], guard).as_dict()
+
+
+def _migrate_summary(
+    project: Project,
+    ledger: SqliteLedger,
+    run_id: int,
+    types: Sequence[str],
+    rows: list[dict[str, Any]],
+    alive: dict[str, Any],
+    seconds: float,
+) -> dict[str, Any]:
+    """``migrate --json`` of a run from its accounts' rows (a local pass's or the workers')."""
+    code = worst([r["exit_code"] for r in rows])
+    summary: dict[str, Any] = {
+        "command": "migrate",
+        "run": run_id,
+        "items": list(types),
+        "seconds": round(seconds, 3),
+        **{k: sum(int(r.get(k, 0) or 0) for r in rows) for k in _COUNTERS},
+        "accounts": rows,
+        "target": alive,
+        "findings": [_finding(f) for f in ledger.findings(run_id)],
+        "exit_code": code,
+    }
+    accounts = [r for r in rows if r["account"] != PUBLIC_UNIT]
+    for kind in ("permissions", "metadata"):
+        per = [r[kind] for r in accounts if isinstance(r.get(kind), dict)]
+        if kind in types:
             gone = "deleted" if kind == "permissions" else "removed"
-            keys = ("set", gone, "refused", "findings")
-            summary[kind] = {k: sum(int(p.get(k, 0)) for p in per.values()) for k in keys}
-        if dav_types:
-            summary["calendars"] = {
-                k: sum(int(d.get(k, 0)) for d in dav.values())
-                for k in ("copied", "updated", "matched", "removed", "refused", "rewritten", "marked", "shares")
-            }
-        ledger.finish_run(run_id, _now(), code, {k: v for k, v in summary.items() if k != "findings"})
-        _write_report(project, f"migrate-{run_id}", summary)
-        return Result(summary, code)
+            summary[kind] = {k: sum(int(p.get(k, 0)) for p in per) for k in ("set", gone, "refused", "findings")}
+    if _dav_types(project, types):
+        dav = [r["calendars"] for r in rows if isinstance(r.get("calendars"), dict)]
+        summary["calendars"] = {
+            k: sum(int(d.get(k, 0)) for d in dav)
+            for k in ("copied", "updated", "matched", "removed", "refused", "rewritten", "marked", "shares")
+        }
+    return summary
+
+
+_COUNTERS = ("copied", "bytes", "matched", "skipped", "refused", "flag_updates", "deleted")
+
+
+def ledger_export(project: Project, to: Path) -> Result:
+    """The project's ledger copied into a new SQLite file ``to``."""
+    if to.exists():
+        raise UsageError(f"--to: {to} exists already", hint="name a new file")
+    src = open_ledger(project, readonly=True)
+    try:
+        dst = SqliteLedger(to)
+        try:
+            counts = dst.load(src.dump())
+        finally:
+            dst.close()
     finally:
-        ledger.close()
+        src.close()
+    return Result({"command": "ledger export", "to": str(to), "rows": counts, "exit_code": 0}, 0)
+
+
+def ledger_import(project: Project, source: Path) -> Result:
+    """A SQLite ledger file copied into the project's (empty) ledger, under the run lock."""
+    if not source.exists():
+        raise UsageError(f"--from: no file {source}", hint="name the SQLite ledger to import")
+    src = SqliteLedger(source, readonly=True)
+    dst = open_ledger(project)
+    try:
+        dst.acquire("ledger import")
+        counts = dst.load(src.dump())
+    finally:
+        dst.close()
+        src.close()
+    return Result({"command": "ledger import", "from": str(source), "rows": counts, "exit_code": 0}, 0)
 
 
 def _types(project: Project, only: Sequence[str] | None) -> tuple[str, ...]:
@@ -912,7 +1026,7 @@ def report(project: Project, run: int | None = None) -> Result:
         "ledger": {},
         "exit_code": 0,
     }
-    if not project.ledger_path.exists():
+    if not ledger_exists(project):
         return Result(empty, 0)
     ledger = open_ledger(project, readonly=True)
     try:

@@ -121,6 +121,11 @@ class Options:
     retry: RetryPolicy = RetryPolicy()
     full: bool = False  # ignore the per-folder fast path: look at every folder afresh
     inflight_bytes: int = 64_000_000  # message bytes held in memory at once, all accounts together
+    # Before each batch written to the target: (messages, bytes), waits as the cluster's rates
+    # and pauses say (:mod:`mailferry.distributed.limits`); None: no limit beyond the connections.
+    pace: Callable[[int, int], None] | None = None
+    # The target failed a write temporarily (throttling, a dropped connection): tell the others.
+    throttled: Callable[[], None] | None = None
 
 
 @dataclass(slots=True)
@@ -1061,6 +1066,8 @@ class AccountRun:
             )
             for mm, _ in items
         ]
+        if self.opts.pace is not None:
+            self.opts.pace(len(items), sum(len(body) for _, body in items))
         self.ledger.record_pending(self.account, folder, pending, self.run_id)
         appends = [
             AppendItem(body, self._storable(job, mm.uid, mm.flags, job.perm), mm.internaldate, mm.uid)
@@ -1074,6 +1081,8 @@ class AccountRun:
         except TemporaryFailure as e:
             # The batch may or may not have landed: leave the intents pending; resolved by re-planning.
             self.e.reporter.note(self.account, f"{folder}: {e.message}; will check the target and resume")
+            if self.opts.throttled is not None:
+                self.opts.throttled()
             job.uncertain = True
             with contextlib.suppress(TemporaryFailure):
                 w.reconnect()
