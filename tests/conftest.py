@@ -7,6 +7,8 @@ rootdir conftest, so test modules may ``from conftest import corpus_messages``.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -118,3 +120,37 @@ def dns_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
     yield make
     for server in started:
         server.stop()
+
+
+def _require(what: str, found: bool) -> None:
+    if not found:
+        reason = f"{what} is not installed (see tests/servers/REQUIREMENTS.txt)"
+        if os.environ.get(REQUIRE_SERVERS_ENV) == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real PostgreSQL (mailferry.sandbox.cluster) for the session: ``url`` (no password),
+    ``password``; ``reset()`` empties its database between tests."""
+    from mailferry.sandbox.cluster import PostgresServer, find_postgres
+
+    _require("PostgreSQL (Debian package postgresql)", find_postgres() is not None)
+    directory = Path(tempfile.mkdtemp(prefix="mf-pg-"))  # the postgres user must reach it
+    os.chmod(directory, 0o755)
+    server = PostgresServer.start(directory / "pg")
+    yield server
+    server.close()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real Redis with a password and an fsynced append-only file, for the session."""
+    from mailferry.sandbox.cluster import RedisServer, find_redis
+
+    _require("Redis (Debian package redis-server)", find_redis() is not None)
+    server = RedisServer.start(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.close()

@@ -48,7 +48,7 @@ def check_json_contract(argv: Sequence[str], result: CliResult) -> None:
     assert isinstance(data, dict), result.out
     assert data["exit_code"] == result.code, (data.get("exit_code"), result.code)
     words = [a for a in argv if not a.startswith("-")]
-    command = "-".join(words[:2]) if words[:1] in (["directory"], ["cutover"]) else words[0]
+    command = "-".join(words[:2]) if words[:1] in (["directory"], ["cutover"], ["ledger"]) else words[0]
     validate("error" if isinstance(data.get("error"), dict) else command, data)
 
 

@@ -173,6 +173,12 @@ def migrate(
             "metadata",
         ),
     ] = None,
+    distributed: Annotated[
+        bool,
+        typer.Option(
+            "--distributed", help="each account a task for the project's workers ([distributed]); follow them here"
+        ),
+    ] = False,
 ) -> None:
     """Copy what is new or changed since the last pass (every run is a delta pass)."""
     from mailferry import api
@@ -181,14 +187,14 @@ def migrate(
     account = _accounts(proj, account, batch)
     kinds = [t.strip() for t in only.split(",") if t.strip()] if only else None
     if as_json:  # machines: no live display, and no need to import rich (a no-op pass starts faster)
-        r = api.migrate(proj, account, full=full, only=kinds)
+        r = api.migrate(proj, account, full=full, only=kinds, distributed=distributed)
         _emit(r.data, True, None)
         raise Exit(r.exit_code)
     from mailferry.cli import progress, render
 
     reporter = progress.make_reporter(quiet=False)
     with reporter:
-        r = api.migrate(proj, account, reporter=reporter, full=full, only=kinds)
+        r = api.migrate(proj, account, reporter=reporter, full=full, only=kinds, distributed=distributed)
     _emit(r.data, False, render.migrate)
     raise Exit(r.exit_code)
 
@@ -302,6 +308,71 @@ def directory_prepare(
 
     r = api.directory_prepare(_load(project), apply=apply)
     _emit(r.data, as_json, render.directory_prepare)
+    raise Exit(r.exit_code)
+
+
+@app.command()
+def worker(
+    project: ProjectArg,
+    name: Annotated[str | None, typer.Option("--name", help="this worker's name (default: mailferry@HOST)")] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option("--concurrency", "-c", help="accounts at once (default: [distributed] accounts_per_worker)"),
+    ] = None,
+    loglevel: Annotated[str, typer.Option("--loglevel", help="Celery's log level")] = "INFO",
+) -> None:
+    """Run a Celery worker for the project: it takes the accounts of 'migrate --distributed' runs
+    one at a time each (run one per machine; the project file and its secrets must be there too)."""
+    import socket
+
+    from mailferry.distributed.app import make_app, queue_name
+
+    proj = _load(project)
+    app_ = make_app(proj)
+    argv = [
+        "worker",
+        f"--loglevel={loglevel}",
+        f"--hostname={name or 'mailferry@' + socket.gethostname()}",
+        f"--queues={queue_name(proj)}",
+        "--without-mingle",
+        "--without-gossip",
+    ]
+    if concurrency:
+        argv.append(f"--concurrency={concurrency}")
+    app_.worker_main(argv=argv)
+    raise Exit(0)
+
+
+ledger_app = typer.Typer(help="Move a project's ledger between SQLite and PostgreSQL.", no_args_is_help=True)
+app.add_typer(ledger_app, name="ledger")
+
+
+@ledger_app.command("export")
+def ledger_export(
+    project: ProjectArg,
+    to: Annotated[Path, typer.Option("--to", help="a new SQLite file to write the ledger into")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy the project's ledger (SQLite or PostgreSQL) into a new SQLite file."""
+    from mailferry import api
+
+    r = api.ledger_export(_load(project), to)
+    _emit(r.data, as_json, lambda d: typer.echo(f"exported {sum(d['rows'].values())} records to {d['to']}"))
+    raise Exit(r.exit_code)
+
+
+@ledger_app.command("import")
+def ledger_import(
+    project: ProjectArg,
+    source: Annotated[Path, typer.Option("--from", help="a SQLite ledger file (e.g. the project's before)")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy a SQLite ledger into the project's ledger (e.g. PostgreSQL, before going distributed),
+    which must be empty."""
+    from mailferry import api
+
+    r = api.ledger_import(_load(project), source)
+    _emit(r.data, as_json, lambda d: typer.echo(f"imported {sum(d['rows'].values())} records from {d['from']}"))
     raise Exit(r.exit_code)
 
 

@@ -50,6 +50,7 @@ from mailferry.config.model import (
     DavAdminMethod,
     DavServerConfig,
     DirectoryConfig,
+    DistributedConfig,
     FolderRename,
     FolderRules,
     LdapDialect,
@@ -142,9 +143,20 @@ KNOWN_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
             "public",
             "permissions",
             "organization",
+            "distributed",
         ),
         "organization": _ORGANIZATION_KEYS,
-        "project": ("name", "ledger", "reports", "items"),
+        "distributed": (
+            "broker",
+            "broker_password",
+            "limits",
+            "accounts_per_worker",
+            "visibility_timeout",
+            "lease_seconds",
+            "rate_messages",
+            "rate_bytes",
+        ),
+        "project": ("name", "ledger", "ledger_password", "reports", "items"),
         "public": (
             "source_prefix",
             "target_prefix",
@@ -821,6 +833,8 @@ class _ProjectReader(_Reader):
         batches = self.batches(document)
         acl_groups = self.acl_groups(document)
         organization = self.organization(document)
+        distributed = self.distributed(document)
+        ledger_url, ledger_password = self.ledger_database(project, ledger)
         if items is not None and accounts and source is not None and target is not None:
             self.check_dav_logins(accounts, source, target, items)
 
@@ -832,7 +846,10 @@ class _ProjectReader(_Reader):
         return Project(
             path=self.path,
             name=name,
-            ledger_path=self.local_path(ledger),
+            ledger_path=self.local_path(ledger if ledger_url is None else f"{self.path.stem}.ledger.sqlite"),
+            ledger_url=ledger_url,
+            ledger_password=ledger_password,
+            distributed=distributed,
             reports_dir=self.local_path(reports),
             source=source,
             target=target,
@@ -847,6 +864,68 @@ class _ProjectReader(_Reader):
             public=public,
             acl_groups=acl_groups,
             organization=organization,
+        )
+
+    def ledger_database(self, project: Mapping[str, object], ledger: str | None) -> tuple[str | None, SecretRef | None]:
+        """``[project] ledger`` as a PostgreSQL URL (``postgresql://user@host:5432/db``) and its
+        ``ledger_password`` reference; (None, None) for a SQLite file."""
+        at: KeyPath = ("project",)
+        password = self.secret(project, at, "ledger_password")
+        if ledger is None or not ledger.startswith(("postgresql://", "postgres://")):
+            if password is not None:
+                self.problem((*at, "ledger_password"), "is for a PostgreSQL ledger (ledger = \"postgresql://...\")")
+            return None, None
+        parts = urlsplit(ledger)
+        if parts.password is not None:
+            self.problem(
+                (*at, "ledger"), "must not hold a password: give it by reference in ledger_password (env:, file:)"
+            )
+            return None, None
+        if not parts.hostname or not parts.path.strip("/"):
+            self.problem((*at, "ledger"), 'must be "postgresql://user@host:5432/database"')
+            return None, None
+        return ledger, password
+
+    def distributed(self, document: Mapping[str, object]) -> DistributedConfig | None:
+        """``[distributed]``: the Celery broker and the cluster's limits (``migrate --distributed``)."""
+        table = self.table(document, (), "distributed", "distributed")
+        if table is None:
+            return None
+        at: KeyPath = ("distributed",)
+        before = len(self.problems)
+        broker = self.string(table, at, "broker", required=True)
+        if broker is not None:
+            parts = urlsplit(broker)
+            if parts.scheme not in ("redis", "rediss", "amqp", "amqps"):
+                self.problem((*at, "broker"), 'must be "redis://host:6379/0" (or amqp:// for RabbitMQ)')
+            elif parts.password is not None:
+                self.problem((*at, "broker"), "must not hold a password: give it in broker_password (env:, file:)")
+        limits = self.string(table, at, "limits", "", empty_ok=True) or ""
+        if broker is not None and not broker.startswith("redis") and not limits:
+            self.problem((*at, "limits"), 'with a non-Redis broker: a Redis for the limits, "redis://host:6379/1"')
+        password = self.secret(table, at, "broker_password")
+        per_worker = self.integer(table, at, "accounts_per_worker", 2, 1, 256)
+        visibility = self.integer(table, at, "visibility_timeout", 3600, 5)
+        lease = self.integer(table, at, "lease_seconds", 30, 3, 3600)
+        rates = {}
+        for key in ("rate_messages", "rate_bytes"):
+            value = table.get(key, 0)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                self.problem((*at, key), f"must be a number of at least 0 (0: no limit), got {_show(value)}")
+                continue
+            rates[key] = float(value)
+        if len(self.problems) > before:
+            return None
+        assert broker and per_worker and visibility and lease
+        return DistributedConfig(
+            broker=broker,
+            broker_password=password,
+            limits=limits,
+            accounts_per_worker=per_worker,
+            visibility_timeout=visibility,
+            lease_seconds=lease,
+            rate_messages=rates["rate_messages"],
+            rate_bytes=rates["rate_bytes"],
         )
 
     def organization(self, document: Mapping[str, object]) -> OrganizationConfig | None:

@@ -216,6 +216,29 @@ SUBMISSION_SCHEMES: Mapping[str, Security] = MappingProxyType({"submission": "st
 
 
 @dataclass(frozen=True, slots=True)
+class DistributedConfig:
+    """``[distributed]``: runs spread over Celery workers (``migrate --distributed``).
+
+    ``broker``: the Celery broker's URL without a password (``redis://host:6379/0``; RabbitMQ's
+    ``amqp://`` works too), ``broker_password`` its password by reference; the same Redis keeps the
+    cluster's connection slots and rates (with RabbitMQ, ``limits`` names a Redis for them).
+    ``accounts_per_worker``: accounts one worker moves at once. ``visibility_timeout``: seconds
+    after which a task a dead worker had taken is given to another (longer than the longest
+    account takes). ``lease_seconds``: a dead worker's connection slots come back after this.
+    ``rate_messages`` / ``rate_bytes``: per second, across every worker (0: no limit).
+    """
+
+    broker: str
+    broker_password: SecretRef | None = None
+    limits: str = ""
+    accounts_per_worker: int = 2
+    visibility_timeout: int = 3600
+    lease_seconds: int = 30
+    rate_messages: float = 0.0
+    rate_bytes: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class OrganizationConfig:
     """``[organization]``: what ``check`` and ``cutover check`` look at beyond the mailboxes.
 
@@ -420,6 +443,11 @@ class Project:
     # [permissions] groups: a source ACL group -> its name on the target (others keep theirs).
     acl_groups: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     organization: OrganizationConfig = field(default_factory=OrganizationConfig)
+    # A PostgreSQL ledger (``[project] ledger = "postgresql://..."``) and its password by
+    # reference; None: the SQLite file at ``ledger_path``.
+    ledger_url: str | None = None
+    ledger_password: SecretRef | None = None
+    distributed: DistributedConfig | None = None
 
     @property
     def base_dir(self) -> Path:

@@ -345,6 +345,9 @@ def render_project(
 # A name for this migration, shown in reports.
 name = {_toml(name)}
 # The ledger: what mailferry has copied, so that runs resume and never duplicate (SQLite).
+# For runs spread over several machines (`migrate --distributed`) it is a PostgreSQL database,
+# ledger = "postgresql://mailferry@db.example:5432/mailferry", its password by reference:
+# ledger_password = "env:MAILFERRY_LEDGER_PASSWORD"
 {ledger_line}
 # Folder for run reports.
 reports = "reports"
@@ -484,6 +487,22 @@ retries = 5
 # dkim_selectors = ["mail"]
 # delta_window_hours = 24
 # expiry_warning_days = 21
+
+# Runs spread over several machines: `mailferry worker` on each, `mailferry migrate
+# --distributed` submits the accounts and follows them (needs the PostgreSQL ledger above). The
+# Celery broker (Redis; amqp:// for RabbitMQ, then `limits` names a Redis for the cluster's
+# connection slots), accounts one worker moves at once, seconds after which a dead worker's task
+# goes to another (longer than the longest account takes), seconds after which a dead worker's
+# connection slots come back, and messages and bytes per second for the whole cluster (0: no limit).
+# [distributed]
+# broker = "redis://queue.example:6379/0"
+# broker_password = "env:MAILFERRY_BROKER_PASSWORD"
+# limits = "redis://queue.example:6379/1"
+# accounts_per_worker = 2
+# visibility_timeout = 3600
+# lease_seconds = 30
+# rate_messages = 0
+# rate_bytes = 0
 
 # Batches (waves): named sets of source accounts migrated and approved together, as the console
 # (`mailferry console`) groups them. A batch names at least one account.

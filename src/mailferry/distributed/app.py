@@ -1,0 +1,244 @@
+"""The Celery application of a project, and the task its workers run.
+
+Delivery: a task is acknowledged only when it has finished (``acks_late``); a worker that dies
+with a task (``kill -9``, a machine lost) leaves it unacknowledged and the broker gives it to
+another worker after ``visibility_timeout`` (Redis) or at once when the connection drops
+(RabbitMQ). The task is idempotent by construction: it is a delta pass of one account, and the
+ledger's intents resolve whatever the dead worker left half done. Two deliveries of one account
+never run at once: the second waits on the account's lock in the ledger database.
+
+A worker serves one project (``mailferry worker PROJECT``), on the project's own queue; its
+tasks carry the project's name and a worker of another project refuses them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from mailferry.config.model import Project
+from mailferry.errors import MailferryError, TemporaryFailure
+
+log = logging.getLogger(__name__)
+
+TASK = "mailferry.account"
+
+
+def queue_name(project: Project) -> str:
+    return f"mailferry.{project.name}"
+
+
+def _with_password(url: str, password: str | None) -> str:
+    if not password:
+        return url
+    parts = urlsplit(url)
+    user = quote(parts.username or "", safe="")
+    host = parts.hostname or ""
+    netloc = f"{user}:{quote(password, safe='')}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def broker_url(project: Project) -> str:
+    d = _distributed(project)
+    password = d.broker_password.resolve(project.base_dir) if d.broker_password else None
+    return _with_password(d.broker, password)
+
+
+def limits_url(project: Project) -> str:
+    """The Redis of the cluster's limits and progress events: the broker's, or ``limits``."""
+    d = _distributed(project)
+    if d.limits:
+        return str(d.limits)
+    return broker_url(project)
+
+
+def _distributed(project: Project) -> Any:
+    if project.distributed is None:
+        raise MailferryError(
+            f"{project.path.name}: no [distributed] table",
+            hint='add [distributed] broker = "redis://host:6379/0" (and a PostgreSQL ledger) to run on workers',
+        )
+    if project.ledger_url is None:
+        raise MailferryError(
+            f"{project.path.name}: a distributed run needs the ledger on PostgreSQL",
+            hint='set [project] ledger = "postgresql://user@host:5432/db" and ledger_password; '
+            "`mailferry ledger import` moves an existing SQLite ledger there",
+        )
+    return project.distributed
+
+
+def redis_client(project: Project) -> Any:
+    import redis
+
+    return redis.Redis.from_url(limits_url(project), socket_timeout=30, socket_connect_timeout=10)
+
+
+def make_app(project: Project) -> Any:
+    """The Celery app of ``project``, its task registered."""
+    from celery import Celery
+
+    d = _distributed(project)
+    app = Celery("mailferry", broker=broker_url(project), backend=_backend_url(project), set_as_current=False)
+    app.conf.update(
+        task_default_queue=queue_name(project),
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_track_started=True,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_expires=7 * 24 * 3600,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=d.accounts_per_worker,
+        worker_pool="threads",
+        worker_hijack_root_logger=False,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        broker_transport_options={
+            "visibility_timeout": d.visibility_timeout,
+            "unacked_restore_interval": max(1, min(10, d.visibility_timeout // 5)),
+            "unacked_restore_throttle": 1,
+        },
+        result_backend_transport_options={"retry_policy": {"max_retries": 60, "interval_max": 2}},
+        redis_backend_health_check_interval=5,
+    )
+    app.conf.mailferry_project = project
+    app.task(name=TASK, bind=True, acks_late=True, reject_on_worker_lost=True)(_account_task)
+    return app
+
+
+def _backend_url(project: Project) -> str:
+    url = broker_url(project)
+    return url if url.startswith("redis") else limits_url(project)
+
+
+# -- the task ------------------------------------------------------------------------------------
+
+
+def _account_task(self: Any, project_name: str, run_id: int, unit: str, types: list[str], full: bool) -> dict[str, Any]:
+    """One account (or the public unit) of run ``run_id``: its rows as ``migrate --json`` shows them."""
+    project: Project = self.app.conf.mailferry_project
+    if project_name != project.name:
+        raise MailferryError(f"this worker serves project {project.name!r}, not {project_name!r}")
+    try:
+        return run_unit(project, run_id, unit, types, full, hostname=str(self.request.hostname or ""))
+    except TemporaryFailure as e:
+        if "ledger database" in e.message:
+            _pause_consuming(self.app, project, str(self.request.hostname or ""), e)
+        raise self.retry(exc=e, countdown=5, max_retries=None) from None
+
+
+def run_unit(
+    project: Project, run_id: int, unit: str, types: list[str], full: bool, *, hostname: str = ""
+) -> dict[str, Any]:
+    from mailferry import api
+    from mailferry.distributed.limits import ClusterLimits
+
+    d = _distributed(project)
+    client = redis_client(project)
+    limits = ClusterLimits(client, project.name, lease_seconds=d.lease_seconds)
+    events = ProgressEvents(client, project.name, run_id)
+    target = f"{project.target.host}:{project.target.port}"
+    ledger = api.open_ledger(project)
+    try:
+        with ledger.account_lock(unit), limits.slots(slots_of(project, types)):
+            log.info("%s: account %s of run %d", hostname, unit, run_id)
+            events.send("worker", unit, hostname)
+
+            def pace(messages: int, nbytes: int) -> None:
+                limits.pace(
+                    target, messages=messages, nbytes=nbytes, rate_messages=d.rate_messages, rate_bytes=d.rate_bytes
+                )
+
+            rows, alive = api.migrate_units(
+                project,
+                ledger,
+                run_id,
+                [unit],
+                reporter=events,
+                full=full,
+                types=types,
+                pace=pace,
+                throttled=lambda: limits.slow_down(target, 5.0),
+            )
+        return {"rows": rows, "alive": alive, "worker": hostname}
+    finally:
+        ledger.close()
+        limits.close()
+
+
+def slots_of(project: Project, types: list[str]) -> list[tuple[str, int, int]]:
+    """The connection slots one account's pass holds at most on each IMAP server: one to the
+    source, ``connections_per_account`` writers and one more to the target (as
+    :func:`mailferry.api.parallel_accounts` counts them for a local run)."""
+    s, t = project.source, project.target
+    per_target = project.performance.connections_per_account + 1
+    return [(f"{s.host}:{s.port}", s.max_connections, 1), (f"{t.host}:{t.port}", t.max_connections, per_target)]
+
+
+def _pause_consuming(app: Any, project: Project, hostname: str, e: TemporaryFailure) -> None:
+    """The ledger database doesn't answer: this worker takes no more work until it does (its
+    running tasks fail the same way and go back to the queue), and says why, then resumes."""
+    queue = queue_name(project)
+    log.error("%s; this worker takes no more work until it answers", e.message)
+    try:
+        app.control.cancel_consumer(queue, destination=[hostname], reply=False)
+    except Exception as err:  # noqa: BLE001 - the broker may be away too
+        log.error("could not stop consuming: %s", err)
+        return
+
+    def watch() -> None:
+        from mailferry import api
+
+        while True:
+            time.sleep(5)
+            try:
+                api.open_ledger(project).close()
+            except MailferryError:
+                continue
+            log.warning("the ledger database answers again; taking work")
+            app.control.add_consumer(queue, destination=[hostname], reply=False)
+            return
+
+    threading.Thread(target=watch, name="ledger-watch", daemon=True).start()
+
+
+# -- progress events (workers -> the admin's process) ---------------------------------------------
+
+
+class ProgressEvents:
+    """The engine's :class:`~mailferry.engine.migrate.Reporter` of a worker: each event goes to a
+    Redis stream of the run, which ``migrate --distributed`` replays into its live display."""
+
+    def __init__(self, client: Any, project: str, run_id: int) -> None:
+        self.client = client
+        self.key = f"mailferry:{project}:events:{run_id}"
+
+    def send(self, kind: str, account: str, *values: Any) -> None:
+        try:
+            self.client.xadd(
+                self.key, {"e": json.dumps([kind, account, *values])}, maxlen=200_000, approximate=True
+            )
+            self.client.expire(self.key, 7 * 24 * 3600)
+        except Exception as e:  # noqa: BLE001 - progress is for show; the ledger holds the facts
+            log.debug("progress event lost: %s", e)
+
+    def account_started(self, account: str) -> None:
+        self.send("started", account)
+
+    def planned(self, account: str, messages: int, nbytes: int) -> None:
+        self.send("planned", account, messages, nbytes)
+
+    def copied(self, account: str, messages: int, nbytes: int) -> None:
+        self.send("copied", account, messages, nbytes)
+
+    def account_finished(self, account: str, stats: Any) -> None:
+        self.send("finished", account)
+
+    def note(self, account: str, text: str) -> None:
+        self.send("note", account, text)

@@ -1,0 +1,158 @@
+"""``migrate --distributed`` in the admin's process: submit the run's accounts as tasks, follow
+them, and hand back the same rows a local run makes.
+
+The admin's process holds the project's run lock (a second submission of the batch is refused)
+and brings the target accounts alive one at a time before any task is sent (what a local run
+does before its parallel work). Then one task per account on the project's queue; the public
+folders' unit after them (it carries every account's ``\\Seen`` on public folders). While the
+workers work, their progress events are replayed into this process's live display. The broker
+may go away and come back meanwhile: following waits for it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Any
+
+from mailferry.config.model import AccountConfig, Project
+from mailferry.distributed.app import TASK, make_app, queue_name, redis_client
+from mailferry.engine.migrate import NullReporter, Reporter
+from mailferry.engine.public import PUBLIC_UNIT
+from mailferry.errors import ExitCode
+from mailferry.state.ledger import SqliteLedger
+
+log = logging.getLogger(__name__)
+
+_IDLE_NOTE = 30.0  # seconds without any worker event before the admin is told to start workers
+
+
+def run_batch(
+    project: Project,
+    ledger: SqliteLedger,
+    run_id: int,
+    accounts: Sequence[AccountConfig],
+    with_public: bool,
+    *,
+    types: Sequence[str],
+    full: bool,
+    reporter: Reporter | None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    from mailferry import api
+
+    rep: Reporter = reporter or NullReporter()
+    names = [a.source_user for a in accounts]
+    alive = api.bring_targets_alive(project, ledger, run_id, [*names, *([PUBLIC_UNIT] if with_public else [])])
+    app = make_app(project)
+    follower = _Follower(project, run_id, rep)
+    results: dict[str, Any] = {}
+    try:
+        for name in names:
+            results[name] = _send(app, project, run_id, name, types, full)
+        follower.follow([results[n] for n in names])
+        if with_public and "public" in types:
+            results[PUBLIC_UNIT] = _send(app, project, run_id, PUBLIC_UNIT, types, full)
+            follower.follow([results[PUBLIC_UNIT]])
+        rows: list[dict[str, Any]] = []
+        for name, res in results.items():
+            rows.extend(_rows_of(name, res, rep))
+    finally:
+        app.close()
+    return rows, alive
+
+
+def _send(app: Any, project: Project, run_id: int, name: str, types: Sequence[str], full: bool) -> Any:
+    return _patiently(
+        lambda: app.send_task(TASK, args=(project.name, run_id, name, list(types), full), queue=queue_name(project)),
+        "send a task to the broker",
+    )
+
+
+def _patiently(fn: Any, what: str, *, tries: int = 600) -> Any:
+    """``fn()``, waiting (up to ~10 min) while the broker is away (restarted, say)."""
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    for attempt in range(tries):
+        try:
+            return fn()
+        except (OperationalError, RedisConnectionError, RedisTimeoutError, ConnectionError, OSError) as e:
+            if attempt == 0:
+                log.warning("could not %s (%s); waiting for it", what, e)
+            time.sleep(1.0)
+    return fn()
+
+
+def _rows_of(name: str, res: Any, rep: Reporter) -> list[dict[str, Any]]:
+    value = _patiently(lambda: res.get(propagate=False, timeout=60), "read a task's result")
+    if isinstance(value, dict) and "rows" in value:
+        rows: list[dict[str, Any]] = value["rows"]
+        for r in rows:
+            rep.account_finished(r["account"], _finished(r.get("status", ""), r.get("copied", 0)))
+        return rows
+    error = f"the worker's task failed: {value}" if value is not None else "the worker's task failed"
+    rep.account_finished(name, _finished("failed", 0))
+    return [{"account": name, "status": "failed", "error": error, "exit_code": int(ExitCode.TEMPFAIL)}]
+
+
+def _finished(status: str, copied: int) -> Any:
+    """What a reporter's ``account_finished`` reads of an account's stats."""
+    return SimpleNamespace(status=status, copied=copied)
+
+
+class _Follower:
+    """Replays the workers' progress events of the run into ``reporter`` until tasks are done."""
+
+    def __init__(self, project: Project, run_id: int, reporter: Reporter) -> None:
+        self.client = redis_client(project)
+        self.key = f"mailferry:{project.name}:events:{run_id}"
+        self.last = "0-0"
+        self.reporter = reporter
+        self.quiet_since = time.monotonic()
+        self.told = False
+
+    def follow(self, results: Sequence[Any]) -> None:
+        pending = list(results)
+        next_check = 0.0
+        while pending:
+            self._events(block_ms=500)
+            if time.monotonic() >= next_check:
+                pending = [r for r in pending if not _patiently(r.ready, "ask the broker how tasks are doing")]
+                next_check = time.monotonic() + 1.0
+            if not self.told and time.monotonic() - self.quiet_since > _IDLE_NOTE:
+                self.reporter.note(
+                    "(run)", "no worker has taken a task yet: start `mailferry worker PROJECT` on the worker machines"
+                )
+                self.told = True
+        self._events(block_ms=0)
+
+    def _events(self, block_ms: int) -> None:
+        from redis.exceptions import RedisError
+
+        try:
+            got = self.client.xread({self.key: self.last}, count=1000, block=block_ms or None)
+        except (RedisError, OSError):
+            time.sleep(block_ms / 1000)
+            return
+        for _, entries in got or ():
+            for entry_id, fields in entries:
+                self.last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                self.quiet_since = time.monotonic()
+                self.told = True
+                self._replay(json.loads(fields[b"e"]))
+
+    def _replay(self, event: list[Any]) -> None:
+        kind, account, *values = event
+        r = self.reporter
+        if kind == "started":
+            r.account_started(account)
+        elif kind == "planned":
+            r.planned(account, int(values[0]), int(values[1]))
+        elif kind == "copied":
+            r.copied(account, int(values[0]), int(values[1]))
+        elif kind == "note":
+            r.note(account, str(values[0]))
