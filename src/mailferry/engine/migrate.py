@@ -334,7 +334,8 @@ class AccountRun:
         self.account = job.source_user
         self.source: ReadStore | None = None
         self.target: WriteStore | None = None
-        self.writers: list[WriteStore] = []
+        self.writers: list[WriteStore | None] = []
+        self._writers_lock = threading.Lock()
         self._lock = threading.Lock()
         # What the mapping step learned of the target.
         self.target_folders: set[str] = set()
@@ -377,13 +378,19 @@ class AccountRun:
             raise hit
 
     def _writer(self, i: int) -> WriteStore:
-        while len(self.writers) <= i:
-            self.writers.append(
-                open_store(
+        """Writer ``i``'s connection, opened on first use. Under a lock, one slot a writer: two
+        writer threads starting together once opened three connections between them (seen on
+        the server's side), one more than ``connections_per_account`` allows."""
+        with self._writers_lock:
+            while len(self.writers) <= i:
+                self.writers.append(None)
+            store = self.writers[i]
+            if store is None:
+                store = open_store(
                     self.job.target, readonly=False, label=f"{self.job.target_user} (target)", retry=self.opts.retry
                 )
-            )
-        return self.writers[i]
+                self.writers[i] = store
+            return store
 
     def close(self) -> None:
         for s in [self.source, self.target, *self.writers]:
