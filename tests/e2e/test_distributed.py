@@ -43,8 +43,10 @@ MAILFERRY = str(Path(sys.executable).with_name("mailferry"))
 
 
 def established(port: int) -> int:
-    """Established TCP sockets whose local port is ``port``: the server's side of its clients."""
-    n = 0
+    """Established TCP sockets whose local port is ``port``: the server's side of its clients.
+    Counted once per (local, remote) address pair: /proc/net/tcp is read in pages, and a socket
+    can be listed twice when the table changes between two pages."""
+    seen: set[tuple[str, str]] = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = Path(table).read_text().splitlines()[1:]
@@ -53,8 +55,8 @@ def established(port: int) -> int:
         for line in lines:
             fields = line.split()
             if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                n += 1
-    return n
+                seen.add((fields[1], fields[2]))
+    return len(seen)
 
 
 class ConnectionSampler:
@@ -86,7 +88,9 @@ class ConnectionSampler:
 # -- the cluster -----------------------------------------------------------------------------------
 
 
-def distributed_project(tmp: Path, src: Any, tgt: Any, pg: Any, redis_server: Any, users: Any, extra: str = "") -> Path:
+def distributed_project(
+    tmp: Path, src: Any, tgt: Any, pg: Any, redis_server: Any, users: Any, extra: str = "", admin: Any = CYRUS_ADMIN
+) -> Path:
     tag = "".join(ch if ch.isalnum() else "_" for ch in tmp.name.upper())
     os.environ[f"MF_{tag}_PG"] = pg.password
     os.environ[f"MF_{tag}_REDIS"] = redis_server.password
@@ -95,7 +99,7 @@ def distributed_project(tmp: Path, src: Any, tgt: Any, pg: Any, redis_server: An
         src,
         tgt,
         users,
-        target_admin=CYRUS_ADMIN,
+        target_admin=admin,
         extra=(
             f'\n[distributed]\nbroker = "{redis_server.url}"\nbroker_password = "env:MF_{tag}_REDIS"\n'
             "accounts_per_worker = 2\nvisibility_timeout = 8\nlease_seconds = 4\n" + extra
@@ -257,3 +261,44 @@ def test_three_workers_survive_a_killed_worker_and_a_restarted_broker(
     # The report reads the shared ledger: every account of the run, whichever worker did it.
     rep = cli("report", project, "--json").json()
     assert {a["account"] for a in rep["accounts"] if a["run"] == 1} == set(USERS)
+
+
+def test_workers_stop_taking_work_while_the_ledger_database_is_away(
+    dovecot_factory: Any, cluster: Any, tmp_path: Path
+) -> None:
+    """The database unreachable: the submission says so (exit 75); a worker handed a task
+    stops consuming and says why, the task goes back to the queue, and when the database
+    answers again the worker takes work again and the account is moved."""
+    from mailferry.config.load import load_project
+    from mailferry.distributed.app import TASK, make_app, queue_name
+
+    pg, broker = cluster
+    users = {"alice": "alicepw"}
+    src = dovecot_factory(style="dotted", users=users)
+    tgt = dovecot_factory(style="slash", users=users)
+    seed_sample(src, "alice", users["alice"], messages=20)
+    project = distributed_project(tmp_path / "p", src, tgt, pg, broker, users, admin=("admin", "adminpw"))
+    run = cli("migrate", project, "--json")  # a first pass writes run 1 (and the schema)
+    assert run.code == ExitCode.OK, run.out
+    seed_sample(src, "alice", users["alice"], messages=5)  # something new for the task to carry
+
+    worker = Worker(project, "w@test", tmp_path / "w.log")
+    app = make_app(load_project(project))
+    try:
+        wait_for("the worker", lambda: "ready" in worker.text(), timeout=60)
+        pg.stop()
+        r = cli("migrate", project, "--distributed", "--json")
+        assert r.code == ExitCode.TEMPFAIL and "ledger database is unreachable" in r.json()["error"]["message"]
+        result = app.send_task(TASK, args=("t", 1, "alice", ["mail"], False), queue=queue_name(load_project(project)))
+        wait_for("the worker to say why it stops", lambda: "takes no more work" in worker.text(), timeout=60)
+        assert not result.ready()
+        pg.restart()
+        value = result.get(timeout=120)
+        assert [row["status"] for row in value["rows"]] == ["ok"]
+        assert sum(row["copied"] for row in value["rows"]) > 0
+        assert "answers again" in worker.text()
+    finally:
+        worker.kill()
+        app.close()
+    v = cli("verify", project, "--deep", "--json")
+    assert v.code == ExitCode.OK and v.json()["clean"], v.out
