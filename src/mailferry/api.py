@@ -1614,6 +1614,30 @@ def _dav_migrate(
     return out
 
 
+def accept_offered_shares(
+    project: Project, ledger: SqliteLedger, run_id: int, accounts: Sequence[AccountConfig], types: Sequence[str]
+) -> dict[str, int]:
+    """Each of ``accounts`` offered a calendar or address-book share in run ``run_id`` (by any
+    account, on any worker) accepts it on the target: source account -> shares accepted. What a
+    local run does at the end of its DAV pass, for a distributed run whose accounts were tasks."""
+    dav_types = _dav_types(project, types)
+    offered = ledger.dav_offered(run_id) if dav_types else set()
+    if not offered:
+        return {}
+    djobs = [j for j in _dav_jobs(project, accounts) if j.target_user in offered]
+    engine = _dav_engine(project, ledger, dav_types, accounts=len(djobs))
+
+    def accept(job: Any) -> tuple[str, int]:
+        try:
+            return job.source_user, int(engine.accept_shares(job))
+        except MailferryError as e:
+            finding = Finding(job.source_user, "", None, "share-accept", f"{job.target_user}: {e}", {})
+            ledger.add_finding(run_id, finding)
+            return job.source_user, -1
+
+    return dict(_parallel(dav_parallel_accounts(project), accept, djobs))
+
+
 def dav_exit_code(row: Mapping[str, Any]) -> int:
     if row.get("exit_code"):
         return int(row["exit_code"])

@@ -236,6 +236,8 @@ def test_three_workers_survive_a_killed_worker_and_a_restarted_broker(
             time.sleep(1.0)
             broker.restart()  # kill -9, then started again on its port with its append-only file
             out, err = run.communicate(timeout=300)
+        (tmp_path / "migrate.out").write_text(out)
+        (tmp_path / "migrate.err").write_text(err)
         assert run.returncode == ExitCode.OK, (out, err, [w.text()[-3000:] for w in workers])
         result = json.loads(out)
         assert sorted(r["account"] for r in result["accounts"]) == sorted(USERS)
@@ -302,3 +304,58 @@ def test_workers_stop_taking_work_while_the_ledger_database_is_away(
         app.close()
     v = cli("verify", project, "--deep", "--json")
     assert v.code == ExitCode.OK and v.json()["clean"], v.out
+
+
+def test_calendars_shared_between_accounts_of_different_workers(
+    dovecot_factory: Any, cyrus_factory: Any, cluster: Any, tmp_path: Path
+) -> None:
+    """Calendars and contacts are part of an account's task; a share one worker's account
+    offers is accepted by its sharee after every task, whichever worker moved either."""
+    from dav_org import seed_org
+    from test_dav_migrate import dav_project, domain_of
+    from test_dav_sharing import ALL, share, shared_href
+
+    from mailferry.sandbox.dav_servers import RadicaleServer
+
+    pg, broker = cluster
+    source = RadicaleServer.start(tmp_path / "src", users=dict(ALL))
+    try:
+        src_imap = dovecot_factory(users=dict(ALL))
+        tgt = cyrus_factory(users=dict(ALL))
+        seed_org(source.url, ALL, real=False)
+        share(source.url, "bob", "Team", "alice", "read-write")
+        share(source.url, "alice", "Contacts", "bob", "read")
+        project = dav_project(
+            tmp_path / "p",
+            src_imap,
+            tgt,
+            source.url,
+            tgt.dav_url,
+            src_admin=False,
+            tgt_admin=False,
+            new_domain=domain_of(tgt.dav_url, "alice"),
+            users=ALL,
+        )
+        tag = "P"
+        os.environ[f"MF_{tag}_PG"], os.environ[f"MF_{tag}_REDIS"] = pg.password, broker.password
+        text = project.read_text().replace(
+            'name = "t"\n', f'name = "t"\nledger = "{pg.url}"\nledger_password = "env:MF_{tag}_PG"\n', 1
+        )
+        text += f'\n[distributed]\nbroker = "{broker.url}"\nbroker_password = "env:MF_{tag}_REDIS"\n'
+        project.write_text(text)
+        workers = [Worker(project, f"w{i}@test", tmp_path / f"w{i}.log") for i in range(2)]
+        try:
+            r = cli("migrate", project, "--distributed", "--json")
+        finally:
+            for w in workers:
+                w.kill()
+        assert r.code == ExitCode.OK, r.out + "\n".join(w.text()[-2000:] for w in workers)
+        data = r.json()
+        assert sum(a["calendars"]["shares"] for a in data["accounts"]) == 2
+        accepted = {a["account"]: a["calendars"].get("shares_accepted") for a in data["accounts"]}
+        assert accepted["alice"] == 1 and accepted["bob"] == 1, accepted
+        assert shared_href(tgt.dav_url, "alice", "bob", "Team") and shared_href(tgt.dav_url, "bob", "alice", "Contacts")
+        v = cli("verify", project, "--deep", "--json")
+        assert v.code == ExitCode.OK and v.json()["clean"], v.out
+    finally:
+        source.stop()

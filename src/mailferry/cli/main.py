@@ -320,27 +320,36 @@ def worker(
         typer.Option("--concurrency", "-c", help="accounts at once (default: [distributed] accounts_per_worker)"),
     ] = None,
     loglevel: Annotated[str, typer.Option("--loglevel", help="Celery's log level")] = "INFO",
+    once: Annotated[bool, typer.Option("--once", hidden=True, help="the Celery worker itself, unsupervised")] = False,
 ) -> None:
     """Run a Celery worker for the project: it takes the accounts of 'migrate --distributed' runs
-    one at a time each (run one per machine; the project file and its secrets must be there too)."""
+    one at a time each (run one per machine; the project file and its secrets must be there too).
+    The worker is started again if it stops on an error (a broker that went away has crashed
+    Celery's worker); stop it with Ctrl-C or SIGTERM."""
     import socket
 
-    from mailferry.distributed.app import make_app, queue_name
-
     proj = _load(project)
-    app_ = make_app(proj)
-    argv = [
-        "worker",
-        f"--loglevel={loglevel}",
-        f"--hostname={name or 'mailferry@' + socket.gethostname()}",
-        f"--queues={queue_name(proj)}",
-        "--without-mingle",
-        "--without-gossip",
-    ]
-    if concurrency:
-        argv.append(f"--concurrency={concurrency}")
-    app_.worker_main(argv=argv)
-    raise Exit(0)
+    hostname = name or "mailferry@" + socket.gethostname()
+    if once:
+        from mailferry.distributed.app import make_app, queue_name
+
+        argv = [
+            "worker",
+            f"--loglevel={loglevel}",
+            f"--hostname={hostname}",
+            f"--queues={queue_name(proj)}",
+            "--without-mingle",
+            "--without-gossip",
+        ]
+        if concurrency:
+            argv.append(f"--concurrency={concurrency}")
+        make_app(proj).worker_main(argv=argv)
+        raise Exit(0)
+    from mailferry.distributed.supervise import supervise
+
+    argv = [sys.executable, "-m", "mailferry", "worker", str(project), "--once", "--name", hostname]
+    argv += ["--loglevel", loglevel] + (["--concurrency", str(concurrency)] if concurrency else [])
+    raise Exit(supervise(argv))
 
 
 ledger_app = typer.Typer(help="Move a project's ledger between SQLite and PostgreSQL.", no_args_is_help=True)

@@ -59,6 +59,17 @@ def run_batch(
         rows: list[dict[str, Any]] = []
         for name, res in results.items():
             rows.extend(_rows_of(name, res, rep))
+        # Shares offered by one worker's account to another's: each sharee accepts here, once
+        # every account's task has shared what it had to (a local run's last DAV step).
+        accepted = api.accept_offered_shares(project, ledger, run_id, accounts, types)
+        for row in rows:
+            n = accepted.get(row["account"])
+            if n is not None and isinstance(row.get("calendars"), dict):
+                if n < 0:
+                    row["calendars"]["findings"] = int(row["calendars"].get("findings", 0)) + 1
+                    row["exit_code"] = api.worst([row["exit_code"], int(ExitCode.FINDINGS)])
+                else:
+                    row["calendars"]["shares_accepted"] = n
     finally:
         app.close()
     return rows, alive

@@ -894,6 +894,15 @@ class SqliteLedger:
         names = ("collection", "principal", "access", "target_principal", "state")
         return [dict(zip(names, r, strict=True)) for r in rows]
 
+    def dav_offered(self, run_id: int) -> set[str]:
+        """Target accounts a share was offered to in run ``run_id`` (each accepts it on its side)."""
+        if not self._dav_ready():
+            return set()
+        rows = self._db.execute(
+            "SELECT DISTINCT target_principal FROM dav_shares WHERE run_id=? AND state='set'", (run_id,)
+        ).fetchall()
+        return {r[0] for r in rows}
+
     def record_dav_share(
         self, account: str, collection: str, principal: str, access: str, target_principal: str, state: str, run_id: int
     ) -> None:

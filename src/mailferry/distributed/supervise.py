@@ -1,0 +1,47 @@
+"""``mailferry worker``'s supervision: the Celery worker runs in a child process, started again
+when it stops on an error. Celery's worker can die of its broker going away (kombu, restoring
+its unacknowledged messages on a connection that is already gone, raises "Unrecoverable error");
+a run must survive a restarted broker, so the worker comes back and takes work again. Its
+tasks in flight were not acknowledged: the broker gives them to a worker after the visibility
+timeout, as for a worker that died."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+log = logging.getLogger(__name__)
+
+RESTART_PAUSE = 3.0  # seconds before a worker that stopped on an error starts again
+
+
+def supervise(argv: list[str]) -> int:
+    """Run ``argv`` until it ends on its own with exit code 0 or this process is told to stop
+    (SIGTERM, SIGINT: passed on to the child, which winds down); returns the exit code."""
+    stopping = False
+    child: subprocess.Popen[bytes] | None = None
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while True:
+        child = subprocess.Popen(argv)
+        code = child.wait()
+        if stopping or code == 0:
+            return code
+        print(
+            f"mailferry worker: the Celery worker stopped with exit code {code}; starting it again in "
+            f"{RESTART_PAUSE:.0f} s (its tasks in flight go back to the queue)",
+            file=sys.stderr,
+            flush=True,
+        )
+        time.sleep(RESTART_PAUSE)
