@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from types import FrameType
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -22,26 +23,28 @@ RESTART_PAUSE = 3.0  # seconds before a worker that stopped on an error starts a
 def supervise(argv: list[str]) -> int:
     """Run ``argv`` until it ends on its own with exit code 0 or this process is told to stop
     (SIGTERM, SIGINT: passed on to the child, which winds down); returns the exit code."""
-    stopping = False
-    child: subprocess.Popen[bytes] | None = None
+    state: dict[str, Any] = {"stopping": False, "child": None}
 
     def stop(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
+        state["stopping"] = True
+        child = state["child"]
         if child is not None and child.poll() is None:
             child.send_signal(signum)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    while True:
-        child = subprocess.Popen(argv)
-        code = child.wait()
-        if stopping or code == 0:
-            return code
-        print(
-            f"mailferry worker: the Celery worker stopped with exit code {code}; starting it again in "
-            f"{RESTART_PAUSE:.0f} s (its tasks in flight go back to the queue)",
-            file=sys.stderr,
-            flush=True,
-        )
-        time.sleep(RESTART_PAUSE)
+    before = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while True:
+            state["child"] = child = subprocess.Popen(argv)
+            code = child.wait()
+            if state["stopping"] or code == 0:
+                return code
+            print(
+                f"mailferry worker: the Celery worker stopped with exit code {code}; starting it again in "
+                f"{RESTART_PAUSE:.0f} s (its tasks in flight go back to the queue)",
+                file=sys.stderr,
+                flush=True,
+            )
+            time.sleep(RESTART_PAUSE)
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
