@@ -28,6 +28,11 @@ def test_the_demo_finishes_clean_and_the_target_answers_alone(tmp_path: Path, mo
     assert "names: ready with warnings" in shown and "still leads to the source (mail.old.example)" in shown
     assert "dns: BLOCKED" in shown and "offline: ready" in shown and "bob opens alice's INBOX" in shown
     assert shown.rstrip().endswith("verdict: ready")  # the last cut-over check, with the source switched off
-    reports = sorted((tmp_path / "demo").rglob("migrate-*.json"))
-    second = json.loads(reports[-1].read_text())
+    reports = {int(p.stem.split("-")[1]): p for p in (tmp_path / "demo").rglob("migrate-*.json")}
+    second = json.loads(reports[2].read_text())
     assert second["copied"] == 0 and second["exit_code"] == 0, second
+    # The third pass ran on two Celery workers (PostgreSQL ledger, Redis broker) and carried
+    # alice's new message; its ledger came back into the SQLite file the later steps read.
+    spread = json.loads(reports[3].read_text())
+    assert spread["copied"] == 1 and spread["exit_code"] == 0, spread
+    assert "accounts as tasks, copied 1 message" in text
