@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mailferry.config.model import AccountConfig, Project, PublicConfig, ServerConfig
-from mailferry.connectors.imap import Endpoint, ImapStore, Login, server_greeting
+from mailferry.connectors.imap import Endpoint, FolderTally, ImapStore, Login, server_greeting
 from mailferry.connectors.wrappers import RetryPolicy
 from mailferry.engine import readiness
 from mailferry.engine.alive import AliveReport, MailboxGuard, admin_connection, bring_alive, check_folder
@@ -321,6 +321,28 @@ def _caps(caps: frozenset[str]) -> dict[str, bool]:
     return {c: any(x == c or x.startswith(c + "=") for x in caps) for c in CAPS_THAT_MATTER}
 
 
+def _size_threshold(project: Project, target: Mapping[str, Any]) -> int | None:
+    """Messages larger than this are named one by one by ``check``: the target's APPENDLIMIT or
+    the project's ``[messages] max_size``, the smaller."""
+    limits = [x for x in (target.get("appendlimit"), project.messages.max_size) if x]
+    return min(limits) if limits else None
+
+
+def _tally(st: ImapStore, folder: str, larger_than: int | None) -> FolderTally:
+    """A source folder's totals for ``check``: from STATUS=SIZE and searches where the server
+    offers it, else read message by message."""
+    got = st.tally(folder, larger_than=larger_than)
+    if got is not None:
+        return got
+    sizes: list[int] = []
+    keywords: set[str] = set()
+    for m in st.inventory(folder):
+        sizes.append(m.size)
+        keywords.update(x for x in m.flags if not x.startswith("\\"))
+    large = sorted((x for x in sizes if larger_than is not None and x > larger_than), reverse=True)
+    return FolderTally(len(sizes), sum(sizes), large, keywords)
+
+
 def check(project: Project, names: Sequence[str] | None = None) -> Result:
     accs, with_public = _split_public(project, names)
     js = jobs(project, accs)
@@ -345,7 +367,8 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
             "problems": [],
             "warnings": [],
         }
-        for role, conn, readonly in (("source", job.source, True), ("target", job.target, False)):
+        # The target first: its APPENDLIMIT says which message sizes the source side must name.
+        for role, conn, readonly in (("target", job.target, False), ("source", job.source, True)):
             if role == "target" and job.target_user in alive.missing:
                 out[role] = {"ok": False, "error": f"{job.target_user} has no mailbox yet on the target"}
                 out["warnings"].append(
@@ -387,20 +410,20 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
                     "quota_limit_kb": info.quota_limit_kb,
                 }
                 if role == "source":
-                    # Per folder its messages' sizes and its keywords (what the blockers judge),
-                    # the account's totals from them.
-                    by_folder: dict[str, tuple[list[int], set[str]]] = {}
-                    for f in folders:
-                        if not f.selectable:
-                            continue
-                        sizes, kws = by_folder.setdefault(f.name, ([], set()))
-                        for m in st.inventory(f.name):
-                            sizes.append(m.size)
-                            kws.update(x for x in m.flags if not x.startswith("\\"))
-                    every = [x for sizes, _ in by_folder.values() for x in sizes]
-                    side.update(messages=len(every), bytes=sum(every))
-                    out["_sizes"], out["_by_folder"] = every, by_folder
-                    out["_keywords"] = set().union(*(k for _, k in by_folder.values()))
+                    # Per folder what the blockers judge: messages, bytes, the sizes over the
+                    # target's limit or [messages] max_size, the keywords; the account's totals.
+                    by_folder = {
+                        f.name: _tally(st, f.name, _size_threshold(project, out.get("target", {})))
+                        for f in folders
+                        if f.selectable
+                    }
+                    side.update(
+                        messages=sum(x.messages for x in by_folder.values()),
+                        bytes=sum(x.bytes for x in by_folder.values()),
+                    )
+                    out["_sizes"] = [x for t in by_folder.values() for x in t.large]
+                    out["_by_folder"] = by_folder
+                    out["_keywords"] = set().union(*(t.keywords for t in by_folder.values()))
                 elif job.scope is None:
                     side["permanent_flags"] = list(st.storable("INBOX") or ())
                 out[role] = side

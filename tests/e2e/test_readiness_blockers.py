@@ -19,7 +19,9 @@ from mailferry.connectors.sieve import SieveEndpoint, SieveLogin, SieveStore
 from mailferry.errors import ExitCode
 from mailferry.sandbox.servers import seed_messages
 
-NAMES = ("clean", "big", "allbig", "kw", "longname", "badchar", "deep", "ghostacl", "sieveoff", "sieveon", "bob")
+NAMES = (
+    "clean", "big", "tally", "allbig", "kw", "longname", "badchar", "deep", "ghostacl", "sieveoff", "sieveon", "bob"
+)
 USERS = {n: f"{n}pw" for n in NAMES}
 DOVECOT_ADMIN = ("admin", "adminpw")
 CYRUS_ADMIN = ("cyrus", "cyruspw")
@@ -126,6 +128,40 @@ def test_a_message_over_the_targets_limit(servers: dict[str, Any], tmp_path: Pat
     r = cli("check", excluded, "--json")
     [ok] = blockers(r, "big")
     assert ok["status"] == "ok" and ok["facts"]["messages"] == 3 and r.code == ExitCode.OK, ok
+
+
+def test_check_reads_totals_and_the_large_messages_not_every_message(servers: dict[str, Any], tmp_path: Path) -> None:
+    """A source with STATUS=SIZE (Dovecot): check takes each folder's totals from STATUS, its
+    keywords from SELECT confirmed by SEARCH, and names only the messages over the target's
+    limit (SEARCH LARGER): no FETCH of every message's size, as a 10,000-message mailbox would
+    otherwise cost. The figures are those of reading every message."""
+    from mailferry.sandbox.servers import TcpProxy
+
+    src = servers["src"]
+    seed_messages(src.host, src.port, "tally", USERS["tally"], "Projects/2024", [message(60, 100_000)])
+    proxy = TcpProxy.start(src.host, src.port, record=True)
+    try:
+        path = write_project(
+            tmp_path / "tally",
+            src,
+            servers["cyrus"],
+            ["tally"],
+            source_admin=DOVECOT_ADMIN,
+            target_admin=CYRUS_ADMIN,
+            source_port=proxy.port,
+        )
+        r = cli("check", path, "--json")
+        up = proxy.transcript("up").decode(errors="replace")
+    finally:
+        proxy.stop()
+    c = only_problem(r, "tally", "warning")
+    assert c["facts"]["over_limit"] == 1 and c["facts"]["messages"] == 5, c
+    [row] = r.json()["accounts"]
+    assert row["source"]["messages"] == 5 and row["source"]["bytes"] > 100_000, row["source"]
+    assert "(MESSAGES SIZE)" in up and "LARGER 60000" in up and "KEYWORD $Client" in up, up
+    assert "RFC822.SIZE INTERNALDATE" not in up  # no per-message inventory of the source
+    fetched = [line for line in up.splitlines() if "FETCH" in line]
+    assert all("1:*" not in line for line in fetched), fetched
 
 
 def test_every_message_over_the_targets_limit_blocks_the_account(servers: dict[str, Any], tmp_path: Path) -> None:

@@ -109,6 +109,17 @@ def _flag_str(f: object) -> str:
     return f.decode("utf-8", "replace") if isinstance(f, bytes) else str(f)
 
 
+@dataclass(frozen=True, slots=True)
+class FolderTally:
+    """A folder's totals as ``check`` reads them: messages, bytes, the sizes of its messages over
+    a threshold (largest first) and the keywords its messages carry."""
+
+    messages: int
+    bytes: int
+    large: list[int]
+    keywords: set[str]
+
+
 def uid_ranges(uids: Sequence[int]) -> str:
     """Compact IMAP sequence set for ascending-sortable UIDs: 1:5,7,9:10."""
     s = sorted(set(uids))
@@ -569,6 +580,28 @@ class ImapStore:
             )
         out.sort(key=lambda m: m.uid)
         return out
+
+    def tally(self, folder: str, *, larger_than: int | None) -> FolderTally | None:
+        """What ``check`` needs of ``folder`` without reading each message: MESSAGES and SIZE from
+        STATUS (RFC 8438 ``STATUS=SIZE``), the keywords the folder's messages carry (SELECT's
+        FLAGS, each confirmed by ``UID SEARCH KEYWORD``: a server lists keywords once defined, in
+        use or not), and the sizes of the messages larger than ``larger_than`` (``UID SEARCH
+        LARGER``, then their RFC822.SIZE only). None when the server lacks STATUS=SIZE (the
+        caller reads the folder message by message)."""
+        if "STATUS=SIZE" not in self._caps:
+            return None
+        st = self._call(f"STATUS {folder}", "folder_status", self._wire(folder), ["MESSAGES", "SIZE"])
+        self._selected = None  # a fresh SELECT: its FLAGS are wanted
+        resp = self._select(folder)
+        defined = [f for f in (_flag_str(x) for x in resp.get(b"FLAGS", ())) if not f.startswith("\\")]
+        keywords = {k for k in defined if self._call(f"SEARCH KEYWORD {folder}", "search", ["KEYWORD", k])}
+        large: list[int] = []
+        if larger_than is not None:
+            over = [int(u) for u in self._call(f"SEARCH LARGER {folder}", "search", ["LARGER", str(larger_than)])]
+            if over:
+                data = self._fetch(f"FETCH RFC822.SIZE {folder}", uid_ranges(sorted(over)), ["UID", "RFC822.SIZE"])
+                large = sorted((d.size for d in data.values() if d.size is not None), reverse=True)
+        return FolderTally(int(st[b"MESSAGES"]), int(st[b"SIZE"]), large, keywords)
 
     def uids(self, folder: str) -> list[int]:
         self._select(folder)

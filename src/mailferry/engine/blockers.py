@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from mailferry.config.model import AccountConfig, Project
-from mailferry.connectors.imap import ImapStore
+from mailferry.connectors.imap import FolderTally, ImapStore
 from mailferry.connectors.sieve import SieveStore
 from mailferry.engine.acl import AclEngine
 from mailferry.engine.migrate import AccountJob, AccountRun, AccountStats, Engine
@@ -112,16 +112,19 @@ def _mail(facts: AccountFacts, engine: Engine, job: AccountJob, seen: Mapping[st
         facts.folders = [FolderName(m.source, m.target, m.notes, m.rule) for m in mappings]
     finally:
         run.close()
-    by_folder: Mapping[str, tuple[list[int], set[str]]] | None = seen.get("by_folder")
+    by_folder: Mapping[str, FolderTally] | None = seen.get("by_folder")
     if by_folder is not None:  # what check read of each folder; only the folders migrate carries count
         going = {m.source for m in mappings if m.target is not None}
-        carried = {name: xs for name, xs in by_folder.items() if name in going}
-        facts.sizes = [size for sizes, _ in carried.values() for size in sizes]
-        kws = {name: {k for k in keywords if is_keyword(k)} for name, (_, keywords) in carried.items()}
+        carried = {name: t for name, t in by_folder.items() if name in going}
+        facts.sizes = [size for t in carried.values() for size in t.large]
+        facts.messages = sum(t.messages for t in carried.values())
+        kws = {name: {k for k in t.keywords if is_keyword(k)} for name, t in carried.items()}
         facts.keywords = set().union(*kws.values())
         facts.folder_keywords = {name: len(k) for name, k in kws.items()}
     facts.looked_at.update(
-        messages=len(facts.sizes or ()), keywords=len(facts.keywords or ()), folders=len(facts.folders)
+        messages=facts.messages if facts.messages is not None else len(facts.sizes or ()),
+        keywords=len(facts.keywords or ()),
+        folders=len(facts.folders),
     )
     if acl is None:
         return

@@ -122,7 +122,10 @@ class AccountFacts:
 
     account: str
     target_account: str = ""
+    # The sizes of the account's messages that matter (check names those over the target's
+    # limit or max_size, not every one); ``messages``: how many messages in all (None: len(sizes)).
     sizes: Sequence[int] | None = None
+    messages: int | None = None
     appendlimit: int | None = None
     max_size: int | None = None
     keywords: Collection[str] | None = None
@@ -164,8 +167,9 @@ def sizes(f: AccountFacts) -> list[Check]:
     out: list[Check] = []
     limit = f.appendlimit
     over = sorted((s for s in f.sizes if limit is not None and s > limit), reverse=True)
+    total = f.messages if f.messages is not None else len(f.sizes)
     if over and limit is not None:
-        every = len(over) == len(f.sizes)
+        every = len(over) == total
         what = (
             f"{_plural(len(over), 'message')} over the target's limit of {human(limit)} (APPENDLIMIT; the largest "
             f"{human(over[0])}) stay on the source: migrate names each in its report (finding 'refused') and tries "
@@ -182,7 +186,7 @@ def sizes(f: AccountFacts) -> list[Check]:
                 f"raise the target's message size limit to at least {human(over[0])} (Cyrus: maxmessagesize; "
                 "Dovecot: quota_max_mail_size), or leave such messages out on purpose with [messages] max_size",
                 f.account,
-                {"over_limit": len(over), "limit": limit, "largest": over[0], "messages": len(f.sizes)},
+                {"over_limit": len(over), "limit": limit, "largest": over[0], "messages": total},
             )
         )
     if f.max_size is not None:
