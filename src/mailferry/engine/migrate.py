@@ -610,10 +610,14 @@ class AccountRun:
                     self.ledger.forget_setting(self.account, CREATING, target_name)
             if self.opts.subscriptions and f.subscribed:
                 self.retry(tgt, tgt.subscribe, m.target or "")
-        # Plan every folder and do what needs no copying, then copy all folders' messages in one
+        # Plan every folder and do what needs no copying, and copy all folders' messages in one
         # pipeline that interleaves folders (no per-folder start/stop bubbles, and writers append
-        # to different folders at once, which the target serves faster than one folder).
+        # to different folders at once, which the target serves faster than one folder). Folders
+        # are planned as the pipeline's reader gets to them: the first copies start after the first
+        # folder's plan, not after all of them (the profile: ~1 s of a 10k mailbox's 9 s was the
+        # plans' inventory FETCHes while nothing was written).
         jobs: list[_FolderJob] = []
+        to_prepare: list[tuple[FolderInfo, FolderMapping, FolderStatus]] = []
         for m in mappings:
             if m.target is None:
                 continue
@@ -625,8 +629,16 @@ class AccountRun:
             if not f.selectable:
                 self._save_noselect(m)
                 continue
-            jobs.append(self._prepare(f, m, statuses[f.name]))
-        self._copy_many([j for j in jobs if j.metas])
+            to_prepare.append((f, m, statuses[f.name]))
+
+        def prepared() -> Iterator[_FolderJob]:
+            for f, m, st in to_prepare:
+                job = self._prepare(f, m, st)
+                jobs.append(job)
+                if job.metas:
+                    yield job
+
+        self._copy_many(prepared())
         for j in jobs:
             if j.uncertain:
                 self._run_folder(j.folder, j.mapping, j.status)  # re-plan: looks at the target
@@ -986,10 +998,27 @@ class AccountRun:
         if batch:
             yield batch
 
-    def _interleaved(self, jobs: list[_FolderJob]) -> Iterator[tuple[_FolderJob, list[MessageMeta]]]:
-        """Batches of all folders, taking one from each folder in turn."""
-        lanes = [(j, self._batches(j.metas)) for j in jobs]
-        while lanes:
+    def _interleaved(self, jobs: Iterable[_FolderJob]) -> Iterator[tuple[_FolderJob, list[MessageMeta]]]:
+        """Batches of all folders, taking one from each folder in turn. ``jobs`` is taken lazily
+        (it may plan each folder as it comes): one more folder each round, and at first as many
+        as there are writers, so that they append to different folders from the start."""
+        source = iter(jobs)
+        lanes: list[tuple[_FolderJob, Iterator[list[MessageMeta]]]] = []
+        more = True
+        writers = max(1, self.opts.connections_per_account)
+        while True:
+            while more:
+                job = next(source, None)
+                if job is None:
+                    more = False
+                    break
+                lanes.append((job, self._batches(job.metas)))
+                if len(lanes) >= writers:
+                    break
+            if not lanes:
+                if more:
+                    continue
+                return
             still: list[tuple[_FolderJob, Iterator[list[MessageMeta]]]] = []
             for j, it in lanes:
                 batch = next(it, None)
@@ -998,12 +1027,12 @@ class AccountRun:
                     still.append((j, it))
             lanes = still
 
-    def _copy_many(self, jobs: list[_FolderJob]) -> None:
+    def _copy_many(self, jobs: Iterable[_FolderJob]) -> None:
         """Copy the jobs' messages: one reader fetches batches (folders interleaved) into a small
         queue, ``connections_per_account`` writers append them. Sets ``job.uncertain`` where an
-        append ended without an answer (the folder is then re-planned)."""
-        if not jobs:
-            return
+        append ended without an answer (the folder is then re-planned). ``jobs`` is consumed by
+        the reader thread, lazily; a writer connects when it gets its first batch (none when
+        there is nothing to copy)."""
         src = self.source_store()
         nwriters = max(1, self.opts.connections_per_account)
         q: queue.Queue[tuple[_FolderJob, list[tuple[MessageMeta, bytes]]] | None] = queue.Queue(maxsize=nwriters)
@@ -1037,7 +1066,7 @@ class AccountRun:
 
         def writer(i: int) -> None:
             try:
-                w = self._writer(i)
+                w: WriteStore | None = None
                 while True:
                     got = q.get()
                     if got is None:
@@ -1045,6 +1074,8 @@ class AccountRun:
                     job, items = got
                     try:
                         if not errors:
+                            if w is None:
+                                w = self._writer(i)
                             self._append_batch(w, job, items)
                     finally:
                         budget.release(sum(mm.size for mm, _ in items))
