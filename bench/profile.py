@@ -275,6 +275,16 @@ def main(argv: list[str] | None = None) -> int:
                 if tool == "mailferry":
                     entry["imap_commands"] = [row for row in stats_dump(target)
                                               if row.get("metric_name", "").startswith("imap_command")]
+                if tool == "mailferry" and mode == "pyspy" and r.ok:
+                    # The no-op re-run, wall clock (idle included: it is all waiting and starting).
+                    noop_path = pdir / "mailferry-noop-pyspy.txt"
+                    plain = [*bench.mailferry, "migrate", str(proj), "--json"]
+                    n = bench_run.run_tool("mailferry-noop", 0, plain, timeout=120, logdir=bench.logs, env=env)
+                    spy = ["py-spy", "record", "-r", "1000", "-f", "raw", "--threads", "--idle", "-o",
+                           str(noop_path), "--", *plain]
+                    ns = bench_run.run_tool("mailferry-noop-pyspy", 0, spy, timeout=120, logdir=bench.logs, env=env)
+                    entry["noop"] = {"wall_s": round(n.wall_s, 3), "ok": n.ok, "cpu_s": n.extra.get("cpu_s"),
+                                     "under_pyspy_s": round(ns.wall_s, 3), "pyspy": pyspy_summary(noop_path)}
                 results["runs"].append(entry)
                 log(json.dumps(entry, indent=1)[:6000])
                 bench.drop_server(target)

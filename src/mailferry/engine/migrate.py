@@ -319,6 +319,16 @@ class _FolderJob:
     dropped: dict[int, list[tuple[str, str]]] = field(default_factory=dict)  # source UID -> (keyword, why)
 
 
+@dataclass(slots=True)
+class _Inflight:
+    """A batch sent to the target whose answer is still to be read."""
+
+    job: _FolderJob
+    items: list[tuple[MessageMeta, bytes]]
+    appends: list[AppendItem]
+    answer: Callable[[], list[int | None]]
+
+
 class AccountRun:
     """One account's pass. Holds its connections; closed at the end. ``verify`` uses its
     connections and folder mapping too (``source_folders``, ``folder_map``, ``retry``)."""
@@ -1064,25 +1074,54 @@ class AccountRun:
                 for _ in range(nwriters):
                     q.put(None)
 
+        def release(items: list[tuple[MessageMeta, bytes]]) -> None:
+            budget.release(sum(mm.size for mm, _ in items))
+
         def writer(i: int) -> None:
+            # One APPEND in flight while the next is sent (see _append_send): the target's imap
+            # process goes from one batch to the next without waiting for this thread to read
+            # the answer, record it in the ledger and send again.
+            w: WriteStore | None = None
+            inflight: _Inflight | None = None
+
+            def settle() -> None:
+                nonlocal inflight
+                if inflight is not None:
+                    done, inflight = inflight, None
+                    assert w is not None  # it sent the batch
+                    try:
+                        self._append_answer(w, done)
+                    finally:
+                        release(done.items)
+
             try:
-                w: WriteStore | None = None
                 while True:
-                    got = q.get()
+                    try:
+                        got = q.get_nowait()
+                    except queue.Empty:
+                        settle()  # nothing to send meanwhile: record what landed first
+                        got = q.get()
                     if got is None:
-                        return
+                        break
                     job, items = got
+                    started: _Inflight | None = None
                     try:
                         if not errors:
                             if w is None:
                                 w = self._writer(i)
-                            self._append_batch(w, job, items)
+                            started = self._append_send(w, job, items)
                     finally:
-                        budget.release(sum(mm.size for mm, _ in items))
+                        if started is None:
+                            release(items)
+                    settle()
+                    inflight = started
+                settle()
             except BaseException as e:
                 errors.append(e)
+                with contextlib.suppress(BaseException):
+                    settle()
                 while (rest := q.get()) is not None:  # drain so the reader never blocks
-                    budget.release(sum(mm.size for mm, _ in rest[1]))
+                    release(rest[1])
 
         threads = [threading.Thread(target=reader, name=f"read-{self.account}")]
         threads += [
@@ -1095,7 +1134,10 @@ class AccountRun:
         if errors:
             raise errors[0]
 
-    def _append_batch(self, w: WriteStore, job: _FolderJob, items: list[tuple[MessageMeta, bytes]]) -> None:
+    def _append_send(self, w: WriteStore, job: _FolderJob, items: list[tuple[MessageMeta, bytes]]) -> _Inflight | None:
+        """Record the batch's intents, then send it. Where the store can pipeline (an IMAP
+        server with LITERAL+), the answer is read later, by :meth:`_append_answer` on what this
+        returns; else (or when the batch was refused or failed at once) it is done here: None."""
         self._stop_if_blocked()
         folder, target_folder, validity = job.folder.name, job.target_folder, job.status.uidvalidity
         pending = [
@@ -1111,21 +1153,50 @@ class AccountRun:
             AppendItem(body, self._storable(job, mm.uid, mm.flags, job.perm), mm.internaldate, mm.uid)
             for mm, body in items
         ]
+        send = w.append_send if isinstance(w, ImapStore) else None
         try:
+            answer = send(target_folder, appends) if send is not None else None
+            if answer is not None:
+                return _Inflight(job, items, appends, answer)
             uids = w.append(target_folder, appends)
         except ItemRefused:
             self._append_singly(w, job, items)
+            return None
+        except TemporaryFailure as e:
+            self._append_uncertain(w, job, e)
+            return None
+        self._appended(job, items, appends, uids)
+        return None
+
+    def _append_answer(self, w: WriteStore, sent: _Inflight) -> None:
+        """The answer to a batch sent by :meth:`_append_send`."""
+        try:
+            uids = sent.answer()
+        except ItemRefused:
+            self._append_singly(w, sent.job, sent.items)
             return
         except TemporaryFailure as e:
-            # The batch may or may not have landed: leave the intents pending; resolved by re-planning.
-            self.e.reporter.note(self.account, f"{folder}: {e.message}; will check the target and resume")
-            if self.opts.throttled is not None:
-                self.opts.throttled()
-            job.uncertain = True
-            with contextlib.suppress(TemporaryFailure):
-                w.reconnect()
+            self._append_uncertain(w, sent.job, e)
             return
-        self.e.keywords.learn(target_folder, stored=(k for it in appends for k in it.flags))
+        self._appended(sent.job, sent.items, sent.appends, uids)
+
+    def _append_uncertain(self, w: WriteStore, job: _FolderJob, e: TemporaryFailure) -> None:
+        # The batch may or may not have landed: leave the intents pending; resolved by re-planning.
+        self.e.reporter.note(self.account, f"{job.folder.name}: {e.message}; will check the target and resume")
+        if self.opts.throttled is not None:
+            self.opts.throttled()
+        job.uncertain = True
+        with contextlib.suppress(TemporaryFailure):
+            w.reconnect()
+
+    def _appended(
+        self,
+        job: _FolderJob,
+        items: list[tuple[MessageMeta, bytes]],
+        appends: list[AppendItem],
+        uids: list[int | None],
+    ) -> None:
+        self.e.keywords.learn(job.target_folder, stored=(k for it in appends for k in it.flags))
         self._record(job, list(zip((mm for mm, _ in items), uids, strict=True)))
 
     def _record(self, job: _FolderJob, landed: list[tuple[MessageMeta, int | None]]) -> None:
