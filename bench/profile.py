@@ -119,7 +119,7 @@ def stop_attached(proc: subprocess.Popen[bytes]) -> None:
 
 
 def wrap(mode: str, argv: list[str], out: Path) -> list[str]:
-    if mode == "cpu":
+    if mode in ("cpu", "pyspy"):  # py-spy is for mailferry: dsync just runs (one more pair)
         return argv
     if mode == "strace":
         return ["strace", "-c", "-w", "-f", "-o", str(out), "--", *argv]
