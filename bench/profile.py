@@ -218,13 +218,17 @@ def main(argv: list[str] | None = None) -> int:
         assert bench.source is not None
         for mode in modes:
             for tool in tools:
-                target = bench.fresh_target(f"profile-{tool}-{mode}", {bench_run.USER: bench_run.USER_PW})
+                users = ([f"u{k + 1}" for k in range(bench_run.PARALLEL_USERS)] if tool == "parallel"
+                         else [bench_run.USER])
+                target = bench.fresh_target(f"profile-{tool}-{mode}",
+                                            {u: bench_run.USER_PW if u == bench_run.USER else f"{u}pw" for u in users})
                 add_metric(target)
                 stem = pdir / f"{tool}-{mode}"
                 data_path = stem.with_suffix(".data" if mode == "perf" else ".txt")
                 attached = []
-                if tool == "mailferry":
-                    proj = bench.project(f"profile-{mode}", target, [bench_run.USER])
+                if tool in ("mailferry", "parallel"):  # parallel: u1..u8 at once, as run.py's 8-account run
+                    proj = bench.project(f"profile-{tool}-{mode}", target, users,
+                                         parallel=bench_run.PARALLEL_USERS if tool == "parallel" else None)
                     cmd = [*bench.mailferry, "migrate", str(proj), "--json"]
                     env = bench.mf_env()
                     if mode == "pyspy":  # where mailferry's own CPU goes (collapsed stacks, per thread)
@@ -244,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                 results["commands"][f"{tool} {mode}"] = shlex.join(cmd)
                 seen: set[int] = set()
                 done = threading.Event()
-                if mode == "perf" and tool == "mailferry":
+                if mode == "perf" and tool != "dsync":
                     attached.append(start_attached(mode, master_pid(target), data_path))
 
                     def poll() -> None:
@@ -261,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(1.0)  # the servers' imap processes end after the logout
                 cpu = {k: round(children_cpu(master_pid(srv)) - cpu0[k], 2)
                        for k, srv in (("target", target), ("source", bench.source))}
-                bench.check_count(r, target, [bench_run.USER])
+                bench.check_count(r, target, users)
                 entry: dict[str, Any] = {"tool": tool, "mode": mode, "wall_s": round(r.wall_s, 2), "ok": r.ok,
                                          "note": r.note, "tool_cpu_s": r.extra.get("cpu_s"),
                                          "target_server_cpu_s": cpu["target"], "source_server_cpu_s": cpu["source"]}
@@ -272,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     entry["perf_pids"] = sorted(seen)
                     entry["perf_top"] = perf_report(data_path, stem.with_suffix(".report.txt"), sorted(seen))
-                if tool == "mailferry":
+                if tool != "dsync":
                     entry["imap_commands"] = [row for row in stats_dump(target)
                                               if row.get("metric_name", "").startswith("imap_command")]
                 if tool == "mailferry" and mode == "pyspy" and r.ok:
