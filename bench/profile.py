@@ -201,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=3600.0)
     args = ap.parse_args(argv)
     args.dsync_extra = []
+    args.performance = []
     tools = [t for t in args.tools.split(",") if t]
     modes = [m for m in args.modes.split(",") if m]
     bench = bench_run.Bench(args)

@@ -245,7 +245,8 @@ class Bench:
         for role, server in (("source", self.source), ("target", target)):
             blocks.append(f'[{role}]\nhost = "127.0.0.1"\nport = {server.port}\nsecurity = "none"\n'
                           f'[{role}.admin]\nuser = "{ADMIN[0]}"\npassword = "env:MF_BENCH_{role.upper()}"\n')
-        perf = f"\n[performance]\naccounts_in_parallel = {parallel}\n" if parallel else ""
+        settings = ([f"accounts_in_parallel = {parallel}"] if parallel else []) + list(self.args.performance)
+        perf = "\n[performance]\n" + "\n".join(settings) + "\n" if settings else ""
         text = '[project]\nname = "bench"\n\n[accounts]\ncsv = "accounts.csv"\n\n' + "\n".join(blocks) + perf
         path = d / "project.toml"
         path.write_text(text)
@@ -541,6 +542,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds before one tool run is killed")
     ap.add_argument("--tools", default="mailferry,dsync,mbsync,cp,parallel",
                     help="comma-separated subset of mailferry,dsync,mbsync,cp,parallel")
+    ap.add_argument("--performance", action="append", default=[], metavar="KEY = VALUE",
+                    help="extra [performance] line for mailferry's project (repeatable), e.g. "
+                         "'connections_per_account = 3'; the default run uses none (default settings)")
     ap.add_argument("--dsync-extra", action="append", default=[],
                     help="extra doveadm argument (repeatable), e.g. --dsync-extra=-o --dsync-extra=imapc_list_prefix=")
     args = ap.parse_args(argv)
@@ -584,7 +588,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "duration_s": round(time.time() - started, 1),
-        "args": {"quick": args.quick, "repeat": args.repeat, "timeout": args.timeout, "tools": tools},
+        "args": {"quick": args.quick, "repeat": args.repeat, "timeout": args.timeout, "tools": tools,
+                 "performance": args.performance},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                     "dovecot": _version(["dovecot", "--version"]), "mbsync": _version(["mbsync", "--version"])},
         "corpus": corpus,
