@@ -647,11 +647,14 @@ def migrate_units(
     after_public: Sequence[AfterFolders] = (),
     pace: Callable[[int, int], None] | None = None,
     throttled: Callable[[], None] | None = None,
+    sharing: int | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One pass of run ``run_id`` over the named accounts (and the public unit, see
     :func:`_split_public`): each account's row, as ``migrate --json`` shows it, and what bringing
     the target accounts alive found. The unit a local run and a distributed worker's task both
-    run; the caller holds the run lock (or the account's lock) and finishes the run."""
+    run; the caller holds the run lock (or the account's lock) and finishes the run. ``sharing``:
+    how many accounts run at once beside these ones (a worker's other tasks), who share the
+    ``connections_per_account`` writers as a local run's accounts do."""
     accs, with_public = _split_public(project, names)
     types = tuple(types)
     js = jobs(project, accs)
@@ -670,7 +673,9 @@ def migrate_units(
     held = {j.source_user: h for j in users if (h := _held_back(j, guard, alive)) is not None}
     runnable = [j for j in js if j.source_user not in held]
     at_once = max(1, min(parallel_accounts(project), len(runnable)))
-    opts = dataclasses.replace(options(project, full=full, accounts_at_once=at_once), pace=pace, throttled=throttled)
+    opts = dataclasses.replace(
+        options(project, full=full, accounts_at_once=sharing or at_once), pace=pace, throttled=throttled
+    )
     engine = Engine(ledger, opts, reporter, guard=guard)
     if "mail" in types:
         done = {s.account: s for s in _parallel(at_once, lambda j: engine.migrate_account(j, run_id), runnable)}
