@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from mailferry.config.model import AccountConfig, Project, PublicConfig, ServerConfig
-from mailferry.connectors.imap import Endpoint, FolderTally, ImapStore, Login, server_greeting
+from mailferry.connectors.imap import Endpoint, ImapStore, Login, server_greeting
 from mailferry.connectors.wrappers import RetryPolicy
 from mailferry.engine import readiness
 from mailferry.engine.alive import AliveReport, MailboxGuard, admin_connection, bring_alive, check_folder
+from mailferry.engine.blockers import folder_tally
 from mailferry.engine.migrate import (
     AccountJob,
     AccountStats,
@@ -43,6 +44,7 @@ from mailferry.model.readiness import exit_code as readiness_exit_code
 from mailferry.plan.keywords import COMMON_LIMIT as COMMON_KEYWORD_LIMIT
 from mailferry.plan.planner import Adopt, Delete, Forget, Policy, Rebase, SetFlags, Skip
 from mailferry.state.ledger import Finding, SqliteLedger
+from mailferry.verify.blockers import size_threshold
 
 # The worse outcome wins when accounts end differently.
 _SEVERITY = [
@@ -321,28 +323,6 @@ def _caps(caps: frozenset[str]) -> dict[str, bool]:
     return {c: any(x == c or x.startswith(c + "=") for x in caps) for c in CAPS_THAT_MATTER}
 
 
-def _size_threshold(project: Project, target: Mapping[str, Any]) -> int | None:
-    """Messages larger than this are named one by one by ``check``: the target's APPENDLIMIT or
-    the project's ``[messages] max_size``, the smaller."""
-    limits = [x for x in (target.get("appendlimit"), project.messages.max_size) if x]
-    return min(limits) if limits else None
-
-
-def _tally(st: ImapStore, folder: str, larger_than: int | None) -> FolderTally:
-    """A source folder's totals for ``check``: from STATUS=SIZE and searches where the server
-    offers it, else read message by message."""
-    got = st.tally(folder, larger_than=larger_than)
-    if got is not None:
-        return got
-    sizes: list[int] = []
-    keywords: set[str] = set()
-    for m in st.inventory(folder):
-        sizes.append(m.size)
-        keywords.update(x for x in m.flags if not x.startswith("\\"))
-    large = sorted((x for x in sizes if larger_than is not None and x > larger_than), reverse=True)
-    return FolderTally(len(sizes), sum(sizes), large, keywords)
-
-
 def check(project: Project, names: Sequence[str] | None = None) -> Result:
     accs, with_public = _split_public(project, names)
     js = jobs(project, accs)
@@ -412,11 +392,8 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
                 if role == "source":
                     # Per folder what the blockers judge: messages, bytes, the sizes over the
                     # target's limit or [messages] max_size, the keywords; the account's totals.
-                    by_folder = {
-                        f.name: _tally(st, f.name, _size_threshold(project, out.get("target", {})))
-                        for f in folders
-                        if f.selectable
-                    }
+                    threshold = size_threshold(out.get("target", {}).get("appendlimit"), project.messages.max_size)
+                    by_folder = {f.name: folder_tally(st, f.name, threshold) for f in folders if f.selectable}
                     side.update(
                         messages=sum(x.messages for x in by_folder.values()),
                         bytes=sum(x.bytes for x in by_folder.values()),
