@@ -23,7 +23,6 @@ from mailferry.connectors.imap import Endpoint, ImapStore, Login, server_greetin
 from mailferry.connectors.wrappers import RetryPolicy
 from mailferry.engine import readiness
 from mailferry.engine.alive import AliveReport, MailboxGuard, admin_connection, bring_alive, check_folder
-from mailferry.engine.blockers import folder_tally
 from mailferry.engine.migrate import (
     AccountJob,
     AccountStats,
@@ -44,7 +43,6 @@ from mailferry.model.readiness import exit_code as readiness_exit_code
 from mailferry.plan.keywords import COMMON_LIMIT as COMMON_KEYWORD_LIMIT
 from mailferry.plan.planner import Adopt, Delete, Forget, Policy, Rebase, SetFlags, Skip
 from mailferry.state.ledger import Finding, SqliteLedger
-from mailferry.verify.blockers import size_threshold
 
 # The worse outcome wins when accounts end differently.
 _SEVERITY = [
@@ -324,6 +322,10 @@ def _caps(caps: frozenset[str]) -> dict[str, bool]:
 
 
 def check(project: Project, names: Sequence[str] | None = None) -> Result:
+    # Imported here: migrate, the command run again and again, doesn't pay for the blockers.
+    from mailferry.engine.blockers import folder_tally
+    from mailferry.verify.blockers import size_threshold
+
     accs, with_public = _split_public(project, names)
     js = jobs(project, accs)
     pj = public_job(project) if with_public else None
