@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from mailferry.connectors.imap import Endpoint, ImapStore, Login
-from mailferry.errors import AuthError, ItemRefused, MailferryError
+from mailferry.errors import AuthError, ItemRefused, MailferryError, TemporaryFailure
 from mailferry.model.mail import AppendItem
 
 USERS = {"alice": "alicepw"}
@@ -144,3 +144,39 @@ def test_case_sensitive_names_asks_the_server_and_leaves_nothing_behind(server) 
     w.close()
     with pytest.raises(MailferryError, match="source"):
         store(server, readonly=True).case_sensitive_names(server.prefix)
+
+
+def test_pipelined_appends_answer_in_order_and_refuse_like_append(server) -> None:
+    """append_send: several APPENDs on the wire before any answer is read (the engine's writers
+    keep one in flight); each answer gives that batch's UIDs, a refusal of one batch leaves the
+    next one landed, and an answer after the connection was renewed is unknown (TemporaryFailure)."""
+    w = store(server, readonly=False)
+    f = folder(server, "Pipelined")
+    w.create_folder(f)
+    first = w.append_send(f, [AppendItem(msg(i), (), WHEN) for i in range(3)])
+    if first is None:
+        pytest.skip("no LITERAL+: append() only")
+    second = w.append_send(f, [AppendItem(msg(10 + i), ("\\Flagged",), WHEN) for i in range(2)])
+    try:
+        too_big = w.append_send(f, [AppendItem(msg(20, 60_000), (), WHEN)])
+    except ItemRefused:  # not sent at all: the server announced APPENDLIMIT
+        too_big = None
+    third = w.append_send(f, [AppendItem(msg(30), (), WHEN)])
+    assert second is not None and third is not None
+    a, b = first(), second()
+    if too_big is not None:
+        with pytest.raises(ItemRefused):
+            too_big()
+    c = third()
+    landed = [u for u in a + b + c if u is not None]
+    if None not in a + b + c:
+        assert landed == sorted(landed) and len(set(landed)) == 6
+    r = store(server, readonly=True)
+    inv = r.inventory(f)
+    assert [m.size for m in inv] == [len(msg(i)) for i in (0, 1, 2, 10, 11, 30)]
+    assert [("\\Flagged" in m.flags) for m in inv] == [False, False, False, True, True, False]
+    lost = w.append_send(f, [AppendItem(msg(40), (), WHEN)])
+    assert lost is not None
+    w.reconnect()
+    with pytest.raises(TemporaryFailure):
+        lost()

@@ -677,10 +677,7 @@ class ImapStore:
         self._refuse_on_source("subscribe")
         self._call(f"SUBSCRIBE {name}", "subscribe_folder", self._wire(name))
 
-    def append(self, folder: str, items: Sequence[AppendItem]) -> list[int | None]:
-        self._refuse_on_source("append")
-        if not items:
-            return []
+    def _check_appendlimit(self, folder: str, items: Sequence[AppendItem]) -> None:
         too_big = [len(it.body) for it in items if self._appendlimit is not None and len(it.body) > self._appendlimit]
         if too_big:
             # RFC 7889: don't send what the server announced it won't take (Cyrus resets the
@@ -689,6 +686,12 @@ class ImapStore:
                 f"{self.label}: APPEND {folder}: {too_big[0]} bytes is over the server's "
                 f"APPENDLIMIT {self._appendlimit}"
             )
+
+    def append(self, folder: str, items: Sequence[AppendItem]) -> list[int | None]:
+        self._refuse_on_source("append")
+        if not items:
+            return []
+        self._check_appendlimit(folder, items)
         wire = self._wire(folder)
         if "MULTIAPPEND" in self._caps:
             return self._appenduids(self._append_call(folder, self._raw_append, wire, items), len(items))
@@ -697,14 +700,33 @@ class ImapStore:
             out.extend(self._appenduids(self._append_call(folder, self._raw_append, wire, [it]), 1))
         return out
 
-    def _raw_append(self, c: Any, wire: str, items: Sequence[AppendItem]) -> Any:
-        """APPEND (MULTIAPPEND, RFC 3502, when several messages).
+    def append_send(self, folder: str, items: Sequence[AppendItem]) -> Callable[[], list[int | None]] | None:
+        """A pipelined APPEND: the command is sent now, its answer read by the function returned
+        (which gives what :meth:`append` gives, and raises what it raises). Meanwhile the caller
+        may send the next APPEND on this connection, so the server goes on to it without waiting
+        for us to read the answer, record it and send again. None where the server can't take an
+        APPEND without waiting for continuations (no LITERAL+, or several messages and no
+        MULTIAPPEND): use :meth:`append`. When the connection was lost or renewed in between, the
+        answer is a TemporaryFailure: whether the messages landed is unknown."""
+        self._refuse_on_source("append")
+        if not items or "LITERAL+" not in self._caps or (len(items) > 1 and "MULTIAPPEND" not in self._caps):
+            return None
+        self._check_appendlimit(folder, items)
+        wire = self._wire(folder)
+        tag = self._append_call(folder, self._send_append, wire, items)
+        conn = self._c
 
-        With LITERAL+ (RFC 7888) the whole command is streamed without waiting, each message
-        body written to the socket as it is (no copy: the benchmark showed IMAPClient's literal
-        handling copying every body twice). Without it, IMAPClient's synchronising literals.
-        Folder names are already in wire form, which IMAPClient's multiappend can't take.
-        """
+        def answer() -> list[int | None]:
+            if self._c is not conn:
+                raise TemporaryFailure(f"{self.label}: connection lost before the answer to APPEND {folder}")
+            return self._appenduids(self._append_call(folder, self._append_answer, tag), len(items))
+
+        return answer
+
+    @staticmethod
+    def _append_head(wire: str, items: Sequence[AppendItem]) -> tuple[bytes, bytes, list[bytes]]:
+        """The mailbox argument (quoted, or a literal for an 8-bit name) and each message's
+        ``" (flags) "date"`` in wire form."""
         raw = wire.encode("utf-8")
         if any(b > 0x7E or b < 0x20 for b in raw):
             mailbox: bytes = b"{%d+}\r\n" % len(raw) + raw  # 8-bit name (UTF8=ACCEPT): a literal
@@ -714,25 +736,49 @@ class ImapStore:
             b" (" + " ".join(it.flags).encode() + b') "' + datetime_to_INTERNALDATE(it.internaldate).encode() + b'"'
             for it in items
         ]
+        return raw, mailbox, heads
+
+    def _send_append(self, c: Any, wire: str, items: Sequence[AppendItem]) -> bytes:
+        """APPEND streamed with LITERAL+ (RFC 7888) literals, no waiting; returns its tag. Each
+        body is written to the socket as it is (no copy: the benchmark showed IMAPClient's
+        literal handling copying every body twice)."""
+        _, mailbox, heads = self._append_head(wire, items)
+        imap = c._imap
+        tag: bytes = imap._new_tag()  # registers the tag for _command_complete
+        imap.send(tag + b" APPEND " + mailbox)
+        for head, it in zip(heads, items, strict=True):
+            lead = head + b" {%d+}\r\n" % len(it.body)
+            if len(it.body) < 65536:
+                imap.send(lead + it.body)  # small: one write
+            else:
+                imap.send(lead)
+                imap.send(it.body)
+        imap.send(b"\r\n")
+        return tag
+
+    @staticmethod
+    def _append_answer(c: Any, tag: bytes) -> Any:
+        typ, data = c._imap._command_complete("APPEND", tag)
+        if typ != "OK":
+            raise IMAPClientError(f"APPEND failed: {_text(data[-1]) if data else typ}")
+        return data[-1] if data else b""
+
+    def _raw_append(self, c: Any, wire: str, items: Sequence[AppendItem]) -> Any:
+        """APPEND (MULTIAPPEND, RFC 3502, when several messages).
+
+        With LITERAL+ (RFC 7888) the whole command is streamed without waiting, each message
+        body written to the socket as it is (no copy: the benchmark showed IMAPClient's literal
+        handling copying every body twice). Without it, IMAPClient's synchronising literals.
+        Folder names are already in wire form, which IMAPClient's multiappend can't take.
+        """
         if "LITERAL+" in self._caps:
-            imap = c._imap
-            tag = imap._new_tag()  # registers the tag for _command_complete
-            imap.send(tag + b" APPEND " + mailbox)
-            for head, it in zip(heads, items, strict=True):
-                lead = head + b" {%d+}\r\n" % len(it.body)
-                if len(it.body) < 65536:
-                    imap.send(lead + it.body)  # small: one write
-                else:
-                    imap.send(lead)
-                    imap.send(it.body)
-            imap.send(b"\r\n")
-            typ, data = imap._command_complete("APPEND", tag)
-        else:
-            args: list[bytes] = [mailbox if b"{" not in mailbox else _literal(raw)]
-            for head, it in zip(heads, items, strict=True):
-                flags, date = head[1:].split(b") ", 1)
-                args += [flags + b")", date, _literal(it.body)]
-            typ, data = c._raw_command(b"APPEND", args, uid=False)
+            return self._append_answer(c, self._send_append(c, wire, items))
+        raw, mailbox, heads = self._append_head(wire, items)
+        args: list[bytes] = [mailbox if b"{" not in mailbox else _literal(raw)]
+        for head, it in zip(heads, items, strict=True):
+            flags, date = head[1:].split(b") ", 1)
+            args += [flags + b")", date, _literal(it.body)]
+        typ, data = c._raw_command(b"APPEND", args, uid=False)
         if typ != "OK":
             raise IMAPClientError(f"APPEND failed: {_text(data[-1]) if data else typ}")
         return data[-1] if data else b""

@@ -319,6 +319,16 @@ class _FolderJob:
     dropped: dict[int, list[tuple[str, str]]] = field(default_factory=dict)  # source UID -> (keyword, why)
 
 
+@dataclass(slots=True)
+class _Inflight:
+    """A batch sent to the target whose answer is still to be read."""
+
+    job: _FolderJob
+    items: list[tuple[MessageMeta, bytes]]
+    appends: list[AppendItem]
+    answer: Callable[[], list[int | None]]
+
+
 class AccountRun:
     """One account's pass. Holds its connections; closed at the end. ``verify`` uses its
     connections and folder mapping too (``source_folders``, ``folder_map``, ``retry``)."""
@@ -610,10 +620,14 @@ class AccountRun:
                     self.ledger.forget_setting(self.account, CREATING, target_name)
             if self.opts.subscriptions and f.subscribed:
                 self.retry(tgt, tgt.subscribe, m.target or "")
-        # Plan every folder and do what needs no copying, then copy all folders' messages in one
+        # Plan every folder and do what needs no copying, and copy all folders' messages in one
         # pipeline that interleaves folders (no per-folder start/stop bubbles, and writers append
-        # to different folders at once, which the target serves faster than one folder).
+        # to different folders at once, which the target serves faster than one folder). Folders
+        # are planned as the pipeline's reader gets to them: the first copies start after the first
+        # folder's plan, not after all of them (the profile: ~1 s of a 10k mailbox's 9 s was the
+        # plans' inventory FETCHes while nothing was written).
         jobs: list[_FolderJob] = []
+        to_prepare: list[tuple[FolderInfo, FolderMapping, FolderStatus]] = []
         for m in mappings:
             if m.target is None:
                 continue
@@ -625,8 +639,16 @@ class AccountRun:
             if not f.selectable:
                 self._save_noselect(m)
                 continue
-            jobs.append(self._prepare(f, m, statuses[f.name]))
-        self._copy_many([j for j in jobs if j.metas])
+            to_prepare.append((f, m, statuses[f.name]))
+
+        def prepared() -> Iterator[_FolderJob]:
+            for f, m, st in to_prepare:
+                job = self._prepare(f, m, st)
+                jobs.append(job)
+                if job.metas:
+                    yield job
+
+        self._copy_many(prepared(), alone=len(to_prepare) <= 1)
         for j in jobs:
             if j.uncertain:
                 self._run_folder(j.folder, j.mapping, j.status)  # re-plan: looks at the target
@@ -782,7 +804,7 @@ class AccountRun:
             done_before = self.stats.copied + self.stats.refused + self.stats.matched
             job = self._prepare(f, m, st)
             if job.metas:
-                self._copy_many([job])
+                self._copy_many([job], alone=True)
             if not job.uncertain:
                 break
             # Some appends ended uncertain (connection lost): re-plan, which looks at the target.
@@ -970,11 +992,17 @@ class AccountRun:
         perm: tuple[str, ...] | None = self.retry(tgt, tgt.storable, target_folder)
         return perm
 
-    def _batches(self, metas: list[MessageMeta]) -> Iterator[list[MessageMeta]]:
-        """Batches bounded by count and bytes. A small folder is still cut into a few batches
-        (of at least 10) so that fetching the next overlaps with appending the previous."""
+    def _batches(self, metas: list[MessageMeta], *, alone: bool) -> Iterator[list[MessageMeta]]:
+        """Batches bounded by count and bytes. A folder copied ``alone`` is cut into a few batches
+        (of at least 10) even when small, so that fetching the next overlaps with appending the
+        previous and every writer has one. With other folders interleaved that overlap is there
+        anyway: full batches then, as each APPEND is a transaction on the target (its index, its
+        uidlist): 8 accounts of 1,250 messages in 18 folders each sent ~4 APPENDs of ~18
+        messages a folder, where one or two do."""
         writers = max(1, self.opts.connections_per_account)
-        count = min(self.opts.batch_messages, max(10, -(-len(metas) // (2 * writers))))
+        count = self.opts.batch_messages
+        if alone:
+            count = min(count, max(10, -(-len(metas) // (2 * writers))))
         batch: list[MessageMeta] = []
         size = 0
         for mm in metas:
@@ -986,10 +1014,29 @@ class AccountRun:
         if batch:
             yield batch
 
-    def _interleaved(self, jobs: list[_FolderJob]) -> Iterator[tuple[_FolderJob, list[MessageMeta]]]:
-        """Batches of all folders, taking one from each folder in turn."""
-        lanes = [(j, self._batches(j.metas)) for j in jobs]
-        while lanes:
+    def _interleaved(
+        self, jobs: Iterable[_FolderJob], *, alone: bool
+    ) -> Iterator[tuple[_FolderJob, list[MessageMeta]]]:
+        """Batches of all folders, taking one from each folder in turn. ``jobs`` is taken lazily
+        (it may plan each folder as it comes): one more folder each round, and at first as many
+        as there are writers, so that they append to different folders from the start."""
+        source = iter(jobs)
+        lanes: list[tuple[_FolderJob, Iterator[list[MessageMeta]]]] = []
+        more = True
+        writers = max(1, self.opts.connections_per_account)
+        while True:
+            while more:
+                job = next(source, None)
+                if job is None:
+                    more = False
+                    break
+                lanes.append((job, self._batches(job.metas, alone=alone)))
+                if len(lanes) >= writers:
+                    break
+            if not lanes:
+                if more:
+                    continue
+                return
             still: list[tuple[_FolderJob, Iterator[list[MessageMeta]]]] = []
             for j, it in lanes:
                 batch = next(it, None)
@@ -998,12 +1045,12 @@ class AccountRun:
                     still.append((j, it))
             lanes = still
 
-    def _copy_many(self, jobs: list[_FolderJob]) -> None:
+    def _copy_many(self, jobs: Iterable[_FolderJob], *, alone: bool) -> None:
         """Copy the jobs' messages: one reader fetches batches (folders interleaved) into a small
         queue, ``connections_per_account`` writers append them. Sets ``job.uncertain`` where an
-        append ended without an answer (the folder is then re-planned)."""
-        if not jobs:
-            return
+        append ended without an answer (the folder is then re-planned). ``jobs`` is consumed by
+        the reader thread, lazily; a writer connects when it gets its first batch (none when
+        there is nothing to copy)."""
         src = self.source_store()
         nwriters = max(1, self.opts.connections_per_account)
         q: queue.Queue[tuple[_FolderJob, list[tuple[MessageMeta, bytes]]] | None] = queue.Queue(maxsize=nwriters)
@@ -1012,7 +1059,7 @@ class AccountRun:
 
         def reader() -> None:
             try:
-                for job, batch in self._interleaved(jobs):
+                for job, batch in self._interleaved(jobs, alone=alone):
                     if errors:
                         break
                     folder, uids = job.folder.name, [mm.uid for mm in batch]
@@ -1035,23 +1082,54 @@ class AccountRun:
                 for _ in range(nwriters):
                     q.put(None)
 
+        def release(items: list[tuple[MessageMeta, bytes]]) -> None:
+            budget.release(sum(mm.size for mm, _ in items))
+
         def writer(i: int) -> None:
+            # One APPEND in flight while the next is sent (see _append_send): the target's imap
+            # process goes from one batch to the next without waiting for this thread to read
+            # the answer, record it in the ledger and send again.
+            w: WriteStore | None = None
+            inflight: _Inflight | None = None
+
+            def settle() -> None:
+                nonlocal inflight
+                if inflight is not None:
+                    done, inflight = inflight, None
+                    assert w is not None  # it sent the batch
+                    try:
+                        self._append_answer(w, done)
+                    finally:
+                        release(done.items)
+
             try:
-                w = self._writer(i)
                 while True:
-                    got = q.get()
+                    try:
+                        got = q.get_nowait()
+                    except queue.Empty:
+                        settle()  # nothing to send meanwhile: record what landed first
+                        got = q.get()
                     if got is None:
-                        return
+                        break
                     job, items = got
+                    started: _Inflight | None = None
                     try:
                         if not errors:
-                            self._append_batch(w, job, items)
+                            if w is None:
+                                w = self._writer(i)
+                            started = self._append_send(w, job, items)
                     finally:
-                        budget.release(sum(mm.size for mm, _ in items))
+                        if started is None:
+                            release(items)
+                    settle()
+                    inflight = started
+                settle()
             except BaseException as e:
                 errors.append(e)
+                with contextlib.suppress(BaseException):
+                    settle()
                 while (rest := q.get()) is not None:  # drain so the reader never blocks
-                    budget.release(sum(mm.size for mm, _ in rest[1]))
+                    release(rest[1])
 
         threads = [threading.Thread(target=reader, name=f"read-{self.account}")]
         threads += [
@@ -1064,7 +1142,10 @@ class AccountRun:
         if errors:
             raise errors[0]
 
-    def _append_batch(self, w: WriteStore, job: _FolderJob, items: list[tuple[MessageMeta, bytes]]) -> None:
+    def _append_send(self, w: WriteStore, job: _FolderJob, items: list[tuple[MessageMeta, bytes]]) -> _Inflight | None:
+        """Record the batch's intents, then send it. Where the store can pipeline (an IMAP
+        server with LITERAL+), the answer is read later, by :meth:`_append_answer` on what this
+        returns; else (or when the batch was refused or failed at once) it is done here: None."""
         self._stop_if_blocked()
         folder, target_folder, validity = job.folder.name, job.target_folder, job.status.uidvalidity
         pending = [
@@ -1080,21 +1161,50 @@ class AccountRun:
             AppendItem(body, self._storable(job, mm.uid, mm.flags, job.perm), mm.internaldate, mm.uid)
             for mm, body in items
         ]
+        send = w.append_send if isinstance(w, ImapStore) else None
         try:
+            answer = send(target_folder, appends) if send is not None else None
+            if answer is not None:
+                return _Inflight(job, items, appends, answer)
             uids = w.append(target_folder, appends)
         except ItemRefused:
             self._append_singly(w, job, items)
+            return None
+        except TemporaryFailure as e:
+            self._append_uncertain(w, job, e)
+            return None
+        self._appended(job, items, appends, uids)
+        return None
+
+    def _append_answer(self, w: WriteStore, sent: _Inflight) -> None:
+        """The answer to a batch sent by :meth:`_append_send`."""
+        try:
+            uids = sent.answer()
+        except ItemRefused:
+            self._append_singly(w, sent.job, sent.items)
             return
         except TemporaryFailure as e:
-            # The batch may or may not have landed: leave the intents pending; resolved by re-planning.
-            self.e.reporter.note(self.account, f"{folder}: {e.message}; will check the target and resume")
-            if self.opts.throttled is not None:
-                self.opts.throttled()
-            job.uncertain = True
-            with contextlib.suppress(TemporaryFailure):
-                w.reconnect()
+            self._append_uncertain(w, sent.job, e)
             return
-        self.e.keywords.learn(target_folder, stored=(k for it in appends for k in it.flags))
+        self._appended(sent.job, sent.items, sent.appends, uids)
+
+    def _append_uncertain(self, w: WriteStore, job: _FolderJob, e: TemporaryFailure) -> None:
+        # The batch may or may not have landed: leave the intents pending; resolved by re-planning.
+        self.e.reporter.note(self.account, f"{job.folder.name}: {e.message}; will check the target and resume")
+        if self.opts.throttled is not None:
+            self.opts.throttled()
+        job.uncertain = True
+        with contextlib.suppress(TemporaryFailure):
+            w.reconnect()
+
+    def _appended(
+        self,
+        job: _FolderJob,
+        items: list[tuple[MessageMeta, bytes]],
+        appends: list[AppendItem],
+        uids: list[int | None],
+    ) -> None:
+        self.e.keywords.learn(job.target_folder, stored=(k for it in appends for k in it.flags))
         self._record(job, list(zip((mm for mm, _ in items), uids, strict=True)))
 
     def _record(self, job: _FolderJob, landed: list[tuple[MessageMeta, int | None]]) -> None:
