@@ -29,11 +29,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from mailferry.sandbox.connections import ConnectionSampler
 
 ROOT = Path(__file__).resolve().parents[1]
 MAILFERRY = str(Path(sys.executable).with_name("mailferry"))
@@ -44,41 +45,6 @@ FOLDERS = [
 
 def log(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
-
-
-def established(port: int) -> int:
-    seen: set[tuple[str, str]] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            f = line.split()
-            if f[3] == "01" and int(f[1].rsplit(":", 1)[1], 16) == port:
-                seen.add((f[1], f[2]))
-    return len(seen)
-
-
-class Sampler:
-    def __init__(self, ports: dict[str, int]) -> None:
-        self.ports, self.peak = ports, dict.fromkeys(ports, 0)
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Sampler:
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._t.join()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for k, p in self.ports.items():
-                self.peak[k] = max(self.peak[k], established(p))
-            time.sleep(0.1)  # every 100 ms: reading /proc/net/tcp (thousands of TIME_WAIT lines) costs CPU
 
 
 def message(rng: random.Random, user: str, i: int) -> bytes:
@@ -264,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(3)
                 argv = [MAILFERRY, "migrate", str(project), "--distributed", "--json"]
             try:
-                with Sampler({"source": src.port, "target": tgt.port}) as sampler:
+                with ConnectionSampler({"source": src.port, "target": tgt.port}, every=0.1) as sampler:
                     seconds, code, data = timed(argv, d / "migrate.log")
                 noop, noop_code, _ = timed(argv, d / "noop.log")
             finally:
