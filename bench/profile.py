@@ -202,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.dsync_extra = []
     args.performance = []
+    args.strace = False
     tools = [t for t in args.tools.split(",") if t]
     modes = [m for m in args.modes.split(",") if m]
     bench = bench_run.Bench(args)

@@ -120,6 +120,59 @@ def run_tool(tool: str, rep: int, argv: list[str], *, timeout: float, logdir: Pa
 # --------------------------------------------------------------------------- servers
 
 
+def server_cpu(server: DovecotServer) -> float:
+    """CPU seconds (user + system) the server's processes have used, its exited children (the
+    imap processes, reaped by Dovecot's master) included: read before and after a tool run, the
+    difference is what the server spent on that run."""
+    proc = server._proc
+    if proc is None:
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    pids = [proc.pid]
+    with contextlib.suppress(OSError):
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    for i, pid in enumerate(pids):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+        if i == 0:
+            total += int(fields[13]) + int(fields[14])  # cutime, cstime: the master's reaped children
+    return total / tick
+
+
+@contextlib.contextmanager
+def server_time(r_holder: list[Any], source: DovecotServer, target: DovecotServer | None) -> Any:
+    """Record on the run in ``r_holder[0]`` the CPU the source and target servers spent on it."""
+    s0, t0 = server_cpu(source), server_cpu(target) if target else 0.0
+    yield
+    time.sleep(0.5)  # let the imap processes exit and be reaped
+    r = r_holder[0]
+    r.extra["source_server_cpu_s"] = round(server_cpu(source) - s0, 2)
+    if target is not None:
+        r.extra["target_server_cpu_s"] = round(server_cpu(target) - t0, 2)
+
+
+@contextlib.contextmanager
+def straced(enabled: bool, pid: int | None, out: Path) -> Any:
+    """``strace -c -f`` attached to ``pid`` (a server's master: its imap processes forked later
+    are followed) for the duration: system calls by count and time, written to ``out``."""
+    if not enabled or pid is None or shutil.which("strace") is None:
+        yield
+        return
+    tracer = subprocess.Popen(["strace", "-c", "-f", "-o", str(out), "-p", str(pid)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    try:
+        yield
+    finally:
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(timeout=60)
+
+
 def folder_counts(server: DovecotServer, user: str) -> dict[str, int]:
     """Messages per folder. (doveadm 2.3.19 patterns like '*' match nothing with this namespace
     setup, so we list the names and ask for each.)"""
@@ -275,7 +328,13 @@ class Bench:
             proj = self.project(f"mailferry-{rep}", target, [USER])
             argv = [*self.mailferry, "migrate", str(proj), "--json"]
             self.commands.setdefault("mailferry", shlex.join(argv))
-            r = run_tool("mailferry", rep, argv, timeout=self.args.timeout, logdir=self.logs, env=self.mf_env())
+            holder: list[Any] = []
+            assert self.source is not None
+            with straced(self.args.strace, target._proc.pid if target._proc else None,
+                         self.logs / f"strace-target-mailferry-{rep}.txt"), \
+                    server_time(holder, self.source, target):
+                holder.append(r := run_tool("mailferry", rep, argv, timeout=self.args.timeout, logdir=self.logs,
+                                            env=self.mf_env()))
             self.check_count(r, target, [USER])
             self.attach_json(r)
             self.record(r)
@@ -327,7 +386,12 @@ class Bench:
                     *self.args.dsync_extra,
                     "backup", "-R", "-u", USER, "imapc:"]
             self.commands.setdefault("dsync", shlex.join(argv))
-            r = run_tool("dsync", rep, argv, timeout=self.args.timeout, logdir=self.logs)
+            holder: list[Any] = []
+            # dsync writes the target's files itself (doveadm, not the target's imap): strace it.
+            traced = ["strace", "-c", "-f", "-o", str(self.logs / f"strace-dsync-{rep}.txt"), *argv]
+            with server_time(holder, self.source, target):
+                holder.append(r := run_tool("dsync", rep, traced if self.args.strace else argv,
+                                            timeout=self.args.timeout, logdir=self.logs))
             self.check_count(r, target, [USER])
             self.record(r)
         finally:
@@ -545,6 +609,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--performance", action="append", default=[], metavar="KEY = VALUE",
                     help="extra [performance] line for mailferry's project (repeatable), e.g. "
                          "'connections_per_account = 3'; the default run uses none (default settings)")
+    ap.add_argument("--strace", action="store_true",
+                    help="profile: strace -c the target's imap processes (mailferry) and doveadm (dsync); "
+                         "slows both, use for the syscall counts, not the times")
     ap.add_argument("--dsync-extra", action="append", default=[],
                     help="extra doveadm argument (repeatable), e.g. --dsync-extra=-o --dsync-extra=imapc_list_prefix=")
     args = ap.parse_args(argv)

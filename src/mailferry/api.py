@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mailferry.config.model import AccountConfig, Project, PublicConfig, ServerConfig
-from mailferry.connectors.imap import Endpoint, FolderTally, ImapStore, Login, server_greeting
+from mailferry.connectors.imap import Endpoint, ImapStore, Login, server_greeting
 from mailferry.connectors.wrappers import RetryPolicy
 from mailferry.engine import readiness
 from mailferry.engine.alive import AliveReport, MailboxGuard, admin_connection, bring_alive, check_folder
@@ -321,29 +321,11 @@ def _caps(caps: frozenset[str]) -> dict[str, bool]:
     return {c: any(x == c or x.startswith(c + "=") for x in caps) for c in CAPS_THAT_MATTER}
 
 
-def _size_threshold(project: Project, target: Mapping[str, Any]) -> int | None:
-    """Messages larger than this are named one by one by ``check``: the target's APPENDLIMIT or
-    the project's ``[messages] max_size``, the smaller."""
-    limits = [x for x in (target.get("appendlimit"), project.messages.max_size) if x]
-    return min(limits) if limits else None
-
-
-def _tally(st: ImapStore, folder: str, larger_than: int | None) -> FolderTally:
-    """A source folder's totals for ``check``: from STATUS=SIZE and searches where the server
-    offers it, else read message by message."""
-    got = st.tally(folder, larger_than=larger_than)
-    if got is not None:
-        return got
-    sizes: list[int] = []
-    keywords: set[str] = set()
-    for m in st.inventory(folder):
-        sizes.append(m.size)
-        keywords.update(x for x in m.flags if not x.startswith("\\"))
-    large = sorted((x for x in sizes if larger_than is not None and x > larger_than), reverse=True)
-    return FolderTally(len(sizes), sum(sizes), large, keywords)
-
-
 def check(project: Project, names: Sequence[str] | None = None) -> Result:
+    # Imported here: migrate, the command run again and again, doesn't pay for the blockers.
+    from mailferry.engine.blockers import folder_tally
+    from mailferry.verify.blockers import size_threshold
+
     accs, with_public = _split_public(project, names)
     js = jobs(project, accs)
     pj = public_job(project) if with_public else None
@@ -412,11 +394,8 @@ def check(project: Project, names: Sequence[str] | None = None) -> Result:
                 if role == "source":
                     # Per folder what the blockers judge: messages, bytes, the sizes over the
                     # target's limit or [messages] max_size, the keywords; the account's totals.
-                    by_folder = {
-                        f.name: _tally(st, f.name, _size_threshold(project, out.get("target", {})))
-                        for f in folders
-                        if f.selectable
-                    }
+                    threshold = size_threshold(out.get("target", {}).get("appendlimit"), project.messages.max_size)
+                    by_folder = {f.name: folder_tally(st, f.name, threshold) for f in folders if f.selectable}
                     side.update(
                         messages=sum(x.messages for x in by_folder.values()),
                         bytes=sum(x.bytes for x in by_folder.values()),
@@ -647,11 +626,14 @@ def migrate_units(
     after_public: Sequence[AfterFolders] = (),
     pace: Callable[[int, int], None] | None = None,
     throttled: Callable[[], None] | None = None,
+    sharing: int | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One pass of run ``run_id`` over the named accounts (and the public unit, see
     :func:`_split_public`): each account's row, as ``migrate --json`` shows it, and what bringing
     the target accounts alive found. The unit a local run and a distributed worker's task both
-    run; the caller holds the run lock (or the account's lock) and finishes the run."""
+    run; the caller holds the run lock (or the account's lock) and finishes the run. ``sharing``:
+    how many accounts run at once beside these ones (a worker's other tasks), who share the
+    ``connections_per_account`` writers as a local run's accounts do."""
     accs, with_public = _split_public(project, names)
     types = tuple(types)
     js = jobs(project, accs)
@@ -670,7 +652,9 @@ def migrate_units(
     held = {j.source_user: h for j in users if (h := _held_back(j, guard, alive)) is not None}
     runnable = [j for j in js if j.source_user not in held]
     at_once = max(1, min(parallel_accounts(project), len(runnable)))
-    opts = dataclasses.replace(options(project, full=full, accounts_at_once=at_once), pace=pace, throttled=throttled)
+    opts = dataclasses.replace(
+        options(project, full=full, accounts_at_once=sharing or at_once), pace=pace, throttled=throttled
+    )
     engine = Engine(ledger, opts, reporter, guard=guard)
     if "mail" in types:
         done = {s.account: s for s in _parallel(at_once, lambda j: engine.migrate_account(j, run_id), runnable)}

@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,6 +25,7 @@ from helpers import cli, holdings, write_project
 
 from conftest import corpus_messages
 from mailferry.errors import ExitCode
+from mailferry.sandbox.connections import ConnectionSampler
 from mailferry.sandbox.seed import seed_sample
 
 CYRUS_ADMIN = ("cyrus", "cyruspw")
@@ -37,52 +37,6 @@ CYRUS_REFUSES = {
 }
 USERS = {f"user{i}": f"user{i}pw" for i in range(8)}
 MAILFERRY = str(Path(sys.executable).with_name("mailferry"))
-
-
-# -- the server side's count of connections ------------------------------------------------------
-
-
-def established(port: int) -> int:
-    """Established TCP sockets whose local port is ``port``: the server's side of its clients.
-    Counted once per (local, remote) address pair: /proc/net/tcp is read in pages, and a socket
-    can be listed twice when the table changes between two pages."""
-    seen: set[tuple[str, str]] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                seen.add((fields[1], fields[2]))
-    return len(seen)
-
-
-class ConnectionSampler:
-    """The most connections each port had at once, sampled every 5 ms until stopped."""
-
-    def __init__(self, ports: dict[str, int]) -> None:
-        self.ports = ports
-        self.peak = dict.fromkeys(ports, 0)
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> ConnectionSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for name, port in self.ports.items():
-                self.peak[name] = max(self.peak[name], established(port))
-            self.samples += 1
-            time.sleep(0.005)
 
 
 # -- the cluster -----------------------------------------------------------------------------------

@@ -20,7 +20,19 @@ from mailferry.errors import ExitCode
 from mailferry.sandbox.servers import seed_messages
 
 NAMES = (
-    "clean", "big", "tally", "allbig", "kw", "longname", "badchar", "deep", "ghostacl", "sieveoff", "sieveon", "bob"
+    "clean",
+    "big",
+    "tally",
+    "allbig",
+    "kw",
+    "kwgone",
+    "longname",
+    "badchar",
+    "deep",
+    "ghostacl",
+    "sieveoff",
+    "sieveon",
+    "bob",
 )
 USERS = {n: f"{n}pw" for n in NAMES}
 DOVECOT_ADMIN = ("admin", "adminpw")
@@ -158,7 +170,7 @@ def test_check_reads_totals_and_the_large_messages_not_every_message(servers: di
     assert c["facts"]["over_limit"] == 1 and c["facts"]["messages"] == 5, c
     [row] = r.json()["accounts"]
     assert row["source"]["messages"] == 5 and row["source"]["bytes"] > 100_000, row["source"]
-    assert "(MESSAGES SIZE)" in up and "LARGER 60000" in up and "KEYWORD $Client" in up, up
+    assert "(MESSAGES SIZE)" in up and "LARGER 60000" in up and "RETURN (MIN) KEYWORD $Client" in up, up
     assert "RFC822.SIZE INTERNALDATE" not in up  # no per-message inventory of the source
     fetched = [line for line in up.splitlines() if "FETCH" in line]
     assert all("1:*" not in line for line in fetched), fetched
@@ -192,6 +204,30 @@ def test_a_keyword_longer_than_the_target_stores(servers: dict[str, Any], tmp_pa
     # Cyrus takes it: no blocker there.
     ok = cli("check", project(tmp_path, servers, "kw", "cyrus"), "--json")
     assert [c["status"] for c in blockers(ok, "kw")] == ["ok"]
+
+
+def test_a_keyword_no_message_carries_any_more_is_no_blocker(servers: dict[str, Any], tmp_path: Path) -> None:
+    """Dovecot keeps a keyword in the folder's FLAGS once it was set, on a message or not: check
+    names only the keywords messages carry (each confirmed by SEARCH KEYWORD), not the history."""
+    src = servers["src"]
+    long = "$" + "g" * 59
+    seed_messages(src.host, src.port, "kwgone", USERS["kwgone"], "INBOX", [message(61)], flags=(long,))
+    r = cli("check", project(tmp_path, servers, "kwgone", "dovecot"), "--json")
+    assert long in only_problem(r, "kwgone", "warning")["what"]  # while a message carries it
+    c = IMAPClient(src.host, src.port, ssl=False, timeout=20)
+    try:
+        c.login("kwgone", USERS["kwgone"])
+        c.select_folder("INBOX")
+        c.remove_flags(c.search(["KEYWORD", long]), [long])
+        c.close_folder()
+        flags = c.select_folder("INBOX", readonly=True)[b"FLAGS"]  # still defined in the folder
+    finally:
+        c.logout()
+    assert long.encode() in flags
+    r = cli("check", project(tmp_path / "again", servers, "kwgone", "dovecot"), "--json")
+    assert [c["status"] for c in blockers(r, "kwgone")] == ["ok"], blockers(r, "kwgone")
+    [row] = r.json()["accounts"]
+    assert not any(long in w for w in row["warnings"]) and r.code == ExitCode.OK, row
 
 
 def test_a_folder_name_too_long_for_cyrus(servers: dict[str, Any], tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from mailferry.verify.blockers import (
     human,
     judge,
     name_problem,
+    size_threshold,
 )
 
 CYRUS = TargetNames("Cyrus IMAP", "INBOX/", "/", "alice")
@@ -266,6 +267,31 @@ def test_size_verdict_follows_the_largest_message(sizes: list[int], limit: int) 
         [c] = checks
         assert c.facts["over_limit"] == len(over) and c.facts["largest"] == max(over)
         assert c.status == ("blocked" if len(over) == len(sizes) else "warning")
+
+
+@given(
+    st.lists(st.integers(min_value=0, max_value=10**6), max_size=30),
+    st.one_of(st.none(), st.integers(min_value=1, max_value=10**6)),
+    st.one_of(st.none(), st.integers(min_value=1, max_value=10**6)),
+)
+def test_the_sizes_over_the_threshold_judge_as_every_size(
+    sizes: list[int], limit: int | None, max_size: int | None
+) -> None:
+    """check reads only the sizes over ``size_threshold`` (SEARCH LARGER) and the number of
+    messages (STATUS): the judge says exactly what it says when given every message's size."""
+    every = judge(AccountFacts("a", sizes=sizes, appendlimit=limit, max_size=max_size))
+    t = size_threshold(limit, max_size)
+    large = sorted((s for s in sizes if t is not None and s > t), reverse=True)
+    few = judge(AccountFacts("a", sizes=large, messages=len(sizes), appendlimit=limit, max_size=max_size))
+    assert [c.as_dict() for c in few] == [c.as_dict() for c in every]
+
+
+def test_every_message_over_the_limit_counts_the_messages_not_the_sizes_given() -> None:
+    """Two large sizes of three messages: a warning, not 'every message' (the third fits)."""
+    [c] = judge(AccountFacts("a", sizes=[900, 800], messages=3, appendlimit=500))
+    assert c.status == "warning" and c.facts["messages"] == 3 and c.facts["over_limit"] == 2, c
+    [c] = judge(AccountFacts("a", sizes=[900, 800], messages=2, appendlimit=500))
+    assert c.status == "blocked" and "every message" in c.what, c
 
 
 _COMPONENT = st.text(

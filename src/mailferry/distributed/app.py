@@ -165,6 +165,7 @@ def run_unit(
                 types=types,
                 pace=pace,
                 throttled=lambda: limits.slow_down(target, 5.0),
+                sharing=d.accounts_per_worker,
             )
         return {"rows": rows, "alive": alive, "worker": hostname}
     finally:
@@ -174,10 +175,14 @@ def run_unit(
 
 def slots_of(project: Project, types: list[str]) -> list[tuple[str, int, int]]:
     """The connection slots one account's pass holds at most on each IMAP server: one to the
-    source, ``connections_per_account`` writers and one more to the target (as
-    :func:`mailferry.api.parallel_accounts` counts them for a local run)."""
+    source; to the target its writers and one more. A worker's accounts share the
+    ``connections_per_account`` writers as a local run's do (at least one each, see
+    :func:`mailferry.api.options`)."""
+    from mailferry import api
+
     s, t = project.source, project.target
-    per_target = project.performance.connections_per_account + 1
+    per_worker = project.distributed.accounts_per_worker if project.distributed else 1
+    per_target = api.options(project, accounts_at_once=per_worker).connections_per_account + 1
     return [(f"{s.host}:{s.port}", s.max_connections, 1), (f"{t.host}:{t.port}", t.max_connections, per_target)]
 
 

@@ -2,8 +2,9 @@
 holds that the target can't take (message sizes, keywords, folder names, ACL entries, Sieve
 extensions), judged by :func:`mailferry.verify.blockers.judge`.
 
-What ``check`` has already read of an account (its message sizes and keywords, each side's
-capabilities) comes in ``Context.seen``: the source's inventory is not read twice. An account
+What ``check`` has already read of an account (per source folder a :func:`folder_tally`: its
+totals, the sizes over the target's limit, its keywords; each side's capabilities) comes in
+``Context.seen``: the source is not read twice. An account
 whose target ``check`` could not log in to (no mailbox yet, shared, login refused) is left to
 ``check``'s own row: logging in here could create its mailbox (Cyrus does at the first login).
 
@@ -73,6 +74,22 @@ def gather(project: Project, accounts: Sequence[AccountConfig], ctx: Context) ->
             return [c for cs in pool.map(one, accounts) for c in cs]
     finally:
         ledger.close()
+
+
+def folder_tally(st: ImapStore, folder: str, larger_than: int | None) -> FolderTally:
+    """What ``check`` reads of a source folder for the blockers and the account's totals: from
+    STATUS=SIZE, SELECT's FLAGS and searches where the server offers STATUS=SIZE (no message read
+    one by one), else, as before that, every message's size and flags."""
+    got = st.tally(folder, larger_than=larger_than)
+    if got is not None:
+        return got
+    sizes: list[int] = []
+    keywords: set[str] = set()
+    for m in st.inventory(folder):
+        sizes.append(m.size)
+        keywords.update(x for x in m.flags if not x.startswith("\\"))
+    large = sorted((x for x in sizes if larger_than is not None and x > larger_than), reverse=True)
+    return FolderTally(len(sizes), sum(sizes), large, keywords)
 
 
 def _part(a: AccountConfig, what: str, fn: Callable[[], None]) -> list[Check]:

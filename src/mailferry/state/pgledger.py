@@ -25,6 +25,7 @@ import functools
 import hashlib
 import re
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -189,6 +190,9 @@ class PostgresLedger(SqliteLedger):
         self._migrate()  # read-only commands too: an empty database gets its (empty) tables
 
     def _migrate(self) -> None:
+        # Every task of every worker opens the ledger: one plain read when the schema is current.
+        if self._has_table("mailferry_schema") and self.schema_version == SCHEMA_VERSION:
+            return
         with self._tx() as db:
             db.execute("SELECT pg_advisory_xact_lock(?)", (_lock_key("mailferry-schema"),))
             db.execute("CREATE TABLE IF NOT EXISTS mailferry_schema (version BIGINT NOT NULL)")
@@ -216,9 +220,15 @@ class PostgresLedger(SqliteLedger):
         return row is not None and row[0] is not None
 
     def acquire(self, what: str) -> None:
-        """The project's run lock: a session-level advisory lock, tried once."""
+        """The project's run lock: a session-level advisory lock. Tried for about a second: the
+        server lets go of a finished run's lock when its backend has seen the connection close,
+        a moment after the client closed it."""
         key = _lock_key("mailferry-run")
-        got = self._db.execute("SELECT pg_try_advisory_lock(?)", (key,)).fetchone()[0]
+        for _ in range(10):
+            got = self._db.execute("SELECT pg_try_advisory_lock(?)", (key,)).fetchone()[0]
+            if got:
+                break
+            time.sleep(0.1)
         if not got:
             holder = self._db.execute(
                 "SELECT a.application_name || ' ' || coalesce(host(a.client_addr), 'local') || ', pid ' || l.pid "

@@ -161,6 +161,15 @@ def _plural(n: int, word: str) -> str:
 # -- message sizes ----------------------------------------------------------------------------
 
 
+def size_threshold(appendlimit: int | None, max_size: int | None) -> int | None:
+    """The size over which :func:`sizes` needs a message's own size: the smaller of the target's
+    APPENDLIMIT and the project's ``[messages] max_size`` (None: neither is set, no message
+    matters). Given the sizes over it and how many messages there are in all
+    (``AccountFacts.messages``), :func:`sizes` judges as it would with every message's size."""
+    limits = [x for x in (appendlimit, max_size) if x]
+    return min(limits) if limits else None
+
+
 def sizes(f: AccountFacts) -> list[Check]:
     if f.sizes is None:
         return []

@@ -1,0 +1,57 @@
+"""Counting a server's connections on the server's side, for the tests and benchmarks that
+prove a limit: the established TCP sockets whose local port is the server's, read from
+/proc/net/tcp(6) (Linux), sampled in a thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+
+
+def established(port: int) -> int:
+    """Established TCP sockets whose local port is ``port``: the server's side of its clients.
+    Counted once per (local, remote) address pair: /proc/net/tcp is read in pages, and a socket
+    can be listed twice when the table changes between two pages."""
+    seen: set[tuple[str, str]] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                seen.add((fields[1], fields[2]))
+    return len(seen)
+
+
+class ConnectionSampler:
+    """The most connections each named port had at once, sampled every ``every`` seconds until
+    the ``with`` block ends (a read of /proc/net/tcp costs milliseconds on a busy machine)."""
+
+    def __init__(self, ports: dict[str, int], *, every: float = 0.005) -> None:
+        self.ports = ports
+        self.every = every
+        self.peak = dict.fromkeys(ports, 0)
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="connection-sampler", daemon=True)
+
+    def __enter__(self) -> ConnectionSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for name, port in self.ports.items():
+                self.peak[name] = max(self.peak[name], established(port))
+            self.samples += 1
+            time.sleep(self.every)
