@@ -146,7 +146,7 @@ def run_unit(
     target = f"{project.target.host}:{project.target.port}"
     ledger = api.open_ledger(project)
     try:
-        with ledger.account_lock(unit), limits.slots(slots_of(project, types)):
+        with ledger.account_lock(unit), limits.slots(slots_of(project)):
             log.info("%s: account %s of run %d", hostname, unit, run_id)
             events.send("worker", unit, hostname)
 
@@ -173,7 +173,7 @@ def run_unit(
         limits.close()
 
 
-def slots_of(project: Project, types: list[str]) -> list[tuple[str, int, int]]:
+def slots_of(project: Project) -> list[tuple[str, int, int]]:
     """The connection slots one account's pass holds at most on each IMAP server: one to the
     source; to the target its writers and one more. A worker's accounts share the
     ``connections_per_account`` writers as a local run's do (at least one each, see

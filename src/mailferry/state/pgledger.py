@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from mailferry.errors import LockedError, TemporaryFailure
-from mailferry.state.ledger import _MIGRATIONS, SCHEMA_VERSION, SqliteLedger, _split, locked_error
+from mailferry.state.ledger import _MIGRATIONS, SCHEMA_VERSION, SqliteLedger, _Rows, _split, locked_error
 
 # Each table's key (what INSERT OR REPLACE replaces on); tables with a generated ``id``.
 _KEYS: dict[str, tuple[str, ...]] = {
@@ -99,21 +99,15 @@ def _args(args: Any) -> Any:
     return tuple(_escape(v) for v in args)
 
 
-class _PgRows:
+class _PgRows(_Rows):
+    """A psycopg result read at once, text unescaped, the id of an ``INSERT ... RETURNING id``
+    as ``lastrowid``."""
+
     def __init__(self, cursor: Any, returning: bool) -> None:
         self.description = cursor.description
         rows = cursor.fetchall() if cursor.description is not None else []
         self.rows = [tuple(_unescape(v) for v in r) for r in rows]
         self.lastrowid = self.rows[0][0] if returning and self.rows else None
-
-    def fetchall(self) -> list[Any]:
-        return self.rows
-
-    def fetchone(self) -> Any:
-        return self.rows[0] if self.rows else None
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self.rows)
 
 
 class _PgSerialized:
