@@ -33,6 +33,7 @@ from mailferry.engine.migrate import (
     Scope,
     scope_prefix,
 )
+from mailferry.engine.pacing import Pacing
 from mailferry.engine.public import PUBLIC_UNIT, AfterFolders, after_folders, carry_per_user
 from mailferry.engine.verify_run import verify_account
 from mailferry.errors import ExitCode, MailferryError, UsageError
@@ -624,8 +625,7 @@ def migrate_units(
     full: bool = False,
     types: Sequence[str],
     after_public: Sequence[AfterFolders] = (),
-    pace: Callable[[int, int], None] | None = None,
-    throttled: Callable[[], None] | None = None,
+    pacing: Pacing | None = None,
     sharing: int | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One pass of run ``run_id`` over the named accounts (and the public unit, see
@@ -633,7 +633,8 @@ def migrate_units(
     the target accounts alive found. The unit a local run and a distributed worker's task both
     run; the caller holds the run lock (or the account's lock) and finishes the run. ``sharing``:
     how many accounts run at once beside these ones (a worker's other tasks), who share the
-    ``connections_per_account`` writers as a local run's accounts do."""
+    ``connections_per_account`` writers as a local run's accounts do. ``pacing``: the cluster's
+    limits (a distributed worker's), see :mod:`mailferry.engine.pacing`."""
     accs, with_public = _split_public(project, names)
     types = tuple(types)
     js = jobs(project, accs)
@@ -652,9 +653,9 @@ def migrate_units(
     held = {j.source_user: h for j in users if (h := _held_back(j, guard, alive)) is not None}
     runnable = [j for j in js if j.source_user not in held]
     at_once = max(1, min(parallel_accounts(project), len(runnable)))
-    opts = dataclasses.replace(
-        options(project, full=full, accounts_at_once=sharing or at_once), pace=pace, throttled=throttled
-    )
+    opts = options(project, full=full, accounts_at_once=sharing or at_once)
+    if pacing is not None:
+        opts = dataclasses.replace(opts, pace=pacing.pace_mail, throttled=pacing.mail_throttled)
     engine = Engine(ledger, opts, reporter, guard=guard)
     if "mail" in types:
         done = {s.account: s for s in _parallel(at_once, lambda j: engine.migrate_account(j, run_id), runnable)}
@@ -708,7 +709,19 @@ def migrate_units(
                 public_row["exit_code"] = worst([public_row["exit_code"], int(ExitCode.FINDINGS)])
     dav: dict[str, dict[str, Any]] = {}
     if dav_types:
-        dav = _dav_migrate(project, ledger, run_id, dav_types, accs, full=full, reporter=reporter, skip=held)
+        with pacing.dav_connections() if pacing is not None else contextlib.nullcontext():
+            dav = _dav_migrate(
+                project,
+                ledger,
+                run_id,
+                dav_types,
+                accs,
+                full=full,
+                reporter=reporter,
+                skip=held,
+                pacing=pacing,
+                sharing=sharing,
+            )
     rows = [public_row if s.account == PUBLIC_UNIT and public_row is not None else _account_row(s) for s in stats]
     rows = [r | ({"calendars": dav[r["account"]]} if r["account"] in dav else {}) for r in rows]
     for r in rows:
@@ -1490,6 +1503,7 @@ def _dav_engine(
     full: bool = False,
     reporter: Any = None,
     accounts: int = 1,
+    pacing: Pacing | None = None,
 ) -> Any:
     from mailferry.connectors.dav import DavStore
     from mailferry.engine.dav import DavEngine, DavOptions
@@ -1499,12 +1513,7 @@ def _dav_engine(
     identity = ledger.identity()
     target_dav = project.target.dav
     in_flight = target_dav.max_connections if target_dav else 16
-    # All accounts together keep at most in_flight writes going (DavEngine.write_slots); each
-    # account its share of them: a server that serialises writes into one collection (Cyrus locks
-    # the calendar's mailbox) gains nothing from many in one, and an account holding all the
-    # slots for one collection kept the others waiting (measured: bench/dav.py, ~1.6x faster
-    # into Cyrus with 2 each across 16 accounts than 16 each across 8). A single account gets all.
-    writers = max(2, in_flight // max(1, min(accounts, dav_parallel_accounts(project))))
+    writers = dav_writers(project, accounts)
 
     def open_store(conn: Any, readonly: bool, label: str, known: Any = None) -> Any:
         return DavStore(
@@ -1548,6 +1557,8 @@ def _dav_engine(
         principals=principal_map([(a.source_user, a.target_user) for a in project.accounts], identity),
         note=note,
         progress=progress,
+        pace=pacing.pace_dav if pacing is not None else None,
+        slow_down=pacing.dav_throttled if pacing is not None else None,
     )
 
 
@@ -1566,6 +1577,19 @@ def _attach(rows: list[dict[str, Any]], dav: Mapping[str, dict[str, Any]]) -> No
         if d is not None:
             r["calendars"] = d
             r["exit_code"] = worst([r["exit_code"], int(d.get("exit_code", 0))])
+
+
+def dav_writers(project: Project, accounts: int) -> int:
+    """PUTs in flight (and connections to the target DAV server) for one account when
+    ``accounts`` move at once. All accounts together keep at most the target's
+    ``max_connections`` writes going (DavEngine.write_slots); each account its share of them: a
+    server that serialises writes into one collection (Cyrus locks the calendar's mailbox) gains
+    nothing from many in one, and an account holding all the slots for one collection kept the
+    others waiting (measured: bench/dav.py, ~1.6x faster into Cyrus with 2 each across 16 accounts
+    than 16 each across 8). A single account gets all."""
+    target_dav = project.target.dav
+    in_flight = target_dav.max_connections if target_dav else 16
+    return max(2, in_flight // max(1, min(accounts, dav_parallel_accounts(project))))
 
 
 def dav_parallel_accounts(project: Project) -> int:
@@ -1591,12 +1615,18 @@ def _dav_migrate(
     full: bool,
     reporter: Any,
     skip: Mapping[str, MailferryError],
+    pacing: Pacing | None = None,
+    sharing: int | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Each account's calendars and contacts, after its mail: source user -> DAV stats."""
+    """Each account's calendars and contacts, after its mail: source user -> DAV stats.
+    ``sharing``: accounts whose calendars move at once beside these (a worker's other tasks):
+    the target's connections are divided among them all."""
     from mailferry.engine.dav import DavStats
 
     djobs = [j for j in _dav_jobs(project, accounts) if j.source_user not in skip]
-    engine = _dav_engine(project, ledger, types, full=full, reporter=reporter, accounts=len(djobs))
+    engine = _dav_engine(
+        project, ledger, types, full=full, reporter=reporter, accounts=sharing or len(djobs), pacing=pacing
+    )
 
     def one(job: Any) -> DavStats:
         stats: DavStats = engine.migrate_account(job, run_id)

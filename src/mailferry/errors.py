@@ -96,6 +96,15 @@ class TemporaryFailure(ServerError):
     exit_code = ExitCode.TEMPFAIL
 
 
+class Throttled(TemporaryFailure):
+    """The server said it is overloaded (HTTP 429 or 503): the same request later will do.
+    ``retry_after``: the seconds it asked for (its ``Retry-After``), None when it named none."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
+
+
 class AuthError(ServerError):
     exit_code = ExitCode.AUTH
 

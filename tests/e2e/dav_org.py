@@ -333,8 +333,11 @@ class DavProxy:
     server never sees them); ``rewrite(pattern, repl)``: regex on the bodies of REPORT answers (a
     source that serves malformed data); ``drop_puts_after(n)``: after n PUTs forwarded, close
     every connection without an answer (the target gone mid-run); ``lose_answers(n)``: see there;
+    ``throttle_puts(every, status, retry_after)``: answer every ``every``-th PUT itself with
+    ``status`` (429, 503) and that ``Retry-After`` (None: no header) instead of forwarding it;
     ``heal()`` undoes the faults.
-    ``seen``: (method, path, status) of every request."""
+    ``seen``: (method, path, status) of every request; ``put_times``: (monotonic time, status)
+    of every PUT as it arrived (status 0 for one forwarded)."""
 
     def __init__(self, upstream: str) -> None:
         import http.server
@@ -351,6 +354,8 @@ class DavProxy:
         self.puts_seen = 0
         self.lost_once: set[str] = set()
         self.seen: list[tuple[str, str, int]] = []
+        self.put_times: list[tuple[float, int]] = []
+        self.throttle: tuple[int, int, str | None] | None = None
         self._lock = threading.Lock()
         self._client = httpx.Client(base_url=self.upstream, timeout=30, follow_redirects=False)
         proxy = self
@@ -395,7 +400,11 @@ class DavProxy:
         went out; an answer lost on the way back)."""
         self.lose_every = every
 
+    def throttle_puts(self, every: int, status: int = 429, retry_after: str | None = "1") -> None:
+        self.throttle = (every, status, retry_after)
+
     def heal(self) -> None:
+        self.throttle = None
         self.rules.clear()
         self.puts_left = None
         self.lose_every = None
@@ -417,6 +426,17 @@ class DavProxy:
                 self._reply(h, method, path, status, {"Content-Type": "application/xml; charset=utf-8"}, words)
                 return
         if method == "PUT":
+            import time
+
+            with self._lock:
+                throttle = self.throttle
+                n_put = len(self.put_times) + 1
+                refuse = throttle is not None and n_put % throttle[0] == 0
+                self.put_times.append((time.monotonic(), throttle[1] if refuse and throttle else 0))
+            if refuse and throttle is not None:
+                extra = {"Retry-After": throttle[2]} if throttle[2] is not None else {}
+                self._reply(h, method, path, throttle[1], {"Content-Type": "text/plain", **extra}, b"slow down")
+                return
             with self._lock:
                 gone = self.puts_left is not None and self.puts_left <= 0
                 if self.puts_left is not None:

@@ -204,6 +204,68 @@ def test_target_gone_mid_run_is_a_temporary_failure_then_resumes(dovecot_factory
         proxy.close()
 
 
+@pytest.mark.parametrize(("status", "retry_after", "wait"), [(429, "1", 1.0), (503, None, 1.0)])
+def test_a_throttling_target_is_waited_out_by_every_writer(
+    dovecot_factory, radicale, tmp_path, status: int, retry_after: str | None, wait: float
+) -> None:
+    """Every 9th PUT is answered 429 with ``Retry-After: 1`` (or 503 without one: the engine's
+    first wait is 1 s): the run ends clean in one pass, every item exactly once, and after each
+    throttled answer no writer sent the target anything for the time asked (not the one that was
+    throttled alone: the engine's other writers too)."""
+    src, tgt = radicale("src"), radicale("tgt")
+    layout = {"alice": ({"Work": 30}, 10), "bob": ({"Team": 20}, 5)}
+    total = seed(src, layout)
+    proxy = DavProxy(tgt.url)
+    try:
+        proxy.throttle_puts(9, status, retry_after)
+        imap_src, imap_tgt = dovecot_factory(users=USERS), dovecot_factory(users=USERS)
+        project = dav_only_project(tmp_path / "p", imap_src, imap_tgt, src.url, proxy.url, USERS, extra=SMALL_BATCHES)
+        r = cli("migrate", project, *ONLY, "--json")
+        assert r.code == ExitCode.OK, r.out + r.err
+        assert r.json()["calendars"]["copied"] == total
+        times = list(proxy.put_times)
+        throttled = [t for t, code in times if code == status]
+        assert len(throttled) >= 3, times
+        for t in throttled:
+            # PUTs other writers had sent before the answer reached them arrive just after it;
+            # from then on nothing until the pause is over
+            inside = [u for u, code in times if code == 0 and t + 0.2 < u < t + wait - 0.1]
+            assert not inside, (t, inside[:5])
+        counts = uid_counts(tgt.url)
+        assert sum(sum(c.values()) for per in counts.values() for c in per.values()) == total
+        assert all(n == 1 for per in counts.values() for c in per.values() for n in c.values())
+        assert cli("verify", project, "--deep", "--json").json()["clean"]
+    finally:
+        proxy.close()
+
+
+def test_a_target_that_keeps_throttling_fails_the_account_for_now(dovecot_factory, radicale, tmp_path) -> None:
+    """Every PUT answered 429 (``Retry-After: 0``): after its waits the account fails as a
+    temporary failure naming the account, the request and the throttling, with nothing recorded
+    as copied; once the target takes writes again, a re-run carries everything."""
+    src, tgt = radicale("src"), radicale("tgt")
+    layout = {"alice": ({"Work": 6}, 2)}
+    users = {"alice": USERS["alice"]}
+    total = seed(src, layout)
+    proxy = DavProxy(tgt.url)
+    try:
+        proxy.throttle_puts(1, 429, "0")
+        imap_src, imap_tgt = dovecot_factory(users=users), dovecot_factory(users=users)
+        project = dav_only_project(tmp_path / "p", imap_src, imap_tgt, src.url, proxy.url, users)
+        first = cli("migrate", project, *ONLY, "--json")
+        assert first.code == ExitCode.TEMPFAIL, first.out + first.err
+        row = first.json()["accounts"][0]["calendars"]
+        assert row["status"] == "failed" and row["copied"] == 0, row
+        assert "alice" in row["error"] and "PUT" in row["error"] and "429" in row["error"], row["error"]
+        assert "still throttling" in row["error"] and "run again later" in row["error"], row["error"]
+        proxy.heal()
+        final = cli("migrate", project, *ONLY, "--json")
+        assert final.code == ExitCode.OK, final.out + final.err
+        assert final.json()["calendars"]["copied"] == total
+    finally:
+        proxy.close()
+
+
 def test_lost_answers_are_sent_again_and_land_once(dovecot_factory, radicale, tmp_path) -> None:
     """Every 4th PUT's connection closes without an answer, half of them after the target stored
     the item: the connector sends each again, a resend of one that had landed is recognised (by

@@ -264,7 +264,9 @@ def test_calendars_shared_between_accounts_of_different_workers(
     dovecot_factory: Any, cyrus_factory: Any, cluster: Any, tmp_path: Path
 ) -> None:
     """Calendars and contacts are part of an account's task; a share one worker's account
-    offers is accepted by its sharee after every task, whichever worker moved either."""
+    offers is accepted by its sharee after every task, whichever worker moved either. Both DAV
+    servers allow 3 connections: the two accounts' DAV steps (2 connections each to either
+    server) on two workers must take turns, counted on the servers' side."""
     from dav_org import seed_org
     from test_dav_migrate import dav_project, domain_of
     from test_dav_sharing import ALL, share, shared_href
@@ -296,14 +298,19 @@ def test_calendars_shared_between_accounts_of_different_workers(
             'name = "t"\n', f'name = "t"\nledger = "{pg.url}"\nledger_password = "env:MF_{tag}_PG"\n', 1
         )
         text += f'\n[distributed]\nbroker = "{broker.url}"\nbroker_password = "env:MF_{tag}_REDIS"\n'
+        for url in (source.url, tgt.dav_url):
+            text = text.replace(f'url = "{url}"\n', f'url = "{url}"\nmax_connections = 3\n', 1)
+        assert text.count("max_connections = 3") == 2
         project.write_text(text)
         workers = [Worker(project, f"w{i}@test", tmp_path / f"w{i}.log") for i in range(2)]
         try:
-            r = cli("migrate", project, "--distributed", "--json")
+            with ConnectionSampler({"source": source.port, "target": tgt.http_port}, every=0.002) as sampler:
+                r = cli("migrate", project, "--distributed", "--json")
         finally:
             for w in workers:
                 w.kill()
         assert r.code == ExitCode.OK, r.out + "\n".join(w.text()[-2000:] for w in workers)
+        assert 0 < sampler.peak["source"] <= 3 and 0 < sampler.peak["target"] <= 3, sampler.peak
         data = r.json()
         assert sum(a["calendars"]["shares"] for a in data["accounts"]) == 2
         accepted = {a["account"]: a["calendars"].get("shares_accepted") for a in data["accounts"]}

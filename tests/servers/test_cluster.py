@@ -300,3 +300,66 @@ def test_rate_and_pause_hold_back_every_worker(limits: Any) -> None:
     t1 = time.monotonic()
     b.pace("t", messages=1, nbytes=0, rate_messages=0, rate_bytes=0)
     assert time.monotonic() - t1 >= 0.5
+
+
+def test_an_accounts_calendars_hold_dav_slots_that_make_others_wait(
+    redis_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A distributed task's DAV step holds its connections on both DAV servers in the cluster's
+    slots (2 to the source, its writers to the target): with 5 allowed on the target, one
+    account a worker takes all 5 as writers, and a second account's DAV step waits for the
+    first's; a throttled DAV
+    server pauses another worker's requests there."""
+    import redis
+
+    from mailferry.config.load import load_project
+    from mailferry.distributed.app import ClusterPacing, dav_key, dav_slots_of
+    from mailferry.distributed.limits import ClusterLimits
+
+    monkeypatch.setenv("MF_T_PW", "not-used")
+    (tmp_path / "accounts.csv").write_text("source_user,target_user\nalice,alice\nbob,bob\n")
+    (tmp_path / "project.toml").write_text(
+        '[project]\nname = "t"\nledger = "postgresql://mf@127.0.0.1:5432/mf"\nledger_password = "env:MF_T_PW"\n'
+        '[source]\nhost = "127.0.0.1"\nport = 1143\nsecurity = "none"\n'
+        '[source.admin]\nuser = "a"\npassword = "env:MF_T_PW"\n'
+        '[source.dav]\nurl = "http://127.0.0.1:5232/"\nmax_connections = 4\n'
+        '[source.dav.admin]\nuser = "a"\npassword = "env:MF_T_PW"\n'
+        '[target]\nhost = "127.0.0.1"\nport = 2143\nsecurity = "none"\n'
+        '[target.admin]\nuser = "a"\npassword = "env:MF_T_PW"\n'
+        '[target.dav]\nurl = "http://127.0.0.1:8008/"\nmax_connections = 5\n'
+        '[target.dav.admin]\nuser = "a"\npassword = "env:MF_T_PW"\n'
+        '[accounts]\ncsv = "accounts.csv"\n'
+        f'[distributed]\nbroker = "redis://127.0.0.1:{redis_server.port}/0"\naccounts_per_worker = 1\n'
+    )
+    project = load_project(tmp_path / "project.toml")
+    src, tgt = dav_key("http://127.0.0.1:5232/"), dav_key("http://127.0.0.1:8008/")
+    assert dav_slots_of(project) == [(src, 4, 2), (tgt, 5, 5)]
+    client = redis.Redis(host="127.0.0.1", port=redis_server.port, password=redis_server.password)
+    client.flushall()
+    one, two = ClusterLimits(client, "t"), ClusterLimits(client, "t")
+    try:
+        first, second = ClusterPacing(project, one), ClusterPacing(project, two)
+        entered = threading.Event()
+
+        def other_account() -> None:
+            with second.dav_connections():
+                entered.set()
+
+        with first.dav_connections():
+            assert one.in_use(src) == 2 and one.in_use(tgt) == 5
+            waiting = threading.Thread(target=other_account)
+            waiting.start()
+            assert not entered.wait(1.0)  # 5 + 5 > 5: it waits
+        assert entered.wait(5.0)
+        waiting.join()
+        assert one.in_use(tgt) == 0
+        first.dav_throttled("target", 0.8)
+        t0 = time.monotonic()
+        second.pace_dav("target", 1, 100)
+        assert time.monotonic() - t0 >= 0.6
+        t1 = time.monotonic()
+        second.pace_dav("source", 0, 0)  # the source was not throttled
+        assert time.monotonic() - t1 < 0.3
+    finally:
+        one.close()
+        two.close()

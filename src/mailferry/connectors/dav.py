@@ -17,11 +17,13 @@ Decisions (why):
   escapes CR as ``&#13;`` keeps exact bytes without that step.
 - XML from servers is parsed with ``defusedxml`` (no entity expansion); requests are built from
   fixed templates with every value escaped.
-- Errors: connection refused, time-outs, dropped connections, 429/502/503/504 ->
-  TemporaryFailure; 401 -> AuthError; a certificate that does not verify -> TLSVerifyError; a
-  refusal of one item or collection -> ItemRefused with the status and the server's words
-  (:func:`status_words`). Messages carry the label, the href and the server's words, never a
-  password (the Authorization header is built by httpx and never formatted anywhere).
+- Errors: connection refused, time-outs, dropped connections, 502/504 -> TemporaryFailure;
+  429/503 -> Throttled (a TemporaryFailure with the server's ``Retry-After``, which the engine
+  waits out, pausing every writer to that server, before it sends the request again);
+  401 -> AuthError; a certificate that does not verify -> TLSVerifyError; a refusal of one item
+  or collection -> ItemRefused with the status and the server's words (:func:`status_words`).
+  Messages carry the label, the href and the server's words, never a password (the
+  Authorization header is built by httpx and never formatted anywhere).
 - A read-only store (``readonly=True``, every source) raises :class:`ReadOnlyViolation` from every
   write method before anything is sent: a bug guard, not a server answer.
 
@@ -88,7 +90,15 @@ import httpx
 from defusedxml import ElementTree as SafeET
 
 from mailferry.connectors.base import MailboxAcl
-from mailferry.errors import AuthError, ItemRefused, MailferryError, ServerError, TemporaryFailure, TLSVerifyError
+from mailferry.errors import (
+    AuthError,
+    ItemRefused,
+    MailferryError,
+    ServerError,
+    TemporaryFailure,
+    Throttled,
+    TLSVerifyError,
+)
 from mailferry.model.dav import (
     Access,
     BusyPeriod,
@@ -121,6 +131,30 @@ D, C, R, CS, A = (
 _XMLNS = f'xmlns:D="{D}" xmlns:C="{C}" xmlns:R="{R}" xmlns:CS="{CS}" xmlns:A="{A}"'
 _XML_TYPE = "application/xml; charset=utf-8"
 _TEMPORARY = frozenset({429, 502, 503, 504})
+_THROTTLING = frozenset({429, 503})  # the server asks for less, often with a Retry-After
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """An HTTP ``Retry-After`` (RFC 9110 10.2.3: delay-seconds or an HTTP-date) as seconds from
+    ``now`` (Unix time; the clock when None), never negative; None when absent or unreadable."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(int(text))
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP-date is GMT; a zone-less one is taken as such
+        from datetime import UTC
+
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
 _WORDS_LIMIT = 200
 
 
@@ -415,6 +449,10 @@ class DavStore:
         if response.status_code == 401:
             who = self.login.admin or self.login.user
             raise AuthError(f"{what}: the server refused the login of {who!r} (401)")
+        if response.status_code in _THROTTLING:
+            wait = retry_after_seconds(response.headers.get("retry-after"))
+            asked = f" (it asks to wait {wait:g} s)" if wait is not None else ""
+            raise Throttled(f"{what}: {response.status_code} {self._words(response)}{asked}", retry_after=wait)
         if response.status_code in _TEMPORARY:
             raise TemporaryFailure(f"{what}: {response.status_code} {self._words(response)}")
         return response

@@ -143,18 +143,11 @@ def run_unit(
     client = redis_client(project)
     limits = ClusterLimits(client, project.name, lease_seconds=d.lease_seconds)
     events = ProgressEvents(client, project.name, run_id)
-    target = f"{project.target.host}:{project.target.port}"
     ledger = api.open_ledger(project)
     try:
         with ledger.account_lock(unit), limits.slots(slots_of(project)):
             log.info("%s: account %s of run %d", hostname, unit, run_id)
             events.send("worker", unit, hostname)
-
-            def pace(messages: int, nbytes: int) -> None:
-                limits.pace(
-                    target, messages=messages, nbytes=nbytes, rate_messages=d.rate_messages, rate_bytes=d.rate_bytes
-                )
-
             rows, alive = api.migrate_units(
                 project,
                 ledger,
@@ -163,14 +156,22 @@ def run_unit(
                 reporter=events,
                 full=full,
                 types=types,
-                pace=pace,
-                throttled=lambda: limits.slow_down(target, 5.0),
+                pacing=ClusterPacing(project, limits),
                 sharing=d.accounts_per_worker,
             )
         return {"rows": rows, "alive": alive, "worker": hostname}
     finally:
         ledger.close()
         limits.close()
+
+
+def server_key(host: str, port: int) -> str:
+    return f"{host}:{port}"
+
+
+def dav_key(url: str) -> str:
+    parts = urlsplit(url)
+    return f"dav:{(parts.hostname or '').lower()}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
 
 
 def slots_of(project: Project) -> list[tuple[str, int, int]]:
@@ -183,7 +184,71 @@ def slots_of(project: Project) -> list[tuple[str, int, int]]:
     s, t = project.source, project.target
     per_worker = project.distributed.accounts_per_worker if project.distributed else 1
     per_target = api.options(project, accounts_at_once=per_worker).connections_per_account + 1
-    return [(f"{s.host}:{s.port}", s.max_connections, 1), (f"{t.host}:{t.port}", t.max_connections, per_target)]
+    return [
+        (server_key(s.host, s.port), s.max_connections, 1),
+        (server_key(t.host, t.port), t.max_connections, per_target),
+    ]
+
+
+def dav_slots_of(project: Project) -> list[tuple[str, int, int]]:
+    """The connection slots one account's calendars and contacts hold on each DAV server: to the
+    source two (its reader and the listing beside it), to the target its writers
+    (:func:`mailferry.api.dav_writers` for a worker's ``accounts_per_worker``: each DAV store's
+    connection pool holds at most that many)."""
+    from mailferry import api
+
+    s, t = project.source.dav, project.target.dav
+    if s is None or t is None:
+        return []
+    per_worker = project.distributed.accounts_per_worker if project.distributed else 1
+    return [
+        (dav_key(s.url), s.max_connections, 2),
+        (dav_key(t.url), t.max_connections, api.dav_writers(project, per_worker)),
+    ]
+
+
+class ClusterPacing:
+    """:class:`mailferry.engine.pacing.Pacing` over the cluster's limits in Redis: the rates
+    and pauses of each server, and the DAV servers' connection slots."""
+
+    THROTTLE_PAUSE = 5.0  # seconds every worker holds its writes to an IMAP target that failed one
+
+    def __init__(self, project: Project, limits: Any) -> None:
+        d = _distributed(project)
+        self.project, self.limits = project, limits
+        self.rate_messages, self.rate_bytes = d.rate_messages, d.rate_bytes
+        self.target = server_key(project.target.host, project.target.port)
+        self.dav = {
+            side: dav_key(server.dav.url)
+            for side, server in (("source", project.source), ("target", project.target))
+            if server.dav is not None
+        }
+
+    def pace_mail(self, messages: int, nbytes: int) -> None:
+        self.limits.pace(
+            self.target, messages=messages, nbytes=nbytes, rate_messages=self.rate_messages, rate_bytes=self.rate_bytes
+        )
+
+    def mail_throttled(self) -> None:
+        self.limits.slow_down(self.target, self.THROTTLE_PAUSE)
+
+    def pace_dav(self, side: str, items: int, nbytes: int) -> None:
+        if side == "target":
+            self.limits.pace(
+                self.dav[side],
+                messages=items,
+                nbytes=nbytes,
+                rate_messages=self.rate_messages,
+                rate_bytes=self.rate_bytes,
+            )
+        else:
+            self.limits.wait_pause(self.dav[side])
+
+    def dav_throttled(self, side: str, seconds: float) -> None:
+        self.limits.slow_down(self.dav[side], seconds)
+
+    def dav_connections(self) -> Any:
+        return self.limits.slots(dav_slots_of(self.project))
 
 
 def _pause_consuming(app: Any, project: Project, hostname: str, e: TemporaryFailure) -> None:
@@ -226,9 +291,7 @@ class ProgressEvents:
 
     def send(self, kind: str, account: str, *values: Any) -> None:
         try:
-            self.client.xadd(
-                self.key, {"e": json.dumps([kind, account, *values])}, maxlen=200_000, approximate=True
-            )
+            self.client.xadd(self.key, {"e": json.dumps([kind, account, *values])}, maxlen=200_000, approximate=True)
             self.client.expire(self.key, 7 * 24 * 3600)
         except Exception as e:  # noqa: BLE001 - progress is for show; the ledger holds the facts
             log.debug("progress event lost: %s", e)

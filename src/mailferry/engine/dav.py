@@ -14,6 +14,12 @@ with a finding), so a run killed at any moment ends, once re-run, as an uninterr
 pending item whose UID the target already holds is adopted, not written twice. Last, each
 collection's sharing is re-created for the mapped principals.
 
+A server that throttles (HTTP 429/503, :class:`~mailferry.errors.Throttled`) while items are read
+or written is waited out: every writer to that server pauses for what it asked (``Retry-After``)
+or a growing delay, then the same request goes again; only a server that keeps throttling past
+:attr:`DavOptions.throttle_retries` fails the account (a temporary failure: run again later).
+In a distributed run the ``pace``/``slow_down`` hooks carry the pause to every worker.
+
 Never writes to a source store (it is opened read-only).
 """
 
@@ -28,7 +34,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from mailferry.connectors.base import DavReadStore, DavWriteStore
-from mailferry.errors import ExitCode, ItemRefused, MailferryError
+from mailferry.errors import ExitCode, ItemRefused, MailferryError, Throttled
 from mailferry.formats import ical, vcard
 from mailferry.formats.ical import BadItem
 from mailferry.model.dav import (
@@ -84,6 +90,8 @@ class DavOptions:
     writers: int = 4  # PUTs in flight per account at most...
     writes_in_flight: int = 16  # ...and all accounts together (the target's max_connections)
     full: bool = False  # look at every collection, even those whose sync token says unchanged
+    throttle_retries: int = 8  # a request a throttling server refused is sent again this often...
+    throttle_wait_max: float = 120.0  # ...after waiting what it asked, at most this long each time
 
 
 @dataclass(slots=True)
@@ -150,9 +158,14 @@ class DavEngine:
         principals: Callable[[str], str | None] = lambda _p: None,
         note: Callable[[str, str], None] = lambda _a, _t: None,
         progress: Callable[[str, int, int], None] = lambda _a, _planned, _done: None,
+        pace: Callable[[str, int, int], None] | None = None,
+        slow_down: Callable[[str, float], None] | None = None,
     ) -> None:
         """``progress(account, planned, done)``: items to write found in one collection's plan,
-        and items written (or found already there), as they happen (the progress display)."""
+        and items written (or found already there), as they happen (the progress display).
+        ``pace(side, items, bytes)``: called before each read from (``side`` "source") or write to
+        ("target") a server, waits as long as the cluster's limits ask; ``slow_down(side, s)``:
+        that server throttled us, every worker should pause there ``s`` seconds."""
         self.ledger = ledger
         self.opts = opts
         self.open_store = open_store
@@ -165,6 +178,45 @@ class DavEngine:
         self.write_slots = threading.BoundedSemaphore(max(1, opts.writes_in_flight))
         self.offered: set[str] = set()  # target accounts offered a share in this run: they accept it
         self.offered_lock = threading.Lock()
+        self.pace = pace
+        self.slow_down = slow_down
+        self._paused_until: dict[str, float] = {}  # side -> monotonic time its pause ends
+        self._pause_lock = threading.Lock()
+
+    def patiently(self, side: str, nbytes: int, call: Callable[[], Any], account: str) -> Any:
+        """``call()``, waiting out a throttling ``side`` ("source" or "target"): after a
+        :class:`Throttled` every thread of this engine (and, through ``slow_down``, every worker)
+        holds its requests to that server for the time asked (else 1, 2, 4... s), then the same
+        request goes again. ``account``: whose request, for the progress notes."""
+        attempt = 0
+        while True:
+            self._wait(side, nbytes)
+            try:
+                return call()
+            except Throttled as e:
+                if attempt >= self.opts.throttle_retries:
+                    raise Throttled(
+                        f"{e.message}; still throttling after {attempt} waits",
+                        retry_after=e.retry_after,
+                        hint="the server is overloaded: run again later, or lower [*.dav] max_connections",
+                    ) from None
+                asked = e.retry_after if e.retry_after is not None else float(2**attempt)
+                delay = min(max(asked, 0.1), self.opts.throttle_wait_max)
+                attempt += 1
+                with self._pause_lock:
+                    now = time.monotonic()
+                    self._paused_until[side] = max(self._paused_until.get(side, 0.0), now + delay)
+                if self.slow_down is not None:
+                    self.slow_down(side, delay)
+                self.note(account, f"the {side} server throttles ({e.message}): every writer waits {delay:g} s")
+
+    def _wait(self, side: str, nbytes: int) -> None:
+        with self._pause_lock:
+            left = self._paused_until.get(side, 0.0) - time.monotonic()
+        if left > 0:
+            time.sleep(left)
+        if self.pace is not None:
+            self.pace(side, 1 if side == "target" else 0, nbytes)
 
     def kinds(self) -> set[str]:
         return {KIND_OF_TYPE[t] for t in self.opts.types if t in KIND_OF_TYPE}
@@ -482,7 +534,9 @@ class _DavRun:
         complete = True
 
         def read(part: list[str]) -> list[DavItem]:
-            return list(self.source.fetch(c, part))
+            return self.e.patiently(  # type: ignore[no-any-return]
+                "source", 0, lambda: list(self.source.fetch(c, part)), self.account
+            )
 
         with (
             ThreadPoolExecutor(max_workers=max(1, self.e.opts.writers), thread_name_prefix="dav-put") as pool,
@@ -625,7 +679,9 @@ class _DavRun:
         target_members: dict[str, str | None],
     ) -> DavItemRecord | None:
         with self.e.write_slots:
-            done = self._write(t, c, job, target_members)
+            done: DavItemRecord | None = self.e.patiently(
+                "target", len(job[1].data), lambda: self._write(t, c, job, target_members), self.account
+            )
         if done is not None and done.state == "copied":
             self.e.progress(self.account, 0, 1)
         return done
