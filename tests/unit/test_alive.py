@@ -109,3 +109,65 @@ def test_blocked_exactly_the_accounts_sharing_an_id(claims: dict[str, dict[str, 
         shares = any(set(mine.values()) & set(other.values()) for v, other in claims.items() if v != u)
         own_repeat = len(set(mine.values())) < len(mine)
         assert (g.blocked(u) is not None) == (shares or own_repeat)
+
+
+def test_a_guard_of_one_account_reads_only_its_ids_and_looks_up_the_others(tmp_path) -> None:
+    """A distributed task's guard: the rows of the ids its account holds (the sharer's too),
+    not the organization's; an id it meets that another account holds is looked up."""
+    led = SqliteLedger(tmp_path / "l.sqlite")
+    try:
+        MailboxGuard.of(led, 1).settle(
+            {"alice": {"INBOX": "A1"}, "bob": {"INBOX": "B1"}, "carol": {"INBOX": "X"}, "dave": {"INBOX": "X"}}
+        )
+        assert led.mailbox_holders(["carol"]) == [("X", "carol", "INBOX"), ("X", "dave", "INBOX")]
+        assert led.mailbox_holders(["alice", "erin"]) == [("A1", "alice", "INBOX")]
+        assert led.mailbox_holders_of(["B1", "nope"]) == [("B1", "bob", "INBOX")]
+        everyone = {"alice", "bob", "carol", "dave", "erin"}
+        g = MailboxGuard.of(led, 2, accounts=everyone, only={"alice"})
+        assert g.known("alice")
+        assert g._by_user.keys() == {"alice"}  # nobody else's rows were read
+        with pytest.raises(MailboxCollision) as e:
+            g.check("alice", "Shared", "B1")  # bob's, known to the ledger only
+        assert e.value.accounts == ("alice", "bob")
+        assert not MailboxGuard.of(led, 3, accounts=everyone, only={"carol"}).known("carol")
+        with pytest.raises(MailboxCollision):
+            MailboxGuard.of(led, 4, accounts=everyone, only={"erin"}).check("erin", "INBOX", "A1")
+    finally:
+        led.close()
+
+
+claims = st.lists(st.tuples(st.sampled_from(["INBOX", "Sent", "New"]), st.sampled_from(["M1", "M2", "M3", "M4"])))
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(["M1", "M2", "M3", "M4"]), users, st.sampled_from(["INBOX", "Sent"]))),
+    users,
+    claims,
+)
+def test_a_narrowed_guard_judges_every_claim_as_the_whole_one(
+    rows: list[tuple[str, str, str]], who: str, wanted: list[tuple[str, str]]
+) -> None:
+    """Whatever the ledger holds, one account's claims meet the same collisions through a guard
+    that read only that account's ids as through one that read every row."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        led = SqliteLedger(Path(d) / "l.sqlite")
+        try:
+            for mid, user, folder in rows:
+                led.record_mailboxes(user, {folder: mid}, 1)
+            verdicts = []
+            for only in (None, {who}):
+                g = MailboxGuard.of(led, record=False, only=only)
+                got = []
+                for folder, mid in wanted:
+                    try:
+                        g.check(who, folder, mid)
+                        got.append(None)
+                    except MailboxCollision as c:
+                        got.append(c.accounts)
+                verdicts.append((got, g.known(who)))
+            assert verdicts[0] == verdicts[1]
+        finally:
+            led.close()

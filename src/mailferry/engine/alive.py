@@ -60,7 +60,9 @@ class MailboxGuard:
     on one id, seen in one full read or right after mailferry created one of them, is a collision
     of that account with itself. ``accounts``: the project's target accounts; rows of accounts no
     longer in the project are stale and ignored. ``ledger``: where claims are recorded (None: a
-    read-only command).
+    read-only command). ``lookup``: for a guard that was given only some accounts' rows (those of
+    the ids they hold, see :meth:`of`), reads the holders of an id it has not seen before it
+    judges a claim on it (another account, in another process, may hold it).
     """
 
     def __init__(
@@ -69,9 +71,13 @@ class MailboxGuard:
         ledger: Ledger | None = None,
         run_id: int = 0,
         accounts: Collection[str] | None = None,
+        lookup: Callable[[Collection[str]], Iterable[tuple[str, str, str]]] | None = None,
     ) -> None:
         self._by_user: dict[str, dict[str, str]] = {}  # account -> folder -> id
         self._by_id: dict[str, dict[str, set[str]]] = {}  # id -> account -> folders
+        self._accounts = accounts
+        self._lookup = lookup
+        self._looked: set[str] = set()
         for mid, user, folder in holders:
             if accounts is None or user in accounts:
                 self._put(user, folder, mid)
@@ -83,9 +89,34 @@ class MailboxGuard:
 
     @classmethod
     def of(
-        cls, ledger: Ledger, run_id: int = 0, *, record: bool = True, accounts: Collection[str] | None = None
+        cls,
+        ledger: Ledger,
+        run_id: int = 0,
+        *,
+        record: bool = True,
+        accounts: Collection[str] | None = None,
+        only: Collection[str] | None = None,
     ) -> MailboxGuard:
-        return cls(ledger.mailbox_holders(), ledger if record else None, run_id, accounts)
+        """The guard as the ledger knows it. ``only``: the accounts this run touches (a
+        distributed task's one): the rows of the ids they hold are read, and the holders of any
+        other id when a claim meets it, rather than every row of the organization."""
+        if only is None:
+            return cls(ledger.mailbox_holders(), ledger if record else None, run_id, accounts)
+        return cls(
+            ledger.mailbox_holders(only), ledger if record else None, run_id, accounts, lookup=ledger.mailbox_holders_of
+        )
+
+    def _learn(self, ids: Iterable[str]) -> None:
+        """(Lock held.) The ledger's holders of ids this guard has not seen: their claims count."""
+        if self._lookup is None:
+            return
+        unknown = {m for m in ids if m and m not in self._by_id and m not in self._looked}
+        if not unknown:
+            return
+        self._looked |= unknown
+        for mid, user, folder in self._lookup(unknown):
+            if (self._accounts is None or user in self._accounts) and folder not in self._by_user.get(user, {}):
+                self._put(user, folder, mid)
 
     def _put(self, user: str, folder: str, mid: str) -> None:
         self._drop(user, folder)
@@ -131,6 +162,7 @@ class MailboxGuard:
         is a collision. Returns the new collisions, an account's INBOX first."""
         new: list[MailboxCollision] = []
         with self._lock:
+            self._learn(mid for ids in found.values() for mid in ids.values() if mid)
             for user, ids in found.items():
                 own = {folder: mid for folder, mid in ids.items() if mid}
                 for folder in list(self._by_user.get(user, {})):
@@ -156,6 +188,7 @@ class MailboxGuard:
         with self._lock:
             hit = self._blocked.get(target_user)
             if hit is None:
+                self._learn([mailbox_id])
                 holders = self._holders(mid := mailbox_id)
                 others = {u: fs for u, fs in holders.items() if u != target_user}
                 mine = [f for f in holders.get(target_user, []) if f != folder]

@@ -43,7 +43,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -377,9 +377,14 @@ class Ledger(Protocol):
     def forget(self, account: str, source_folder: str, keys: Sequence[tuple[int, int]]) -> None: ...
     def rebase(self, account: str, source_folder: str, moves: Sequence[tuple[int, int, int, int]]) -> None: ...
     def add_finding(self, run_id: int, f: Finding) -> None: ...
-    def mailbox_holders(self) -> list[tuple[str, str, str]]:
+    def mailbox_holders(self, accounts: Collection[str] | None = None) -> list[tuple[str, str, str]]:
         """(mailbox id, target account, folder) of every target folder seen: two accounts on one
-        id is a collision that stays recorded until both are read again."""
+        id is a collision that stays recorded until both are read again. ``accounts``: only the
+        rows of the ids these accounts hold (theirs and any other account's on the same ids)."""
+        ...
+
+    def mailbox_holders_of(self, ids: Collection[str]) -> list[tuple[str, str, str]]:
+        """The rows of these mailbox ids, whoever holds them."""
         ...
 
     def record_mailboxes(self, target_user: str, ids: dict[str, str], run_id: int, *, replace: bool = False) -> None:
@@ -980,9 +985,33 @@ class SqliteLedger:
 
     # -- target mailboxes ---------------------------------------------------------------------
 
-    def mailbox_holders(self) -> list[tuple[str, str, str]]:
+    def mailbox_holders(self, accounts: Collection[str] | None = None) -> list[tuple[str, str, str]]:
+        if accounts is None:
+            return self._holders_where("", ())
+        rows: list[tuple[str, str, str]] = []
+        names = sorted(accounts)
+        for i in range(0, len(names), 500):  # bounded statements, whatever the number of accounts
+            part = names[i : i + 500]
+            rows += self._holders_where(
+                "WHERE mailbox_id IN (SELECT mailbox_id FROM target_mailboxes WHERE target_user IN "
+                f"({','.join('?' * len(part))}))",
+                part,
+            )
+        return sorted(set(rows))
+
+    def mailbox_holders_of(self, ids: Collection[str]) -> list[tuple[str, str, str]]:
+        rows: list[tuple[str, str, str]] = []
+        wanted = sorted(ids)
+        for i in range(0, len(wanted), 500):
+            part = wanted[i : i + 500]
+            rows += self._holders_where(f"WHERE mailbox_id IN ({','.join('?' * len(part))})", part)
+        return rows
+
+    def _holders_where(self, where: str, args: Sequence[str]) -> list[tuple[str, str, str]]:
         rows = self._db.execute(
-            "SELECT mailbox_id, target_user, folder FROM target_mailboxes ORDER BY mailbox_id, target_user, folder"
+            f"SELECT mailbox_id, target_user, folder FROM target_mailboxes {where} "  # noqa: S608 - placeholders only
+            "ORDER BY mailbox_id, target_user, folder",
+            tuple(args),
         ).fetchall()
         return [(r[0], r[1], r[2]) for r in rows]
 
