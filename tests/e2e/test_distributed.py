@@ -320,3 +320,48 @@ def test_calendars_shared_between_accounts_of_different_workers(
         assert v.code == ExitCode.OK and v.json()["clean"], v.out
     finally:
         source.stop()
+
+
+def test_a_task_the_broker_lost_in_a_restart_is_sent_again(dovecot_factory: Any, cluster: Any, tmp_path: Path) -> None:
+    """Redis killed between a worker's BRPOP of a task and its record of it as unacknowledged
+    loses that task (seen once in the organization test: one account never reached a worker,
+    and the run waited for it for ever). Here the loss is made on purpose: with no worker yet,
+    one task is taken off the queue and the broker killed and restarted; the admin's process
+    sees the restart, finds that task in neither the queue nor the unacknowledged messages,
+    sends it again, and the run ends with every account done."""
+    import redis
+
+    pg, broker = cluster
+    users = {f"u{i}": f"u{i}pw" for i in range(3)}
+    src, tgt = dovecot_factory(users=users), dovecot_factory(users=users)
+    for user, pw in users.items():
+        seed_sample(src, user, pw, messages=12)
+    project = distributed_project(tmp_path / "p", src, tgt, pg, broker, users, admin=("admin", "adminpw"))
+    run = subprocess.Popen(
+        [MAILFERRY, "migrate", str(project), "--distributed", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    worker = None
+    try:
+        client = redis.Redis(host="127.0.0.1", port=broker.port, password=broker.password)
+        wait_for("the tasks to be queued", lambda: client.llen("mailferry.t") == len(users))
+        taken = json.loads(client.rpop("mailferry.t"))  # as a worker's BRPOP would
+        lost_id = taken["headers"]["id"]
+        client.close()
+        broker.restart()  # kill -9: the worker that took it never records it
+        worker = Worker(project, "w0@test", tmp_path / "w0.log")
+        out, err = run.communicate(timeout=180)
+    finally:
+        if run.poll() is None:
+            run.kill()
+        if worker is not None:
+            worker.kill()
+    assert run.returncode == ExitCode.OK, out + err
+    rows = {r["account"]: r for r in json.loads(out)["accounts"]}
+    assert set(rows) == set(users) and all(r["status"] == "ok" and r["copied"] > 0 for r in rows.values()), rows
+    assert "the broker lost the task of" in err, err[-3000:]
+    assert lost_id not in worker.text()  # the task that was lost never ran; its resend did
+    v = cli("verify", project, "--deep", "--json")
+    assert v.code == ExitCode.OK and v.json()["clean"], v.out
