@@ -23,3 +23,30 @@ def test_a_worker_that_fails_is_started_again_until_it_ends_cleanly(
     assert sup.supervise([sys.executable, "-c", script, str(runs)]) == 0
     assert runs.read_text() == "3"
     assert capfd.readouterr().err.count("starting it again") == 2
+
+
+STUCK = """
+import logging, sys, threading, time
+from mailferry.distributed.supervise import exit_when_stuck_after_unrecoverable_error
+exit_when_stuck_after_unrecoverable_error(0.5)
+logging.getLogger("celery.worker.worker").critical(sys.argv[1])
+threading.Thread(target=time.sleep, args=(float(sys.argv[2]),)).start()  # a stop that hangs this long
+"""
+
+
+@pytest.mark.parametrize(
+    ("message", "hang", "code"),
+    [("Unrecoverable error: AttributeError('x')", 30.0, 1), ("Something else went wrong", 1.5, 0)],
+)
+def test_a_celery_worker_stuck_after_an_unrecoverable_error_leaves(message: str, hang: float, code: int) -> None:
+    """Celery's worker, after "Unrecoverable error", stops warmly; one was seen never to finish
+    (its supervisor then never started it again): the process leaves by itself soon after. Any
+    other message leaves the process alone."""
+    import subprocess
+    import time
+
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, "-c", STUCK, message, str(hang)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == code, p.stderr
+    assert time.monotonic() - t0 < 20
+    assert ("did not stop within" in p.stderr) == (code == 1)

@@ -332,6 +332,9 @@ def worker(
     hostname = name or "mailferry@" + socket.gethostname()
     if once:
         from mailferry.distributed.app import make_app, queue_name
+        from mailferry.distributed.supervise import exit_when_stuck_after_unrecoverable_error
+
+        exit_when_stuck_after_unrecoverable_error()
 
         argv = [
             "worker",

@@ -8,9 +8,11 @@ timeout, as for a worker that died."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from types import FrameType
 from typing import Any
@@ -18,6 +20,43 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 RESTART_PAUSE = 3.0  # seconds before a worker that stopped on an error starts again
+STUCK_AFTER = 20.0  # seconds a Celery worker may take to stop after an unrecoverable error
+
+
+class _Unrecoverable(logging.Handler):
+    """Arms the exit of :func:`exit_when_stuck_after_unrecoverable_error`."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(level=logging.CRITICAL)
+        self.seconds = seconds
+        self.armed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.armed or not record.getMessage().startswith("Unrecoverable error"):
+            return
+        self.armed = True
+
+        def leave() -> None:
+            time.sleep(self.seconds)
+            print(
+                f"mailferry worker: the Celery worker did not stop within {self.seconds:.0f} s of its "
+                "unrecoverable error; leaving (its tasks in flight go back to the queue)",
+                file=sys.stderr,
+                flush=True,
+            )
+            os._exit(1)
+
+        threading.Thread(target=leave, name="stuck-exit", daemon=True).start()
+
+
+def exit_when_stuck_after_unrecoverable_error(seconds: float = STUCK_AFTER) -> None:
+    """In the Celery worker's process: once Celery logs "Unrecoverable error" (kombu's broker
+    connection lost while it restored messages, seen in the tests), the process leaves with exit
+    code 1 if it has not stopped ``seconds`` later. Celery then stops warmly, and one such
+    worker was seen never to finish stopping: it took no more work and its supervisor, waiting
+    for it to exit, never started it again. Leaving is safe: unacknowledged tasks are delivered
+    again (``acks_late``), as after a ``kill -9``."""
+    logging.getLogger("celery.worker.worker").addHandler(_Unrecoverable(seconds))
 
 
 def supervise(argv: list[str]) -> int:
