@@ -1606,12 +1606,14 @@ def dav_writers(project: Project, accounts: int) -> int:
 
 
 def dav_parallel_accounts(project: Project) -> int:
-    """Accounts whose calendars and contacts move at once: the smaller DAV side's
-    ``max_connections`` (an account reads one request at a time from the source and writes its
-    share of the target's, see :func:`_dav_engine`), at least one."""
+    """Accounts whose calendars and contacts move at once: half the smaller DAV side's
+    ``max_connections``, at least one. Each account holds two connections to either server at
+    least (the source: its reader and the listing beside it; the target: its writers, two or
+    more, see :func:`dav_writers`), kept alive between requests: sixteen accounts with two
+    each held 24 connections to a target that allows 16 (``bench/scale.py``, server side)."""
     s, t = project.source.dav, project.target.dav
     limit = min(s.max_connections if s else 8, t.max_connections if t else 8)
-    return max(1, limit)
+    return max(1, limit // 2)
 
 
 def _dav_error_stats(job: Any, e: MailferryError) -> dict[str, Any]:

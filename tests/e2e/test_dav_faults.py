@@ -266,6 +266,28 @@ def test_a_target_that_keeps_throttling_fails_the_account_for_now(dovecot_factor
         proxy.close()
 
 
+def test_connections_to_each_dav_server_stay_within_max_connections(dovecot_factory, radicale, tmp_path) -> None:
+    """``max_connections = 2`` on both DAV sides, two accounts: counted on the servers' side
+    (their established sockets, every 2 ms), neither ever sees a third connection; before, each
+    account kept its two connections alive beside the other's."""
+    from mailferry.sandbox.connections import ConnectionSampler
+
+    src, tgt = radicale("src"), radicale("tgt")
+    total = seed(src, {"alice": ({"Work": 30, "Home": 10}, 10), "bob": ({"Team": 30}, 10)})
+    imap_src, imap_tgt = dovecot_factory(users=USERS), dovecot_factory(users=USERS)
+    project = dav_only_project(tmp_path / "p", imap_src, imap_tgt, src.url, tgt.url, USERS, extra=SMALL_BATCHES)
+    text = project.read_text()
+    for url in (src.url, tgt.url):
+        text = text.replace(f'url = "{url}"\n', f'url = "{url}"\nmax_connections = 2\n', 1)
+    assert text.count("max_connections = 2") == 2
+    project.write_text(text)
+    with ConnectionSampler({"source": src.port, "target": tgt.port}, every=0.002) as sampler:
+        r = cli("migrate", project, *ONLY, "--json")
+    assert r.code == ExitCode.OK, r.out + r.err
+    assert r.json()["calendars"]["copied"] == total
+    assert 0 < sampler.peak["source"] <= 2 and 0 < sampler.peak["target"] <= 2, sampler.peak
+
+
 def test_lost_answers_are_sent_again_and_land_once(dovecot_factory, radicale, tmp_path) -> None:
     """Every 4th PUT's connection closes without an answer, half of them after the target stored
     the item: the connector sends each again, a resend of one that had landed is recognised (by
