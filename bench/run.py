@@ -438,7 +438,11 @@ class Bench:
             proj = self.project(f"parallel-{rep}", target, users, parallel=PARALLEL_USERS)
             argv = [*self.mailferry, "migrate", str(proj), "--json"]
             self.commands.setdefault("mailferry 8 accounts", shlex.join(argv) + "   # accounts_in_parallel = 8")
-            r = run_tool("mailferry-8acct", rep, argv, timeout=self.args.timeout, logdir=self.logs, env=self.mf_env())
+            holder: list[Any] = []
+            assert self.source is not None
+            with server_time(holder, self.source, target):
+                holder.append(r := run_tool("mailferry-8acct", rep, argv, timeout=self.args.timeout, logdir=self.logs,
+                                            env=self.mf_env()))
             self.check_count(r, target, users)
             self.attach_json(r)
             self.record(r)
