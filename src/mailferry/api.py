@@ -21,7 +21,6 @@ from typing import Any
 from mailferry.config.model import AccountConfig, Project, PublicConfig, ServerConfig
 from mailferry.connectors.imap import Endpoint, ImapStore, Login, server_greeting
 from mailferry.connectors.wrappers import RetryPolicy
-from mailferry.engine import readiness
 from mailferry.engine.alive import AliveReport, MailboxGuard, admin_connection, bring_alive, check_folder
 from mailferry.engine.migrate import (
     AccountJob,
@@ -39,8 +38,6 @@ from mailferry.engine.verify_run import verify_account
 from mailferry.errors import ExitCode, MailferryError, UsageError
 from mailferry.formats.folders import Rules
 from mailferry.model.mail import Namespace
-from mailferry.model.readiness import READINESS_AREAS, status_of, summary, verdict
-from mailferry.model.readiness import exit_code as readiness_exit_code
 from mailferry.plan.keywords import COMMON_LIMIT as COMMON_KEYWORD_LIMIT
 from mailferry.plan.planner import Adopt, Delete, Forget, Policy, Rebase, SetFlags, Skip
 from mailferry.state.ledger import Finding, SqliteLedger
@@ -337,7 +334,10 @@ def _caps(caps: frozenset[str]) -> dict[str, bool]:
 
 def check(project: Project, names: Sequence[str] | None = None) -> Result:
     # Imported here: migrate, the command run again and again, doesn't pay for the blockers.
+    from mailferry.engine import readiness
     from mailferry.engine.blockers import folder_tally
+    from mailferry.model.readiness import READINESS_AREAS, status_of, summary, verdict
+    from mailferry.model.readiness import exit_code as readiness_exit_code
     from mailferry.verify.blockers import size_threshold
 
     accs, with_public = _split_public(project, names)
@@ -840,7 +840,7 @@ def _types(project: Project, only: Sequence[str] | None) -> tuple[str, ...]:
     """The item types of this run: the project's, narrowed by ``--only``."""
     if not only:
         return project.items
-    from mailferry.model.dav import ITEM_TYPES
+    from mailferry.model.items import ITEM_TYPES
 
     unknown = [t for t in only if t not in ITEM_TYPES]
     if unknown:
@@ -1809,7 +1809,8 @@ def cutover_check(project: Project, names: Sequence[str] | None = None, *, simul
     """What still depends on the source (engine.cutover); with ``simulate_offline`` the source is
     refused to this process and the target's own checks run alone."""
     from mailferry.engine import cutover
-    from mailferry.model.readiness import CUTOVER_AREAS
+    from mailferry.model.readiness import CUTOVER_AREAS, summary
+    from mailferry.model.readiness import exit_code as readiness_exit_code
 
     accs = [a for a in select_accounts(project, names)]
     mail = jobs(project, accs) if "mail" in project.items else []

@@ -75,7 +75,7 @@ from mailferry.config.model import (
 )
 from mailferry.config.secrets import REFERENCE_HELP, SecretRef, file_mode_warning, parse_secret_ref
 from mailferry.errors import ConfigError
-from mailferry.model.dav import ITEM_TYPES
+from mailferry.model.items import ITEM_TYPES
 
 KeyPath = tuple[str | int, ...]
 

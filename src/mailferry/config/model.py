@@ -434,7 +434,7 @@ class Project:
     messages: MessageRules
     performance: Performance
     directory: DirectoryConfig | None = None
-    items: tuple[str, ...] = ("mail", "permissions", "metadata")  # of mailferry.model.dav.ITEM_TYPES, in that order
+    items: tuple[str, ...] = ("mail", "permissions", "metadata")  # of mailferry.model.items.ITEM_TYPES, in that order
     calendars: CalendarRules = field(default_factory=CalendarRules)
     # Named sets of source accounts (waves), as the console groups them: name -> accounts.
     batches: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))

@@ -22,10 +22,12 @@ Contract (every implementation, the in-memory one and IMAP alike):
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from mailferry.model.dav import BusyPeriod, Changes, Collection, DavItem, DavServerInfo, FreeBusyAccess, Share
 from mailferry.model.mail import AppendItem, FolderInfo, FolderStatus, MessageMeta, ServerInfo
+
+if TYPE_CHECKING:  # the calendar model: not imported by a mail-only run
+    from mailferry.model.dav import BusyPeriod, Changes, Collection, DavItem, DavServerInfo, FreeBusyAccess, Share
 
 
 class ReadStore(Protocol):

@@ -19,17 +19,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from mailferry.model.items import ITEM_TYPES as ITEM_TYPES
+from mailferry.model.items import ItemType as ItemType
+
 CollectionKind = Literal["calendar", "addressbook"]
 Access = Literal["freebusy", "read", "read-write", "admin"]
 ACCESS_ORDER: tuple[Access, ...] = ("freebusy", "read", "read-write", "admin")
 
-# The kinds of item a project moves; all by default (``migrate --only`` narrows a run).
-# "filters": each account's Sieve scripts (ManageSieve), after its mail (they name its folders).
-# "public": the public (shared) folders as their own unit, moved when the project has [public].
-# "permissions": the folder ACLs (RFC 4314) of each account's own folders, carried after its mail;
-# "metadata": their METADATA comments (RFC 5464).
-ItemType = Literal["mail", "calendars", "contacts", "filters", "public", "permissions", "metadata"]
-ITEM_TYPES: tuple[ItemType, ...] = ("mail", "calendars", "contacts", "filters", "public", "permissions", "metadata")
 
 
 @dataclass(frozen=True, slots=True)
