@@ -291,8 +291,10 @@ class ProgressEvents:
 
     def send(self, kind: str, account: str, *values: Any) -> None:
         try:
-            self.client.xadd(self.key, {"e": json.dumps([kind, account, *values])}, maxlen=200_000, approximate=True)
-            self.client.expire(self.key, 7 * 24 * 3600)
+            pipe = self.client.pipeline(transaction=False)  # one round trip a batch, on the copy path
+            pipe.xadd(self.key, {"e": json.dumps([kind, account, *values])}, maxlen=200_000, approximate=True)
+            pipe.expire(self.key, 7 * 24 * 3600)
+            pipe.execute()
         except Exception as e:  # noqa: BLE001 - progress is for show; the ledger holds the facts
             log.debug("progress event lost: %s", e)
 
