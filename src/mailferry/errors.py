@@ -96,6 +96,11 @@ class TemporaryFailure(ServerError):
     exit_code = ExitCode.TEMPFAIL
 
 
+class LedgerUnavailable(TemporaryFailure):
+    """The ledger's database does not answer (PostgreSQL down or unreachable): no work can be
+    recorded, so none is done until it answers."""
+
+
 class Throttled(TemporaryFailure):
     """The server said it is overloaded (HTTP 429 or 503): the same request later will do.
     ``retry_after``: the seconds it asked for (its ``Retry-After``), None when it named none."""

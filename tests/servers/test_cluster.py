@@ -199,10 +199,11 @@ def test_ledger_export_and_import_move_a_project_between_sqlite_and_postgresql(p
 
 
 def test_unreachable_database_is_a_temporary_failure_naming_no_password(pg: Any) -> None:
-    from mailferry.errors import TemporaryFailure
+    from mailferry.errors import ExitCode, LedgerUnavailable
 
-    with pytest.raises(TemporaryFailure, match="ledger database is unreachable") as caught:
+    with pytest.raises(LedgerUnavailable, match="ledger database is unreachable") as caught:
         PostgresLedger(pg.url.replace(str(pg.port), "1"), pg.password)
+    assert caught.value.exit_code == ExitCode.TEMPFAIL  # a temporary failure: workers wait for it
     assert pg.password not in str(caught.value)
 
 

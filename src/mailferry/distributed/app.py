@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from mailferry.config.model import Project
-from mailferry.errors import MailferryError, TemporaryFailure
+from mailferry.errors import LedgerUnavailable, MailferryError, TemporaryFailure
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def _account_task(self: Any, project_name: str, run_id: int, unit: str, types: l
     try:
         return run_unit(project, run_id, unit, types, full, hostname=str(self.request.hostname or ""))
     except TemporaryFailure as e:
-        if "ledger database" in e.message:
+        if isinstance(e, LedgerUnavailable):
             _pause_consuming(self.app, project, str(self.request.hostname or ""), e)
         raise self.retry(exc=e, countdown=5, max_retries=None) from None
 
@@ -251,7 +251,7 @@ class ClusterPacing:
         return self.limits.slots(dav_slots_of(self.project))
 
 
-def _pause_consuming(app: Any, project: Project, hostname: str, e: TemporaryFailure) -> None:
+def _pause_consuming(app: Any, project: Project, hostname: str, e: LedgerUnavailable) -> None:
     """The ledger database doesn't answer: this worker takes no more work until it does (its
     running tasks fail the same way and go back to the queue), and says why, then resumes."""
     queue = queue_name(project)

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mailferry.errors import LockedError, TemporaryFailure
+from mailferry.errors import LedgerUnavailable, LockedError
 from mailferry.state.ledger import _MIGRATIONS, SCHEMA_VERSION, SqliteLedger, _Rows, _split, locked_error
 
 # Each table's key (what INSERT OR REPLACE replaces on); tables with a generated ``id``.
@@ -149,9 +149,9 @@ class _PgSerialized:
             self.conn.close()
 
 
-def _unreachable(e: Exception) -> TemporaryFailure:
+def _unreachable(e: Exception) -> LedgerUnavailable:
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return TemporaryFailure(
+    return LedgerUnavailable(
         f"the ledger database is unreachable: {first}",
         hint="check that PostgreSQL is running and reachable from this machine; work stops until it is",
     )
