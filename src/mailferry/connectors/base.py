@@ -21,7 +21,7 @@ Contract (every implementation, the in-memory one and IMAP alike):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from mailferry.model.mail import AppendItem, FolderInfo, FolderStatus, MessageMeta, ServerInfo
@@ -114,6 +114,12 @@ class WriteStore(ReadStore, Protocol):
 
     def append(self, folder: str, items: Sequence[AppendItem]) -> list[int | None]:
         """Append in one MULTIAPPEND where the server has it; see the module contract."""
+        ...
+
+    def append_send(self, folder: str, items: Sequence[AppendItem]) -> Callable[[], list[int | None]] | None:
+        """Send the append now and return what reads its answer later (what :meth:`append`
+        gives or raises), so that the next one can go out meanwhile; None where the store can't
+        send without waiting (then :meth:`append`)."""
         ...
 
     def store_flags(self, folder: str, changes: Iterable[tuple[int, tuple[str, ...]]]) -> None:

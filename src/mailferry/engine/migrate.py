@@ -1161,32 +1161,43 @@ class AccountRun:
             AppendItem(body, self._storable(job, mm.uid, mm.flags, job.perm), mm.internaldate, mm.uid)
             for mm, body in items
         ]
-        send = w.append_send if isinstance(w, ImapStore) else None
-        try:
-            answer = send(target_folder, appends) if send is not None else None
-            if answer is not None:
-                return _Inflight(job, items, appends, answer)
-            uids = w.append(target_folder, appends)
-        except ItemRefused:
-            self._append_singly(w, job, items)
+        sent: list[_Inflight] = []
+
+        def send() -> list[int | None] | None:
+            answer = w.append_send(target_folder, appends)
+            if answer is None:  # the store can't pipeline: the answer now
+                return w.append(target_folder, appends)
+            sent.append(_Inflight(job, items, appends, answer))
             return None
-        except TemporaryFailure as e:
-            self._append_uncertain(w, job, e)
-            return None
-        self._appended(job, items, appends, uids)
-        return None
+
+        self._append_outcome(w, job, items, appends, send)
+        return sent[0] if sent else None
 
     def _append_answer(self, w: WriteStore, sent: _Inflight) -> None:
         """The answer to a batch sent by :meth:`_append_send`."""
+        self._append_outcome(w, sent.job, sent.items, sent.appends, sent.answer)
+
+    def _append_outcome(
+        self,
+        w: WriteStore,
+        job: _FolderJob,
+        items: list[tuple[MessageMeta, bytes]],
+        appends: list[AppendItem],
+        call: Callable[[], list[int | None] | None],
+    ) -> None:
+        """``call()`` appends (or reads an append's answer): the UIDs are recorded; a refusal is
+        tried message by message; a temporary failure leaves the batch uncertain. None from
+        ``call``: sent, answer to come."""
         try:
-            uids = sent.answer()
+            uids = call()
         except ItemRefused:
-            self._append_singly(w, sent.job, sent.items)
+            self._append_singly(w, job, items)
             return
         except TemporaryFailure as e:
-            self._append_uncertain(w, sent.job, e)
+            self._append_uncertain(w, job, e)
             return
-        self._appended(sent.job, sent.items, sent.appends, uids)
+        if uids is not None:
+            self._appended(job, items, appends, uids)
 
     def _append_uncertain(self, w: WriteStore, job: _FolderJob, e: TemporaryFailure) -> None:
         # The batch may or may not have landed: leave the intents pending; resolved by re-planning.
