@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dav_org  # noqa: E402
 from dav import RADICALE_ADMIN, radicale_collection_root, start_radicale  # noqa: E402
 
-from mailferry.sandbox.connections import ConnectionSampler, established  # noqa: E402
+from mailferry.sandbox.connections import ConnectionSampler  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MAILFERRY = str(Path(sys.executable).with_name("mailferry"))
@@ -162,31 +162,6 @@ def dav_on_target(root: Path) -> dict[str, dict[str, int]]:
         per = out.setdefault(props.parent.parent.name, {"events": 0, "contacts": 0})
         per[kind] += n
     return out
-
-
-class Sampler(ConnectionSampler):
-    """:class:`ConnectionSampler`'s peaks, and for each port the first and last sample that saw
-    a connection: the target Radicale's busy window is the time the DAV pass took."""
-
-    def __init__(self, ports: dict[str, int], *, every: float = 0.1) -> None:
-        super().__init__(ports, every=every)
-        self.first: dict[str, float] = {}
-        self.last: dict[str, float] = {}
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            now = time.monotonic()
-            for name, port in self.ports.items():
-                n = established(port)
-                self.peak[name] = max(self.peak[name], n)
-                if n:
-                    self.first.setdefault(name, now)
-                    self.last[name] = now
-            self.samples += 1
-            time.sleep(self.every)
-
-    def busy(self, name: str) -> float:
-        return self.last[name] - self.first[name] if name in self.first else 0.0
 
 
 def warm(src: Any, users: dict[str, str]) -> None:
@@ -385,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(3)
                 argv = [MAILFERRY, "migrate", str(project), "--distributed", "--json"]
             try:
-                sampler = Sampler(ports, every=0.1)
+                sampler = ConnectionSampler(ports, every=0.1)
                 with sampler:
                     seconds, code, data = timed(argv, d / "migrate.log")
                 noop, noop_code, noop_data = timed(argv, d / "noop.log")

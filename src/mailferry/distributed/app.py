@@ -182,8 +182,7 @@ def slots_of(project: Project) -> list[tuple[str, int, int]]:
     from mailferry import api
 
     s, t = project.source, project.target
-    per_worker = project.distributed.accounts_per_worker if project.distributed else 1
-    per_target = api.options(project, accounts_at_once=per_worker).connections_per_account + 1
+    per_target = api.options(project, accounts_at_once=_per_worker(project)).connections_per_account + 1
     return [
         (server_key(s.host, s.port), s.max_connections, 1),
         (server_key(t.host, t.port), t.max_connections, per_target),
@@ -200,11 +199,15 @@ def dav_slots_of(project: Project) -> list[tuple[str, int, int]]:
     s, t = project.source.dav, project.target.dav
     if s is None or t is None:
         return []
-    per_worker = project.distributed.accounts_per_worker if project.distributed else 1
     return [
         (dav_key(s.url), s.max_connections, 2),
-        (dav_key(t.url), t.max_connections, api.dav_writers(project, per_worker)),
+        (dav_key(t.url), t.max_connections, api.dav_writers(project, _per_worker(project))),
     ]
+
+
+def _per_worker(project: Project) -> int:
+    """Accounts a worker runs at once (who share its connections, as a local run's do)."""
+    return project.distributed.accounts_per_worker if project.distributed else 1
 
 
 class ClusterPacing:
@@ -224,23 +227,20 @@ class ClusterPacing:
             if server.dav is not None
         }
 
-    def pace_mail(self, messages: int, nbytes: int) -> None:
+    def _pace(self, server: str, items: int, nbytes: int) -> None:
         self.limits.pace(
-            self.target, messages=messages, nbytes=nbytes, rate_messages=self.rate_messages, rate_bytes=self.rate_bytes
+            server, messages=items, nbytes=nbytes, rate_messages=self.rate_messages, rate_bytes=self.rate_bytes
         )
+
+    def pace_mail(self, messages: int, nbytes: int) -> None:
+        self._pace(self.target, messages, nbytes)
 
     def mail_throttled(self) -> None:
         self.limits.slow_down(self.target, self.THROTTLE_PAUSE)
 
     def pace_dav(self, side: str, items: int, nbytes: int) -> None:
-        if side == "target":
-            self.limits.pace(
-                self.dav[side],
-                messages=items,
-                nbytes=nbytes,
-                rate_messages=self.rate_messages,
-                rate_bytes=self.rate_bytes,
-            )
+        if side == "target":  # the cluster's rates are for writes
+            self._pace(self.dav[side], items, nbytes)
         else:
             self.limits.wait_pause(self.dav[side])
 

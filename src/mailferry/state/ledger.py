@@ -988,24 +988,22 @@ class SqliteLedger:
     def mailbox_holders(self, accounts: Collection[str] | None = None) -> list[tuple[str, str, str]]:
         if accounts is None:
             return self._holders_where("", ())
-        rows: list[tuple[str, str, str]] = []
-        names = sorted(accounts)
-        for i in range(0, len(names), 500):  # bounded statements, whatever the number of accounts
-            part = names[i : i + 500]
-            rows += self._holders_where(
-                "WHERE mailbox_id IN (SELECT mailbox_id FROM target_mailboxes WHERE target_user IN "
-                f"({','.join('?' * len(part))}))",
-                part,
-            )
-        return sorted(set(rows))
+        return self._holders_in(
+            "WHERE mailbox_id IN (SELECT mailbox_id FROM target_mailboxes WHERE target_user IN ({}))", accounts
+        )
 
     def mailbox_holders_of(self, ids: Collection[str]) -> list[tuple[str, str, str]]:
-        rows: list[tuple[str, str, str]] = []
-        wanted = sorted(ids)
-        for i in range(0, len(wanted), 500):
-            part = wanted[i : i + 500]
-            rows += self._holders_where(f"WHERE mailbox_id IN ({','.join('?' * len(part))})", part)
-        return rows
+        return self._holders_in("WHERE mailbox_id IN ({})", ids)
+
+    def _holders_in(self, where: str, values: Collection[str]) -> list[tuple[str, str, str]]:
+        """``where`` with its ``{}`` holding up to 500 placeholders a statement, whatever the
+        number of values; the rows of all statements together."""
+        rows: set[tuple[str, str, str]] = set()
+        names = sorted(values)
+        for i in range(0, len(names), 500):
+            part = names[i : i + 500]
+            rows.update(self._holders_where(where.format(",".join("?" * len(part))), part))
+        return sorted(rows)
 
     def _holders_where(self, where: str, args: Sequence[str]) -> list[tuple[str, str, str]]:
         rows = self._db.execute(
@@ -1169,9 +1167,7 @@ class SqliteLedger:
                         hint="import into a new, empty ledger",
                     )
             for table, cols, rows in tables:
-                db.executemany(
-                    f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})", rows
-                )
+                db.executemany(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})", rows)
                 counts[table] = len(rows)
         self._after_load()
         return counts
