@@ -279,7 +279,8 @@ def _event(rng: random.Random, i: int, col: Collection, users: tuple[str, ...]) 
         master.add_component(alarm)
     people: list[str] = []
     if meeting:
-        people = rng.sample([u for u in users if u != col.owner], rng.randint(2, 6))
+        others = [u for u in users if u != col.owner]
+        people = rng.sample(others, min(len(others), rng.randint(2, 6)))  # a small organization has fewer
         org = vCalAddress(f"mailto:{address(col.owner)}")
         org.params["CN"] = vText(col.owner.replace("user", "User "))
         master.add("organizer", org)
