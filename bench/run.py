@@ -103,6 +103,7 @@ def run_tool(tool: str, rep: int, argv: list[str], *, timeout: float, logdir: Pa
     r.timed_out = fired.is_set()
     r.max_rss_mb = usage.ru_maxrss / 1024.0
     r.extra["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 2)  # the tool's own CPU (user + system)
+    r.extra["user_s"], r.extra["sys_s"] = round(usage.ru_utime, 2), round(usage.ru_stime, 2)
     with contextlib.suppress(OSError, ValueError):
         r.max_rss_mb = int(rss_path.read_text().split()[-1]) / 1024.0
     r.extra["stdout_file"] = str(out_path)
@@ -204,6 +205,8 @@ class Bench:
         self.mailferry = [mf] if mf else [sys.executable, "-c", "from mailferry.cli.main import run; run()"]
         self.source: DovecotServer | None = None
         self.expected: dict[str, int] = {}
+        self.corpus_root: Path | None = None
+        self.passwords = {USER: USER_PW} | {f"u{k + 1}": f"u{k + 1}pw" for k in range(PARALLEL_USERS)}
 
     # ---- lifecycle
 
@@ -256,7 +259,11 @@ class Bench:
         base = self.work / "source"
         if base.exists():
             shutil.rmtree(base)
-        users = {USER: USER_PW} | {f"u{k + 1}": f"u{k + 1}pw" for k in range(PARALLEL_USERS)}
+        users = dict(self.passwords)
+        self.corpus_root = root
+        if "floor" in self.args.tool_list:  # its CRLF copy of the corpus, once (not timed)
+            subprocess.run([sys.executable, str(Path(__file__).resolve().parent / "floor.py"), "prepare", str(root)],
+                           check=True, capture_output=True)
         t0 = time.perf_counter()
         # Write the maildirs before Dovecot starts (it then only has to index them).
         homes = base / "home"
@@ -449,6 +456,33 @@ class Bench:
         finally:
             self.drop_server(target)
 
+    def run_floor(self, rep: int, users: list[str], tool: str) -> None:
+        """bench/floor.py: ``floor*``, the target's floor over IMAP (the same messages
+        MULTIAPPENDed from the corpus files, with no source server, no state and the least client
+        work); ``route*``, the route's (the least IMAP-to-IMAP copy: FETCH, then MULTIAPPEND)."""
+        assert self.corpus_root is not None and self.source is not None
+        target = self.fresh_target(f"{tool}-{rep}", {u: self.passwords[u] for u in users})
+        try:
+            script = [sys.executable, str(Path(__file__).resolve().parent / "floor.py")]
+            conns = ["--port", str(target.port), "--connections", str(self.args.floor_connections)]
+            if tool.startswith("route"):
+                argv = [*script, "copy", "--from-port", str(self.source.port), *conns,
+                        *(f"{u}:{self.passwords[u]}" for u in users)]
+            else:
+                argv = [*script, "append", *conns, str(self.corpus_root),
+                        *(f"{u}:{self.passwords[u]}" + (f":{k}/{len(users)}" if len(users) > 1 else "")
+                          for k, u in enumerate(users))]
+            self.commands.setdefault(tool, shlex.join(argv))
+            holder: list[Any] = []
+            assert self.source is not None
+            with server_time(holder, self.source, target):
+                holder.append(r := run_tool(tool, rep, argv, timeout=self.args.timeout, logdir=self.logs))
+            self.check_count(r, target, users)
+            self.attach_json(r)
+            self.record(r)
+        finally:
+            self.drop_server(target)
+
     def record(self, r: Run) -> None:
         self.runs.append(r)
         status = "ok" if r.ok else f"FAILED ({r.note})"
@@ -525,6 +559,22 @@ def summarize(bench: Bench, corpus: dict[str, Any]) -> dict[str, Any]:
               # Same messages in total: time ratio single/8acct is the throughput ratio, per repetition.
               "8acct_vs_single_paired_median": (round(1 / statistics.median([p["ratio"] for p in par_pairs]), 3)
                                                 if par_pairs else None)}
+    # The target's floor over IMAP (bench/floor.py), each ratio paired within a repetition.
+    floor_pairs = {
+        "mailferry/floor": paired_ratios(by_tool.get("mailferry", []), by_tool.get("floor", [])),
+        "floor/dsync": paired_ratios(by_tool.get("floor", []), by_tool.get("dsync", [])),
+        "mailferry-8acct/floor-8acct": paired_ratios(by_tool.get("mailferry-8acct", []),
+                                                     by_tool.get("floor-8acct", [])),
+        "floor-8acct/floor": paired_ratios(by_tool.get("floor-8acct", []), by_tool.get("floor", [])),
+        "mailferry/route": paired_ratios(by_tool.get("mailferry", []), by_tool.get("route", [])),
+        "route/dsync": paired_ratios(by_tool.get("route", []), by_tool.get("dsync", [])),
+        "mailferry-8acct/route-8acct": paired_ratios(by_tool.get("mailferry-8acct", []),
+                                                     by_tool.get("route-8acct", [])),
+        "route-8acct/route": paired_ratios(by_tool.get("route-8acct", []), by_tool.get("route", [])),
+    }
+    for name, fp in floor_pairs.items():
+        if fp:
+            ratios[name + "_paired_median"] = median([p["ratio"] for p in fp])
     dsync_ratio = ratios["mailferry/dsync_paired_median"] or ratios["mailferry/dsync"]
     targets = {
         "mailferry_le_0.75x_dsync": dsync_ratio is not None and dsync_ratio <= TARGET_DSYNC_RATIO,
@@ -534,6 +584,7 @@ def summarize(bench: Bench, corpus: dict[str, Any]) -> dict[str, Any]:
         "rss_lt_250mb": bool(rss) and max(rss) < TARGET_RSS_MB,
     }
     return {"tools": tools, "ratios": ratios, "pairs": pairs, "pairs_8acct": par_pairs, "targets": targets,
+            "pairs_floor": {k: v for k, v in floor_pairs.items() if v},
             "verify_deep": verify,
             "peak_rss_mailferry_mb": max(rss) if rss else None}
 
@@ -582,6 +633,9 @@ def print_table(summary: dict[str, Any], corpus: dict[str, Any], bench: Bench) -
         log("pairs (8 accounts / 1 account time): "
             + ", ".join(f"rep {p['rep']}: {p['mine_s']:.1f}/{p['peer_s']:.1f} = {p['ratio']:.3f}"
                         for p in summary["pairs_8acct"]))
+    for name, fp in summary.get("pairs_floor", {}).items():
+        log(f"pairs ({name} time): " + ", ".join(f"rep {p['rep']}: {p['mine_s']:.1f}/{p['peer_s']:.1f} = "
+                                                 f"{p['ratio']:.3f}" for p in fp))
     log("")
     for k, v in summary["ratios"].items():
         log(f"ratio {k:<28} {v if v is not None else 'n/a'}")
@@ -609,7 +663,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds before one tool run is killed")
     ap.add_argument("--tools", default="mailferry,dsync,mbsync,cp,parallel",
-                    help="comma-separated subset of mailferry,dsync,mbsync,cp,parallel")
+                    help="comma-separated subset of mailferry,dsync,mbsync,cp,parallel,floor,route (floor: "
+                         "the target's own floor over IMAP; route: the least IMAP-to-IMAP copy; both "
+                         "bench/floor.py, for one account and, with parallel, for the eight)")
+    ap.add_argument("--floor-connections", type=int, default=2,
+                    help="connections per account for floor and route (default 2, mailferry's default)")
     ap.add_argument("--performance", action="append", default=[], metavar="KEY = VALUE",
                     help="extra [performance] line for mailferry's project (repeatable), e.g. "
                          "'connections_per_account = 3'; the default run uses none (default settings)")
@@ -620,6 +678,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="extra doveadm argument (repeatable), e.g. --dsync-extra=-o --dsync-extra=imapc_list_prefix=")
     args = ap.parse_args(argv)
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    args.tool_list = tools
     args.out.mkdir(parents=True, exist_ok=True)
     bench = Bench(args)
     started = time.time()
@@ -632,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bench.precompile()
         corpus = bench.prepare_source()
-        order = [t for t in ("mailferry", "dsync", "mbsync", "cp") if t in tools]
+        order = [t for t in ("mailferry", "dsync", "floor", "route", "mbsync", "cp") if t in tools]
         for rep in range(args.repeat):
             log(f"repetition {rep + 1}/{args.repeat}")
             # Rotate the order so no tool always runs first (cold caches) or last.
@@ -648,11 +707,16 @@ def main(argv: list[str] | None = None) -> int:
                     bench.run_mbsync(rep)
                 elif tool == "cp":
                     bench.run_cp(rep)
+                elif tool in ("floor", "route"):
+                    bench.run_floor(rep, [USER], tool)
             # After the pair, so that mailferry and its peers run back to back.
             if kept is not None:
                 bench.after_mailferry(rep, *kept, verify=verify, noop=noop)
             if "parallel" in tools:
                 bench.run_parallel(rep)
+                for tool in ("floor", "route"):
+                    if tool in tools:
+                        bench.run_floor(rep, [f"u{k + 1}" for k in range(PARALLEL_USERS)], f"{tool}-8acct")
     finally:
         bench.close()
     summary = summarize(bench, corpus)
