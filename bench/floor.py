@@ -39,7 +39,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -219,6 +219,33 @@ def batches(files: list[Path]) -> list[list[Path]]:
     return out
 
 
+def _create(port: int, user: str, password: str, folders: list[str]) -> None:
+    admin = Conn(port, user, password)
+    for folder in folders:
+        if folder != "INBOX":
+            admin.command(b"CREATE " + _quoted(folder))
+    admin.close()
+
+
+def _share(weights: dict[str, int], connections: int) -> list[list[str]]:
+    """Whole folders per connection: the heaviest first, each to the least loaded."""
+    loads = [0] * connections
+    share: list[list[str]] = [[] for _ in range(connections)]
+    for folder in sorted(weights, key=lambda f: -weights[f]):
+        i = loads.index(min(loads))
+        share[i].append(folder)
+        loads[i] += weights[folder]
+    return share
+
+
+def _each(fn: Callable[[list[str]], None], share: list[list[str]]) -> None:
+    threads = [threading.Thread(target=fn, args=(s,)) for s in share if s]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def account(port: int, corpus: Path, spec: str, connections: int, errors: list[str]) -> tuple[int, int]:
     user, password, *part = spec.split(":")
     k, m = (int(x) for x in part[0].split("/")) if part else (0, 1)
@@ -226,17 +253,8 @@ def account(port: int, corpus: Path, spec: str, connections: int, errors: list[s
     for i, (folder, _) in enumerate(corpus_mod.FOLDERS):
         files = sorted(folder_files(corpus, i).iterdir())
         folders[folder] = [f for j, f in enumerate(files) if j % m == k]
-    admin = Conn(port, user, password)
-    for folder in folders:
-        if folder != "INBOX":
-            admin.command(b"CREATE " + _quoted(folder))
-    admin.close()
-    loads = [0] * connections
-    share: list[list[str]] = [[] for _ in range(connections)]
-    for folder in sorted(folders, key=lambda f: -sum(p.stat().st_size for p in folders[f])):
-        i = loads.index(min(loads))
-        share[i].append(folder)
-        loads[i] += sum(p.stat().st_size for p in folders[folder])
+    _create(port, user, password, list(folders))
+    share = _share({f: sum(p.stat().st_size for p in fs) for f, fs in folders.items()}, connections)
 
     def writer(mine: list[str]) -> None:
         try:
@@ -253,11 +271,7 @@ def account(port: int, corpus: Path, spec: str, connections: int, errors: list[s
         except BaseException as exc:  # reported, and the run fails
             errors.append(f"{user}: {exc!r}\n{traceback.format_exc()}")
 
-    threads = [threading.Thread(target=writer, args=(s,)) for s in share if s]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _each(writer, share)
     files = [f for fs in folders.values() for f in fs]
     return len(files), sum(f.stat().st_size for f in files)
 
@@ -266,18 +280,9 @@ def copy(port: int, source_port: int, spec: str, connections: int, errors: list[
     """The route's floor: copy one account from the source server, a reader and a writer per
     connection pair, each pair given whole folders, one batch read ahead."""
     user, password, *_ = spec.split(":")
-    sizes = {f: w for f, w in corpus_mod.FOLDERS}
-    admin = Conn(port, user, password)
-    for folder in sizes:
-        if folder != "INBOX":
-            admin.command(b"CREATE " + _quoted(folder))
-    admin.close()
-    loads = [0] * connections
-    share: list[list[str]] = [[] for _ in range(connections)]
-    for folder in sorted(sizes, key=lambda f: -sizes[f]):  # the corpus's folder weights
-        i = loads.index(min(loads))
-        share[i].append(folder)
-        loads[i] += sizes[folder]
+    weights = dict(corpus_mod.FOLDERS)  # the corpus's folder weights
+    _create(port, user, password, list(weights))
+    share = _share(weights, connections)
     totals = [0, 0]
 
     def pair(mine: list[str]) -> None:
@@ -291,6 +296,8 @@ def copy(port: int, source_port: int, spec: str, connections: int, errors: list[
                     for folder in mine:
                         for batch in r.messages(folder):
                             q.put((folder, batch))
+                except BaseException as exc:  # reported, and the run fails
+                    errors.append(f"{user} (reading): {exc!r}\n{traceback.format_exc()}")
                 finally:
                     q.put(None)
 
@@ -312,11 +319,7 @@ def copy(port: int, source_port: int, spec: str, connections: int, errors: list[
         except BaseException as exc:  # reported, and the run fails
             errors.append(f"{user}: {exc!r}\n{traceback.format_exc()}")
 
-    threads = [threading.Thread(target=pair, args=(s,)) for s in share if s]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _each(pair, share)
     return totals[0], totals[1]
 
 
