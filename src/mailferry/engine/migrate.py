@@ -1025,9 +1025,8 @@ class AccountRun:
         """Copy the jobs' messages: one reader fetches batches (folders interleaved, see
         :meth:`_interleaved`) into a small queue per writer, ``connections_per_account`` writers
         append them. Sets ``job.uncertain`` where an append ended without an answer (the folder
-        is then re-planned). ``jobs`` is consumed by
-        the reader thread, lazily; a writer connects when it gets its first batch (none when
-        there is nothing to copy)."""
+        is then re-planned). ``jobs`` is consumed by the reader thread, lazily; a writer
+        connects when it gets its first batch (none when there is nothing to copy)."""
         src = self.source_store()
         nwriters = max(1, self.opts.connections_per_account)
         # Two batches waiting per writer: one writer's slow batch (large attachments) does not
