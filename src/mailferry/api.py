@@ -1005,7 +1005,7 @@ def _settings_engines(project: Project, ledger: SqliteLedger, types: Sequence[st
     keep their names unless ``[permissions.groups]`` renames them."""
     from mailferry.engine.acl import AclEngine
     from mailferry.engine.metadata import MetadataEngine
-    from mailferry.plan.dav import principal_map
+    from mailferry.plan.principals import principal_map
 
     out: dict[str, Any] = {}
     retry = options(project).retry
@@ -1520,7 +1520,8 @@ def _dav_engine(
 ) -> Any:
     from mailferry.connectors.dav import DavStore
     from mailferry.engine.dav import DavEngine, DavOptions
-    from mailferry.plan.dav import DavPolicy, address_map, principal_map
+    from mailferry.plan.dav import DavPolicy, address_map
+    from mailferry.plan.principals import principal_map
 
     rules = project.calendars
     identity = ledger.identity()

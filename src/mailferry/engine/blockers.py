@@ -30,8 +30,8 @@ from mailferry.errors import MailferryError
 from mailferry.formats.sieve import requires
 from mailferry.model.readiness import Check
 from mailferry.plan.acl import AclSkip, SetAcl
-from mailferry.plan.dav import principal_map
 from mailferry.plan.keywords import is_keyword
+from mailferry.plan.principals import principal_map
 from mailferry.verify.blockers import AREA, AccountFacts, AclItem, FolderName, Script, TargetNames, judge
 from mailferry.verify.blockers import calendar_components as judge_components
 
