@@ -7,9 +7,10 @@ preceded by a recorded intent (``pending`` rows) and followed by the recorded fa
 with the target UID from APPENDUID), so a crash at any moment is resolved on the next run by
 looking at the target: the intent either landed (adopt it) or not (copy again). Never a guess.
 
-Copying is a pipeline per folder: one reader fetches message bodies in batches from the source
+Copying is one pipeline per account: one reader fetches message bodies in batches from the source
 (bounded by count and bytes, so memory stays bounded whatever the message sizes) into a small
-queue; ``connections_per_account`` writers MULTIAPPEND them to the target in parallel.
+queue per writer; ``connections_per_account`` writers MULTIAPPEND them to the target in parallel,
+each keeping whole folders while there are folders left (:func:`in_lanes`).
 """
 
 from __future__ import annotations
@@ -1014,16 +1015,9 @@ class AccountRun:
         if batch:
             yield batch
 
-    def _interleaved(
-        self, jobs: Iterable[_FolderJob], *, alone: bool
-    ) -> Iterator[tuple[int, _FolderJob, list[MessageMeta]]]:
-        """The batches of all folders in writers' lanes (see :func:`in_lanes`)."""
-        writers = max(1, self.opts.connections_per_account)
-        return in_lanes(jobs, writers, lambda job: self._batches(job.metas, alone=alone))
-
     def _copy_many(self, jobs: Iterable[_FolderJob], *, alone: bool) -> None:
-        """Copy the jobs' messages: one reader fetches batches (folders interleaved, see
-        :meth:`_interleaved`) into a small queue per writer, ``connections_per_account`` writers
+        """Copy the jobs' messages: one reader fetches batches (in writers' lanes, see
+        :func:`in_lanes`) into a small queue per writer, ``connections_per_account`` writers
         append them. Sets ``job.uncertain`` where an append ended without an answer (the folder
         is then re-planned). ``jobs`` is consumed by the reader thread, lazily; a writer
         connects when it gets its first batch (none when there is nothing to copy)."""
@@ -1039,7 +1033,7 @@ class AccountRun:
 
         def reader() -> None:
             try:
-                for lane, job, batch in self._interleaved(jobs, alone=alone):
+                for lane, job, batch in in_lanes(jobs, nwriters, lambda j: self._batches(j.metas, alone=alone)):
                     if errors:
                         break
                     folder, uids = job.folder.name, [mm.uid for mm in batch]

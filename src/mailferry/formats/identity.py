@@ -39,7 +39,6 @@ _VERSION = "mailferry-identity-v1\n"
 _DISPLAY_MAX = 200
 # Unicode category Cc (C0, DEL, C1) -> U+FFFD, for display.
 _CONTROLS = {c: "\ufffd" for c in (*range(0x20), *range(0x7F, 0xA0))}
-_ANY_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # translate() is slow: only when there is one
 _FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")  # RFC 5322 ftext
 _MSGID = re.compile(rb"<[^<>]*>")
 
@@ -105,9 +104,7 @@ def _display(value: bytes) -> str:
         text = value.decode("latin-1")  # raw 8-bit headers are mostly Latin-1/cp1252
     if "=?" in text:  # decode_header is slow: only for values that hold encoded-words
         text = _decode_words(text)
-    text = " ".join(text.split())
-    if _ANY_CONTROL.search(text):
-        text = text.translate(_CONTROLS)
+    text = " ".join(text.split()).translate(_CONTROLS)
     return text[:_DISPLAY_MAX]
 
 
@@ -121,15 +118,15 @@ def identity(header_fields: bytes, size: int) -> Identity:
     canon = _VERSION + "".join(f"{n.decode('ascii')}:{v.decode('latin-1')}\n" for n, v in fields) + f"size:{size}\n"
     key = hashlib.sha256(canon.encode("utf-8")).hexdigest()[:32]
 
-    firsts: dict[bytes, bytes] = {}
-    for n, v in fields:
-        firsts.setdefault(n, v)
+    def first(name: bytes) -> bytes | None:
+        return next((v for n, v in fields if n == name), None)
+
     message_id = ""
-    raw_id = firsts.get(b"message-id")
+    raw_id = first(b"message-id")
     if raw_id is not None:
         m = _MSGID.search(raw_id)
         message_id = (m.group(0) if m else raw_id).decode("utf-8", errors="replace")
-    subject, date = firsts.get(b"subject"), firsts.get(b"date")
+    subject, date = first(b"subject"), first(b"date")
     return Identity(
         key=key,
         message_id=message_id,
