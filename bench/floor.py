@@ -125,12 +125,11 @@ class Conn:
         self.sock.sendall(t + b" " + text + b"\r\n")
         self.wait(t)
 
-    def append(self, folder: str, batch: list[Path]) -> bytes:
+    def append(self, folder: str, batch: list[tuple[Path, os.stat_result]]) -> bytes:
         """Send one MULTIAPPEND without waiting for its answer; returns its tag."""
         t = self.tag()
         head = t + b" APPEND " + _quoted(folder)
-        for path in batch:
-            st = path.stat()
+        for path, st in batch:
             when = datetime.fromtimestamp(st.st_mtime, tz=UTC).strftime("%d-%b-%Y %H:%M:%S +0000")
             self.sock.sendall(head + b" (" + _flags(path.name).encode() + b') "' + when.encode()
                               + b'" {%d+}\r\n' % st.st_size)
@@ -203,12 +202,12 @@ class Reader(Conn):
             yield out
 
 
-def batches(files: list[Path]) -> list[list[Path]]:
-    out: list[list[Path]] = []
-    cur: list[Path] = []
+def batches(files: list[tuple[Path, os.stat_result]]) -> list[list[tuple[Path, os.stat_result]]]:
+    out: list[list[tuple[Path, os.stat_result]]] = []
+    cur: list[tuple[Path, os.stat_result]] = []
     size = 0
     for f in files:
-        n = f.stat().st_size
+        n = f[1].st_size
         if cur and (len(cur) >= BATCH_MESSAGES or size + n > BATCH_BYTES):
             out.append(cur)
             cur, size = [], 0
@@ -249,12 +248,12 @@ def _each(fn: Callable[[list[str]], None], share: list[list[str]]) -> None:
 def account(port: int, corpus: Path, spec: str, connections: int, errors: list[str]) -> tuple[int, int]:
     user, password, *part = spec.split(":")
     k, m = (int(x) for x in part[0].split("/")) if part else (0, 1)
-    folders: dict[str, list[Path]] = {}
+    folders: dict[str, list[tuple[Path, os.stat_result]]] = {}  # each file's stat taken once
     for i, (folder, _) in enumerate(corpus_mod.FOLDERS):
         files = sorted(folder_files(corpus, i).iterdir())
-        folders[folder] = [f for j, f in enumerate(files) if j % m == k]
+        folders[folder] = [(f, f.stat()) for j, f in enumerate(files) if j % m == k]
     _create(port, user, password, list(folders))
-    share = _share({f: sum(p.stat().st_size for p in fs) for f, fs in folders.items()}, connections)
+    share = _share({f: sum(st.st_size for _, st in fs) for f, fs in folders.items()}, connections)
 
     def writer(mine: list[str]) -> None:
         try:
@@ -272,8 +271,8 @@ def account(port: int, corpus: Path, spec: str, connections: int, errors: list[s
             errors.append(f"{user}: {exc!r}\n{traceback.format_exc()}")
 
     _each(writer, share)
-    files = [f for fs in folders.values() for f in fs]
-    return len(files), sum(f.stat().st_size for f in files)
+    files = [st for fs in folders.values() for _, st in fs]
+    return len(files), sum(st.st_size for st in files)
 
 
 def copy(port: int, source_port: int, spec: str, connections: int, errors: list[str]) -> tuple[int, int]:

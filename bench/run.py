@@ -192,6 +192,7 @@ def count_messages(server: DovecotServer, user: str) -> int:
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
+        self.tools = [t.strip() for t in args.tools.split(",") if t.strip()]
         self.out: Path = args.out.resolve()
         self.work = self.out / "work"
         self.logs = self.out / "logs"
@@ -261,7 +262,7 @@ class Bench:
             shutil.rmtree(base)
         users = dict(self.passwords)
         self.corpus_root = root
-        if "floor" in self.args.tool_list:  # its CRLF copy of the corpus, once (not timed)
+        if "floor" in self.tools:  # its CRLF copy of the corpus, once (not timed)
             subprocess.run([sys.executable, str(Path(__file__).resolve().parent / "floor.py"), "prepare", str(root)],
                            check=True, capture_output=True)
         t0 = time.perf_counter()
@@ -677,10 +678,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dsync-extra", action="append", default=[],
                     help="extra doveadm argument (repeatable), e.g. --dsync-extra=-o --dsync-extra=imapc_list_prefix=")
     args = ap.parse_args(argv)
-    tools = [t.strip() for t in args.tools.split(",") if t.strip()]
-    args.tool_list = tools
     args.out.mkdir(parents=True, exist_ok=True)
     bench = Bench(args)
+    tools = bench.tools
     started = time.time()
 
     def on_term(signum: int, _frame: object) -> None:
