@@ -29,11 +29,13 @@ def batches_of(sizes: list[int]) -> Callable[[int], Iterator[tuple[int, int]]]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.integers(0, 6), max_size=12), st.integers(1, 4))
-def test_each_batch_once_in_order_and_a_folder_on_one_writer_while_others_wait(sizes: list[int], writers: int) -> None:
+@given(st.lists(st.integers(0, 6), max_size=12), st.integers(1, 4), st.integers(1, 4))
+def test_each_batch_once_in_order_and_a_folder_on_one_writer_while_others_wait(
+    sizes: list[int], writers: int, run: int
+) -> None:
     source = Source(sizes)
     out = []
-    for lane, folder, batch in in_lanes(source, writers, batches_of(sizes)):
+    for lane, folder, batch in in_lanes(source, writers, batches_of(sizes), run):
         out.append((lane, folder, batch, source.taken))
     # Every batch exactly once, each folder's in its order.
     assert sorted(b for _, _, b, _ in out) == [(f, k) for f, n in enumerate(sizes) for k in range(n)]
@@ -66,3 +68,19 @@ def test_lanes_take_turns() -> None:
     got = [(lane, folder) for lane, folder, _ in in_lanes(Source([3, 1, 2]), 2, batches_of([3, 1, 2]))]
     # Lane 0 keeps folder 0; lane 1 finishes folder 1, then opens folder 2.
     assert got == [(0, 0), (1, 1), (0, 0), (1, 2), (0, 0), (1, 2)]
+
+
+def test_lanes_take_turns_in_runs() -> None:
+    """Runs of batches from one folder: the reader selects each folder once a run, not a batch."""
+    got = [(lane, folder) for lane, folder, _ in in_lanes(Source([6, 5]), 2, batches_of([6, 5]), 4)]
+    # Lane 0's folder runs out halfway through its second turn: it shares folder 1 for the rest.
+    assert got == [(0, 0)] * 4 + [(1, 1)] * 4 + [(0, 0)] * 2 + [(0, 1)]
+
+
+@given(st.lists(st.integers(0, 9), max_size=8), st.integers(1, 4), st.integers(1, 4))
+def test_every_turn_is_a_whole_run_but_the_last(sizes: list[int], writers: int, run: int) -> None:
+    got = [lane for lane, _, _ in in_lanes(Source(sizes), writers, batches_of(sizes), run)]
+    turns = [got[k : k + run] for k in range(0, len(got), run)]
+    # Cut in runs, each run is one lane's, the lanes in turn: a shorter turn only at the end.
+    assert all(len(set(t)) == 1 for t in turns)
+    assert [t[0] for t in turns] == [k % writers for k in range(len(turns))]
