@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+from imapclient.datetime_util import datetime_to_INTERNALDATE
 
-from mailferry.formats.imap_fetch import FetchParseError, parse_fetch, parse_internaldate
+from mailferry.formats.imap_fetch import FetchParseError, format_internaldate, parse_fetch, parse_internaldate
 
 HDR = b"Message-ID: <a@b>\r\nSubject: hi\r\n\r\n"
 
@@ -60,3 +63,31 @@ def test_uid_inside_other_words_is_not_taken() -> None:
 def test_bad_internaldate(raw: bytes) -> None:
     with pytest.raises(FetchParseError):
         parse_internaldate(raw)
+
+
+_AWARE = st.builds(
+    lambda d, minutes: d.replace(tzinfo=timezone(timedelta(minutes=minutes))),
+    st.datetimes(min_value=datetime(1000, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59)),
+    st.integers(-23 * 60 - 59, 23 * 60 + 59),
+)
+
+
+@given(_AWARE)
+@example(datetime(2024, 4, 2, 10, 0, 0, tzinfo=timezone(timedelta(hours=2))))
+@example(datetime(1999, 12, 31, 23, 59, 59, tzinfo=timezone(-timedelta(hours=7, minutes=30))))
+def test_format_internaldate_is_imapclients_and_reads_back(when: datetime) -> None:
+    wire = format_internaldate(when)
+    assert wire == datetime_to_INTERNALDATE(when).encode()
+    assert parse_internaldate(wire) == when.replace(microsecond=0)
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        datetime(2024, 1, 1),  # naive: no offset to write
+        datetime(2024, 1, 1, tzinfo=timezone(timedelta(seconds=30))),  # an offset IMAP can't write
+        datetime(999, 1, 1, tzinfo=UTC),  # not four digits
+    ],
+)
+def test_format_internaldate_leaves_what_it_cannot_write(when: datetime) -> None:
+    assert format_internaldate(when) is None

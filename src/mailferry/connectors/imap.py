@@ -32,7 +32,7 @@ from mailferry.formats import mutf7
 from mailferry.formats.acl import parse_listrights
 from mailferry.formats.folders import canonical_use, in_namespace
 from mailferry.formats.identity import IDENTITY_FIELDS, identity
-from mailferry.formats.imap_fetch import Fetched, FetchParseError, parse_fetch
+from mailferry.formats.imap_fetch import Fetched, FetchParseError, format_internaldate, parse_fetch
 from mailferry.formats.server_words import server_words
 from mailferry.model.mail import AppendItem, FolderInfo, FolderStatus, MessageMeta, Namespace, ServerInfo
 
@@ -781,7 +781,11 @@ class ImapStore:
         else:
             mailbox = b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
         heads = [
-            b" (" + " ".join(it.flags).encode() + b') "' + datetime_to_INTERNALDATE(it.internaldate).encode() + b'"'
+            b" ("
+            + " ".join(it.flags).encode()
+            + b') "'
+            + (format_internaldate(it.internaldate) or datetime_to_INTERNALDATE(it.internaldate).encode())
+            + b'"'
             for it in items
         ]
         return raw, mailbox, heads

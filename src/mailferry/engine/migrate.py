@@ -1136,10 +1136,17 @@ class AccountRun:
         if self.opts.pace is not None:
             self.opts.pace(len(items), sum(len(body) for _, body in items))
         self.ledger.record_pending(self.account, folder, pending, self.run_id)
-        appends = [
-            AppendItem(body, self._storable(job, mm.uid, mm.flags, job.perm), mm.internaldate, mm.uid)
-            for mm, body in items
-        ]
+        # Most messages of a batch share a few sets of flags: each set's storable part worked out
+        # once, unless keywords of it were dropped (recorded for each message, by _storable).
+        storable: dict[tuple[str, ...], tuple[str, ...]] = {}
+        appends: list[AppendItem] = []
+        for mm, body in items:
+            flags = storable.get(mm.flags)
+            if flags is None:
+                flags = self._storable(job, mm.uid, mm.flags, job.perm)
+                if mm.uid not in job.dropped:
+                    storable[mm.flags] = flags
+            appends.append(AppendItem(body, flags, mm.internaldate, mm.uid))
         sent: list[_Inflight] = []
 
         def send() -> list[int | None] | None:

@@ -26,6 +26,7 @@ with a version tag, so a future change of these rules cannot be mistaken for the
 from __future__ import annotations
 
 import hashlib
+import operator
 import re
 from dataclasses import dataclass
 from email.header import decode_header
@@ -36,6 +37,8 @@ IDENTITY_FIELDS = ("MESSAGE-ID", "DATE", "FROM", "TO", "CC", "SUBJECT")
 
 _WANTED = frozenset(f.lower().encode("ascii") for f in IDENTITY_FIELDS)
 _VERSION = "mailferry-identity-v1\n"
+_VERSION_BYTES = _VERSION.encode("ascii")
+_NAME = operator.itemgetter(0)
 _DISPLAY_MAX = 200
 # Unicode category Cc (C0, DEL, C1) -> U+FFFD, for display.
 _CONTROLS = {c: "\ufffd" for c in (*range(0x20), *range(0x7F, 0xA0))}
@@ -57,22 +60,25 @@ def _fields(header_fields: bytes) -> list[tuple[bytes, bytes]]:
     """Unfold and normalise: ``[(lower-cased name, whitespace-collapsed value), ...]`` in order."""
     fields: list[tuple[bytes, list[bytes]]] = []
     current: list[bytes] | None = None
+    ftext = _FIELD_NAME.fullmatch
     for line in header_fields.split(b"\n"):
-        line = line.removesuffix(b"\r")
-        if not line.strip():
-            continue  # the trailing blank line, present or not
-        if line[:1] in (b" ", b"\t"):
+        first = line[:1]
+        if first == b" " or first == b"\t":
             if current is not None:
-                current.append(line)
+                current.append(line)  # a blank one adds nothing: whitespace is collapsed below
             continue  # a continuation of nothing (or of garbage): ignored
         name, colon, value = line.partition(b":")
+        if not colon:
+            if line.strip():
+                current = None  # garbage; a blank line (the trailing one, present or not) is skipped
+            continue
         name = name.rstrip(b" \t")  # obsolete syntax "Subject :" (RFC 5322 §4.5)
-        if not colon or not _FIELD_NAME.fullmatch(name):
+        if not ftext(name):
             current = None
             continue
         current = [value]
         fields.append((name.lower(), current))
-    return [(name, b" ".join(b" ".join(parts).split())) for name, parts in fields]
+    return [(n, b" ".join(parts[0].split() if len(parts) == 1 else b" ".join(parts).split())) for n, parts in fields]
 
 
 def _decode_words(text: str) -> str:
@@ -98,6 +104,10 @@ def _decode_words(text: str) -> str:
 
 def _display(value: bytes) -> str:
     """Decode a field value for display only: never raises, at most 200 characters."""
+    if value.isascii():
+        text = value.decode("ascii")
+        if text.isprintable() and "=?" not in text:
+            return text[:_DISPLAY_MAX]  # already one space between words (:func:`_fields`)
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError:
@@ -113,20 +123,23 @@ def identity(header_fields: bytes, size: int) -> Identity:
 
     Never raises on any bytes (see the module docstring for what the key ignores).
     """
-    fields = [(n, v) for n, v in _fields(header_fields) if n in _WANTED]
-    fields.sort(key=lambda f: f[0])  # stable: repeated fields keep their order
-    canon = _VERSION + "".join(f"{n.decode('ascii')}:{v.decode('latin-1')}\n" for n, v in fields) + f"size:{size}\n"
-    key = hashlib.sha256(canon.encode("utf-8")).hexdigest()[:32]
-
-    def first(name: bytes) -> bytes | None:
-        return next((v for n, v in fields if n == name), None)
-
+    fields = [f for f in _fields(header_fields) if f[0] in _WANTED]
+    fields.sort(key=_NAME)  # stable: repeated fields keep their order
+    # The canonical text is "name:value\n" per field with values read as latin-1, hashed as
+    # UTF-8: built as bytes, which are that text's UTF-8 already when all are ASCII.
+    canon = b"".join([_VERSION_BYTES, *(b"%s:%s\n" % f for f in fields), b"size:%d\n" % size])
+    if not canon.isascii():
+        canon = canon.decode("latin-1").encode("utf-8")
+    key = hashlib.sha256(canon).hexdigest()[:32]
+    first: dict[bytes, bytes] = {}
+    for name, value in fields:
+        first.setdefault(name, value)
     message_id = ""
-    raw_id = first(b"message-id")
+    raw_id = first.get(b"message-id")
     if raw_id is not None:
         m = _MSGID.search(raw_id)
         message_id = (m.group(0) if m else raw_id).decode("utf-8", errors="replace")
-    subject, date = first(b"subject"), first(b"date")
+    subject, date = first.get(b"subject"), first.get(b"date")
     return Identity(
         key=key,
         message_id=message_id,
