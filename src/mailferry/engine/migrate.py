@@ -353,6 +353,8 @@ class AccountRun:
         self._guarded: set[str] = set()  # target folders whose id this pass has checked
         self.target_limit: int | None = None
         self.unreadable: list[tuple[str, str]] = []  # public folders the unit's login can't read: (name, rights)
+        # A folder's source inventory being read in a thread: (folder, above UID, thread, [result]).
+        self._ahead: tuple[str, int, threading.Thread, list[Any]] | None = None
 
     # -- connections --------------------------------------------------------------------------
 
@@ -404,6 +406,7 @@ class AccountRun:
             return store
 
     def close(self) -> None:
+        self._take_ahead("", 0)  # a read-ahead still going ends before its connection closes
         for s in [self.source, self.target, *self.writers]:
             if s is not None:
                 with contextlib.suppress(Exception):  # closing a broken connection
@@ -579,6 +582,14 @@ class AccountRun:
         by_name = {f.name: f for f in folders}
         self._drop_refusals_of_folders_left(mappings, by_name)
         tgt = self.target_store()
+        # While the target folders are created (Dovecot: ~7 ms a CREATE, 0.13 s for the benchmark's
+        # 18 folders, with nothing else going on) the source connection reads the first folder's
+        # inventory, which the pipeline then starts from. Only for an account's own mailbox: a
+        # unit's folder set-up asks the source for rights.
+        first = next((m for m in mappings if m.target is not None and by_name[m.source].selectable), None)
+        creates = any(m.target is not None and m.target not in self.target_folders for m in mappings)
+        if first is not None and creates and self.job.scope is None and (redo is None or first.source in redo):
+            self._read_ahead(by_name[first.source], statuses[first.source], first)
         # Create every target folder first (parents before children), then subscriptions.
         for m in mappings:
             if m.target is None and m.rule.startswith(SHARED_CLASH):
@@ -717,14 +728,11 @@ class AccountRun:
         state = self.ledger.folder_state(self.account, f.name)
         records = self.ledger.messages(self.account, f.name)
         pending = [r for r in records if r.state == "pending"]
-        incremental = (
-            not self.opts.full
-            and state is not None
-            and state.uidvalidity == st.uidvalidity
-            and state.target_folder == target_folder
-        )  # pending intents are all above the recorded UIDNEXT, so they stay incremental
+        incremental = self._incremental(state, st, target_folder)
         after = state.uidnext - 1 if incremental and state is not None else 0
-        source_msgs: list[MessageMeta] = self.retry(src, lambda: src.inventory(f.name, after))
+        source_msgs = self._take_ahead(f.name, after)
+        if source_msgs is None:
+            source_msgs = self.retry(src, lambda: src.inventory(f.name, after))
         # Outstanding refusals below that are looked at again, and only they (the planner's contract).
         refused = [
             r.uid for r in records if r.state == "refused" and r.uid <= after and r.uidvalidity == st.uidvalidity
@@ -787,6 +795,43 @@ class AccountRun:
             policy=policy,
         )
         return plan, target_after, target_validity
+
+    def _incremental(self, state: FolderState | None, st: FolderStatus, target_folder: str) -> bool:
+        """Whether the folder's pass looks only above the UIDNEXT its last pass recorded."""
+        return (
+            not self.opts.full
+            and state is not None
+            and state.uidvalidity == st.uidvalidity
+            and state.target_folder == target_folder
+        )  # pending intents are all above the recorded UIDNEXT, so they stay incremental
+
+    def _read_ahead(self, f: FolderInfo, st: FolderStatus, m: FolderMapping) -> None:
+        """Read ``f``'s source inventory in a thread, for :meth:`_plan_folder` to take. The
+        source connection is the thread's until then (see :meth:`_take_ahead`)."""
+        state = self.ledger.folder_state(self.account, f.name)
+        after = state.uidnext - 1 if state is not None and self._incremental(state, st, m.target or "") else 0
+        src = self.source_store()
+        got: list[Any] = []
+
+        def read() -> None:
+            with contextlib.suppress(Exception):  # else _plan_folder reads it, and says why it can't, itself
+                got.append(self.retry(src, lambda: src.inventory(f.name, after)))
+
+        thread = threading.Thread(target=read, name=f"inventory-{self.account}")
+        thread.start()
+        self._ahead = (f.name, after, thread, got)
+
+    def _take_ahead(self, folder: str, after: int) -> list[MessageMeta] | None:
+        """The inventory :meth:`_read_ahead` read, if it is of ``folder`` above ``after``."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return None
+        name, above, thread, got = ahead
+        thread.join()
+        if (name, above) != (folder, after) or not got:
+            return None
+        metas: list[MessageMeta] = got[0]
+        return metas
 
     def _prepare(self, f: FolderInfo, m: FolderMapping, st: FolderStatus) -> _FolderJob:
         """Plan one folder and carry out all but its copies, which are returned in the job."""
@@ -1019,8 +1064,8 @@ class AccountRun:
         """Copy the jobs' messages: one reader fetches batches (in writers' lanes, see
         :func:`in_lanes`) into a small queue per writer, ``connections_per_account`` writers
         append them. Sets ``job.uncertain`` where an append ended without an answer (the folder
-        is then re-planned). ``jobs`` is consumed by the reader thread, lazily; a writer
-        connects when it gets its first batch (none when there is nothing to copy)."""
+        is then re-planned). ``jobs`` is consumed by the reader thread, lazily; the writers
+        connect when the reader reads the first batch (none when there is nothing to copy)."""
         src = self.source_store()
         nwriters = max(1, self.opts.connections_per_account)
         # Batches waiting per writer: one writer's slow batch (large attachments) does not keep
@@ -1035,11 +1080,23 @@ class AccountRun:
         errors: list[BaseException] = []
         budget = self.e.budget
 
+        warming: list[threading.Thread] = []
+
+        def warm(i: int) -> None:
+            with contextlib.suppress(Exception):  # else the writer connects, and says why it can't, itself
+                self._writer(i)
+
         def reader() -> None:
+            warmed = False
             try:
                 for lane, job, batch in in_lanes(jobs, nwriters, lambda j: self._batches(j.metas, alone=alone), run):
                     if errors:
                         break
+                    if not warmed:  # there is work: the writers log in while the first batch is read
+                        warmed = True
+                        for i in range(nwriters):
+                            warming.append(threading.Thread(target=warm, args=(i,), name=f"login-{self.account}-{i}"))
+                            warming[-1].start()
                     folder, uids = job.folder.name, [mm.uid for mm in batch]
                     budget.acquire(sum(mm.size for mm in batch))
                     try:
@@ -1117,6 +1174,8 @@ class AccountRun:
         for t in threads:
             t.start()
         for t in threads:
+            t.join()
+        for t in warming:  # no connection opens after the account is closed
             t.join()
         if errors:
             raise errors[0]
