@@ -72,9 +72,12 @@ class ReadStore(Protocol):
         """UIDVALIDITY, UIDNEXT, MESSAGES and HIGHESTMODSEQ (when the server has CONDSTORE)."""
         ...
 
-    def inventory(self, folder: str, after_uid: int = 0, *, uids: Sequence[int] | None = None) -> list[MessageMeta]:
+    def inventory(
+        self, folder: str, after_uid: int = 0, *, uids: Sequence[int] | None = None, write: bool = False
+    ) -> list[MessageMeta]:
         """Metadata and ItemKey of each message with UID > after_uid; with ``uids``, of those of
-        them the folder still holds (UIDs gone are left out, not errors)."""
+        them the folder still holds (UIDs gone are left out, not errors). ``write``: the folder is
+        opened for writing (a target's, which is written next), never on a read-only store."""
         ...
 
     def changed_flags(self, folder: str, since_modseq: int) -> dict[int, tuple[tuple[str, ...], int]]:

@@ -765,10 +765,13 @@ class AccountRun:
             target_after = tstatus.uidnext - 1
             target_validity = tstatus.uidvalidity
             first_pass = state is None and not records
-            if first_pass or pending or not incremental:
-                # An interrupted run's appends can only be above the UIDNEXT it recorded.
+            # An empty folder (one this pass created, say) has nothing to match: not read.
+            if (first_pass or pending or not incremental) and tstatus.messages:
+                # An interrupted run's appends can only be above the UIDNEXT it recorded. Selected
+                # for writing (but in a dry run), as the copies' PERMANENTFLAGS ask next: one SELECT.
                 after_t = min(r.target_after_uid for r in pending) if pending and incremental else 0
-                tmsgs: list[MessageMeta] = self.retry(tgt, lambda: tgt.inventory(target_folder, after_t))
+                write = not self.dry_run
+                tmsgs: list[MessageMeta] = self.retry(tgt, lambda: tgt.inventory(target_folder, after_t, write=write))
                 claimed = claimed_target_uids(records, target_folder, tstatus.uidvalidity)
                 unclaimed = [t for t in tmsgs if t.uid not in claimed]
         policy = self.opts.policy
