@@ -508,7 +508,8 @@ def _tune_malloc() -> None:
 
     glibc raises its mmap threshold after big blocks are freed, so later message buffers land in
     per-thread heap arenas that never shrink: the 8-account benchmark's RSS grew past 280 MB with
-    a 64 MB in-flight budget. A fixed 1 MiB threshold and two arenas keep it near the budget.
+    a 64 MB in-flight budget. A fixed 1 MiB threshold and two arenas keep it near the budget
+    (now 128 MB: ~200 MB peak for 8 accounts).
     """
     import ctypes
 
