@@ -124,8 +124,8 @@ class Options:
     # Message bytes held in memory at once, all accounts together. Enough for each of 8 writers
     # (8 accounts at once) to hold the batch it appends and the next one: with 64 MB the 8-account
     # benchmark's writers waited ~17 s in all for their reader, whose fetch waited for memory
-    # other accounts' queued batches held; with 128 MB ~5-8 s, and the run took 12 % less time
-    # (peak RSS 150 -> 200 MB; one account: 120 -> 145 MB).
+    # other accounts' queued batches held; with 128 MB ~5-8 s (peak RSS 150 -> 195 MB; one
+    # account: 120 -> 140 MB).
     inflight_bytes: int = 128_000_000
     # Before each batch written to the target: (messages, bytes), waits as the cluster's rates
     # and pauses say (:mod:`mailferry.distributed.limits`); None: no limit beyond the connections.
@@ -1080,8 +1080,10 @@ class AccountRun:
         # the reader from feeding the other. The reader fills a writer's queue from one folder
         # before it selects the next writer's (runs of 4, see in_lanes: the source's CPU for the
         # 10k mailbox went from 1.60 s to 1.24 s, runs of 1 to 4); a folder copied alone is cut
-        # in batches for every writer (_batches), so they go round one at a time.
-        run = 1 if alone else 4
+        # in batches for every writer (_batches), so they go round one at a time. One writer (as
+        # with many accounts at once) has one lane, no folder to switch from: two batches waiting
+        # are enough, and the memory budget is left to the other accounts' readers.
+        run = 1 if alone or nwriters == 1 else 4
         qs: list[queue.Queue[tuple[_FolderJob, list[tuple[MessageMeta, bytes]]] | None]] = [
             queue.Queue(maxsize=max(2, run)) for _ in range(nwriters)
         ]
