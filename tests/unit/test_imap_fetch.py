@@ -9,7 +9,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from imapclient.datetime_util import datetime_to_INTERNALDATE
 
-from mailferry.formats.imap_fetch import FetchParseError, format_internaldate, parse_fetch, parse_internaldate
+from mailferry.formats.imap_fetch import Fetched, FetchParseError, format_internaldate, parse_fetch, parse_internaldate
 
 HDR = b"Message-ID: <a@b>\r\nSubject: hi\r\n\r\n"
 
@@ -91,3 +91,67 @@ def test_format_internaldate_is_imapclients_and_reads_back(when: datetime) -> No
 )
 def test_format_internaldate_leaves_what_it_cannot_write(when: datetime) -> None:
     assert format_internaldate(when) is None
+
+
+# -- the usual shapes, read the quick way, give what the general way gives ---------------------
+
+_ATOMS = st.sampled_from([b"\\Seen", b"\\Answered", b"\\Flagged", b"$Label1", b"Junk", b"NonJunk", b"(", b")", b'"'])
+_DATES = st.one_of(
+    st.builds(
+        lambda d, sign, off: (
+            b"%2d-%s-%04d %02d:%02d:%02d %s%04d"
+            % (d.day, d.strftime("%b").encode(), d.year, d.hour, d.minute, d.second, sign, off)
+        ),
+        st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2100, 1, 1)),
+        st.sampled_from([b"+", b"-"]),
+        st.sampled_from([0, 100, 130, 530, 1200, 2359, 9900]),
+    ),
+    st.binary(max_size=30),
+)
+
+
+@st.composite
+def fetch_responses(draw: st.DrawFn) -> list[bytes | tuple[bytes, bytes]]:
+    out: list[bytes | tuple[bytes, bytes]] = []
+    for n in range(1, draw(st.integers(1, 4)) + 1):
+        uid = draw(st.integers(1, 2**32 - 1))
+        literal = draw(st.binary(max_size=40))
+        if draw(st.booleans()):
+            prefix = b"%d (UID %d BODY[] {%d}" % (n, uid, len(literal))
+        else:
+            flags = b" ".join(draw(st.lists(_ATOMS, max_size=3)))
+            modseq = draw(st.one_of(st.none(), st.integers(1, 2**40)))
+            section = draw(st.sampled_from([b"HEADER.FIELDS (MESSAGE-ID DATE FROM TO CC SUBJECT)", b"HEADER", b""]))
+            prefix = (
+                b'%d (UID %d RFC822.SIZE %d INTERNALDATE "%s" FLAGS (%s)' % (n, uid, len(literal), draw(_DATES), flags)
+                + (b" MODSEQ (%d)" % modseq if modseq is not None else b"")
+                + b" BODY[%s] {%d}" % (section, len(literal))
+            )
+        out += [(prefix, literal), draw(st.sampled_from([b")", b")", b" MODSEQ (3))", b" UID 9)"]))]
+    return out
+
+
+def _parsed(data: list[bytes | tuple[bytes, bytes]], *, shapes: bool) -> object:
+    try:
+        return parse_fetch(data, shapes=shapes)
+    except FetchParseError:
+        return FetchParseError
+
+
+@given(fetch_responses())
+def test_usual_shapes_read_quickly_as_the_general_way_reads_them(data: list[bytes | tuple[bytes, bytes]]) -> None:
+    assert _parsed(data, shapes=True) == _parsed(data, shapes=False)
+
+
+def test_the_quick_way_takes_dovecots_responses() -> None:
+    inventory = (
+        b'1 (UID 7 RFC822.SIZE 35 INTERNALDATE "01-Jan-2024 09:00:00 +0100" FLAGS (\\Seen $X) MODSEQ (12) '
+        b"BODY[HEADER.FIELDS (MESSAGE-ID DATE FROM TO CC SUBJECT)] {35}"
+    )
+    body = b"2 (UID 9 BODY[] {35}"
+    from mailferry.formats.imap_fetch import _shaped
+
+    assert _shaped(inventory, HDR) == Fetched(
+        7, 35, datetime(2024, 1, 1, 9, tzinfo=timezone(timedelta(hours=1))), ("\\Seen", "$X"), 12, HDR
+    )
+    assert _shaped(body, HDR) == Fetched(9, literal=HDR)

@@ -107,14 +107,51 @@ def _one(text: bytes, literal: bytes | None) -> Fetched | None:
     )
 
 
-def parse_fetch(data: Sequence[bytes | tuple[bytes, bytes] | None]) -> dict[int, Fetched]:
+# The two responses as Dovecot sends them (items in the order asked, MODSEQ where CONDSTORE is
+# on), whole, with nothing but ")" after the literal: read with one match instead of the five
+# searches below (~0.1 s of CPU for the benchmark's 10,000 messages, read twice). Anything else,
+# or anything odd inside (parentheses or quotes where none belong), takes the general way; a
+# property test says both give the same.
+_INVENTORY_SHAPE = re.compile(
+    rb'\d+ \(UID (\d+) RFC822\.SIZE (\d+) INTERNALDATE "([^"()\\]*)" FLAGS \(([^()"]*)\)'
+    rb"(?: MODSEQ \((\d+)\))? BODY\[[^\]\[()]*(?:\([^()]*\))?\] \{\d+\}"
+)
+_BODY_SHAPE = re.compile(rb"\d+ \(UID (\d+) BODY\[\] \{\d+\}")
+
+
+def _shaped(prefix: bytes, literal: bytes) -> Fetched | None:
+    """A response in one of the two usual shapes, else None (then :func:`_one` reads it)."""
+    m = _BODY_SHAPE.fullmatch(prefix)
+    if m is not None:
+        return Fetched(uid=int(m.group(1)), literal=literal)
+    m = _INVENTORY_SHAPE.fullmatch(prefix)
+    if m is None:
+        return None
+    uid, size, date, flags, modseq = m.groups()
+    return Fetched(
+        uid=int(uid),
+        size=int(size),
+        internaldate=parse_internaldate(date),
+        flags=tuple(f.decode("utf-8", "replace") for f in flags.split()),
+        modseq=int(modseq) if modseq is not None else None,
+        literal=literal,
+    )
+
+
+def parse_fetch(data: Sequence[bytes | tuple[bytes, bytes] | None], *, shapes: bool = True) -> dict[int, Fetched]:
     """UID -> what the server sent for it. Several literals in one message are not expected (we
-    ask for one BODY item) and the last one wins."""
+    ask for one BODY item) and the last one wins. ``shapes``: the usual responses read the quick
+    way (see :data:`_INVENTORY_SHAPE`); False for the general way only."""
     out: dict[int, Fetched] = {}
     text: list[bytes] = []
     literal: bytes | None = None
 
     def close() -> None:
+        if shapes and len(text) == 2 and literal is not None and text[1] == b")":
+            got = _shaped(text[0], literal)
+            if got is not None:
+                out[got.uid] = got
+                return
         if text:
             got = _one(b" ".join(text), literal)
             if got is not None:
