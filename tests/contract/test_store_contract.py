@@ -180,3 +180,22 @@ def test_pipelined_appends_answer_in_order_and_refuse_like_append(server) -> Non
     w.reconnect()
     with pytest.raises(TemporaryFailure):
         lost()
+
+
+@pytest.mark.parametrize("write", [False, True])
+def test_status_and_inventory_of_the_selected_folder_see_other_connections_appends(server, write: bool) -> None:
+    """The engine plans a folder again (after appends that ended without an answer) on the
+    connection that still has it selected: STATUS and the inventory must show what the writers'
+    connections appended meanwhile. Dovecot answers STATUS of the selected mailbox from the
+    session's view (MESSAGES 0 here), and a UID FETCH misses what that view has not synced."""
+    planner, writer = store(server, readonly=False), store(server, readonly=False)
+    f = folder(server, "Selected")
+    planner.create_folder(f)
+    assert planner.status(f).messages == 0
+    assert planner.inventory(f, write=write) == []  # selected, as the plan leaves it
+    uids = writer.append(f, [AppendItem(msg(i), (), WHEN) for i in range(3)])
+    st = planner.status(f)
+    assert (st.messages, st.uidnext) == (3, uids[-1] + 1)
+    assert [m.uid for m in planner.inventory(f, write=write)] == uids
+    planner.close()
+    writer.close()

@@ -447,6 +447,13 @@ class ImapStore:
         return _decode_name(raw, self._utf8)
 
     def status(self, folder: str) -> FolderStatus:
+        if self._selected is not None and self._selected[0] == folder:
+            # STATUS of the selected folder may answer from this session's view of it, which
+            # misses what other connections (this account's writers) appended since (Dovecot
+            # answers it so): selected afresh first, so the view, and the FETCHes after, are now.
+            write = self._selected[1]
+            self._selected = None
+            self._select(folder, write=write)
         what = ["MESSAGES", "UIDNEXT", "UIDVALIDITY"] + (["HIGHESTMODSEQ"] if self._condstore else [])
         st = self._call(f"STATUS {folder}", "folder_status", self._wire(folder), what)
         hms = st.get(b"HIGHESTMODSEQ")
