@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from imapclient.datetime_util import datetime_to_INTERNALDATE
 
@@ -121,13 +121,17 @@ def fetch_responses(draw: st.DrawFn) -> list[bytes | tuple[bytes, bytes]]:
         else:
             flags = b" ".join(draw(st.lists(_ATOMS, max_size=3)))
             modseq = draw(st.one_of(st.none(), st.integers(1, 2**40)))
-            section = draw(st.sampled_from([b"HEADER.FIELDS (MESSAGE-ID DATE FROM TO CC SUBJECT)", b"HEADER", b""]))
+            section = draw(
+                st.sampled_from(
+                    [b"HEADER.FIELDS (MESSAGE-ID DATE FROM TO CC SUBJECT)", b"HEADER", b"", b"HEADER.FIELDS MODSEQ (7)"]
+                )
+            )
             prefix = (
                 b'%d (UID %d RFC822.SIZE %d INTERNALDATE "%s" FLAGS (%s)' % (n, uid, len(literal), draw(_DATES), flags)
                 + (b" MODSEQ (%d)" % modseq if modseq is not None else b"")
                 + b" BODY[%s] {%d}" % (section, len(literal))
             )
-        out += [(prefix, literal), draw(st.sampled_from([b")", b")", b" MODSEQ (3))", b" UID 9)"]))]
+        out += [(prefix, literal), draw(st.sampled_from([b")"] * 6 + [b" MODSEQ (3))", b" UID 9)"]))]
     return out
 
 
@@ -138,7 +142,18 @@ def _parsed(data: list[bytes | tuple[bytes, bytes]], *, shapes: bool) -> object:
         return FetchParseError
 
 
+@settings(max_examples=300)
 @given(fetch_responses())
+@example(
+    [
+        (
+            b'1 (UID 7 RFC822.SIZE 3 INTERNALDATE "01-Jan-2024 09:00:00 +0100" FLAGS () '
+            b"BODY[HEADER.FIELDS MODSEQ (7)] {3}",
+            b"abc",
+        ),
+        b")",
+    ]
+)  # an odd section name holding "MODSEQ (n)", and no MODSEQ item: the general way reads 7
 def test_usual_shapes_read_quickly_as_the_general_way_reads_them(data: list[bytes | tuple[bytes, bytes]]) -> None:
     assert _parsed(data, shapes=True) == _parsed(data, shapes=False)
 

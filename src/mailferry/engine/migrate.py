@@ -1092,18 +1092,25 @@ class AccountRun:
 
         warming: list[threading.Thread] = []
 
+        warmed = [threading.Event() for _ in range(nwriters)]
+        warm_failed: dict[int, Exception] = {}
+
         def warm(i: int) -> None:
-            with contextlib.suppress(Exception):  # else the writer connects, and says why it can't, itself
+            try:
                 self._writer(i)
+            except Exception as e:  # the writer says why, when it gets its first batch: no second try
+                warm_failed[i] = e
+            finally:
+                warmed[i].set()
 
         def reader() -> None:
-            warmed = False
+            logging_in = False
             try:
                 for lane, job, batch in in_lanes(jobs, nwriters, lambda j: self._batches(j.metas, alone=alone), run):
                     if errors:
                         break
-                    if not warmed:  # there is work: the writers log in while the first batch is read
-                        warmed = True
+                    if not logging_in:  # there is work: the writers log in while the first batch is read
+                        logging_in = True
                         for i in range(nwriters):
                             warming.append(threading.Thread(target=warm, args=(i,), name=f"login-{self.account}-{i}"))
                             warming[-1].start()
@@ -1162,6 +1169,9 @@ class AccountRun:
                     try:
                         if not errors:
                             if w is None:
+                                warmed[i].wait()  # started by the reader before it queued a batch
+                                if i in warm_failed:
+                                    raise warm_failed[i]
                                 w = self._writer(i)
                             started = self._append_send(w, job, items)
                     finally:

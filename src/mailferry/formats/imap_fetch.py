@@ -128,6 +128,8 @@ def _shaped(prefix: bytes, literal: bytes) -> Fetched | None:
     if m is None:
         return None
     uid, size, date, flags, modseq = m.groups()
+    if modseq is None and b"MODSEQ" in prefix:
+        return None  # an odd section name with "MODSEQ (n)" in it: the general way finds that n
     return Fetched(
         uid=int(uid),
         size=int(size),
