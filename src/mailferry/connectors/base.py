@@ -42,8 +42,8 @@ class ReadStore(Protocol):
         """Drop the connection and log in again (after a temporary failure)."""
         ...
 
-    def info(self) -> ServerInfo:
-        """Capabilities, namespace, APPENDLIMIT and quota of this account."""
+    def info(self, *, quota: bool = True) -> ServerInfo:
+        """Capabilities, namespace, APPENDLIMIT and (``quota``) quota of this account."""
         ...
 
     def list_folders(self) -> list[FolderInfo]:

@@ -386,7 +386,9 @@ class ImapStore:
     def condstore(self) -> bool:
         return self._condstore
 
-    def info(self) -> ServerInfo:
+    def info(self, *, quota: bool = True) -> ServerInfo:
+        """``quota``: ask for it too (GETQUOTAROOT: a Dovecot with quotas may add up the account's
+        messages for it, ~20 ms for 10,000; a migration's folder mapping does not need it)."""
         si = ServerInfo(capabilities=self._caps)
         if "NAMESPACE" in self._caps:
             ns = self._call("NAMESPACE", "namespace")
@@ -401,7 +403,7 @@ class ImapStore:
             m = _APPENDLIMIT.match(cap)
             if m:
                 si.appendlimit = int(m.group(1))
-        if "QUOTA" in self._caps:
+        if quota and "QUOTA" in self._caps:
             try:
                 roots = self._call("GETQUOTAROOT", "get_quota_root", "INBOX")
                 for q in roots[1]:

@@ -33,7 +33,7 @@ from mailferry.connectors.wrappers import RetryPolicy, retrying
 from mailferry.engine.alive import check_folder
 from mailferry.errors import ConfigError, ItemRefused, MailboxCollision, MailferryError, TemporaryFailure
 from mailferry.formats.folders import FolderMapping, Rules, Side, map_all
-from mailferry.model.mail import AppendItem, FolderInfo, FolderStatus, MessageMeta
+from mailferry.model.mail import AppendItem, FolderInfo, FolderStatus, MessageMeta, ServerInfo
 from mailferry.plan.keywords import KeywordLimits
 from mailferry.plan.planner import (
     Adopt,
@@ -492,8 +492,8 @@ class AccountRun:
 
     def folder_map(self, folders: list[FolderInfo]) -> list[FolderMapping]:
         src, tgt = self.source_store(), self.target_store()
-        sinfo = self.retry(src, src.info)
-        tinfo = self.retry(tgt, tgt.info)
+        sinfo: ServerInfo = self.retry(src, functools.partial(src.info, quota=False))
+        tinfo: ServerInfo = self.retry(tgt, functools.partial(tgt.info, quota=False))
         tfolders: list[FolderInfo] = self.retry(tgt, tgt.list_folders)
         self.target_folders = {f.name for f in tfolders}
         s_side = Side(prefix=sinfo.namespace.prefix, delimiter=sinfo.namespace.delimiter)
