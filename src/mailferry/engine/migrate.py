@@ -411,7 +411,8 @@ class AccountRun:
             return store
 
     def close(self) -> None:
-        self._take_ahead("", 0)  # a read-ahead still going ends before its connection closes
+        if self._ahead is not None:  # a read-ahead still going ends before its connection closes
+            self._ahead[2].join()
         for s in [self.source, self.target, *self.writers]:
             if s is not None:
                 with contextlib.suppress(Exception):  # closing a broken connection
@@ -734,7 +735,7 @@ class AccountRun:
         records = self.ledger.messages(self.account, f.name)
         pending = [r for r in records if r.state == "pending"]
         incremental = self._incremental(state, st, target_folder)
-        after = state.uidnext - 1 if incremental and state is not None else 0
+        after = _above(state, incremental)
         source_msgs = self._take_ahead(f.name, after)
         if source_msgs is None:
             source_msgs = self.retry(src, lambda: src.inventory(f.name, after))
@@ -817,7 +818,7 @@ class AccountRun:
         """Read ``f``'s source inventory in a thread, for :meth:`_plan_folder` to take. The
         source connection is the thread's until then (see :meth:`_take_ahead`)."""
         state = self.ledger.folder_state(self.account, f.name)
-        after = state.uidnext - 1 if state is not None and self._incremental(state, st, m.target or "") else 0
+        after = _above(state, self._incremental(state, st, m.target or ""))
         src = self.source_store()
         got: list[Any] = []
 
@@ -1073,7 +1074,7 @@ class AccountRun:
         :func:`in_lanes`) into a small queue per writer, ``connections_per_account`` writers
         append them. Sets ``job.uncertain`` where an append ended without an answer (the folder
         is then re-planned). ``jobs`` is consumed by the reader thread, lazily; the writers
-        connect when the reader reads the first batch (none when there is nothing to copy)."""
+        log in when the reader starts on the first batch (none when there is nothing to copy)."""
         src = self.source_store()
         nwriters = max(1, self.opts.connections_per_account)
         # Batches waiting per writer: one writer's slow batch (large attachments) does not keep
@@ -1090,30 +1091,18 @@ class AccountRun:
         errors: list[BaseException] = []
         budget = self.e.budget
 
-        warming: list[threading.Thread] = []
-
-        warmed = [threading.Event() for _ in range(nwriters)]
-        warm_failed: dict[int, Exception] = {}
-
-        def warm(i: int) -> None:
-            try:
-                self._writer(i)
-            except Exception as e:  # the writer says why, when it gets its first batch: no second try
-                warm_failed[i] = e
-            finally:
-                warmed[i].set()
+        # Set when the reader has a first batch to read (the writers log in meanwhile), or is done.
+        reading = threading.Event()
+        work: list[bool] = []  # [True] once there is a batch to copy
 
         def reader() -> None:
-            logging_in = False
             try:
                 for lane, job, batch in in_lanes(jobs, nwriters, lambda j: self._batches(j.metas, alone=alone), run):
                     if errors:
                         break
-                    if not logging_in:  # there is work: the writers log in while the first batch is read
-                        logging_in = True
-                        for i in range(nwriters):
-                            warming.append(threading.Thread(target=warm, args=(i,), name=f"login-{self.account}-{i}"))
-                            warming[-1].start()
+                    if not work:
+                        work.append(True)
+                        reading.set()
                     folder, uids = job.folder.name, [mm.uid for mm in batch]
                     budget.acquire(sum(mm.size for mm in batch))
                     try:
@@ -1131,6 +1120,7 @@ class AccountRun:
             except BaseException as e:  # handed to the main thread
                 errors.append(e)
             finally:
+                reading.set()
                 for q in qs:
                     q.put(None)
 
@@ -1156,6 +1146,9 @@ class AccountRun:
                         release(done.items)
 
             try:
+                reading.wait()
+                if work and not errors:  # logs in while the reader reads the first batch
+                    w = self._writer(i)
                 while True:
                     try:
                         got = q.get_nowait()
@@ -1168,11 +1161,7 @@ class AccountRun:
                     started: _Inflight | None = None
                     try:
                         if not errors:
-                            if w is None:
-                                warmed[i].wait()  # started by the reader before it queued a batch
-                                if i in warm_failed:
-                                    raise warm_failed[i]
-                                w = self._writer(i)
+                            assert w is not None  # a batch came, so there was work when no error was
                             started = self._append_send(w, job, items)
                     finally:
                         if started is None:
@@ -1194,8 +1183,6 @@ class AccountRun:
         for t in threads:
             t.start()
         for t in threads:
-            t.join()
-        for t in warming:  # no connection opens after the account is closed
             t.join()
         if errors:
             raise errors[0]
@@ -1375,6 +1362,12 @@ class AccountRun:
             self._record(job, [(mm, uid)])
 
 
+def _above(state: FolderState | None, incremental: bool) -> int:
+    """The UID above which a folder's source is read: its last pass's UIDNEXT - 1 when this pass
+    is incremental, else 0 (all of it)."""
+    return state.uidnext - 1 if incremental and state is not None else 0
+
+
 _J = TypeVar("_J")
 _B = TypeVar("_B")
 
@@ -1397,32 +1390,36 @@ def in_lanes(
     source = iter(jobs)
     lanes: list[tuple[_J, Iterator[_B]] | None] = [None] * writers
     more = True
+
+    def take(i: int) -> tuple[_J, _B] | None:
+        """Lane ``i``'s next batch: of its folder, else of the next folder, else of a folder
+        another lane holds; None when every folder is done."""
+        nonlocal more
+        while True:
+            if lanes[i] is None and more:
+                job = next(source, None)
+                more = job is not None
+                if job is not None:
+                    lanes[i] = (job, batches(job))
+            owner = i if lanes[i] is not None else next((k for k in range(writers) if lanes[k] is not None), -1)
+            if owner < 0:
+                return None
+            lane = lanes[owner]
+            assert lane is not None
+            batch = next(lane[1], None)
+            if batch is not None:
+                return lane[0], batch
+            lanes[owner] = None  # this folder is done: its lane takes the next one
+
     while True:
         gave = False
         for i in range(writers):
             for _ in range(run):
-                batch = None
-                while True:
-                    if lanes[i] is None and more:
-                        job = next(source, None)
-                        if job is None:
-                            more = False
-                        else:
-                            lanes[i] = (job, batches(job))
-                    owner = i if lanes[i] is not None else next((k for k in range(writers) if lanes[k] is not None), -1)
-                    if owner < 0:
-                        break
-                    lane = lanes[owner]
-                    assert lane is not None
-                    batch = next(lane[1], None)
-                    if batch is None:  # this folder is done: its lane takes the next one
-                        lanes[owner] = None
-                        continue
-                    yield i, lane[0], batch
-                    gave = True
+                got = take(i)
+                if got is None:
                     break
-                if batch is None:
-                    break
+                yield i, *got
+                gave = True
         if not gave:
             return
 
