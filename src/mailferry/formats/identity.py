@@ -42,6 +42,7 @@ _NAME = operator.itemgetter(0)
 _DISPLAY_MAX = 200
 # Unicode category Cc (C0, DEL, C1) -> U+FFFD, for display.
 _CONTROLS = {c: "\ufffd" for c in (*range(0x20), *range(0x7F, 0xA0))}
+_ANY_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # translate() is slow: only when there is one
 _FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")  # RFC 5322 ftext
 _MSGID = re.compile(rb"<[^<>]*>")
 
@@ -114,7 +115,9 @@ def _display(value: bytes) -> str:
         text = value.decode("latin-1")  # raw 8-bit headers are mostly Latin-1/cp1252
     if "=?" in text:  # decode_header is slow: only for values that hold encoded-words
         text = _decode_words(text)
-    text = " ".join(text.split()).translate(_CONTROLS)
+    text = " ".join(text.split())
+    if _ANY_CONTROL.search(text):
+        text = text.translate(_CONTROLS)
     return text[:_DISPLAY_MAX]
 
 

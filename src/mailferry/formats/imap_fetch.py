@@ -140,16 +140,16 @@ def _shaped(prefix: bytes, literal: bytes) -> Fetched | None:
     )
 
 
-def parse_fetch(data: Sequence[bytes | tuple[bytes, bytes] | None], *, shapes: bool = True) -> dict[int, Fetched]:
+def parse_fetch(data: Sequence[bytes | tuple[bytes, bytes] | None]) -> dict[int, Fetched]:
     """UID -> what the server sent for it. Several literals in one message are not expected (we
-    ask for one BODY item) and the last one wins. ``shapes``: the usual responses read the quick
-    way (see :data:`_INVENTORY_SHAPE`); False for the general way only."""
+    ask for one BODY item) and the last one wins. The usual responses are read the quick way
+    (:func:`_shaped`), the others by :func:`_one`."""
     out: dict[int, Fetched] = {}
     text: list[bytes] = []
     literal: bytes | None = None
 
     def close() -> None:
-        if shapes and len(text) == 2 and literal is not None and text[1] == b")":
+        if len(text) == 2 and literal is not None and text[1] == b")":
             got = _shaped(text[0], literal)
             if got is not None:
                 out[got.uid] = got
