@@ -84,12 +84,22 @@ class SandboxError(RuntimeError):
 # --------------------------------------------------------------------------- helpers
 
 
+_HANDED_OUT: set[int] = set()  # ports free_port() has given in this process
+_HANDED_OUT_LOCK = threading.Lock()
+
+
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago (bind to port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
+    """Return a TCP port on 127.0.0.1 that was free a moment ago (bind to port 0), never one it
+    has given before in this process: the kernel may hand the port just closed out again, and two
+    listeners of one server got the same port (Dovecot: "duplicate listener", seen in CI)."""
+    with _HANDED_OUT_LOCK:
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind((HOST, 0))
+                port: int = s.getsockname()[1]
+            if port not in _HANDED_OUT:
+                _HANDED_OUT.add(port)
+                return port
 
 
 def _check_free(*ports: int | None) -> None:
