@@ -337,7 +337,8 @@ class DavProxy:
     ``status`` (429, 503) and that ``Retry-After`` (None: no header) instead of forwarding it;
     ``heal()`` undoes the faults.
     ``seen``: (method, path, status) of every request; ``put_times``: (monotonic time, status)
-    of every PUT as it arrived (status 0 for one forwarded)."""
+    of every PUT: for one forwarded (status 0) when its headers arrived, for one throttled when
+    its answer had gone out (the client cannot pause before it has that answer)."""
 
     def __init__(self, upstream: str) -> None:
         import http.server
@@ -355,6 +356,7 @@ class DavProxy:
         self.lost_once: set[str] = set()
         self.seen: list[tuple[str, str, int]] = []
         self.put_times: list[tuple[float, int]] = []
+        self.puts_counted = 0  # every PUT, throttled or not (which ones to throttle)
         self.throttle: tuple[int, int, str | None] | None = None
         self._lock = threading.Lock()
         self._client = httpx.Client(base_url=self.upstream, timeout=30, follow_redirects=False)
@@ -418,6 +420,9 @@ class DavProxy:
         from http.server import BaseHTTPRequestHandler
 
         assert isinstance(h, BaseHTTPRequestHandler)
+        import time
+
+        arrived = time.monotonic()
         method, path = h.command, h.path
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else b""
@@ -426,16 +431,17 @@ class DavProxy:
                 self._reply(h, method, path, status, {"Content-Type": "application/xml; charset=utf-8"}, words)
                 return
         if method == "PUT":
-            import time
-
             with self._lock:
                 throttle = self.throttle
-                n_put = len(self.put_times) + 1
-                refuse = throttle is not None and n_put % throttle[0] == 0
-                self.put_times.append((time.monotonic(), throttle[1] if refuse and throttle else 0))
+                self.puts_counted += 1
+                refuse = throttle is not None and self.puts_counted % throttle[0] == 0
+                if not refuse:
+                    self.put_times.append((arrived, 0))
             if refuse and throttle is not None:
                 extra = {"Retry-After": throttle[2]} if throttle[2] is not None else {}
                 self._reply(h, method, path, throttle[1], {"Content-Type": "text/plain", **extra}, b"slow down")
+                with self._lock:
+                    self.put_times.append((time.monotonic(), throttle[1]))
                 return
             with self._lock:
                 gone = self.puts_left is not None and self.puts_left <= 0
