@@ -1,6 +1,6 @@
 """Profile the TARGET server while mailferry or dsync writes into it (issue 11).
 
-Usage: python bench/profile.py [--quick] [--tools mailferry,dsync] [--modes cpu,strace,perf,pyspy]
+Usage: python bench/profile.py [--quick] [--tools mailferry,dsync,route] [--modes cpu,strace,perf,pyspy,sched]
 
 Same corpus, source server and fresh targets as ``bench/run.py``. For every tool and mode one
 copy into a fresh target:
@@ -16,6 +16,13 @@ copy into a fresh target:
   children) reported for the target's imap processes only; for dsync, of the doveadm process.
 - ``pyspy``: ``py-spy record --threads`` of mailferry (``pip install py-spy``): collapsed stacks
   by thread, the functions with most samples.
+- ``sched``: what each process of the target server, the source server and the tool did over
+  the run, from the kernel's own accounting: CPU time and time runnable but waiting for a core
+  (``/proc/PID/schedstat``), and the process's state sampled every ~10 ms (``/proc/PID/stat``
+  and ``wchan``): running or runnable, waiting for the disk (``D``: page writeback, journal
+  commits after fsync), waiting for input (``S`` in epoll/poll/select: for a server, waiting for
+  its client), other sleep. It answers "who waits for whom": a target that is never waiting for
+  input is not being kept waiting by the tool.
 - The target Dovecot of every run gets a ``metric`` on ``imap_command_finished`` grouped by
   command, read with ``doveadm stats dump`` after a mailferry run: the server's own time per
   IMAP command (APPEND, SELECT, ...).
@@ -97,6 +104,100 @@ def child_pids(pid: int) -> list[int]:
     return [int(line.split()[0]) for line in out.stdout.splitlines() if line.split()[1:] == ["imap"]]
 
 
+# Sleeping in one of these: waiting for input (a socket, a pipe), i.e. for the other side.
+_INPUT_WAITS = ("do_epoll_wait", "ep_poll", "do_select", "do_sys_poll", "core_sys_select", "sk_wait_data",
+                "wait_woken", "pipe_read", "unix_stream_read_generic", "inet_csk_accept")
+
+
+def _descendants(pid: int) -> list[int]:
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        with contextlib.suppress(OSError):
+            for t in os.listdir(f"/proc/{p}/task"):
+                with contextlib.suppress(OSError):
+                    kids = [int(c) for c in Path(f"/proc/{p}/task/{t}/children").read_text().split()]
+                    out += kids
+                    todo += kids
+    return out
+
+
+class SchedSampler:
+    """Samples every process under ``roots`` (role -> pid; a process under none of them but
+    under this one is the tool's) every ~10 ms: its CPU time (all threads, ended ones included),
+    its run-queue wait (``schedstat`` of the threads alive, the most seen) and a count of the
+    states its threads were found in (a tool's threads that wait on each other count as "other
+    sleep"). Processes using under 0.1 s of CPU are left out (logins, auth, the tool's wrappers)."""
+
+    def __init__(self, roots: dict[str, int]) -> None:
+        self.roots = roots
+        self.stat: dict[int, tuple[str, str, int, int]] = {}  # pid -> (role, comm, cpu ns, wait ns)
+        self.states: dict[int, dict[str, int]] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> SchedSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        me = os.getpid()
+        while not self._done.is_set():
+            role_of: dict[int, str] = {}
+            for role, root in self.roots.items():
+                for pid in _descendants(root):
+                    role_of[pid] = role
+            for pid in _descendants(me):
+                role_of.setdefault(pid, "tool")
+            for pid, role in role_of.items():
+                if pid in self.roots.values():
+                    continue  # the masters themselves
+                cpu = wait = 0
+                seen: list[str] = []
+                try:
+                    comm = Path(f"/proc/{pid}/comm").read_text().strip()
+                    if comm in ("time", "strace", "perf", "py-spy", "sh"):
+                        continue
+                    for tid in os.listdir(f"/proc/{pid}/task"):  # every thread (the tool has several)
+                        task = f"/proc/{pid}/task/{tid}"
+                        c, w = (int(x) for x in Path(f"{task}/schedstat").read_text().split()[:2])
+                        state = Path(f"{task}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                        chan = Path(f"{task}/wchan").read_text().strip() if state != "R" else ""
+                        cpu, wait = cpu + c, wait + w
+                        seen.append(state if state in "RD" else
+                                    "I" if state == "S" and any(chan.startswith(x) for x in _INPUT_WAITS) else "S")
+                    # utime + stime count the threads that have ended too (their schedstat is gone)
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    ticks = int(fields[11]) + int(fields[12])
+                    cpu = max(cpu, ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK"))
+                except (OSError, ValueError):
+                    continue
+                self.stat[pid] = (role, comm, cpu, max(wait, self.stat.get(pid, ("", "", 0, 0))[3]))
+                names = {"R": "running or runnable", "D": "waiting for the disk", "I": "waiting for input",
+                         "S": "other sleep"}
+                counts = self.states.setdefault(pid, {})
+                for state in seen:
+                    counts[names[state]] = counts.get(names[state], 0) + 1
+            time.sleep(0.01)
+
+    def summary(self) -> list[dict[str, Any]]:
+        rows = []
+        for pid, (role, comm, cpu, wait) in sorted(self.stat.items(), key=lambda kv: (kv[1][0], -kv[1][2])):
+            if cpu < 100_000_000:
+                continue
+            counts = self.states.get(pid, {})
+            n = sum(counts.values()) or 1
+            rows.append({"role": role, "pid": pid, "comm": comm, "cpu_s": round(cpu / 1e9, 2),
+                         "runqueue_wait_s": round(wait / 1e9, 2), "samples": n,
+                         **{k: round(v / n, 3) for k, v in sorted(counts.items())}})
+        return rows
+
+
 def start_attached(mode: str, pid: int, out: Path) -> subprocess.Popen[bytes]:
     if mode == "strace":
         argv = ["strace", "-c", "-w", "-f", "-o", str(out), "-p", str(pid)]
@@ -119,7 +220,7 @@ def stop_attached(proc: subprocess.Popen[bytes]) -> None:
 
 
 def wrap(mode: str, argv: list[str], out: Path) -> list[str]:
-    if mode in ("cpu", "pyspy"):  # py-spy is for mailferry: dsync just runs (one more pair)
+    if mode in ("cpu", "pyspy", "sched"):  # py-spy is for mailferry: dsync just runs (one more pair)
         return argv
     if mode == "strace":
         return ["strace", "-c", "-w", "-f", "-o", str(out), "--", *argv]
@@ -181,6 +282,16 @@ def pyspy_summary(path: Path) -> dict[str, Any]:
     return {"samples": total, "threads": top(threads, 20), "self": top(own, 25), "inclusive": top(incl, 40)}
 
 
+def sched_table(tool: str, wall: float, rows: list[dict[str, Any]]) -> str:
+    keys = ("running or runnable", "waiting for the disk", "waiting for input", "other sleep")
+    out = [f"{tool}: {wall:.2f} s wall. Per process: CPU s, run-queue wait s, share of samples "
+           "running/runnable, waiting for the disk, waiting for input, other sleep"]
+    for row in rows:
+        shares = "  ".join(f"{row.get(k, 0.0):5.0%}" for k in keys)
+        out.append(f"  {row['role']:<6} {row['comm']:<10} {row['cpu_s']:6.2f} {row['runqueue_wait_s']:6.2f}  {shares}")
+    return "\n".join(out)
+
+
 def perf_report(path: Path, out: Path, pids: list[int]) -> str:
     argv = ["perf", "report", "-i", str(path), "--stdio", "--no-children", "--sort", "comm,dso,sym",
             "-g", "none", "--percent-limit", "1", "--percentage", "relative"]
@@ -238,6 +349,13 @@ def main(argv: list[str] | None = None) -> int:
                                *cmd]
                     if mode == "strace":
                         attached.append(start_attached(mode, master_pid(target), data_path))
+                elif tool == "route":  # bench/floor.py copy: the least IMAP-to-IMAP copy, as run.py runs it
+                    cmd = [sys.executable, str(Path(__file__).resolve().parent / "floor.py"), "copy",
+                           "--from-port", str(bench.source.port), "--port", str(target.port),
+                           "--connections", "2", f"{bench_run.USER}:{bench_run.USER_PW}"]
+                    env = None
+                    if mode == "strace":  # the target's imap processes, as for mailferry
+                        attached.append(start_attached(mode, master_pid(target), data_path))
                 else:
                     cmd = ["doveadm", "-c", str(target.config_path),
                            "-o", "imapc_host=127.0.0.1", "-o", f"imapc_port={bench.source.port}",
@@ -260,7 +378,10 @@ def main(argv: list[str] | None = None) -> int:
 
                     t = threading.Thread(target=poll)
                     t.start()
-                r = bench_run.run_tool(f"{tool}-{mode}", 0, cmd, timeout=args.timeout, logdir=bench.logs, env=env)
+                sampler = SchedSampler({"target": master_pid(target), "source": master_pid(bench.source)})
+                with sampler if mode == "sched" else contextlib.nullcontext():
+                    r = bench_run.run_tool(f"{tool}-{mode}", 0, cmd, timeout=args.timeout, logdir=bench.logs,
+                                           env=env)
                 done.set()
                 for proc in attached:
                     stop_attached(proc)
@@ -275,7 +396,10 @@ def main(argv: list[str] | None = None) -> int:
                     entry["strace"] = parse_strace(data_path)
                 elif mode == "pyspy":
                     entry["pyspy"] = pyspy_summary(data_path)
-                else:
+                elif mode == "sched":
+                    entry["sched"] = sampler.summary()
+                    log(sched_table(tool, r.wall_s, entry["sched"]))
+                elif mode in ("perf",):
                     entry["perf_pids"] = sorted(seen)
                     entry["perf_top"] = perf_report(data_path, stem.with_suffix(".report.txt"), sorted(seen))
                 if tool != "dsync":
