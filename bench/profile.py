@@ -108,6 +108,8 @@ def child_pids(pid: int) -> list[int]:
 _INPUT_WAITS = ("do_epoll_wait", "ep_poll", "do_select", "do_sys_poll", "core_sys_select", "sk_wait_data",
                 "wait_woken", "pipe_read", "unix_stream_read_generic", "inet_csk_accept")
 
+_STATE_NAMES = {"R": "running or runnable", "D": "waiting for the disk", "I": "waiting for input", "S": "other sleep"}
+
 
 def _descendants(pid: int) -> list[int]:
     out: list[int] = []
@@ -178,11 +180,9 @@ class SchedSampler:
                 except (OSError, ValueError):
                     continue
                 self.stat[pid] = (role, comm, cpu, max(wait, self.stat.get(pid, ("", "", 0, 0))[3]))
-                names = {"R": "running or runnable", "D": "waiting for the disk", "I": "waiting for input",
-                         "S": "other sleep"}
                 counts = self.states.setdefault(pid, {})
                 for state in seen:
-                    counts[names[state]] = counts.get(names[state], 0) + 1
+                    counts[_STATE_NAMES[state]] = counts.get(_STATE_NAMES[state], 0) + 1
             time.sleep(0.01)
 
     def summary(self) -> list[dict[str, Any]]:
@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
                 elif mode == "sched":
                     entry["sched"] = sampler.summary()
                     log(sched_table(tool, r.wall_s, entry["sched"]))
-                elif mode in ("perf",):
+                elif mode == "perf":
                     entry["perf_pids"] = sorted(seen)
                     entry["perf_top"] = perf_report(data_path, stem.with_suffix(".report.txt"), sorted(seen))
                 if tool != "dsync":

@@ -13,6 +13,7 @@ from mailferry.formats.imap_fetch import (
     Fetched,
     FetchParseError,
     _one,
+    _shaped,
     format_internaldate,
     parse_fetch,
     parse_internaldate,
@@ -187,8 +188,6 @@ def test_the_quick_way_takes_dovecots_responses() -> None:
         b"BODY[HEADER.FIELDS (MESSAGE-ID DATE FROM TO CC SUBJECT)] {35}"
     )
     body = b"2 (UID 9 BODY[] {35}"
-    from mailferry.formats.imap_fetch import _shaped
-
     assert _shaped(inventory, HDR) == Fetched(
         7, 35, datetime(2024, 1, 1, 9, tzinfo=timezone(timedelta(hours=1))), ("\\Seen", "$X"), 12, HDR
     )

@@ -79,7 +79,7 @@ def _fields(header_fields: bytes) -> list[tuple[bytes, bytes]]:
             continue
         current = [value]
         fields.append((name.lower(), current))
-    return [(n, b" ".join(parts[0].split() if len(parts) == 1 else b" ".join(parts).split())) for n, parts in fields]
+    return [(name, b" ".join(b" ".join(parts).split())) for name, parts in fields]
 
 
 def _decode_words(text: str) -> str:
